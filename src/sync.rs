@@ -1,10 +1,26 @@
 //! Asking the running time daemon how it is doing, and telling it to step
 //! the clock once: `chronyc`, `ntpq`, or the embedded engine's control
 //! socket. Used after apply on live hosts to verify synchronisation.
+//!
+//! - chrony: `chronyc -c -n tracking` (reference, stratum, system clock
+//!   offset, leap status) and `chronyc -c -n sources` (the selected source,
+//!   marked `*`); the forced sync is `chronyc makestep`, which steps the
+//!   clock by the current offset at once.
+//! - ntpd (ntpsec and classic): `ntpq -c rv` (leap, stratum, offset in ms,
+//!   refid) and `ntpq -pn` (the system peer, marked `*`). ntpd has no
+//!   "step now" command: it steps by itself whenever its offset exceeds the
+//!   step threshold (`tinker step`, 128 ms by default), and distributions
+//!   start it with `-g` so that even a large first offset is stepped. The
+//!   forced sync is therefore a restart of the unit: ntpd sends its `iburst`
+//!   burst at once and steps at its first update if it needs to. This avoids
+//!   `ntpd -gq`, which needs the daemon stopped and its port free.
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Host, HostError};
+use crate::facts::{Daemon, Facts};
+use crate::host::{Host, HostError, command};
 use crate::provider::VerifyPlan;
 
 /// What a daemon reports about synchronisation.
@@ -70,9 +86,263 @@ pub trait TimeProbe {
     fn step_now(&self) -> Result<String, HostError>;
 }
 
+const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The probe for a provider on a live host.
-pub fn probe_for(_host: &Host, provider: &str) -> Result<Box<dyn TimeProbe>, HostError> {
-    Err(HostError::Unavailable(format!(
-        "asking {provider} for its synchronisation state is not supported yet"
-    )))
+pub fn probe_for<'a>(host: &'a Host, provider: &str) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
+    match provider {
+        "chrony" => Ok(Box::new(Chrony)),
+        "ntpd" => {
+            let facts = Facts::detect(&host.root).map_err(|e| HostError::msg(e.to_string()))?;
+            Ok(Box::new(Ntpd {
+                host,
+                unit: facts.daemon(Daemon::Ntpd).unit,
+            }))
+        }
+        other => Err(HostError::Unavailable(format!(
+            "asking {other} for its synchronisation state is not supported yet"
+        ))),
+    }
+}
+
+/// Run a query tool; a missing tool or a refused connection is reported in
+/// the tool's own words.
+fn query(argv: &[&str]) -> Result<String, HostError> {
+    let out = command::run(argv, &[("LC_ALL", "C")], QUERY_TIMEOUT)?;
+    if out.success() {
+        Ok(out.stdout)
+    } else {
+        Err(HostError::msg(format!(
+            "{} failed: {}",
+            argv.join(" "),
+            out.tail(2)
+        )))
+    }
+}
+
+/// chronyd, through chronyc.
+struct Chrony;
+
+/// `chronyc -c tracking`: refid, name, stratum, ref time, system time
+/// offset, last offset, RMS offset, frequency, residual frequency, skew,
+/// root delay, root dispersion, update interval, leap status.
+pub fn parse_chrony_tracking(csv: &str) -> Result<SyncStatus, HostError> {
+    let line = csv.lines().next().unwrap_or("").trim();
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() < 14 {
+        return Err(HostError::msg(format!(
+            "chronyc -c tracking printed {line:?}: expected 14 comma-separated fields"
+        )));
+    }
+    let refid = fields[0];
+    let name = fields[1];
+    let stratum: Option<u8> = fields[2].parse().ok();
+    let system_offset: Option<f64> = fields[4].parse().ok();
+    let last_offset: Option<f64> = fields[5].parse().ok();
+    let leap = fields[13];
+    let synchronized = leap != "Not synchronised"
+        && refid != "00000000"
+        && stratum.is_some_and(|s| (1..16).contains(&s));
+    Ok(SyncStatus {
+        synchronized,
+        // chronyd's estimate of how far the system clock is from true time
+        // right now (what `chronyc tracking` calls "System time"); positive
+        // means fast.
+        offset_seconds: system_offset.or(last_offset),
+        stratum,
+        source: (!name.is_empty()).then(|| name.to_string()),
+        detail: format!(
+            "reference {refid}{}, stratum {}, leap status {leap}, last offset {}",
+            if name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({name})")
+            },
+            fields[2],
+            fields[5]
+        ),
+    })
+}
+
+/// `chronyc -c sources`: mode, state, name, ...; the selected one is `*`.
+pub fn parse_chrony_selected(csv: &str) -> Option<String> {
+    csv.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(',').collect();
+        (fields.len() > 2 && fields[1] == "*").then(|| fields[2].to_string())
+    })
+}
+
+impl TimeProbe for Chrony {
+    fn status(&self) -> Result<SyncStatus, HostError> {
+        let mut status = parse_chrony_tracking(&query(&["chronyc", "-c", "-n", "tracking"])?)?;
+        if let Ok(sources) = query(&["chronyc", "-c", "-n", "sources"])
+            && let Some(selected) = parse_chrony_selected(&sources)
+        {
+            status.source = Some(selected);
+        }
+        if !status.synchronized {
+            status.source = None;
+        }
+        Ok(status)
+    }
+
+    fn step_now(&self) -> Result<String, HostError> {
+        let out = query(&["chronyc", "makestep"])?;
+        Ok(format!("chronyc makestep: {}", out.trim()))
+    }
+}
+
+/// ntpd, through ntpq.
+struct Ntpd<'a> {
+    host: &'a Host,
+    unit: String,
+}
+
+/// `ntpq -c rv` key=value pairs (comma separated, over several lines).
+fn ntpq_variables(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    // The first line may start with "associd=0 status=0615 leap_none, ...".
+    for part in text.split(',') {
+        for word in part.split_whitespace() {
+            if let Some((key, value)) = word.split_once('=') {
+                out.push((key.to_string(), value.trim_matches('"').to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// `ntpq -c rv` into a status. ntpq reports the offset in milliseconds.
+pub fn parse_ntpq_rv(text: &str) -> Result<SyncStatus, HostError> {
+    let vars = ntpq_variables(text);
+    let get = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let Some(leap) = get("leap") else {
+        return Err(HostError::msg(format!(
+            "ntpq -c rv printed no leap variable: {:?}",
+            text.lines().next().unwrap_or("")
+        )));
+    };
+    let stratum: Option<u8> = get("stratum").and_then(|s| s.parse().ok());
+    let offset_ms: Option<f64> = get("offset").and_then(|s| s.parse().ok());
+    let refid = get("refid").unwrap_or("");
+    // leap 11 (or 3) is "alarm": not synchronised, as ntpstat reads it.
+    let synchronized =
+        !matches!(leap, "11" | "3") && stratum.is_some_and(|s| (1..16).contains(&s));
+    Ok(SyncStatus {
+        synchronized,
+        offset_seconds: offset_ms.map(|ms| ms / 1000.0),
+        stratum,
+        source: (synchronized && !refid.is_empty()).then(|| refid.to_string()),
+        detail: format!(
+            "leap {leap}, stratum {}, refid {refid}",
+            get("stratum").unwrap_or("?")
+        ),
+    })
+}
+
+/// `ntpq -pn`: the row marked `*` is the system peer.
+pub fn parse_ntpq_peer(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix('*'))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+}
+
+impl TimeProbe for Ntpd<'_> {
+    fn status(&self) -> Result<SyncStatus, HostError> {
+        let mut status = parse_ntpq_rv(&query(&["ntpq", "-c", "rv"])?)?;
+        if status.synchronized
+            && let Ok(peers) = query(&["ntpq", "-pn"])
+            && let Some(peer) = parse_ntpq_peer(&peers)
+        {
+            status.source = Some(peer);
+        }
+        Ok(status)
+    }
+
+    fn step_now(&self) -> Result<String, HostError> {
+        self.host.services.restart(&self.unit)?;
+        Ok(format!(
+            "restarted {}: ntpd polls its sources at once (iburst) and steps at its first update if the offset exceeds its step threshold (-g allows any size)",
+            self.unit
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verify(max: Option<f64>) -> VerifyPlan {
+        VerifyPlan {
+            synchronized: true,
+            within_seconds: 10.0,
+            max_offset_seconds: max,
+        }
+    }
+
+    #[test]
+    fn chrony_tracking_synchronised() {
+        // chronyc -c -n tracking of a chronyd synchronised to a peer.
+        let s = parse_chrony_tracking(
+            "7F000001,127.0.0.1,9,1795807958.545755939,-0.000012345,0.000002000,0.000003000,-1.234,0.001,0.010,0.000100000,0.000200000,0.5,Normal\n",
+        )
+        .unwrap();
+        assert!(s.synchronized);
+        assert_eq!(s.stratum, Some(9));
+        assert_eq!(s.source.as_deref(), Some("127.0.0.1"));
+        assert_eq!(s.offset_seconds, Some(-0.000012345));
+        assert!(s.meets(&verify(Some(0.1))).is_ok());
+        assert!(s.meets(&verify(Some(0.00001))).unwrap_err().contains("maxOffset"));
+        assert!(s.describe().contains("synchronised to 127.0.0.1, stratum 9"));
+    }
+
+    #[test]
+    fn chrony_tracking_unsynchronised() {
+        let s = parse_chrony_tracking(
+            "00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,0.000,1.000000000,1.000000000,0.0,Not synchronised\n",
+        )
+        .unwrap();
+        assert!(!s.synchronized);
+        let why = s.meets(&verify(None)).unwrap_err();
+        assert!(why.contains("Not synchronised"), "{why}");
+        assert!(parse_chrony_tracking("506 Cannot talk to daemon").is_err());
+    }
+
+    #[test]
+    fn chrony_selected_source() {
+        let csv = "^,-,10.0.0.2,2,6,377,33,0.000001,0.000001,0.000020\n^,*,127.0.0.1,8,-2,377,0,-0.000000012,-0.000000012,0.000011431\n";
+        assert_eq!(parse_chrony_selected(csv).as_deref(), Some("127.0.0.1"));
+        assert_eq!(parse_chrony_selected("^,?,127.0.0.1,0,-2,0,-,0,0,0\n"), None);
+    }
+
+    #[test]
+    fn ntpq_readvar_synchronised() {
+        // ntpsec 1.2.2 `ntpq -c rv`, synchronised; the offset is in ms.
+        let text = "associd=0 status=0615 leap_none, sync_ntp, 1 event, clock_sync,\nleap=00, stratum=9, precision=-24, rootdelay=0.064, rootdisp=7.632,\nrefid=192.0.2.2, reftime=eeb45869.6a43b6d5 2026-11-27T19:28:41.415Z, tc=3,\npeer=10470, offset=-0.012345, frequency=0.0, sys_jitter=0.016,\nprocessor=\"x86_64\", system=\"Linux/6.1\", version=\"ntpd ntpsec-1.2.2\"\n";
+        let s = parse_ntpq_rv(text).unwrap();
+        assert!(s.synchronized);
+        assert_eq!(s.stratum, Some(9));
+        assert_eq!(s.source.as_deref(), Some("192.0.2.2"));
+        let offset = s.offset_seconds.unwrap();
+        assert!((offset + 0.000012345).abs() < 1e-12, "{offset}");
+    }
+
+    #[test]
+    fn ntpq_readvar_unsynchronised() {
+        // As printed by ntpsec right after start (seen in the test image).
+        let text = "associd=0 status=c016 leap_alarm, sync_unspec, 1 event, restart,\nleap=11, stratum=16, precision=-24, rootdelay=0.0, rootdisp=0.075,\nrefid=INIT, reftime=00000000.00000000 2036-02-07T06:28:16.000Z, tc=0, peer=0,\noffset=0.0, frequency=0.0, sys_jitter=0.0, clk_jitter=6e-05,\n";
+        let s = parse_ntpq_rv(text).unwrap();
+        assert!(!s.synchronized);
+        assert_eq!(s.source, None);
+        assert!(s.detail.contains("leap 11"));
+        assert!(parse_ntpq_rv("ntpq: read: Connection refused\n").is_err());
+    }
+
+    #[test]
+    fn ntpq_system_peer() {
+        let text = "     remote           refid      st t when poll reach   delay   offset   jitter\n===============================================================================\n 0.debian.pool.n .POOL.          16 p    -   64    0   0.0000   0.0000   0.0001\n*192.0.2.2       127.127.1.0      8 u    2    8  377   0.0610  -0.0123   0.0090\n";
+        assert_eq!(parse_ntpq_peer(text).as_deref(), Some("192.0.2.2"));
+        assert_eq!(parse_ntpq_peer(" 192.0.2.2 .INIT. 16 u\n"), None);
+    }
 }

@@ -1,0 +1,189 @@
+//! The host firewall, as far as timectl cares: is UDP 123 open, open it,
+//! close what timectl opened. Three backends behind [`Firewall`]:
+//!
+//! - `firewalld` over D-Bus when firewalld runs: the `ntp` service in the
+//!   default zone, runtime and permanent configuration both;
+//! - `permanent`: firewalld's permanent configuration as files (zone XML
+//!   under `<root>/etc/firewalld/zones`), for offline roots and for hosts
+//!   where firewalld is installed but not running, as `firewall-offline-cmd`
+//!   does it;
+//! - `nftables` through `nft -j` on live hosts without firewalld: a rule
+//!   recognised by its comment, inserted into each input chain that filters.
+//!
+//! What timectl added is recognisable afterwards (the nftables rule by its
+//! comment, firewalld changes by a record under `/var/lib/timectl`), so that
+//! it can be removed again when the desired state stops serving time,
+//! without touching what an administrator opened.
+
+pub mod firewalld;
+pub mod nftables;
+pub mod permanent;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Firewall, HostError, Mode};
+use crate::spec::FirewallMode;
+
+/// The firewalld service that opens UDP 123.
+pub const FIREWALLD_SERVICE: &str = "ntp";
+/// The D-Bus name firewalld owns while it runs.
+pub const FIREWALLD_BUS_NAME: &str = "org.fedoraproject.FirewallD1";
+
+/// What timectl recorded when it opened UDP 123 in firewalld: which zone and
+/// which of the two configurations it changed (the other may have had the
+/// service already, put there by someone else).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewalldRecord {
+    pub zone: String,
+    pub runtime: bool,
+    pub permanent: bool,
+}
+
+impl FirewalldRecord {
+    fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("firewall/firewalld-ntp.json")
+    }
+
+    /// The record, if timectl opened the service in `zone`.
+    pub fn load(state_dir: &Path, zone: &str) -> Option<FirewalldRecord> {
+        let text = std::fs::read_to_string(Self::path(state_dir)).ok()?;
+        let record: FirewalldRecord = serde_json::from_str(&text).ok()?;
+        (record.zone == zone && (record.runtime || record.permanent)).then_some(record)
+    }
+
+    /// Remember what was just added, on top of what was recorded before.
+    pub fn add(state_dir: &Path, zone: &str, runtime: bool, permanent: bool) -> Result<(), HostError> {
+        let mut record = Self::load(state_dir, zone).unwrap_or_else(|| FirewalldRecord {
+            zone: zone.to_string(),
+            ..FirewalldRecord::default()
+        });
+        record.runtime |= runtime;
+        record.permanent |= permanent;
+        let path = Self::path(state_dir);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| HostError::io(dir, "cannot create directory", e))?;
+        }
+        let text = serde_json::to_string_pretty(&record)
+            .map_err(|e| HostError::msg(format!("cannot encode the firewall record: {e}")))?;
+        std::fs::write(&path, text).map_err(|e| HostError::io(&path, "cannot write", e))
+    }
+
+    pub fn forget(state_dir: &Path) -> Result<(), HostError> {
+        let path = Self::path(state_dir);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(HostError::io(&path, "cannot remove", e)),
+        }
+    }
+}
+
+/// Choose the firewall backend for a host, as the desired state prefers.
+/// `Ok(None)`: there is nothing to manage (`firewall: none`, or `auto` found
+/// no firewall).
+pub fn select(
+    root: &Path,
+    mode: Mode,
+    state_dir: &Path,
+    preference: FirewallMode,
+) -> Result<Option<Box<dyn Firewall>>, HostError> {
+    match (mode, preference) {
+        (_, FirewallMode::None) => Ok(None),
+        (Mode::Offline, FirewallMode::Firewalld) => {
+            permanent::PermanentFirewalld::open_root(root, state_dir, None)
+                .map(|f| Some(Box::new(f) as Box<dyn Firewall>))
+        }
+        (Mode::Offline, FirewallMode::Nftables) => Err(HostError::Unavailable(format!(
+            "firewall: nftables cannot be managed on an offline root ({}): timectl changes the running ruleset only; use firewall: firewalld or none for images",
+            root.display()
+        ))),
+        (Mode::Offline, FirewallMode::Auto) => {
+            if permanent::firewalld_enabled_in(root) {
+                permanent::PermanentFirewalld::open_root(root, state_dir, None)
+                    .map(|f| Some(Box::new(f) as Box<dyn Firewall>))
+            } else {
+                Ok(None)
+            }
+        }
+        (Mode::Live, preference) => {
+            if preference != FirewallMode::Nftables {
+                match firewalld::Firewalld::connect_if_running(state_dir)? {
+                    Some(f) => return Ok(Some(Box::new(f))),
+                    None if preference == FirewallMode::Firewalld => {
+                        // Installed but not running: change the permanent
+                        // configuration, which it loads when it starts.
+                        return permanent::PermanentFirewalld::open_root(
+                            root,
+                            state_dir,
+                            Some("firewalld is not running"),
+                        )
+                        .map(|f| Some(Box::new(f) as Box<dyn Firewall>));
+                    }
+                    None => {}
+                }
+            }
+            match nftables::Nftables::detect() {
+                Some(n) => Ok(Some(Box::new(n))),
+                None if preference == FirewallMode::Nftables => Err(HostError::Unavailable(
+                    "firewall: nftables, but nft is not installed".into(),
+                )),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_accumulates_and_is_per_zone() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(FirewalldRecord::load(dir.path(), "public"), None);
+        FirewalldRecord::add(dir.path(), "public", false, true).unwrap();
+        FirewalldRecord::add(dir.path(), "public", true, false).unwrap();
+        assert_eq!(
+            FirewalldRecord::load(dir.path(), "public"),
+            Some(FirewalldRecord {
+                zone: "public".into(),
+                runtime: true,
+                permanent: true
+            })
+        );
+        // A record for another zone does not count for this one.
+        assert_eq!(FirewalldRecord::load(dir.path(), "internal"), None);
+        FirewalldRecord::forget(dir.path()).unwrap();
+        FirewalldRecord::forget(dir.path()).unwrap();
+        assert_eq!(FirewalldRecord::load(dir.path(), "public"), None);
+    }
+
+    #[test]
+    fn none_means_no_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [Mode::Live, Mode::Offline] {
+            assert!(
+                select(dir.path(), mode, dir.path(), FirewallMode::None)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+    }
+
+    #[test]
+    fn offline_auto_without_firewalld_manages_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            select(dir.path(), Mode::Offline, dir.path(), FirewallMode::Auto)
+                .unwrap()
+                .is_none()
+        );
+        let err = select(dir.path(), Mode::Offline, dir.path(), FirewallMode::Nftables)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("offline root"), "{err}");
+    }
+}

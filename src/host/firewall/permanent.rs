@@ -1,0 +1,307 @@
+//! firewalld's permanent configuration as files, the way
+//! `firewall-offline-cmd` changes it: the default zone comes from
+//! `<root>/etc/firewalld/firewalld.conf` (`DefaultZone=`, else `public`),
+//! the zone from `<root>/etc/firewalld/zones/<zone>.xml`, or, while the
+//! administrator has not customised it, from the shipped
+//! `<root>/usr/lib/firewalld/zones/<zone>.xml`, which is copied to /etc with
+//! the service added. Used for offline roots, and on live hosts where
+//! firewalld is installed but not running (it reads these files at start).
+
+use std::path::{Path, PathBuf};
+
+use super::{FIREWALLD_SERVICE, FirewalldRecord};
+use crate::host::{Files, Firewall, FirewallState, HostError};
+
+const CONF: &str = "/etc/firewalld/firewalld.conf";
+const ETC_ZONES: &str = "/etc/firewalld/zones";
+const SHIPPED_ZONES: [&str; 2] = ["/usr/lib/firewalld/zones", "/lib/firewalld/zones"];
+
+/// Whether firewalld is installed in `root` and enabled at boot there.
+pub fn firewalld_enabled_in(root: &Path) -> bool {
+    let installed = SHIPPED_ZONES
+        .iter()
+        .any(|d| root.join(d.trim_start_matches('/')).is_dir());
+    let enabled = root
+        .join("etc/systemd/system/multi-user.target.wants/firewalld.service")
+        .symlink_metadata()
+        .is_ok();
+    installed && enabled
+}
+
+pub struct PermanentFirewalld {
+    files: Files,
+    root: PathBuf,
+    state_dir: PathBuf,
+    zone: String,
+    /// Why the live daemon is not used, for `describe` (None offline).
+    live_note: Option<String>,
+}
+
+/// `<service name="ntp"/>` with any spacing and either quote.
+fn service_line_matches(line: &str, service: &str) -> bool {
+    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    compact == format!("<servicename=\"{service}\"/>")
+        || compact == format!("<servicename='{service}'/>")
+}
+
+/// The zone XML with the service added before `</zone>` (unchanged if it is
+/// there already).
+pub fn add_service(xml: &str, service: &str) -> Result<String, HostError> {
+    if xml.lines().any(|l| service_line_matches(l, service)) {
+        return Ok(xml.to_string());
+    }
+    let Some(end) = xml.rfind("</zone>") else {
+        return Err(HostError::msg(
+            "the zone file has no </zone>: not a firewalld zone",
+        ));
+    };
+    let line_start = xml[..end].rfind('\n').map_or(0, |i| i + 1);
+    let mut out = String::with_capacity(xml.len() + 32);
+    out.push_str(&xml[..line_start]);
+    out.push_str(&format!("  <service name=\"{service}\"/>\n"));
+    out.push_str(&xml[line_start..]);
+    Ok(out)
+}
+
+/// The zone XML without the service's line.
+pub fn remove_service(xml: &str, service: &str) -> String {
+    let mut out: String = xml
+        .lines()
+        .filter(|l| !service_line_matches(l, service))
+        .collect::<Vec<_>>()
+        .join("\n");
+    if xml.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+impl PermanentFirewalld {
+    /// The permanent configuration under `root`.
+    pub fn open_root(
+        root: &Path,
+        state_dir: &Path,
+        live_note: Option<&str>,
+    ) -> Result<PermanentFirewalld, HostError> {
+        let files = Files::new(root);
+        let zone = files
+            .read(Path::new(CONF))?
+            .and_then(|s| {
+                String::from_utf8_lossy(&s.content)
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("DefaultZone="))
+                    .map(|z| z.trim().to_string())
+                    .find(|z| !z.is_empty())
+            })
+            .unwrap_or_else(|| "public".to_string());
+        if zone.contains('/') || zone.starts_with('.') {
+            return Err(HostError::msg(format!(
+                "{CONF}: DefaultZone={zone:?} is not a zone name"
+            )));
+        }
+        Ok(PermanentFirewalld {
+            files,
+            root: root.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            zone,
+            live_note: live_note.map(str::to_string),
+        })
+    }
+
+    fn etc_zone(&self) -> PathBuf {
+        PathBuf::from(format!("{ETC_ZONES}/{}.xml", self.zone))
+    }
+
+    /// The zone's current XML and where it came from.
+    fn zone_xml(&self) -> Result<(String, PathBuf), HostError> {
+        let etc = self.etc_zone();
+        if let Some(state) = self.files.read(&etc)? {
+            return Ok((String::from_utf8_lossy(&state.content).into_owned(), etc));
+        }
+        for dir in SHIPPED_ZONES {
+            let shipped = PathBuf::from(format!("{dir}/{}.xml", self.zone));
+            if let Some(state) = self.files.read(&shipped)? {
+                return Ok((String::from_utf8_lossy(&state.content).into_owned(), shipped));
+            }
+        }
+        Err(HostError::msg(format!(
+            "firewalld zone {} not found under {} ({ETC_ZONES} or {})",
+            self.zone,
+            self.root.display(),
+            SHIPPED_ZONES.join(", ")
+        )))
+    }
+
+    fn has_service(&self) -> Result<bool, HostError> {
+        let (xml, _) = self.zone_xml()?;
+        Ok(xml.lines().any(|l| service_line_matches(l, FIREWALLD_SERVICE)))
+    }
+
+    /// Write the zone under /etc, keeping the mode and owner of the file it
+    /// replaces; a new one is 0644 like the shipped zones, owned by whoever
+    /// runs timectl (root on a real host).
+    fn write_zone(&self, xml: &str) -> Result<(), HostError> {
+        let path = self.etc_zone();
+        let (mode, uid, gid) = match self.files.read(&path)? {
+            Some(s) => (s.mode, s.uid, s.gid),
+            None => (
+                0o644,
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        };
+        self.files.write_atomic(&path, xml.as_bytes(), mode, uid, gid)
+    }
+}
+
+impl Firewall for PermanentFirewalld {
+    fn describe(&self) -> String {
+        match &self.live_note {
+            Some(note) => format!("firewalld permanent configuration ({note})"),
+            None => format!("firewalld permanent configuration under {}", self.root.display()),
+        }
+    }
+
+    fn rule(&self) -> String {
+        format!(
+            "<service name=\"{FIREWALLD_SERVICE}\"/> (udp/123) in zone {} ({ETC_ZONES}/{}.xml)",
+            self.zone, self.zone
+        )
+    }
+
+    fn observe(&self) -> Result<FirewallState, HostError> {
+        let open = self.has_service()?;
+        let ours = FirewalldRecord::load(&self.state_dir, &self.zone).is_some_and(|r| r.permanent);
+        Ok(FirewallState {
+            ntp_open: open,
+            detail: format!(
+                "service {FIREWALLD_SERVICE} {} zone {} (permanent)",
+                if open { "in" } else { "not in" },
+                self.zone
+            ),
+            opened_by_timectl: open && ours,
+        })
+    }
+
+    fn open(&self) -> Result<(), HostError> {
+        let (xml, _) = self.zone_xml()?;
+        let updated = add_service(&xml, FIREWALLD_SERVICE)?;
+        if updated != xml {
+            self.write_zone(&updated)?;
+            FirewalldRecord::add(&self.state_dir, &self.zone, false, true)?;
+        }
+        Ok(())
+    }
+
+    fn close(&self) -> Result<(), HostError> {
+        let etc = self.etc_zone();
+        if let Some(state) = self.files.read(&etc)? {
+            let xml = String::from_utf8_lossy(&state.content).into_owned();
+            let updated = remove_service(&xml, FIREWALLD_SERVICE);
+            if updated != xml {
+                self.write_zone(&updated)?;
+            }
+        }
+        FirewalldRecord::forget(&self.state_dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PUBLIC: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<zone>\n  <short>Public</short>\n  <service name=\"ssh\"/>\n  <service name=\"dhcpv6-client\"/>\n  <forward/>\n</zone>\n";
+
+    fn root() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let zones = dir.path().join("usr/lib/firewalld/zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        std::fs::write(zones.join("public.xml"), PUBLIC).unwrap();
+        std::fs::write(
+            zones.join("internal.xml"),
+            PUBLIC.replace("Public", "Internal"),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn add_and_remove_keep_the_rest_of_the_zone() {
+        let added = add_service(PUBLIC, "ntp").unwrap();
+        assert!(added.contains("  <service name=\"ntp\"/>\n</zone>\n"), "{added}");
+        assert!(added.contains("<service name=\"ssh\"/>"));
+        assert_eq!(add_service(&added, "ntp").unwrap(), added);
+        assert_eq!(remove_service(&added, "ntp"), PUBLIC);
+        assert!(service_line_matches("<service name='ntp' />", "ntp"));
+        assert!(!service_line_matches("<service name=\"ntpx\"/>", "ntp"));
+        assert!(add_service("<notazone/>", "ntp").is_err());
+    }
+
+    #[test]
+    fn opens_the_default_zone_as_firewall_offline_cmd_does() {
+        let dir = root();
+        let state = dir.path().join("var/lib/timectl");
+        std::fs::create_dir_all(dir.path().join("etc/firewalld")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/firewalld/firewalld.conf"),
+            "# comment\nDefaultZone=internal\n",
+        )
+        .unwrap();
+        let fw = PermanentFirewalld::open_root(dir.path(), &state, None).unwrap();
+        assert!(fw.rule().contains("zone internal"));
+        let before = fw.observe().unwrap();
+        assert!(!before.ntp_open && !before.opened_by_timectl);
+        fw.open().unwrap();
+        let etc = std::fs::read_to_string(dir.path().join("etc/firewalld/zones/internal.xml")).unwrap();
+        assert!(etc.contains("<short>Internal</short>"));
+        assert!(etc.contains("<service name=\"ntp\"/>"));
+        // The shipped file is never changed.
+        assert!(
+            !std::fs::read_to_string(dir.path().join("usr/lib/firewalld/zones/internal.xml"))
+                .unwrap()
+                .contains("ntp")
+        );
+        let after = fw.observe().unwrap();
+        assert!(after.ntp_open && after.opened_by_timectl);
+        fw.close().unwrap();
+        let closed = fw.observe().unwrap();
+        assert!(!closed.ntp_open && !closed.opened_by_timectl);
+    }
+
+    #[test]
+    fn a_service_the_admin_added_is_not_ours() {
+        let dir = root();
+        let zones = dir.path().join("etc/firewalld/zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        std::fs::write(zones.join("public.xml"), add_service(PUBLIC, "ntp").unwrap()).unwrap();
+        let fw = PermanentFirewalld::open_root(dir.path(), &dir.path().join("state"), None).unwrap();
+        let state = fw.observe().unwrap();
+        assert!(state.ntp_open);
+        assert!(!state.opened_by_timectl);
+        // Opening what is open changes nothing and records nothing.
+        fw.open().unwrap();
+        assert!(!fw.observe().unwrap().opened_by_timectl);
+    }
+
+    #[test]
+    fn missing_zone_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let fw = PermanentFirewalld::open_root(dir.path(), dir.path(), None).unwrap();
+        let err = fw.observe().unwrap_err().to_string();
+        assert!(err.contains("zone public not found"), "{err}");
+    }
+
+    #[test]
+    fn enabled_means_installed_and_wanted() {
+        let dir = root();
+        assert!(!firewalld_enabled_in(dir.path()));
+        let wants = dir.path().join("etc/systemd/system/multi-user.target.wants");
+        std::fs::create_dir_all(&wants).unwrap();
+        std::os::unix::fs::symlink(
+            "/usr/lib/systemd/system/firewalld.service",
+            wants.join("firewalld.service"),
+        )
+        .unwrap();
+        assert!(firewalld_enabled_in(dir.path()));
+    }
+}
