@@ -7,9 +7,12 @@
 //! chroot, where enablement is unit symlinks and nothing runs), chosen once
 //! and used through the same traits by everything above.
 
+pub mod bus;
 pub mod command;
 pub mod files;
+pub mod firewall;
 pub mod packages;
+pub mod systemd;
 pub mod units_offline;
 
 use std::fmt;
@@ -237,6 +240,11 @@ pub struct FirewallState {
     pub ntp_open: bool,
     /// The rule or setting that opens it, as the backend shows it.
     pub detail: String,
+    /// Whether what opens it was added by timectl (its nftables rule, or
+    /// the firewalld service it recorded adding), so that timectl may close
+    /// it again when the desired state no longer serves time.
+    #[serde(default)]
+    pub opened_by_timectl: bool,
 }
 
 /// firewalld or nftables, live or offline.
@@ -249,45 +257,52 @@ pub trait Firewall {
     fn close(&self) -> Result<(), HostError>;
 }
 
-/// Stand-in until the live systemd backend exists: every question is
-/// answered "not available", so plans say what they could not see.
-struct NoServiceManager;
+/// What a live host has when systemd cannot be reached (no system bus, PID 1
+/// is not systemd): every question is answered "not available" with the
+/// reason, so plans say what they could not see and apply refuses.
+struct NoServiceManager {
+    why: String,
+}
+
+impl NoServiceManager {
+    fn unavailable<T>(&self, what: &str) -> Result<T, HostError> {
+        Err(HostError::Unavailable(format!("{what}: {}", self.why)))
+    }
+}
 
 impl ServiceManager for NoServiceManager {
     fn describe(&self) -> String {
-        "systemd (not available)".into()
+        format!("systemd (not available: {})", self.why)
     }
     fn runs_units(&self) -> bool {
         true
     }
     fn status(&self, unit: &str) -> Result<UnitStatus, HostError> {
-        Err(HostError::Unavailable(format!(
-            "cannot ask systemd about {unit}"
-        )))
+        self.unavailable(&format!("cannot ask systemd about {unit}"))
     }
     fn start(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot start {unit}"))
     }
     fn stop(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot stop {unit}"))
     }
     fn restart(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot restart {unit}"))
     }
     fn enable(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot enable {unit}"))
     }
     fn disable(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot disable {unit}"))
     }
     fn mask(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot mask {unit}"))
     }
     fn unmask(&self, unit: &str) -> Result<(), HostError> {
-        self.status(unit).map(|_| ())
+        self.unavailable(&format!("cannot unmask {unit}"))
     }
     fn reload(&self) -> Result<(), HostError> {
-        Err(HostError::Unavailable("cannot reload systemd".into()))
+        self.unavailable("cannot reload systemd")
     }
 }
 
@@ -317,9 +332,14 @@ impl Host {
     /// manager, the live firewall.
     pub fn live() -> Host {
         let root = PathBuf::from("/");
+        let services: Box<dyn ServiceManager> = match systemd::Systemd::connect() {
+            Ok(systemd) => Box::new(systemd),
+            Err(HostError::Unavailable(why)) => Box::new(NoServiceManager { why }),
+            Err(e) => Box::new(NoServiceManager { why: e.to_string() }),
+        };
         Host {
             files: Files::new(&root),
-            services: Box::new(NoServiceManager),
+            services,
             packages: packages::for_root(&root, Mode::Live),
             mode: Mode::Live,
             root,
@@ -332,8 +352,7 @@ impl Host {
         &self,
         preference: crate::spec::FirewallMode,
     ) -> Result<Option<Box<dyn Firewall>>, HostError> {
-        let _ = preference;
-        Ok(None)
+        firewall::select(&self.root, self.mode, &self.state_dir(), preference)
     }
 
     /// The root's timectl state directory (locks, journals, backups).
