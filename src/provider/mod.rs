@@ -118,7 +118,8 @@ pub fn compile(spec: &Spec, facts: &Facts) -> Result<Desired, SpecError> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            _ => "openFirewall: true".to_string(),
+            _ if open => "openFirewall: true".to_string(),
+            _ => "this host does not serve time (no `serve`, or openFirewall: false)".to_string(),
         };
         resources.push(Resource::Firewall(FirewallResource { open, reason }));
     }

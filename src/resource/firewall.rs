@@ -29,6 +29,22 @@ impl FirewallResource {
                 action: Action::OpenFirewall,
             }]);
         }
+        // Close only what timectl itself opened: a port the administrator
+        // opened stays open.
+        if !self.open && observed.ntp_open && observed.opened_by_timectl {
+            return Ok(vec![Change {
+                resource,
+                kind: ChangeKind::Remove,
+                summary: format!(
+                    "close UDP 123 in {} (opened by timectl): {}",
+                    backend.describe(),
+                    observed.detail
+                ),
+                reason: self.reason.clone(),
+                diff: None,
+                action: Action::CloseFirewall,
+            }]);
+        }
         Ok(Vec::new())
     }
 }
