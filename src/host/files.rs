@@ -12,6 +12,9 @@ use std::path::{Component, Path, PathBuf};
 
 use super::HostError;
 
+/// A check run on a new file's temporary copy before it is installed.
+pub type FileCheck<'a> = dyn Fn(&Path) -> Result<(), HostError> + 'a;
+
 /// What a file is now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileState {
@@ -107,6 +110,21 @@ impl Files {
         uid: u32,
         gid: u32,
     ) -> Result<(), HostError> {
+        self.write_atomic_checked(path, content, mode, uid, gid, None)
+    }
+
+    /// [`Files::write_atomic`], with `check` run on the finished temporary
+    /// file (its real path) before it replaces the target: a check that
+    /// fails leaves the old file in place.
+    pub fn write_atomic_checked(
+        &self,
+        path: &Path,
+        content: &[u8],
+        mode: u32,
+        uid: u32,
+        gid: u32,
+        check: Option<&FileCheck<'_>>,
+    ) -> Result<(), HostError> {
         let real = self.resolve(path)?;
         let dir = real
             .parent()
@@ -140,6 +158,9 @@ impl Files {
             // Labels are kept where the filesystem has them; overlayfs and
             // tmpfs without SELinux simply do not.
             let _ = xattr::set(tmp.path(), SELINUX_XATTR, &label);
+        }
+        if let Some(check) = check {
+            check(tmp.path())?;
         }
         tmp.persist(&real)
             .map_err(|e| HostError::io(&real, "cannot replace", e.error))?;

@@ -163,11 +163,20 @@ pub(super) fn files(
             if_missing: whole,
         }),
     };
-    let mut files = vec![config_file(
+    let mut config = config_file(
         paths.config.clone(),
         content,
         format!("{} configuration", paths.label),
-    )];
+    );
+    // chronyd parses a config without starting (-p prints it and exits
+    // non-zero on an error), so a broken file is never installed.
+    config.validate = Some(vec![
+        "chronyd".into(),
+        "-p".into(),
+        "-f".into(),
+        "{}".into(),
+    ]);
+    let mut files = vec![config];
 
     if let Some(keyfile) = keyfile {
         let mut context = tera::Context::new();
@@ -185,6 +194,7 @@ pub(super) fn files(
             sensitive: true,
             purpose: "chrony key file".into(),
             unit_file: false,
+            validate: None,
         });
     }
 
@@ -215,6 +225,7 @@ pub(super) fn files(
         sensitive: false,
         purpose: format!("{} drop-in for clockControl: false", paths.unit),
         unit_file: true,
+        validate: None,
     });
     Ok((files, Vec::new()))
 }

@@ -170,6 +170,7 @@ fn config_file(path: PathBuf, content: FileContent, purpose: String) -> FileReso
         sensitive: false,
         purpose,
         unit_file: false,
+        validate: None,
     }
 }
 

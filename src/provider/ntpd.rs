@@ -196,6 +196,7 @@ pub(super) fn files(
             sensitive: true,
             purpose: "ntpd key file".into(),
             unit_file: false,
+            validate: None,
         });
     }
     Ok((files, notes))

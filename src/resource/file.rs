@@ -24,6 +24,10 @@ pub struct FileResource {
     pub purpose: String,
     /// A systemd unit file or drop-in: systemd must reload after it changes.
     pub unit_file: bool,
+    /// A command that checks a new version before it is installed
+    /// (`chronyd -p -f {}`), `{}` standing for a temporary copy. Run on live
+    /// hosts, where the daemon's own parser is installed.
+    pub validate: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +175,7 @@ impl FileResource {
             owner: self.owner.clone(),
             group: self.group.clone(),
             sensitive: self.sensitive,
+            validate: self.validate.clone(),
         });
         let meta = format!("{:04o} {}:{}", self.mode, self.owner, self.group);
 

@@ -77,6 +77,10 @@ pub struct FileWrite {
     pub group: String,
     /// Never shown: key files.
     pub sensitive: bool,
+    /// Checks the new content before it replaces the file (see
+    /// `FileResource::validate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validate: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for FileWrite {
@@ -190,8 +194,21 @@ impl Action {
                 let undo = backup(ctx, &w.path)?;
                 let uid = host.files.uid_of(&w.owner)?;
                 let gid = host.files.gid_of(&w.group)?;
-                host.files
-                    .write_atomic(&w.path, w.content.as_bytes(), w.mode, uid, gid)?;
+                // The daemon's own parser checks the new file on live hosts;
+                // in an offline root the host's tools do not apply.
+                let validate = w
+                    .validate
+                    .as_ref()
+                    .filter(|_| host.mode == crate::host::Mode::Live);
+                let check = |tmp: &Path| validate_file(validate, &w.path, tmp);
+                host.files.write_atomic_checked(
+                    &w.path,
+                    w.content.as_bytes(),
+                    w.mode,
+                    uid,
+                    gid,
+                    Some(&check),
+                )?;
                 Ok(vec![undo])
             }
             Action::SetFileMeta {
@@ -372,6 +389,33 @@ impl Action {
             Action::OpenFirewall => "open UDP 123 in the firewall".to_string(),
             Action::CloseFirewall => "close UDP 123 in the firewall".to_string(),
         }
+    }
+}
+
+/// Run a file's validation command on its new version (`{}` is replaced by
+/// the temporary file). A validator that is not installed is skipped: the
+/// check is a safety net, not a requirement.
+fn validate_file(command: Option<&Vec<String>>, path: &Path, tmp: &Path) -> Result<(), HostError> {
+    let Some(command) = command else {
+        return Ok(());
+    };
+    let tmp_text = tmp.display().to_string();
+    let argv: Vec<String> = command.iter().map(|a| a.replace("{}", &tmp_text)).collect();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    match crate::host::command::run(
+        &argv,
+        &[("LC_ALL", "C")],
+        std::time::Duration::from_secs(60),
+    ) {
+        Ok(out) if out.success() => Ok(()),
+        Ok(out) => Err(HostError::msg(format!(
+            "the new {} was rejected by `{}` and was not installed: {}",
+            path.display(),
+            command.join(" "),
+            out.tail(3).replace(&tmp_text, &path.display().to_string())
+        ))),
+        Err(HostError::Unavailable(_)) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
