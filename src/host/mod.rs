@@ -222,6 +222,10 @@ pub struct InstallPreview {
     pub installs: Vec<String>,
     /// Packages that would be removed (conflicts).
     pub removes: Vec<String>,
+    /// Why the package manager could not be asked (not root, no network):
+    /// the plan says so instead of promising nothing else changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unchecked: Option<String>,
 }
 
 /// dpkg/apt or rpm/dnf.

@@ -46,6 +46,11 @@ impl PackageResource {
                         preview.removes.join(", ")
                     ));
                 }
+                if let Some(why) = &preview.unchecked {
+                    summary.push_str(&format!(
+                        " (could not ask the package manager what else this changes: {why})"
+                    ));
+                }
                 Ok(vec![Change {
                     resource,
                     kind: ChangeKind::Add,
