@@ -215,7 +215,11 @@ fn ntpq_variables(text: &str) -> Vec<(String, String)> {
 /// `ntpq -c rv` into a status. ntpq reports the offset in milliseconds.
 pub fn parse_ntpq_rv(text: &str) -> Result<SyncStatus, HostError> {
     let vars = ntpq_variables(text);
-    let get = |k: &str| vars.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let get = |k: &str| {
+        vars.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
     let Some(leap) = get("leap") else {
         return Err(HostError::msg(format!(
             "ntpq -c rv printed no leap variable: {:?}",
@@ -226,8 +230,7 @@ pub fn parse_ntpq_rv(text: &str) -> Result<SyncStatus, HostError> {
     let offset_ms: Option<f64> = get("offset").and_then(|s| s.parse().ok());
     let refid = get("refid").unwrap_or("");
     // leap 11 (or 3) is "alarm": not synchronised, as ntpstat reads it.
-    let synchronized =
-        !matches!(leap, "11" | "3") && stratum.is_some_and(|s| (1..16).contains(&s));
+    let synchronized = !matches!(leap, "11" | "3") && stratum.is_some_and(|s| (1..16).contains(&s));
     Ok(SyncStatus {
         synchronized,
         offset_seconds: offset_ms.map(|ms| ms / 1000.0),
@@ -293,8 +296,15 @@ mod tests {
         assert_eq!(s.source.as_deref(), Some("127.0.0.1"));
         assert_eq!(s.offset_seconds, Some(-0.000012345));
         assert!(s.meets(&verify(Some(0.1))).is_ok());
-        assert!(s.meets(&verify(Some(0.00001))).unwrap_err().contains("maxOffset"));
-        assert!(s.describe().contains("synchronised to 127.0.0.1, stratum 9"));
+        assert!(
+            s.meets(&verify(Some(0.00001)))
+                .unwrap_err()
+                .contains("maxOffset")
+        );
+        assert!(
+            s.describe()
+                .contains("synchronised to 127.0.0.1, stratum 9")
+        );
     }
 
     #[test]
@@ -313,7 +323,10 @@ mod tests {
     fn chrony_selected_source() {
         let csv = "^,-,10.0.0.2,2,6,377,33,0.000001,0.000001,0.000020\n^,*,127.0.0.1,8,-2,377,0,-0.000000012,-0.000000012,0.000011431\n";
         assert_eq!(parse_chrony_selected(csv).as_deref(), Some("127.0.0.1"));
-        assert_eq!(parse_chrony_selected("^,?,127.0.0.1,0,-2,0,-,0,0,0\n"), None);
+        assert_eq!(
+            parse_chrony_selected("^,?,127.0.0.1,0,-2,0,-,0,0,0\n"),
+            None
+        );
     }
 
     #[test]

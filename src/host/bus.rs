@@ -45,7 +45,9 @@ pub fn error(context: &str, e: zbus::Error) -> HostError {
     use zbus::fdo::Error as Fdo;
     match &e {
         zbus::Error::FDO(fdo) => match fdo.as_ref() {
-            Fdo::AccessDenied(m) | Fdo::AuthFailed(m) | Fdo::InteractiveAuthorizationRequired(m) => {
+            Fdo::AccessDenied(m)
+            | Fdo::AuthFailed(m)
+            | Fdo::InteractiveAuthorizationRequired(m) => {
                 HostError::Permission(format!("{context}: {m}"))
             }
             Fdo::ServiceUnknown(m) | Fdo::NameHasNoOwner(m) | Fdo::NoServer(m) => {
@@ -59,6 +61,8 @@ pub fn error(context: &str, e: zbus::Error) -> HostError {
             if name == "org.freedesktop.DBus.Error.AccessDenied"
                 || name.ends_with(".InteractiveAuthorizationRequired")
                 || name.ends_with(".NotAuthorized")
+                // firewalld's polkit refusal
+                || name.ends_with(".NotAuthorizedException")
             {
                 HostError::Permission(format!("{context}: {message}"))
             } else {
@@ -75,7 +79,12 @@ pub fn error(context: &str, e: zbus::Error) -> HostError {
 impl SystemBus {
     /// Connect to the system bus.
     pub fn connect() -> Result<SystemBus, HostError> {
-        let address = system_address();
+        Self::connect_to(&system_address())
+    }
+
+    /// Connect to the bus at `address` (`unix:path=...`).
+    pub fn connect_to(address: &str) -> Result<SystemBus, HostError> {
+        let address = address.to_string();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,6 +1,15 @@
 //! Package state from the root's own database: dpkg's status file on the
 //! Debian family, the rpm database (through `rpm --root`) on the RHEL
 //! family. Installing and removing go through apt-get / dnf on live hosts.
+//!
+//! Live changes are non-interactive: apt-get runs with
+//! `DEBIAN_FRONTEND=noninteractive`, `--force-confdef --force-confold` (a
+//! config file the administrator changed is kept; timectl writes its own
+//! after the install anyway) and waits for the dpkg lock instead of failing
+//! at once; dnf runs with `-y`. What an install would also do is asked
+//! first without changing anything (`apt-get -s install`, `dnf install
+//! --assumeno`), so a plan shows, for example, that installing chrony on
+//! Debian removes ntpsec: both provide `time-daemon` and conflict.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -60,6 +69,14 @@ fn dpkg_lookup(status: &str, name: &str) -> PackageState {
 }
 
 const APT_TIMEOUT: Duration = Duration::from_secs(600);
+/// apt-get waits this long for another package manager's lock.
+const APT_LOCK_WAIT: &str = "DPkg::Lock::Timeout=120";
+const APT_ENV: [(&str, &str); 3] = [
+    ("DEBIAN_FRONTEND", "noninteractive"),
+    ("LC_ALL", "C"),
+    // needrestart (Ubuntu) would otherwise ask which services to restart.
+    ("NEEDRESTART_MODE", "a"),
+];
 
 impl PackageManager for Dpkg {
     fn describe(&self) -> String {
@@ -80,13 +97,20 @@ impl PackageManager for Dpkg {
         if self.mode == Mode::Offline {
             return Ok(InstallPreview {
                 installs: names.to_vec(),
-                removes: Vec::new(),
+                ..InstallPreview::default()
             });
         }
-        let mut argv = vec!["apt-get", "-s", "-q", "install"];
+        // A simulation needs no privileges and changes nothing.
+        let mut argv = vec!["apt-get", "-s", "-q", "--no-install-recommends", "install"];
         argv.extend(names.iter().map(String::as_str));
-        let out = command::run_ok(&argv, &[("LC_ALL", "C")], APT_TIMEOUT)?;
-        Ok(parse_apt_simulation(&out.stdout))
+        match command::run_ok(&argv, &[("LC_ALL", "C")], APT_TIMEOUT) {
+            Ok(out) => Ok(parse_apt_simulation(&out.stdout)),
+            Err(e) => Ok(InstallPreview {
+                installs: names.to_vec(),
+                removes: Vec::new(),
+                unchecked: Some(e.to_string()),
+            }),
+        }
     }
 
     fn install(&self, names: &[String]) -> Result<(), HostError> {
@@ -101,25 +125,21 @@ impl PackageManager for Dpkg {
             "Dpkg::Options::=--force-confold",
             "-o",
             "Dpkg::Options::=--force-confdef",
+            "-o",
+            APT_LOCK_WAIT,
         ];
         argv.extend(names.iter().map(String::as_str));
-        command::run_ok(
-            &argv,
-            &[("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
-            APT_TIMEOUT,
-        )?;
+        command::run_ok(&argv, &APT_ENV, APT_TIMEOUT).map_err(permission_hint)?;
         Ok(())
     }
 
     fn remove(&self, names: &[String]) -> Result<(), HostError> {
         self.require_live("remove")?;
-        let mut argv = vec!["apt-get", "remove", "-y", "-q"];
+        // remove, not purge: the package's config files stay, so a later
+        // reinstall (a rollback) finds them as they were.
+        let mut argv = vec!["apt-get", "remove", "-y", "-q", "-o", APT_LOCK_WAIT];
         argv.extend(names.iter().map(String::as_str));
-        command::run_ok(
-            &argv,
-            &[("DEBIAN_FRONTEND", "noninteractive"), ("LC_ALL", "C")],
-            APT_TIMEOUT,
-        )?;
+        command::run_ok(&argv, &APT_ENV, APT_TIMEOUT).map_err(permission_hint)?;
         Ok(())
     }
 }
@@ -133,6 +153,21 @@ impl Dpkg {
             )));
         }
         Ok(())
+    }
+}
+
+/// A package tool run by a user who may not change packages says so in its
+/// own words; make that a permission problem.
+fn permission_hint(e: HostError) -> HostError {
+    match e {
+        HostError::Message(m)
+            if m.contains("are you root?")
+                || m.contains("Permission denied")
+                || m.contains("This command has to be run") =>
+        {
+            HostError::Permission(m)
+        }
+        other => other,
     }
 }
 
@@ -194,10 +229,44 @@ impl PackageManager for Rpm {
     }
 
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError> {
-        Ok(InstallPreview {
-            installs: names.to_vec(),
-            removes: Vec::new(),
-        })
+        if self.mode == Mode::Offline {
+            return Ok(InstallPreview {
+                installs: names.to_vec(),
+                ..InstallPreview::default()
+            });
+        }
+        // dnf asks before it changes anything; --assumeno answers no, so
+        // this prints the transaction and exits non-zero.
+        let mut argv = vec![dnf_tool(), "install", "--assumeno"];
+        argv.extend(names.iter().map(String::as_str));
+        let out = command::run(&argv, &[("LC_ALL", "C")], APT_TIMEOUT)?;
+        let text = format!("{}\n{}", out.stdout, out.stderr);
+        if let Some(problem) = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("Problem"))
+        {
+            let lines: Vec<&str> = text.lines().skip(problem).take(4).collect();
+            return Err(HostError::msg(format!(
+                "{} cannot install {}: {}",
+                argv[0],
+                names.join(" "),
+                lines.join(" ")
+            )));
+        }
+        let preview = parse_dnf_transaction(&text);
+        if preview.installs.is_empty() && !out.success() && !text.contains("Operation aborted") {
+            // Not root, no repositories reachable: say so in the plan.
+            return Ok(InstallPreview {
+                installs: names.to_vec(),
+                removes: Vec::new(),
+                unchecked: Some(format!(
+                    "{} install --assumeno failed: {}",
+                    argv[0],
+                    out.tail(2)
+                )),
+            });
+        }
+        Ok(preview)
     }
 
     fn install(&self, names: &[String]) -> Result<(), HostError> {
@@ -207,14 +276,9 @@ impl PackageManager for Rpm {
                 self.root.display()
             )));
         }
-        let tool = if Path::new("/usr/bin/dnf").exists() {
-            "dnf"
-        } else {
-            "yum"
-        };
-        let mut argv = vec![tool, "install", "-y", "-q"];
+        let mut argv = vec![dnf_tool(), "install", "-y", "-q"];
         argv.extend(names.iter().map(String::as_str));
-        command::run_ok(&argv, &[("LC_ALL", "C")], APT_TIMEOUT)?;
+        command::run_ok(&argv, &[("LC_ALL", "C")], APT_TIMEOUT).map_err(permission_hint)?;
         Ok(())
     }
 
@@ -225,16 +289,65 @@ impl PackageManager for Rpm {
                 self.root.display()
             )));
         }
-        let tool = if Path::new("/usr/bin/dnf").exists() {
-            "dnf"
-        } else {
-            "yum"
-        };
-        let mut argv = vec![tool, "remove", "-y", "-q"];
+        let mut argv = vec![dnf_tool(), "remove", "-y", "-q"];
         argv.extend(names.iter().map(String::as_str));
-        command::run_ok(&argv, &[("LC_ALL", "C")], APT_TIMEOUT)?;
+        command::run_ok(&argv, &[("LC_ALL", "C")], APT_TIMEOUT).map_err(permission_hint)?;
         Ok(())
     }
+}
+
+/// dnf where it exists (RHEL 8+, Fedora), else yum (RHEL 7).
+fn dnf_tool() -> &'static str {
+    if Path::new("/usr/bin/dnf").exists() {
+        "dnf"
+    } else {
+        "yum"
+    }
+}
+
+/// The package names in a dnf/yum transaction summary, by section:
+/// "Installing:", "Installing dependencies:", "Upgrading:" go to installs,
+/// "Removing:", "Removing dependent packages:" and the like to removes.
+/// Package rows start with one space; long names wrap their details onto
+/// an indented next line.
+pub fn parse_dnf_transaction(text: &str) -> InstallPreview {
+    #[derive(PartialEq)]
+    enum Section {
+        None,
+        Install,
+        Remove,
+    }
+    let mut preview = InstallPreview::default();
+    let mut section = Section::None;
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            let header = line.trim_end();
+            section = if header.starts_with("Installing")
+                || header.starts_with("Upgrading")
+                || header.starts_with("Reinstalling")
+                || header.starts_with("Downgrading")
+            {
+                Section::Install
+            } else if header.starts_with("Removing") || header.starts_with("Obsoleting") {
+                Section::Remove
+            } else {
+                Section::None
+            };
+            continue;
+        }
+        if section == Section::None || line.starts_with("  ") {
+            continue;
+        }
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        match section {
+            Section::Install => preview.installs.push(name.to_string()),
+            Section::Remove => preview.removes.push(name.to_string()),
+            Section::None => {}
+        }
+    }
+    preview
 }
 
 /// A root without any package database (a bare example tree): package
@@ -258,7 +371,7 @@ impl PackageManager for NoDatabase {
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError> {
         Ok(InstallPreview {
             installs: names.to_vec(),
-            removes: Vec::new(),
+            ..InstallPreview::default()
         })
     }
 
@@ -302,6 +415,21 @@ mod tests {
             PackageState::Installed(_)
         ));
         assert!(pm.install(&["chrony".into()]).is_err());
+    }
+
+    #[test]
+    fn dnf_transaction_shows_installs_and_removals() {
+        let text = "Last metadata expiration check: 0:00:01 ago.\nDependencies resolved.\n================================================================================\n Package           Architecture    Version                 Repository      Size\n================================================================================\nInstalling:\n chrony            x86_64          4.3-1.el9               baseos         318 k\nInstalling dependencies:\n a-very-long-package-name-that-wraps\n                   x86_64          1.0-1.el9               baseos          30 k\nRemoving:\n ntp               x86_64          4.2.8p15-1.el9          @epel          1.4 M\nRemoving dependent packages:\n ntpstat           noarch          0.6-1.el9               @epel           12 k\n\nTransaction Summary\n================================================================================\nInstall  2 Packages\nRemove   2 Packages\n\nOperation aborted.\n";
+        let p = parse_dnf_transaction(text);
+        assert_eq!(
+            p.installs,
+            vec!["chrony", "a-very-long-package-name-that-wraps"]
+        );
+        assert_eq!(p.removes, vec!["ntp", "ntpstat"]);
+        assert_eq!(
+            parse_dnf_transaction("Nothing to do.\n"),
+            InstallPreview::default()
+        );
     }
 
     #[test]

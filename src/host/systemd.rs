@@ -181,18 +181,27 @@ impl Systemd {
     /// Connect to the system bus (or `DBUS_SYSTEM_BUS_ADDRESS`) and check
     /// that systemd answers there.
     pub fn connect() -> Result<Systemd, HostError> {
-        let bus = SystemBus::connect()?;
+        Self::connect_to(&bus::system_address())
+    }
+
+    /// Connect to the systemd on the bus at `address` (a container's, from
+    /// outside it).
+    pub fn connect_to(address: &str) -> Result<Systemd, HostError> {
+        let bus = SystemBus::connect_to(address)?;
         bus.block_on(async {
             let manager = ManagerProxy::new(bus.conn())
                 .await
                 .map_err(|e| bus_error("systemd", e))?;
             // One cheap call proves systemd is there (and not just a bus).
-            manager.version().await.map_err(|e| match bus_error("systemd", e) {
-                HostError::Unavailable(m) => {
-                    HostError::Unavailable(format!("{m} (is PID 1 systemd?)"))
-                }
-                other => other,
-            })?;
+            manager
+                .version()
+                .await
+                .map_err(|e| match bus_error("systemd", e) {
+                    HostError::Unavailable(m) => {
+                        HostError::Unavailable(format!("{m} (is PID 1 systemd?)"))
+                    }
+                    other => other,
+                })?;
             // Without a subscriber systemd may not send job signals; the
             // call is allowed to everyone, and harmless if refused.
             let _ = manager.subscribe().await;
@@ -246,14 +255,21 @@ impl Systemd {
             load: proxy.load_state().await.map_err(err("LoadState"))?,
             active: proxy.active_state().await.map_err(err("ActiveState"))?,
             sub: proxy.sub_state().await.map_err(err("SubState"))?,
-            file: proxy.unit_file_state().await.map_err(err("UnitFileState"))?,
+            file: proxy
+                .unit_file_state()
+                .await
+                .map_err(err("UnitFileState"))?,
         })
     }
 
     /// Why a unit is not running after a start: its Result, unmet
     /// conditions or assertions, its status text and its last log lines.
     async fn explain(&self, unit: &str, state: &UnitState) -> String {
-        let mut parts = vec![format!("{unit} is {} ({})", state.active, state.sub)];
+        let mut parts = vec![if state.sub == state.active {
+            format!("{unit} is {}", state.active)
+        } else {
+            format!("{unit} is {} ({})", state.active, state.sub)
+        }];
         if let Ok(proxy) = self.unit_proxy(unit).await {
             if proxy.condition_result().await == Ok(false) {
                 let failed = failed_checks(&proxy.conditions().await.unwrap_or_default());
@@ -289,8 +305,14 @@ impl Systemd {
             if let Ok(result) = service.result().await
                 && result != "success"
             {
-                let status = service.exec_main_status().await.unwrap_or(0);
-                parts.push(format!("Result={result}, exit status {status}"));
+                // The main process's status; a forking daemon that fails
+                // before it forks shows up in the log lines instead.
+                match service.exec_main_status().await {
+                    Ok(status) if status != 0 => {
+                        parts.push(format!("Result={result}, exit status {status}"))
+                    }
+                    _ => parts.push(format!("Result={result}")),
+                }
             }
             if let Ok(text) = service.status_text().await
                 && !text.is_empty()
@@ -371,18 +393,22 @@ impl Systemd {
             Verb::Start | Verb::Restart => {
                 result == "done" && matches!(state.active.as_str(), "active" | "reloading")
             }
-            Verb::Stop => result == "done" && matches!(state.active.as_str(), "inactive" | "failed"),
+            Verb::Stop => {
+                result == "done" && matches!(state.active.as_str(), "inactive" | "failed")
+            }
         };
         if ok {
             return Ok(());
         }
         let why = self.explain(unit, &state).await;
         Err(HostError::msg(match verb {
-            Verb::Stop => format!("{context}: job {result}: {why}"),
-            _ if result == "done" => {
-                format!("{context}: systemd ran the job but the unit is not running: {why}")
+            _ if result == "done" && verb != Verb::Stop => {
+                format!(
+                    "systemd ran the {} job but the unit is not running: {why}",
+                    verb.name()
+                )
             }
-            _ => format!("{context}: job {result}: {why}"),
+            _ => format!("the {} job ended \"{result}\": {why}", verb.name()),
         }))
     }
 

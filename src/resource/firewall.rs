@@ -36,7 +36,7 @@ impl FirewallResource {
                 resource,
                 kind: ChangeKind::Remove,
                 summary: format!(
-                    "close UDP 123 in {} (opened by timectl): {}",
+                    "close UDP 123 in {}: remove what timectl opened ({})",
                     backend.describe(),
                     observed.detail
                 ),

@@ -165,9 +165,8 @@ impl Firewall for Firewalld {
                 yes_no(seen.runtime),
                 yes_no(seen.permanent)
             ),
-            opened_by_timectl: record.is_some_and(|r| {
-                (r.runtime && seen.runtime) || (r.permanent && seen.permanent)
-            }),
+            opened_by_timectl: record
+                .is_some_and(|r| (r.runtime && seen.runtime) || (r.permanent && seen.permanent)),
         })
     }
 
@@ -176,10 +175,7 @@ impl Firewall for Firewalld {
             let runtime = RuntimeZoneProxy::new(self.bus.conn())
                 .await
                 .map_err(|e| bus_error("firewalld", e))?;
-            let added_runtime = match runtime
-                .add_service(&self.zone, FIREWALLD_SERVICE, 0)
-                .await
-            {
+            let added_runtime = match runtime.add_service(&self.zone, FIREWALLD_SERVICE, 0).await {
                 Ok(_) => true,
                 Err(e) if is_code(&e, "ALREADY_ENABLED") => false,
                 Err(e) => return Err(bus_error("adding service ntp (runtime)", e)),
@@ -201,13 +197,12 @@ impl Firewall for Firewalld {
     fn close(&self) -> Result<(), HostError> {
         // Only what timectl added; without a record (an explicit close),
         // both.
-        let record = FirewalldRecord::load(&self.state_dir, &self.zone).unwrap_or(
-            FirewalldRecord {
+        let record =
+            FirewalldRecord::load(&self.state_dir, &self.zone).unwrap_or(FirewalldRecord {
                 zone: self.zone.clone(),
                 runtime: true,
                 permanent: true,
-            },
-        );
+            });
         self.bus.block_on(async {
             if record.runtime {
                 let runtime = RuntimeZoneProxy::new(self.bus.conn())

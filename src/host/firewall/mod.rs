@@ -54,7 +54,12 @@ impl FirewalldRecord {
     }
 
     /// Remember what was just added, on top of what was recorded before.
-    pub fn add(state_dir: &Path, zone: &str, runtime: bool, permanent: bool) -> Result<(), HostError> {
+    pub fn add(
+        state_dir: &Path,
+        zone: &str,
+        runtime: bool,
+        permanent: bool,
+    ) -> Result<(), HostError> {
         let mut record = Self::load(state_dir, zone).unwrap_or_else(|| FirewalldRecord {
             zone: zone.to_string(),
             ..FirewalldRecord::default()
@@ -181,9 +186,14 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        let err = select(dir.path(), Mode::Offline, dir.path(), FirewallMode::Nftables)
-            .err()
-            .unwrap();
+        let err = select(
+            dir.path(),
+            Mode::Offline,
+            dir.path(),
+            FirewallMode::Nftables,
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("offline root"), "{err}");
     }
 }

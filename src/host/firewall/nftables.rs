@@ -119,9 +119,7 @@ fn match_passes_ntp(m: &Value) -> bool {
 fn unconditional_verdict(expr: &[Value]) -> Option<&'static str> {
     let mut verdict = None;
     for statement in expr {
-        let Some(obj) = statement.as_object() else {
-            return None;
-        };
+        let obj = statement.as_object()?;
         if let Some(m) = obj.get("match") {
             if !match_passes_ntp(m) {
                 return None;
@@ -193,10 +191,9 @@ pub fn input_chains(ruleset: &Value) -> Vec<InputChain> {
             continue;
         };
         let field = |k: &str| rule.get(k).and_then(Value::as_str).unwrap_or("");
-        let Some(chain) = chains
-            .iter_mut()
-            .find(|c| c.family == field("family") && c.table == field("table") && c.name == field("chain"))
-        else {
+        let Some(chain) = chains.iter_mut().find(|c| {
+            c.family == field("family") && c.table == field("table") && c.name == field("chain")
+        }) else {
             continue;
         };
         if field("comment") == COMMENT
@@ -257,8 +254,7 @@ impl Nftables {
         ["nft", "/usr/sbin/nft", "/sbin/nft"]
             .iter()
             .find(|candidate| {
-                command::run(&[candidate, "--version"], &[], NFT_TIMEOUT)
-                    .is_ok_and(|o| o.success())
+                command::run(&[candidate, "--version"], &[], NFT_TIMEOUT).is_ok_and(|o| o.success())
             })
             .map(|nft| Nftables {
                 nft: nft.to_string(),
@@ -285,8 +281,9 @@ impl Nftables {
 
     pub fn chains(&self) -> Result<Vec<InputChain>, HostError> {
         let text = self.nft(&["-j", "list", "ruleset"])?;
-        let ruleset: Value = serde_json::from_str(&text)
-            .map_err(|e| HostError::msg(format!("nft -j list ruleset printed invalid JSON: {e}")))?;
+        let ruleset: Value = serde_json::from_str(&text).map_err(|e| {
+            HostError::msg(format!("nft -j list ruleset printed invalid JSON: {e}"))
+        })?;
         Ok(input_chains(&ruleset))
     }
 
@@ -453,12 +450,22 @@ mod tests {
     fn final_reject_and_port_drops_filter() {
         let rs = ruleset(vec![
             chain("inet", "filter", "input", "input", "accept"),
-            rule("input", 5, json!([{"counter": {"packets": 0, "bytes": 0}}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]), None),
+            rule(
+                "input",
+                5,
+                json!([{"counter": {"packets": 0, "bytes": 0}}, {"reject": {"type": "icmpx", "expr": "admin-prohibited"}}]),
+                None,
+            ),
         ]);
         assert!(input_chains(&rs)[0].filters);
         let rs = ruleset(vec![
             chain("inet", "filter", "input", "input", "accept"),
-            rule("input", 5, json!([udp_dport(json!(123)), {"drop": null}]), None),
+            rule(
+                "input",
+                5,
+                json!([udp_dport(json!(123)), {"drop": null}]),
+                None,
+            ),
         ]);
         assert!(input_chains(&rs)[0].filters);
     }
@@ -472,7 +479,12 @@ mod tests {
         ] {
             let rs = ruleset(vec![
                 chain("inet", "filter", "input", "input", "drop"),
-                rule("input", 9, json!([udp_dport(right.clone()), {"accept": null}]), None),
+                rule(
+                    "input",
+                    9,
+                    json!([udp_dport(right.clone()), {"accept": null}]),
+                    None,
+                ),
             ]);
             let c = &input_chains(&rs)[0];
             assert!(c.accepts_ntp, "{right}");
@@ -493,7 +505,12 @@ mod tests {
         // Another port: not NTP.
         let rs = ruleset(vec![
             chain("inet", "filter", "input", "input", "drop"),
-            rule("input", 9, json!([udp_dport(json!(1123)), {"accept": null}]), None),
+            rule(
+                "input",
+                9,
+                json!([udp_dport(json!(1123)), {"accept": null}]),
+                None,
+            ),
         ]);
         assert!(!input_chains(&rs)[0].accepts_ntp);
     }
@@ -503,7 +520,12 @@ mod tests {
         let rs = ruleset(vec![
             chain("inet", "filter", "input", "input", "accept"),
             rule("input", 5, json!([{"reject": null}]), None),
-            rule("input", 6, json!([udp_dport(json!(123)), {"accept": null}]), None),
+            rule(
+                "input",
+                6,
+                json!([udp_dport(json!(123)), {"accept": null}]),
+                None,
+            ),
         ]);
         let c = &input_chains(&rs)[0];
         assert!(c.filters);

@@ -121,7 +121,10 @@ impl PermanentFirewalld {
         for dir in SHIPPED_ZONES {
             let shipped = PathBuf::from(format!("{dir}/{}.xml", self.zone));
             if let Some(state) = self.files.read(&shipped)? {
-                return Ok((String::from_utf8_lossy(&state.content).into_owned(), shipped));
+                return Ok((
+                    String::from_utf8_lossy(&state.content).into_owned(),
+                    shipped,
+                ));
             }
         }
         Err(HostError::msg(format!(
@@ -134,7 +137,9 @@ impl PermanentFirewalld {
 
     fn has_service(&self) -> Result<bool, HostError> {
         let (xml, _) = self.zone_xml()?;
-        Ok(xml.lines().any(|l| service_line_matches(l, FIREWALLD_SERVICE)))
+        Ok(xml
+            .lines()
+            .any(|l| service_line_matches(l, FIREWALLD_SERVICE)))
     }
 
     /// Write the zone under /etc, keeping the mode and owner of the file it
@@ -150,7 +155,8 @@ impl PermanentFirewalld {
                 nix::unistd::getegid().as_raw(),
             ),
         };
-        self.files.write_atomic(&path, xml.as_bytes(), mode, uid, gid)
+        self.files
+            .write_atomic(&path, xml.as_bytes(), mode, uid, gid)
     }
 }
 
@@ -158,7 +164,10 @@ impl Firewall for PermanentFirewalld {
     fn describe(&self) -> String {
         match &self.live_note {
             Some(note) => format!("firewalld permanent configuration ({note})"),
-            None => format!("firewalld permanent configuration under {}", self.root.display()),
+            None => format!(
+                "firewalld permanent configuration under {}",
+                self.root.display()
+            ),
         }
     }
 
@@ -228,7 +237,10 @@ mod tests {
     #[test]
     fn add_and_remove_keep_the_rest_of_the_zone() {
         let added = add_service(PUBLIC, "ntp").unwrap();
-        assert!(added.contains("  <service name=\"ntp\"/>\n</zone>\n"), "{added}");
+        assert!(
+            added.contains("  <service name=\"ntp\"/>\n</zone>\n"),
+            "{added}"
+        );
         assert!(added.contains("<service name=\"ssh\"/>"));
         assert_eq!(add_service(&added, "ntp").unwrap(), added);
         assert_eq!(remove_service(&added, "ntp"), PUBLIC);
@@ -252,7 +264,8 @@ mod tests {
         let before = fw.observe().unwrap();
         assert!(!before.ntp_open && !before.opened_by_timectl);
         fw.open().unwrap();
-        let etc = std::fs::read_to_string(dir.path().join("etc/firewalld/zones/internal.xml")).unwrap();
+        let etc =
+            std::fs::read_to_string(dir.path().join("etc/firewalld/zones/internal.xml")).unwrap();
         assert!(etc.contains("<short>Internal</short>"));
         assert!(etc.contains("<service name=\"ntp\"/>"));
         // The shipped file is never changed.
@@ -273,8 +286,13 @@ mod tests {
         let dir = root();
         let zones = dir.path().join("etc/firewalld/zones");
         std::fs::create_dir_all(&zones).unwrap();
-        std::fs::write(zones.join("public.xml"), add_service(PUBLIC, "ntp").unwrap()).unwrap();
-        let fw = PermanentFirewalld::open_root(dir.path(), &dir.path().join("state"), None).unwrap();
+        std::fs::write(
+            zones.join("public.xml"),
+            add_service(PUBLIC, "ntp").unwrap(),
+        )
+        .unwrap();
+        let fw =
+            PermanentFirewalld::open_root(dir.path(), &dir.path().join("state"), None).unwrap();
         let state = fw.observe().unwrap();
         assert!(state.ntp_open);
         assert!(!state.opened_by_timectl);
@@ -295,7 +313,9 @@ mod tests {
     fn enabled_means_installed_and_wanted() {
         let dir = root();
         assert!(!firewalld_enabled_in(dir.path()));
-        let wants = dir.path().join("etc/systemd/system/multi-user.target.wants");
+        let wants = dir
+            .path()
+            .join("etc/systemd/system/multi-user.target.wants");
         std::fs::create_dir_all(&wants).unwrap();
         std::os::unix::fs::symlink(
             "/usr/lib/systemd/system/firewalld.service",
