@@ -295,6 +295,9 @@ impl ServiceManager for NoServiceManager {
 pub struct Host {
     pub root: PathBuf,
     pub mode: Mode,
+    /// Whether file owners can be set (running as root). An unprivileged
+    /// image build leaves owners as they are instead of failing.
+    pub manage_owners: bool,
     pub files: Files,
     pub services: Box<dyn ServiceManager>,
     pub packages: Box<dyn PackageManager>,
@@ -307,6 +310,7 @@ impl Host {
         Host {
             root: root.to_path_buf(),
             mode: Mode::Offline,
+            manage_owners: nix::unistd::geteuid().is_root(),
             files: Files::new(root),
             services: Box::new(units_offline::OfflineUnits::new(root)),
             packages: packages::for_root(root, Mode::Offline),
@@ -322,6 +326,7 @@ impl Host {
             services: Box::new(NoServiceManager),
             packages: packages::for_root(&root, Mode::Live),
             mode: Mode::Live,
+            manage_owners: nix::unistd::geteuid().is_root(),
             root,
         }
     }
@@ -334,6 +339,26 @@ impl Host {
     ) -> Result<Option<Box<dyn Firewall>>, HostError> {
         let _ = preference;
         Ok(None)
+    }
+
+    /// Numeric owner for a file: the named one when owners are managed,
+    /// otherwise whoever owns it now (or this process, for a new file).
+    pub fn owner_ids(
+        &self,
+        path: &Path,
+        owner: &str,
+        group: &str,
+    ) -> Result<(u32, u32), HostError> {
+        if self.manage_owners {
+            return Ok((self.files.uid_of(owner)?, self.files.gid_of(group)?));
+        }
+        Ok(match self.files.read(path)? {
+            Some(state) => (state.uid, state.gid),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        })
     }
 
     /// The root's timectl state directory (locks, journals, backups).

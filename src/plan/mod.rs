@@ -211,6 +211,13 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         ));
     }
 
+    if !host.manage_owners {
+        notes.push(format!(
+            "running as uid {}, not root: file owners are left as they are (only content and mode are managed)",
+            nix::unistd::geteuid()
+        ));
+    }
+
     // The chosen daemon's package is installed earlier in the plan, so its
     // unit may not exist yet when the plan is made.
     let mut will_install = false;

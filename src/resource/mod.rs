@@ -188,8 +188,7 @@ impl Action {
         match self {
             Action::WriteFile(w) => {
                 let undo = backup(ctx, &w.path)?;
-                let uid = host.files.uid_of(&w.owner)?;
-                let gid = host.files.gid_of(&w.group)?;
+                let (uid, gid) = host.owner_ids(&w.path, &w.owner, &w.group)?;
                 host.files
                     .write_atomic(&w.path, w.content.as_bytes(), w.mode, uid, gid)?;
                 Ok(vec![undo])
@@ -204,8 +203,7 @@ impl Action {
                     .files
                     .read(path)?
                     .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
-                let uid = host.files.uid_of(owner)?;
-                let gid = host.files.gid_of(group)?;
+                let (uid, gid) = host.owner_ids(path, owner, group)?;
                 host.files.set_meta(path, *mode, uid, gid)?;
                 Ok(vec![Action::RestoreFile {
                     path: path.clone(),
