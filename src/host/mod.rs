@@ -249,6 +249,11 @@ pub trait Firewall {
     fn close(&self) -> Result<(), HostError>;
 }
 
+/// The running executable (for installing the embedded engine).
+fn own_executable() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+}
+
 /// Stand-in until the live systemd backend exists: every question is
 /// answered "not available", so plans say what they could not see.
 struct NoServiceManager;
@@ -298,6 +303,9 @@ pub struct Host {
     /// Whether file owners can be set (running as root). An unprivileged
     /// image build leaves owners as they are instead of failing.
     pub manage_owners: bool,
+    /// The timectl executable that the embedded engine's unit runs a copy
+    /// of: this process's own, unless a caller (a test) says otherwise.
+    pub timectl_binary: PathBuf,
     pub files: Files,
     pub services: Box<dyn ServiceManager>,
     pub packages: Box<dyn PackageManager>,
@@ -311,6 +319,7 @@ impl Host {
             root: root.to_path_buf(),
             mode: Mode::Offline,
             manage_owners: nix::unistd::geteuid().is_root(),
+            timectl_binary: own_executable(),
             files: Files::new(root),
             services: Box::new(units_offline::OfflineUnits::new(root)),
             packages: packages::for_root(root, Mode::Offline),
@@ -327,6 +336,7 @@ impl Host {
             packages: packages::for_root(&root, Mode::Live),
             mode: Mode::Live,
             manage_owners: nix::unistd::geteuid().is_root(),
+            timectl_binary: own_executable(),
             root,
         }
     }

@@ -198,7 +198,7 @@ fn hash_of<T: Serialize>(value: &T) -> String {
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
     let facts = Facts::detect(&host.root)?;
-    let desired = provider::compile(spec, &facts)?;
+    let desired = provider::compile(spec, &facts, &host.timectl_binary)?;
     let mut changes: Vec<Change> = Vec::new();
     let mut notes = desired.notes.clone();
     let mut blockers = Vec::new();
@@ -289,6 +289,9 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
                     if !plan.is_empty() {
                         changed.push(id.clone());
                         reload_pending |= file.unit_file;
+                        // A unit file written in this plan: the unit
+                        // exists by the time it is enabled.
+                        will_install |= file.unit_file;
                     }
                     changes.extend(plan);
                 }
@@ -299,6 +302,16 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
                     return Err(host_err(format!("observing {}", file.path.display()))(e));
                 }
             },
+            Resource::Binary(bin) => {
+                let (obs, plan) = bin
+                    .plan(host)
+                    .map_err(host_err(format!("observing {}", bin.path.display())))?;
+                observed.insert(id.clone(), hash_of(&obs));
+                if !plan.is_empty() {
+                    changed.push(id.clone());
+                }
+                changes.extend(plan);
+            }
             Resource::Firewall(fw) => match host.firewall_backend(desired.firewall) {
                 Ok(Some(backend)) => match backend.observe() {
                     Ok(state) => {

@@ -48,6 +48,7 @@ fn chrony_on_rhel_client() {
             "timesync:\n  provider: chrony\n  sources:\n    - server: ntp1.example.com\n      prefer: true\n      minpoll: 4\n      maxpoll: 8\n    - pool: 2.rhel.pool.ntp.org\n      maxSources: 2\n      iburst: false\n  minSources: 2\n  step: { threshold: 0.5s, limit: -1 }\n",
         ),
         &rhel9(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let expected = "\
@@ -87,6 +88,7 @@ fn chrony_on_debian_serving_with_keys_and_nts() {
             "timesync:\n  provider: chrony\n  keys:\n    - { id: 5, type: SHA1, secret: HEX:0123ABCD }\n  sources:\n    - server: 192.0.2.1\n      key: 5\n      port: 10123\n    - server: nts.example.net\n      nts: true\n  rtcsync: false\n  serve:\n    allow: [10.0.0.0/8]\n    deny: [10.9.0.0/16]\n    localStratum: 10\n  extraConfig: |\n    log tracking\n",
         ),
         &debian12(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let expected = "\
@@ -139,6 +141,7 @@ fn ntpsec_serving_uses_restrict_source() {
             "timesync:\n  provider: ntpd\n  sources:\n    - pool: 2.debian.pool.ntp.org\n  serve:\n    allow: [192.168.1.0/24, \"2001:db8::/32\"]\n    localStratum: 12\n",
         ),
         &debian12(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let expected = "\
@@ -180,6 +183,7 @@ fn classic_ntp_serving_restricts_each_server() {
             "timesync:\n  provider: ntpd\n  sources:\n    - server: 0.centos.pool.ntp.org\n    - server: 1.centos.pool.ntp.org\n  serve: { allow: [10.0.0.0/8], rateLimit: false }\n",
         ),
         &centos7(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let text = whole(file(&d, "/etc/ntp.conf"));
@@ -199,6 +203,7 @@ fn nts_with_classic_ntp_is_an_error_at_the_value() {
             "timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n      nts: true\n",
         ),
         &centos7(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap_err();
     let d = &err.diagnostics()[0];
@@ -209,6 +214,7 @@ fn nts_with_classic_ntp_is_an_error_at_the_value() {
         compile(
             &spec("timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n      nts: true\n"),
             &debian12(),
+            Path::new("/usr/bin/timectl"),
         )
         .is_ok()
     );
@@ -219,6 +225,7 @@ fn conflicting_daemons_come_first_and_the_chosen_one_last() {
     let d = compile(
         &spec("timesync:\n  provider: chrony\n  conflicts: mask\n  sources:\n    - server: a.example\n"),
         &debian12(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let services: Vec<_> = d
@@ -251,6 +258,7 @@ fn clock_control_off_adds_a_chronyd_x_drop_in() {
     let on = compile(
         &spec("timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n"),
         &debian12(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let drop_in = "/etc/systemd/system/chrony.service.d/timectl-no-clock-control.conf";
@@ -258,6 +266,7 @@ fn clock_control_off_adds_a_chronyd_x_drop_in() {
     let off = compile(
         &spec("timesync:\n  provider: chrony\n  clockControl: false\n  sources:\n    - server: a.example\n"),
         &debian12(),
+        Path::new("/usr/bin/timectl"),
     )
     .unwrap();
     let text = whole(file(&off, drop_in));
