@@ -61,6 +61,14 @@ cgroup_roots() {
     [[ -e /sys/fs/cgroup/cgroup.controllers ]] && echo /sys/fs/cgroup
 }
 
+# Is process $1 running? A zombie is not (this machine's PID 1 reaps
+# orphans late, so a killed test can linger as one).
+alive() {
+    local state
+    state=$({ awk '{print $3}' "/proc/$1/stat"; } 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
 # Does anything say who owns the resource called $1? (a pid in the name, or
 # container.sh state)
 owner_known() {
@@ -74,15 +82,13 @@ stale() {
     local name=$1 pid base
     [[ $force -eq 1 ]] && return 0
     if [[ $name =~ ^timectl-([0-9]+)-[0-9]+ ]]; then
-        pid=${BASH_REMATCH[1]}
-        [[ ! -d /proc/$pid ]]
+        ! alive "${BASH_REMATCH[1]}"
         return
     fi
     base=${name%-up}
     base=${base%-fw}
     if [[ -r $state_root/$base/pid ]]; then
-        pid=$(cat "$state_root/$base/pid")
-        [[ ! -d /proc/$pid ]]
+        ! alive "$(cat "$state_root/$base/pid")"
         return
     fi
     # A container.sh name whose state directory is gone: stale only if
@@ -99,7 +105,7 @@ kill_pids() {
     local sig=$1 pid
     shift
     for pid in "$@"; do
-        [[ -d /proc/$pid ]] || continue
+        alive "$pid" || continue
         act kill "-$sig" "$pid"
     done
 }
@@ -129,9 +135,9 @@ for name in "${!containers[@]}"; do
         kill_pids TERM "${nspawn[@]}"
         if [[ $dry -eq 0 ]]; then
             for _ in $(seq 1 50); do
-                alive=0
-                for pid in "${nspawn[@]}"; do [[ -d /proc/$pid ]] && alive=1; done
-                [[ $alive -eq 0 ]] && break
+                running=0
+                for pid in "${nspawn[@]}"; do alive "$pid" && running=1; done
+                [[ $running -eq 0 ]] && break
                 sleep 0.1
             done
         fi
@@ -206,7 +212,7 @@ done
 for dir in "$state_root"/timectl-*; do
     [[ -d $dir ]] || continue
     pid=$(cat "$dir/pid" 2>/dev/null || echo 0)
-    if [[ $force -eq 1 || ! -d /proc/$pid ]]; then
+    if [[ $force -eq 1 ]] || ! alive "$pid"; then
         act rm -rf "$dir"
     fi
 done

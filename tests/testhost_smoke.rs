@@ -363,6 +363,63 @@ fn a_panicking_test_leaves_no_container_behind() {
     assert!(!std::path::Path::new(&format!("/proc/{leader_pid}")).exists());
 }
 
+#[test]
+#[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
+fn firewall_backends_work_inside_a_container() {
+    require_root_and(&[support::CONTAINER_TOOLS, &["nft", "firewall-cmd"]].concat());
+    let c = Container::boot();
+
+    // nftables inside the container (it needs CAP_NET_ADMIN there), seen from
+    // the host through the shared network namespace.
+    c.exec_ok(&["nft", "add", "table", "inet", "timectl_probe"]);
+    let ruleset = c.netns().nft_ruleset();
+    let tables: Vec<&str> = ruleset["nftables"]
+        .as_array()
+        .expect("nftables array")
+        .iter()
+        .filter_map(|i| i["table"]["name"].as_str())
+        .collect();
+    assert!(tables.contains(&"timectl_probe"), "{tables:?}");
+
+    // firewalld is installed but disabled in the image; started, it manages
+    // the container's nftables and answers on the container's bus.
+    c.exec_ok(&["systemctl", "start", "firewalld.service"]);
+    c.wait_unit_state("firewalld.service", "active", Duration::from_secs(15));
+    let cmd = |args: &[&str]| {
+        support::run(
+            std::process::Command::new("firewall-cmd")
+                .args(args)
+                .env("DBUS_SYSTEM_BUS_ADDRESS", c.bus_address()),
+        )
+    };
+    wait_for(
+        "firewalld in the container to run",
+        Duration::from_secs(15),
+        || {
+            let out = cmd(&["--state"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        },
+    );
+    let out = cmd(&["--add-service=ntp"]);
+    assert!(
+        out.status.success(),
+        "firewall-cmd --add-service=ntp: {out:?}"
+    );
+    assert!(
+        has_udp_123_rule(&c.netns().nft_ruleset(), Some("firewalld"), "accept"),
+        "no udp dport 123 accept rule from firewalld"
+    );
+    let journal = c.exec_ok(&["journalctl", "--no-pager", "-u", "firewalld.service"]);
+    assert!(
+        !journal.contains("ERROR"),
+        "firewalld logged errors:\n{journal}"
+    );
+}
+
 /// firewalld's zone interface over a private system bus.
 async fn firewalld_add_ntp(address: &str) -> zbus::Result<(String, Vec<String>, zbus::Error)> {
     let conn = zbus::connection::Builder::address(address).build().await?;

@@ -116,6 +116,11 @@ for old in "$cache"/*; do
     case $name in
     "$hash" | "$hash.tar.zst" | current) ;;
     *)
+        # A container still booted from an older image keeps it.
+        if [[ -d $old/rootfs ]] && grep -qsF -- "--directory=$old/rootfs" /proc/[0-9]*/cmdline; then
+            log "keeping $name: a running container uses it"
+            continue
+        fi
         log "removing stale cache entry $name"
         rm -rf "$old"
         ;;

@@ -27,6 +27,12 @@ die() {
     echo "container.sh: $*" >&2
     exit 1
 }
+# Running, not a zombie (this machine's PID 1 reaps orphans late).
+alive() {
+    local state
+    state=$({ awk '{print $3}' "/proc/$1/stat"; } 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
 [[ $(id -u) -eq 0 ]] || die "must run as root"
@@ -38,7 +44,7 @@ if [[ $cmd == list ]]; then
     for d in "$state_root"/timectl-*; do
         [[ -e $d/pid ]] || continue
         pid=$(cat "$d/pid")
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             echo "$(basename "$d") nspawn=$pid bus=unix:path=$d/dbus/system_bus_socket"
         fi
     done
@@ -95,7 +101,7 @@ boot)
         esac
         shift
     done
-    [[ ! -e $dir/pid ]] || ! kill -0 "$(cat "$dir/pid")" 2>/dev/null || die "$name is already running"
+    [[ ! -e $dir/pid ]] || ! alive "$(cat "$dir/pid")" || die "$name is already running"
     rootfs=$("$here/build-image.sh" | tail -n1)
     mkdir -p "$dir/dbus"
     chmod 0755 "$dir/dbus"
@@ -124,7 +130,7 @@ boot)
         s=$(busctl --address="$bus" --timeout=2 get-property org.freedesktop.systemd1 \
             /org/freedesktop/systemd1 org.freedesktop.systemd1.Manager SystemState 2>/dev/null || true)
         case $s in *running* | *degraded*) break ;; esac
-        kill -0 "$(cat "$dir/pid")" 2>/dev/null || {
+        alive "$(cat "$dir/pid")" || {
             cat "$dir/console.log" >&2
             die "nspawn exited while booting"
         }
@@ -140,14 +146,14 @@ timectl) inside /opt/timectl/timectl "$@" ;;
 poweroff)
     pid=$(cat "$dir/pid" 2>/dev/null || true)
     t0=$(now_ms)
-    if [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; then
+    if [[ -n $pid ]] && alive "$pid"; then
         busctl --address="$bus" --timeout=5 call org.freedesktop.systemd1 /org/freedesktop/systemd1 \
             org.freedesktop.systemd1.Manager PowerOff || kill -TERM "$pid"
         for _ in $(seq 1 300); do
-            kill -0 "$pid" 2>/dev/null || break
+            alive "$pid" || break
             sleep 0.05
         done
-        if kill -0 "$pid" 2>/dev/null; then
+        if alive "$pid"; then
             echo "container.sh: $name did not power off; killing" >&2
             kill -TERM "$pid" 2>/dev/null || true
             sleep 3

@@ -10,6 +10,9 @@
 # and everything it starts live under /sys/fs/cgroup/{systemd,unified}/timectl/NAME,
 # which is also how cleanup.sh finds leftovers.
 #
+# CAP_NET_ADMIN is added explicitly: --private-network would grant it, but
+# --network-namespace-path (systemd 252) does not, and nft/firewalld inside the
+# container need it. The namespace is the container's own, so that is safe.
 # Never add --capability=CAP_SYS_TIME: the clock is this machine's real clock.
 set -euo pipefail
 
@@ -43,5 +46,6 @@ exec systemd-nspawn \
     --console=passive \
     --volatile=overlay \
     --network-namespace-path="$netns" \
+    --capability=CAP_NET_ADMIN \
     --bind="$bus_dir:/run/dbus" \
     "$@"
