@@ -582,6 +582,29 @@ fn nftables_rule_in_a_netns_really_filters_ntp() {
     drop(server);
 }
 
+#[test]
+#[ignore = "needs root and chronyd; run ci/system-tests.sh"]
+fn chrony_client_peer_selects_a_loopback_server() {
+    require_root_and(&["chronyd", "chronyc", "ip"]);
+    let ns = NetNs::new();
+    let server = ChronyPeer::builder().port(11123).netns(&ns).start();
+    let t = Instant::now();
+    let client = ChronyPeer::client_of("127.0.0.1", 11123).netns(&ns).start();
+    let source = client.wait_selected("127.0.0.1", Duration::from_secs(10));
+    record_timing("chronyd client selects loopback server", t.elapsed());
+    assert_eq!(source.stratum, 8);
+    let tracking = client.tracking();
+    assert_eq!(tracking.stratum, 9);
+    assert!(tracking.synchronised());
+    assert!(tracking.system_offset.abs() < 0.001, "{tracking:?}");
+    // The server's own view: unsynchronised but serving at local stratum 8.
+    assert_eq!(server.tracking().stratum, 8);
+    // Only the server listens for NTP: the client has no server socket.
+    let udp = ns.run_ok(&["ss", "-Hunl"]);
+    assert_eq!(udp.lines().count(), 1, "{udp}");
+    assert!(udp.contains("127.0.0.1:11123"), "{udp}");
+}
+
 // ---- plain `cargo test`: no root needed ----------------------------------
 
 #[test]

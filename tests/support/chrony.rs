@@ -169,6 +169,35 @@ impl ChronyPeer {
         Self::builder().port(port).start()
     }
 
+    /// A client-only chronyd (no NTP server socket, no local stratum) of
+    /// `addr:port`, polling as fast as chrony allows (`iburst minpoll -2
+    /// maxpoll 0`): the real client for checking that a server under test is
+    /// selected. Add `.netns(..)` before `.start()` as needed.
+    pub fn client_of(addr: &str, port: u16) -> ChronyPeerBuilder {
+        let mut builder = Self::builder().port(0).local_stratum(None).line(&format!(
+            "server {addr} port {port} iburst minpoll -2 maxpoll 0"
+        ));
+        builder.allow.clear();
+        builder
+    }
+
+    /// Waits until this chronyd selects (`^*`) the source at `address`.
+    pub fn wait_selected(&self, address: &str, timeout: Duration) -> ChronySource {
+        wait_for(
+            &format!("chronyd peer to select {address}"),
+            timeout,
+            || {
+                let text = self.try_chronyc(&["-c", "sources"])?;
+                let sources = ChronySource::parse_csv(&text)?;
+                sources
+                    .iter()
+                    .find(|s| s.address == address && s.selected())
+                    .cloned()
+                    .ok_or_else(|| format!("{sources:?}"))
+            },
+        )
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
