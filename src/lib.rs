@@ -16,4 +16,14 @@
 //! protocol and clock algorithm are pure and run under a simulated clock in
 //! tests; its daemon wires them to sockets and the kernel clock.
 
+pub mod apply;
+pub mod cli;
 pub mod engine;
+pub mod facts;
+pub mod host;
+pub mod plan;
+pub mod provider;
+pub mod render;
+pub mod resource;
+pub mod spec;
+pub mod sync;

@@ -1,3 +1,3 @@
 fn main() {
-    println!("timectl");
+    std::process::exit(timectl::cli::main());
 }

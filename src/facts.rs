@@ -1,0 +1,430 @@
+//! What kind of host this is: the distribution family from
+//! `<root>/etc/os-release`, and from it every distribution-specific name a
+//! provider needs (config paths, unit names, package names, drift and key
+//! files). Reading facts never changes anything.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+/// Distribution family: decides paths and names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Rhel,
+    Debian,
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::Rhel => "rhel",
+            Family::Debian => "debian",
+        })
+    }
+}
+
+/// The time daemons timectl knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Daemon {
+    Embedded,
+    Chrony,
+    Ntpd,
+    Timesyncd,
+    Openntpd,
+}
+
+impl Daemon {
+    pub const ALL: [Daemon; 5] = [
+        Daemon::Embedded,
+        Daemon::Chrony,
+        Daemon::Ntpd,
+        Daemon::Timesyncd,
+        Daemon::Openntpd,
+    ];
+}
+
+/// Where a daemon's pieces live on this distribution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DaemonPaths {
+    pub daemon: Daemon,
+    /// Human name, e.g. "chronyd" or "ntpd (ntpsec)".
+    pub label: String,
+    /// The systemd unit that runs it.
+    pub unit: String,
+    /// Other names the same unit is known by (Alias=), checked too.
+    pub unit_aliases: Vec<String>,
+    /// The package that provides it; None when it ships with another
+    /// package (timesyncd inside systemd on RHEL) or is timectl itself.
+    pub package: Option<String>,
+    pub config: PathBuf,
+    pub driftfile: PathBuf,
+    pub keyfile: Option<PathBuf>,
+    /// For ntpd: whether it is ntpsec (which has NTS) rather than classic ntp.
+    pub ntpsec: bool,
+}
+
+/// Facts about the host (or offline root) being planned.
+#[derive(Clone, Debug, Serialize)]
+pub struct Facts {
+    /// `ID` from os-release (rhel, rocky, debian, ...).
+    pub os_id: String,
+    /// `VERSION_ID` from os-release, if any.
+    pub version_id: Option<String>,
+    /// `PRETTY_NAME`, for messages.
+    pub pretty_name: String,
+    pub family: Family,
+    /// Major version number, if VERSION_ID has one.
+    pub major: Option<u32>,
+}
+
+/// Why facts could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error("cannot read {}: {source} (is this a root filesystem of a Linux distribution?)", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "unsupported distribution {id:?}{like} in {}: timectl knows the RHEL family (rhel, centos, rocky, almalinux, ol, fedora) and the Debian family (debian, ubuntu)",
+        path.display(),
+        like = if id_like.is_empty() { String::new() } else { format!(" (ID_LIKE={id_like:?})") }
+    )]
+    Unsupported {
+        path: PathBuf,
+        id: String,
+        id_like: String,
+    },
+}
+
+const RHEL_IDS: [&str; 6] = ["rhel", "centos", "rocky", "almalinux", "ol", "fedora"];
+const DEBIAN_IDS: [&str; 2] = ["debian", "ubuntu"];
+
+impl Facts {
+    /// Read `<root>/etc/os-release` (or `<root>/usr/lib/os-release`).
+    pub fn detect(root: &Path) -> Result<Facts, FactsError> {
+        let primary = root.join("etc/os-release");
+        let fallback = root.join("usr/lib/os-release");
+        let (path, text) = match std::fs::read_to_string(&primary) {
+            Ok(t) => (primary, t),
+            Err(first) => match std::fs::read_to_string(&fallback) {
+                Ok(t) => (fallback, t),
+                Err(_) => {
+                    return Err(FactsError::Read {
+                        path: primary,
+                        source: first,
+                    });
+                }
+            },
+        };
+        Facts::from_os_release(&path, &text)
+    }
+
+    /// Parse os-release text (`path` only for messages).
+    pub fn from_os_release(path: &Path, text: &str) -> Result<Facts, FactsError> {
+        let fields = parse_os_release(text);
+        let id = fields.get("ID").cloned().unwrap_or_default().to_lowercase();
+        let id_like = fields
+            .get("ID_LIKE")
+            .cloned()
+            .unwrap_or_default()
+            .to_lowercase();
+        let family = if RHEL_IDS.contains(&id.as_str()) {
+            Family::Rhel
+        } else if DEBIAN_IDS.contains(&id.as_str()) {
+            Family::Debian
+        } else {
+            // Derivatives declare their parent in ID_LIKE ("rhel fedora",
+            // "ubuntu debian").
+            let like: Vec<&str> = id_like.split_whitespace().collect();
+            if like.iter().any(|l| RHEL_IDS.contains(l)) {
+                Family::Rhel
+            } else if like.iter().any(|l| DEBIAN_IDS.contains(l)) {
+                Family::Debian
+            } else {
+                return Err(FactsError::Unsupported {
+                    path: path.to_path_buf(),
+                    id: if id.is_empty() { "(no ID)".into() } else { id },
+                    id_like,
+                });
+            }
+        };
+        let version_id = fields.get("VERSION_ID").cloned();
+        let major = version_id
+            .as_deref()
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok());
+        let pretty_name = fields
+            .get("PRETTY_NAME")
+            .cloned()
+            .unwrap_or_else(|| format!("{id} {}", version_id.clone().unwrap_or_default()));
+        Ok(Facts {
+            os_id: id,
+            version_id,
+            pretty_name,
+            family,
+            major,
+        })
+    }
+
+    /// Whether "ntpd" here means ntpsec (Debian 11+, Ubuntu 23.04+, Fedora)
+    /// rather than classic ntp (RHEL/CentOS 7, older Debian and Ubuntu).
+    pub fn ntpd_is_ntpsec(&self) -> bool {
+        let version: f64 = self
+            .version_id
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        match self.os_id.as_str() {
+            "fedora" => true,
+            "debian" => self.major.is_none_or(|m| m >= 11),
+            "ubuntu" => version >= 23.04,
+            _ => false,
+        }
+    }
+
+    /// Where each daemon lives on this distribution.
+    pub fn daemon(&self, daemon: Daemon) -> DaemonPaths {
+        let debian = self.family == Family::Debian;
+        let p = PathBuf::from;
+        match daemon {
+            Daemon::Chrony if debian => DaemonPaths {
+                daemon,
+                label: "chronyd".into(),
+                unit: "chrony.service".into(),
+                unit_aliases: vec!["chronyd.service".into()],
+                package: Some("chrony".into()),
+                config: p("/etc/chrony/chrony.conf"),
+                driftfile: p("/var/lib/chrony/chrony.drift"),
+                keyfile: Some(p("/etc/chrony/chrony.keys")),
+                ntpsec: false,
+            },
+            Daemon::Chrony => DaemonPaths {
+                daemon,
+                label: "chronyd".into(),
+                unit: "chronyd.service".into(),
+                unit_aliases: vec![],
+                package: Some("chrony".into()),
+                config: p("/etc/chrony.conf"),
+                driftfile: p("/var/lib/chrony/drift"),
+                keyfile: Some(p("/etc/chrony.keys")),
+                ntpsec: false,
+            },
+            Daemon::Ntpd if debian && self.ntpd_is_ntpsec() => DaemonPaths {
+                daemon,
+                label: "ntpd (ntpsec)".into(),
+                unit: "ntpsec.service".into(),
+                unit_aliases: vec!["ntp.service".into(), "ntpd.service".into()],
+                package: Some("ntpsec".into()),
+                config: p("/etc/ntpsec/ntp.conf"),
+                driftfile: p("/var/lib/ntpsec/ntp.drift"),
+                keyfile: Some(p("/etc/ntpsec/ntp.keys")),
+                ntpsec: true,
+            },
+            Daemon::Ntpd if debian => DaemonPaths {
+                daemon,
+                label: "ntpd".into(),
+                unit: "ntp.service".into(),
+                unit_aliases: vec![],
+                package: Some("ntp".into()),
+                config: p("/etc/ntp.conf"),
+                driftfile: p("/var/lib/ntp/ntp.drift"),
+                keyfile: Some(p("/etc/ntp.keys")),
+                ntpsec: false,
+            },
+            Daemon::Ntpd => {
+                let ntpsec = self.ntpd_is_ntpsec();
+                DaemonPaths {
+                    daemon,
+                    label: if ntpsec { "ntpd (ntpsec)" } else { "ntpd" }.into(),
+                    unit: "ntpd.service".into(),
+                    unit_aliases: vec![],
+                    package: Some(if ntpsec { "ntpsec" } else { "ntp" }.into()),
+                    config: p("/etc/ntp.conf"),
+                    driftfile: p("/var/lib/ntp/drift"),
+                    keyfile: Some(p("/etc/ntp/keys")),
+                    ntpsec,
+                }
+            }
+            Daemon::Timesyncd => DaemonPaths {
+                daemon,
+                label: "systemd-timesyncd".into(),
+                unit: "systemd-timesyncd.service".into(),
+                unit_aliases: vec![],
+                // A separate package on Debian 11+; part of systemd on RHEL.
+                package: if debian && self.major.is_none_or(|m| m >= 11) {
+                    Some("systemd-timesyncd".into())
+                } else {
+                    None
+                },
+                config: p("/etc/systemd/timesyncd.conf"),
+                driftfile: p("/var/lib/systemd/timesync/clock"),
+                keyfile: None,
+                ntpsec: false,
+            },
+            Daemon::Openntpd => DaemonPaths {
+                daemon,
+                label: "openntpd".into(),
+                unit: if debian {
+                    "openntpd.service"
+                } else {
+                    "ntpd.service"
+                }
+                .into(),
+                unit_aliases: vec![],
+                package: Some("openntpd".into()),
+                config: p(if debian {
+                    "/etc/openntpd/ntpd.conf"
+                } else {
+                    "/etc/ntpd.conf"
+                }),
+                driftfile: p("/var/db/ntpd.drift"),
+                keyfile: None,
+                ntpsec: false,
+            },
+            Daemon::Embedded => DaemonPaths {
+                daemon,
+                label: "timectl engine".into(),
+                unit: "timectl-engine.service".into(),
+                unit_aliases: vec![],
+                package: None,
+                config: p("/etc/timectl/engine.yaml"),
+                driftfile: p("/var/lib/timectl/engine/drift"),
+                keyfile: None,
+                ntpsec: false,
+            },
+        }
+    }
+
+    /// Other time daemons that conflict with `chosen`. On RHEL, openntpd's
+    /// unit name collides with ntpd's, so it is left out there: both would
+    /// name the same unit.
+    pub fn conflicting(&self, chosen: Daemon) -> Vec<DaemonPaths> {
+        Daemon::ALL
+            .into_iter()
+            .filter(|d| *d != chosen)
+            .filter(|d| !(self.family == Family::Rhel && *d == Daemon::Openntpd))
+            .map(|d| self.daemon(d))
+            .collect()
+    }
+}
+
+/// `KEY=value` lines, with optional single or double quotes around value.
+fn parse_os_release(text: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            let value = value.trim();
+            let unquoted = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .or_else(|| value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+                .unwrap_or(value);
+            out.insert(key.trim().to_string(), unquoted.replace("\\\"", "\""));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(text: &str) -> Result<Facts, FactsError> {
+        Facts::from_os_release(Path::new("/r/etc/os-release"), text)
+    }
+
+    #[test]
+    fn rhel_family_paths() {
+        let f = facts("NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.3\"\nPRETTY_NAME=\"Rocky Linux 9.3 (Blue Onyx)\"\n").unwrap();
+        assert_eq!(f.family, Family::Rhel);
+        assert_eq!(f.major, Some(9));
+        let chrony = f.daemon(Daemon::Chrony);
+        assert_eq!(chrony.unit, "chronyd.service");
+        assert_eq!(chrony.config, PathBuf::from("/etc/chrony.conf"));
+        assert_eq!(chrony.driftfile, PathBuf::from("/var/lib/chrony/drift"));
+        let ntpd = f.daemon(Daemon::Ntpd);
+        assert_eq!(ntpd.unit, "ntpd.service");
+        assert_eq!(ntpd.config, PathBuf::from("/etc/ntp.conf"));
+        assert_eq!(ntpd.package.as_deref(), Some("ntp"));
+        assert!(!ntpd.ntpsec);
+    }
+
+    #[test]
+    fn debian_family_paths() {
+        let f =
+            facts("PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n")
+                .unwrap();
+        assert_eq!(f.family, Family::Debian);
+        let chrony = f.daemon(Daemon::Chrony);
+        assert_eq!(chrony.unit, "chrony.service");
+        assert_eq!(chrony.config, PathBuf::from("/etc/chrony/chrony.conf"));
+        let ntpd = f.daemon(Daemon::Ntpd);
+        assert_eq!(ntpd.unit, "ntpsec.service");
+        assert_eq!(ntpd.config, PathBuf::from("/etc/ntpsec/ntp.conf"));
+        assert_eq!(ntpd.package.as_deref(), Some("ntpsec"));
+        assert!(ntpd.ntpsec);
+    }
+
+    #[test]
+    fn old_debian_and_ubuntu_use_classic_ntp() {
+        let buster = facts("ID=debian\nVERSION_ID=\"10\"\n").unwrap();
+        assert_eq!(buster.daemon(Daemon::Ntpd).unit, "ntp.service");
+        let jammy = facts("ID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"22.04\"\n").unwrap();
+        assert_eq!(
+            jammy.daemon(Daemon::Ntpd).config,
+            PathBuf::from("/etc/ntp.conf")
+        );
+        let noble = facts("ID=ubuntu\nVERSION_ID=\"24.04\"\n").unwrap();
+        assert!(noble.daemon(Daemon::Ntpd).ntpsec);
+    }
+
+    #[test]
+    fn derivatives_by_id_like() {
+        let f = facts("ID=linuxmint\nID_LIKE=\"ubuntu debian\"\n").unwrap();
+        assert_eq!(f.family, Family::Debian);
+        let f =
+            facts("ID=\"eurolinux\"\nID_LIKE=\"rhel fedora centos\"\nVERSION_ID=8.6\n").unwrap();
+        assert_eq!(f.family, Family::Rhel);
+    }
+
+    #[test]
+    fn unknown_distribution_names_what_was_found() {
+        let err = facts("ID=alpine\nVERSION_ID=3.19\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"alpine\""), "{err}");
+        assert!(err.contains("/r/etc/os-release"), "{err}");
+        assert!(err.contains("RHEL family"), "{err}");
+    }
+
+    #[test]
+    fn conflicting_daemons_exclude_the_chosen_one() {
+        let f = facts("ID=debian\nVERSION_ID=12\n").unwrap();
+        let units: Vec<String> = f
+            .conflicting(Daemon::Chrony)
+            .into_iter()
+            .map(|d| d.unit)
+            .collect();
+        assert!(!units.contains(&"chrony.service".to_string()));
+        assert!(units.contains(&"ntpsec.service".to_string()));
+        assert!(units.contains(&"systemd-timesyncd.service".to_string()));
+        assert!(units.contains(&"openntpd.service".to_string()));
+        assert!(units.contains(&"timectl-engine.service".to_string()));
+    }
+
+    #[test]
+    fn missing_os_release_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Facts::detect(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("os-release"), "{err}");
+    }
+}

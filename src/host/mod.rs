@@ -1,0 +1,368 @@
+//! The real backends that observe and change a host: files under a root,
+//! systemd units, packages, the firewall, and commands. Nothing here knows
+//! about plans or NTP; resources drive these.
+//!
+//! A [`Host`] is either *live* (the running system: systemd over D-Bus,
+//! apt/dnf, firewalld/nftables) or *offline* (`--root DIR`: an image or
+//! chroot, where enablement is unit symlinks and nothing runs), chosen once
+//! and used through the same traits by everything above.
+
+pub mod command;
+pub mod files;
+pub mod packages;
+pub mod units_offline;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use files::{FileState, Files};
+
+/// A failure to observe or change something on the host.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("{0}")]
+    Message(String),
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Not allowed as this user; plan says so instead of failing.
+    #[error("permission denied: {0}")]
+    Permission(String),
+    /// The backend does not exist here (no systemd, no package database).
+    #[error("not available: {0}")]
+    Unavailable(String),
+}
+
+impl HostError {
+    pub fn msg(text: impl Into<String>) -> HostError {
+        HostError::Message(text.into())
+    }
+
+    pub fn io(path: &Path, what: &'static str, source: std::io::Error) -> HostError {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            return HostError::Permission(format!("{what} {}", path.display()));
+        }
+        HostError::Io {
+            what,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Live host or offline root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Live,
+    Offline,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Live => "live",
+            Mode::Offline => "offline",
+        })
+    }
+}
+
+/// Boot-time state of a unit, as `systemctl is-enabled` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enablement {
+    Enabled,
+    Disabled,
+    Masked,
+    /// No [Install] section: started by others only.
+    Static,
+    /// Another name of an enabled unit, or enabled through another unit.
+    Indirect,
+    /// No unit file.
+    NotFound,
+    Other(String),
+}
+
+impl Enablement {
+    pub fn from_systemd(state: &str) -> Enablement {
+        match state {
+            "enabled" | "enabled-runtime" | "linked" | "linked-runtime" | "alias" => {
+                Enablement::Enabled
+            }
+            "disabled" => Enablement::Disabled,
+            "masked" | "masked-runtime" => Enablement::Masked,
+            "static" => Enablement::Static,
+            "indirect" | "generated" | "transient" => Enablement::Indirect,
+            "" | "not-found" => Enablement::NotFound,
+            other => Enablement::Other(other.to_string()),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        matches!(self, Enablement::Enabled)
+    }
+}
+
+impl fmt::Display for Enablement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Enablement::Enabled => f.write_str("enabled"),
+            Enablement::Disabled => f.write_str("disabled"),
+            Enablement::Masked => f.write_str("masked"),
+            Enablement::Static => f.write_str("static"),
+            Enablement::Indirect => f.write_str("indirect"),
+            Enablement::NotFound => f.write_str("not-found"),
+            Enablement::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Run-time state of a unit (ActiveState), live hosts only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activity {
+    Active,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+    Reloading,
+    Other(String),
+}
+
+impl Activity {
+    pub fn from_systemd(state: &str) -> Activity {
+        match state {
+            "active" => Activity::Active,
+            "inactive" => Activity::Inactive,
+            "failed" => Activity::Failed,
+            "activating" => Activity::Activating,
+            "deactivating" => Activity::Deactivating,
+            "reloading" => Activity::Reloading,
+            other => Activity::Other(other.to_string()),
+        }
+    }
+
+    /// Running or about to be: what "is it running?" means to a plan.
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self,
+            Activity::Active | Activity::Activating | Activity::Reloading
+        )
+    }
+}
+
+impl fmt::Display for Activity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activity::Active => f.write_str("active"),
+            Activity::Inactive => f.write_str("inactive"),
+            Activity::Failed => f.write_str("failed"),
+            Activity::Activating => f.write_str("activating"),
+            Activity::Deactivating => f.write_str("deactivating"),
+            Activity::Reloading => f.write_str("reloading"),
+            Activity::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// What a service manager knows of one unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitStatus {
+    pub name: String,
+    pub enablement: Enablement,
+    /// None where nothing runs (offline roots) or it could not be seen.
+    pub activity: Option<Activity>,
+}
+
+impl UnitStatus {
+    pub fn exists(&self) -> bool {
+        self.enablement != Enablement::NotFound
+    }
+}
+
+/// systemd, live (D-Bus) or offline (unit symlinks).
+pub trait ServiceManager {
+    /// "systemd (D-Bus)", "systemd unit files under ROOT".
+    fn describe(&self) -> String;
+    /// Whether units can be started and stopped here (false offline).
+    fn runs_units(&self) -> bool;
+    fn status(&self, unit: &str) -> Result<UnitStatus, HostError>;
+    fn start(&self, unit: &str) -> Result<(), HostError>;
+    fn stop(&self, unit: &str) -> Result<(), HostError>;
+    fn restart(&self, unit: &str) -> Result<(), HostError>;
+    fn enable(&self, unit: &str) -> Result<(), HostError>;
+    fn disable(&self, unit: &str) -> Result<(), HostError>;
+    fn mask(&self, unit: &str) -> Result<(), HostError>;
+    fn unmask(&self, unit: &str) -> Result<(), HostError>;
+    /// Re-read unit files after they changed.
+    fn reload(&self) -> Result<(), HostError>;
+}
+
+/// Installed state of a package.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state", content = "version")]
+pub enum PackageState {
+    Installed(String),
+    Absent,
+}
+
+/// What installing some packages would also do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallPreview {
+    /// Packages that would be installed (including dependencies).
+    pub installs: Vec<String>,
+    /// Packages that would be removed (conflicts).
+    pub removes: Vec<String>,
+}
+
+/// dpkg/apt or rpm/dnf.
+pub trait PackageManager {
+    fn describe(&self) -> String;
+    fn query(&self, name: &str) -> Result<PackageState, HostError>;
+    /// What installing these would change, without changing anything.
+    fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError>;
+    fn install(&self, names: &[String]) -> Result<(), HostError>;
+    fn remove(&self, names: &[String]) -> Result<(), HostError>;
+}
+
+/// Whether UDP 123 is open, and the firewall that decides it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallState {
+    pub ntp_open: bool,
+    /// The rule or setting that opens it, as the backend shows it.
+    pub detail: String,
+}
+
+/// firewalld or nftables, live or offline.
+pub trait Firewall {
+    fn describe(&self) -> String;
+    /// The exact rule timectl adds, for the plan.
+    fn rule(&self) -> String;
+    fn observe(&self) -> Result<FirewallState, HostError>;
+    fn open(&self) -> Result<(), HostError>;
+    fn close(&self) -> Result<(), HostError>;
+}
+
+/// Stand-in until the live systemd backend exists: every question is
+/// answered "not available", so plans say what they could not see.
+struct NoServiceManager;
+
+impl ServiceManager for NoServiceManager {
+    fn describe(&self) -> String {
+        "systemd (not available)".into()
+    }
+    fn runs_units(&self) -> bool {
+        true
+    }
+    fn status(&self, unit: &str) -> Result<UnitStatus, HostError> {
+        Err(HostError::Unavailable(format!(
+            "cannot ask systemd about {unit}"
+        )))
+    }
+    fn start(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn stop(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn restart(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn enable(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn disable(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn mask(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn unmask(&self, unit: &str) -> Result<(), HostError> {
+        self.status(unit).map(|_| ())
+    }
+    fn reload(&self) -> Result<(), HostError> {
+        Err(HostError::Unavailable("cannot reload systemd".into()))
+    }
+}
+
+/// The host being planned or changed.
+pub struct Host {
+    pub root: PathBuf,
+    pub mode: Mode,
+    /// Whether file owners can be set (running as root). An unprivileged
+    /// image build leaves owners as they are instead of failing.
+    pub manage_owners: bool,
+    pub files: Files,
+    pub services: Box<dyn ServiceManager>,
+    pub packages: Box<dyn PackageManager>,
+}
+
+impl Host {
+    /// An offline root: files under `root`, enablement as unit symlinks,
+    /// packages read from the root's database, nothing started.
+    pub fn offline(root: &Path) -> Host {
+        Host {
+            root: root.to_path_buf(),
+            mode: Mode::Offline,
+            manage_owners: nix::unistd::geteuid().is_root(),
+            files: Files::new(root),
+            services: Box::new(units_offline::OfflineUnits::new(root)),
+            packages: packages::for_root(root, Mode::Offline),
+        }
+    }
+
+    /// The running host: files under /, systemd over D-Bus, the package
+    /// manager, the live firewall.
+    pub fn live() -> Host {
+        let root = PathBuf::from("/");
+        Host {
+            files: Files::new(&root),
+            services: Box::new(NoServiceManager),
+            packages: packages::for_root(&root, Mode::Live),
+            mode: Mode::Live,
+            manage_owners: nix::unistd::geteuid().is_root(),
+            root,
+        }
+    }
+
+    /// The firewall backend to manage UDP 123 with, as the desired state
+    /// prefers it; None when there is none to manage.
+    pub fn firewall_backend(
+        &self,
+        preference: crate::spec::FirewallMode,
+    ) -> Result<Option<Box<dyn Firewall>>, HostError> {
+        let _ = preference;
+        Ok(None)
+    }
+
+    /// Numeric owner for a file: the named one when owners are managed,
+    /// otherwise whoever owns it now (or this process, for a new file).
+    pub fn owner_ids(
+        &self,
+        path: &Path,
+        owner: &str,
+        group: &str,
+    ) -> Result<(u32, u32), HostError> {
+        if self.manage_owners {
+            return Ok((self.files.uid_of(owner)?, self.files.gid_of(group)?));
+        }
+        Ok(match self.files.read(path)? {
+            Some(state) => (state.uid, state.gid),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        })
+    }
+
+    /// The root's timectl state directory (locks, journals, backups).
+    pub fn state_dir(&self) -> PathBuf {
+        self.root.join("var/lib/timectl")
+    }
+}

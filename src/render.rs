@@ -1,0 +1,313 @@
+//! Views of plans and reports: human text for terminals and code review,
+//! versioned JSON for bots (docs/json-format.md), markdown for pull-request
+//! comments. Views decide nothing; secrets never appear in any of them.
+
+use serde::Serialize;
+
+use crate::apply::{Outcome, Report, StepStatus};
+use crate::plan::{FORMAT_VERSION, Plan, Summary};
+use crate::resource::{Action, ChangeKind};
+
+fn symbol(kind: ChangeKind) -> char {
+    match kind {
+        ChangeKind::Add => '+',
+        ChangeKind::Change => '~',
+        ChangeKind::Remove => '-',
+    }
+}
+
+pub fn summary_line(s: Summary) -> String {
+    if s.add + s.change + s.remove == 0 {
+        return "No changes: the host is as desired.".to_string();
+    }
+    format!(
+        "Plan: {} to add, {} to change, {} to remove.",
+        s.add, s.change, s.remove
+    )
+}
+
+/// Human text: summary line first, then each step with its reason and diff.
+pub fn plan_text(plan: &Plan, color: bool) -> String {
+    let (bold, red, green, yellow, cyan, reset) = if color {
+        (
+            "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[36m", "\x1b[0m",
+        )
+    } else {
+        ("", "", "", "", "", "")
+    };
+    let mut out = String::new();
+    out.push_str(&format!("{bold}{}{reset}\n", summary_line(plan.summary())));
+    out.push_str(&format!(
+        "Host: {} ({} family), {} {}; time daemon: {} ({}, provider {})\n",
+        plan.os,
+        plan.family,
+        plan.mode,
+        plan.root.display(),
+        plan.daemon,
+        plan.unit,
+        plan.provider
+    ));
+    for (i, change) in plan.changes.iter().enumerate() {
+        let c = match change.kind {
+            ChangeKind::Add => green,
+            ChangeKind::Change => yellow,
+            ChangeKind::Remove => red,
+        };
+        out.push_str(&format!(
+            "\n{c}{} {:>2}. {}{reset}\n      because {}\n",
+            symbol(change.kind),
+            i + 1,
+            change.summary,
+            change.reason
+        ));
+        if let Some(diff) = &change.diff {
+            for line in diff.lines() {
+                let lc = if !color {
+                    ""
+                } else if line.starts_with("+++") || line.starts_with("---") {
+                    bold
+                } else if line.starts_with('+') {
+                    green
+                } else if line.starts_with('-') {
+                    red
+                } else if line.starts_with("@@") {
+                    cyan
+                } else {
+                    ""
+                };
+                out.push_str(&format!("      {lc}{line}{reset}\n"));
+            }
+        }
+    }
+    if plan.step_now || plan.verify.is_some() {
+        out.push('\n');
+        if plan.step_now {
+            out.push_str("After the changes: step the clock once (step.now).\n");
+        }
+        if let Some(v) = &plan.verify {
+            out.push_str(&format!(
+                "After the changes: verify {} is synchronised within {}s{}.\n",
+                plan.daemon,
+                v.within_seconds,
+                v.max_offset_seconds
+                    .map_or(String::new(), |m| format!(", |offset| <= {m}s"))
+            ));
+        }
+    }
+    for note in &plan.notes {
+        out.push_str(&format!("\nnote: {note}"));
+    }
+    for blocker in &plan.blockers {
+        out.push_str(&format!("\n{red}incomplete:{reset} {blocker}"));
+    }
+    if !plan.notes.is_empty() || !plan.blockers.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// One change as the JSON view shows it: no file content, only the diff
+/// (already redacted for secrets).
+#[derive(Serialize)]
+struct JsonChange<'a> {
+    resource: &'a str,
+    kind: ChangeKind,
+    op: &'static str,
+    summary: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diff: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sensitive: bool,
+}
+
+fn op_name(action: &Action) -> &'static str {
+    match action {
+        Action::WriteFile(_) => "write_file",
+        Action::SetFileMeta { .. } => "set_file_meta",
+        Action::RestoreFile { .. } => "restore_file",
+        Action::RemoveFile { .. } => "remove_file",
+        Action::InstallPackages { .. } => "install_packages",
+        Action::RemovePackages { .. } => "remove_packages",
+        Action::EnableUnit { .. } => "enable_unit",
+        Action::DisableUnit { .. } => "disable_unit",
+        Action::MaskUnit { .. } => "mask_unit",
+        Action::UnmaskUnit { .. } => "unmask_unit",
+        Action::StartUnit { .. } => "start_unit",
+        Action::StopUnit { .. } => "stop_unit",
+        Action::RestartUnit { .. } => "restart_unit",
+        Action::ReloadUnits => "reload_units",
+        Action::OpenFirewall => "open_firewall",
+        Action::CloseFirewall => "close_firewall",
+    }
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    format_version: u32,
+    timectl_version: &'a str,
+    kind: &'static str,
+    host: JsonHost<'a>,
+    provider: &'a str,
+    daemon: &'a str,
+    unit: &'a str,
+    spec: JsonSpec<'a>,
+    summary: Summary,
+    changes: Vec<JsonChange<'a>>,
+    step_now: bool,
+    verify: Option<&'a crate::provider::VerifyPlan>,
+    notes: &'a [String],
+    blockers: &'a [String],
+    fingerprint: &'a str,
+}
+
+#[derive(Serialize)]
+struct JsonHost<'a> {
+    os: &'a str,
+    family: &'a str,
+    mode: crate::host::Mode,
+    root: &'a std::path::Path,
+}
+
+#[derive(Serialize)]
+struct JsonSpec<'a> {
+    path: &'a str,
+    sha256: &'a str,
+}
+
+/// The plan as versioned JSON (docs/json-format.md).
+pub fn plan_json(plan: &Plan) -> serde_json::Value {
+    let view = JsonPlan {
+        format_version: FORMAT_VERSION,
+        timectl_version: &plan.timectl_version,
+        kind: "plan",
+        host: JsonHost {
+            os: &plan.os,
+            family: &plan.family,
+            mode: plan.mode,
+            root: &plan.root,
+        },
+        provider: &plan.provider,
+        daemon: &plan.daemon,
+        unit: &plan.unit,
+        spec: JsonSpec {
+            path: &plan.spec_path,
+            sha256: &plan.spec_sha256,
+        },
+        summary: plan.summary(),
+        changes: plan
+            .changes
+            .iter()
+            .map(|c| JsonChange {
+                resource: &c.resource,
+                kind: c.kind,
+                op: op_name(&c.action),
+                summary: &c.summary,
+                reason: &c.reason,
+                diff: c.diff.as_deref(),
+                sensitive: matches!(&c.action, Action::WriteFile(w) if w.sensitive),
+            })
+            .collect(),
+        step_now: plan.step_now,
+        verify: plan.verify.as_ref(),
+        notes: &plan.notes,
+        blockers: &plan.blockers,
+        fingerprint: &plan.fingerprint,
+    };
+    serde_json::to_value(view).unwrap_or(serde_json::Value::Null)
+}
+
+/// Markdown for a pull-request comment.
+pub fn plan_markdown(plan: &Plan) -> String {
+    let mut out = format!(
+        "### timectl plan: {}\n\n**{}** ({} family, {}), time daemon **{}** (`{}`)\n\n",
+        summary_line(plan.summary()),
+        plan.os,
+        plan.family,
+        plan.mode,
+        plan.daemon,
+        plan.unit
+    );
+    if !plan.changes.is_empty() {
+        out.push_str("| # | | step | why |\n|---|---|---|---|\n");
+        for (i, c) in plan.changes.iter().enumerate() {
+            out.push_str(&format!(
+                "| {} | `{}` | {} | {} |\n",
+                i + 1,
+                symbol(c.kind),
+                c.summary.replace('|', "\\|"),
+                c.reason.replace('|', "\\|")
+            ));
+        }
+        for c in &plan.changes {
+            if let Some(diff) = &c.diff {
+                out.push_str(&format!(
+                    "\n<details><summary>{}</summary>\n\n```diff\n{}```\n</details>\n",
+                    c.summary, diff
+                ));
+            }
+        }
+    }
+    for note in &plan.notes {
+        out.push_str(&format!("\n> note: {note}\n"));
+    }
+    for b in &plan.blockers {
+        out.push_str(&format!("\n> **incomplete:** {b}\n"));
+    }
+    out
+}
+
+/// Human text for an apply report.
+pub fn report_text(report: &Report) -> String {
+    let mut out = String::new();
+    let headline = match report.outcome {
+        Outcome::NoChanges => "No changes: the host was already as desired.".to_string(),
+        Outcome::Converged => format!(
+            "Applied {} change(s) in {:.2}s: the host is as desired.",
+            report.steps.len(),
+            report.seconds
+        ),
+        Outcome::RolledBack => {
+            "Apply FAILED; every step done was undone: the host is as it was.".to_string()
+        }
+        Outcome::RollbackIncomplete => {
+            "Apply FAILED and the rollback was INCOMPLETE: see what could not be restored below."
+                .to_string()
+        }
+        Outcome::VerifyFailed => "Nothing needed changing, but verification FAILED.".to_string(),
+    };
+    out.push_str(&headline);
+    out.push('\n');
+    if let Some(e) = &report.error {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    if report.outcome != Outcome::Converged && !report.steps.is_empty() {
+        out.push_str("steps:\n");
+        for s in &report.steps {
+            let status = match &s.status {
+                StepStatus::Done => "done".to_string(),
+                StepStatus::Failed(e) => format!("FAILED: {e}"),
+                StepStatus::Undone => "done, then undone".to_string(),
+                StepStatus::UndoFailed(e) => format!("done, UNDO FAILED: {e}"),
+                StepStatus::NotRun => "not run".to_string(),
+            };
+            out.push_str(&format!("  {}: {status}\n", s.summary));
+        }
+    }
+    for n in &report.not_restored {
+        out.push_str(&format!("NOT RESTORED: {n}\n"));
+    }
+    if let Some(s) = &report.step_now {
+        out.push_str(&format!("clock step: {s}\n"));
+    }
+    if let Some(v) = &report.verify {
+        out.push_str(&format!("verify: {}\n", v.describe()));
+    }
+    for n in &report.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    if let Some(j) = &report.journal {
+        out.push_str(&format!("journal: {}\n", j.display()));
+    }
+    out
+}

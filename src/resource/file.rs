@@ -1,0 +1,304 @@
+//! A file with desired content, mode and owner. The content is either the
+//! whole file (`config: managed`) or a minimal edit of what is there
+//! (`config: edit`): old source lines are commented out and the new ones
+//! inserted, as one marked block, where the first old one stood.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Action, Change, ChangeKind, FileWrite};
+use crate::host::{Host, HostError};
+
+#[derive(Debug, Clone)]
+pub struct FileResource {
+    pub path: PathBuf,
+    pub content: FileContent,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// Key material: never shown in a diff.
+    pub sensitive: bool,
+    /// What it is, for reasons: "chronyd configuration".
+    pub purpose: String,
+    /// A systemd unit file or drop-in: systemd must reload after it changes.
+    pub unit_file: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum FileContent {
+    Whole(String),
+    Edit(SourcesEdit),
+    /// The file must not exist.
+    Absent,
+}
+
+/// A minimal edit of an existing config file.
+#[derive(Debug, Clone)]
+pub struct SourcesEdit {
+    /// Directive keywords whose old lines are commented out
+    /// (`server`, `pool`, `peer`, ...).
+    pub replaces: Vec<String>,
+    /// The lines that take their place.
+    pub lines: Vec<String>,
+    /// The whole file to write when there is no file to edit.
+    pub if_missing: String,
+}
+
+pub const EDIT_BEGIN: &str =
+    "# BEGIN timectl managed block: edit the desired-state file, not these lines";
+pub const EDIT_END: &str = "# END timectl managed block";
+pub const DISABLED_PREFIX: &str = "# disabled by timectl: ";
+
+impl SourcesEdit {
+    fn is_replaced(&self, line: &str) -> bool {
+        let trimmed = line.trim_start();
+        let keyword = trimmed.split_whitespace().next().unwrap_or("");
+        self.replaces.iter().any(|r| r == keyword)
+    }
+
+    /// The edited text. Stable: editing the result again changes nothing.
+    pub fn apply(&self, current: &str) -> String {
+        let mut out: Vec<String> = Vec::new();
+        let mut insert_at: Option<usize> = None;
+        let mut in_block = false;
+        for line in current.lines() {
+            if in_block {
+                if line.trim() == EDIT_END {
+                    in_block = false;
+                }
+                continue;
+            }
+            if line.trim() == EDIT_BEGIN {
+                in_block = true;
+                insert_at.get_or_insert(out.len());
+                continue;
+            }
+            if self.is_replaced(line) {
+                insert_at.get_or_insert(out.len());
+                out.push(format!("{DISABLED_PREFIX}{line}"));
+            } else {
+                out.push(line.to_string());
+            }
+        }
+        let mut block = vec![EDIT_BEGIN.to_string()];
+        block.extend(self.lines.iter().cloned());
+        block.push(EDIT_END.to_string());
+        match insert_at {
+            Some(at) => {
+                out.splice(at..at, block);
+            }
+            None => {
+                if out.last().is_some_and(|l| !l.trim().is_empty()) {
+                    out.push(String::new());
+                }
+                out.extend(block);
+            }
+        }
+        let mut text = out.join("\n");
+        text.push('\n');
+        text
+    }
+}
+
+/// What a file is now, for the plan's fingerprint: a hash, not the text.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileObservation {
+    pub exists: bool,
+    pub sha256: String,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl FileResource {
+    /// Observe the file and return the changes that make it as desired.
+    pub fn plan(&self, host: &Host) -> Result<(FileObservation, Vec<Change>), HostError> {
+        let current = host.files.read(&self.path)?;
+        let observation = match &current {
+            Some(s) => FileObservation {
+                exists: true,
+                sha256: sha256_hex(&s.content),
+                mode: s.mode,
+                uid: s.uid,
+                gid: s.gid,
+            },
+            None => FileObservation {
+                exists: false,
+                sha256: String::new(),
+                mode: 0,
+                uid: 0,
+                gid: 0,
+            },
+        };
+        let resource = format!("file:{}", self.path.display());
+        let shown = self.path.display().to_string();
+
+        let current_text = current
+            .as_ref()
+            .map(|s| String::from_utf8_lossy(&s.content).into_owned());
+        if let FileContent::Absent = self.content {
+            let changes = match current_text {
+                Some(old) => vec![Change {
+                    resource,
+                    kind: ChangeKind::Remove,
+                    summary: format!("remove {shown}"),
+                    reason: format!("{} is not wanted", self.purpose),
+                    diff: Some(self.diff(&old, "")),
+                    action: Action::RemoveFile {
+                        path: self.path.clone(),
+                    },
+                }],
+                None => Vec::new(),
+            };
+            return Ok((observation, changes));
+        }
+        let (desired, how) = match (&self.content, &current_text) {
+            (FileContent::Whole(text), _) => (text.clone(), "managed"),
+            (FileContent::Edit(edit), Some(old)) => (edit.apply(old), "edited"),
+            (FileContent::Edit(edit), None) => (edit.if_missing.clone(), "managed"),
+            (FileContent::Absent, _) => (String::new(), "absent"),
+        };
+        let write = Action::WriteFile(FileWrite {
+            path: self.path.clone(),
+            content: desired.clone(),
+            mode: self.mode,
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            sensitive: self.sensitive,
+        });
+        let meta = format!("{:04o} {}:{}", self.mode, self.owner, self.group);
+
+        let mut changes = Vec::new();
+        match (&current, &current_text) {
+            (None, _) => changes.push(Change {
+                resource,
+                kind: ChangeKind::Add,
+                summary: format!("create {shown} ({meta})"),
+                reason: format!("{} is missing", self.purpose),
+                diff: Some(self.diff("", &desired)),
+                action: write,
+            }),
+            (Some(state), Some(old)) => {
+                if *old != desired || String::from_utf8(state.content.clone()).is_err() {
+                    changes.push(Change {
+                        resource,
+                        kind: ChangeKind::Change,
+                        summary: format!("update {shown}"),
+                        reason: format!(
+                            "{} differs from the desired state ({how} content)",
+                            self.purpose
+                        ),
+                        diff: Some(self.diff(old, &desired)),
+                        action: write,
+                    });
+                } else if !self.meta_matches(host, state.mode, state.uid, state.gid) {
+                    changes.push(Change {
+                        resource,
+                        kind: ChangeKind::Change,
+                        summary: format!("set {shown} to {meta}"),
+                        reason: format!(
+                            "{} is {:04o} {}:{}",
+                            self.purpose,
+                            state.mode,
+                            host.files.user_name(state.uid),
+                            host.files.group_name(state.gid)
+                        ),
+                        diff: None,
+                        action: Action::SetFileMeta {
+                            path: self.path.clone(),
+                            mode: self.mode,
+                            owner: self.owner.clone(),
+                            group: self.group.clone(),
+                        },
+                    });
+                }
+            }
+            (Some(_), None) => {}
+        }
+        Ok((observation, changes))
+    }
+
+    fn meta_matches(&self, host: &Host, mode: u32, uid: u32, gid: u32) -> bool {
+        // A user or group that does not exist yet (its package is not
+        // installed) cannot match.
+        if !host.manage_owners {
+            return mode == self.mode;
+        }
+        mode == self.mode
+            && host.files.uid_of(&self.owner).is_ok_and(|u| u == uid)
+            && host.files.gid_of(&self.group).is_ok_and(|g| g == gid)
+    }
+
+    fn diff(&self, old: &str, new: &str) -> String {
+        if self.sensitive {
+            return "(sensitive)".to_string();
+        }
+        let path = self.path.display().to_string();
+        similar::TextDiff::from_lines(old, new)
+            .unified_diff()
+            .context_radius(3)
+            .header(&path, &format!("{path} (desired)"))
+            .to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edit() -> SourcesEdit {
+        SourcesEdit {
+            replaces: vec!["server".into(), "pool".into(), "peer".into()],
+            lines: vec![
+                "server time.bora.net iburst".into(),
+                "server ntp.example.com iburst".into(),
+            ],
+            if_missing: "whole\n".into(),
+        }
+    }
+
+    const RHEL_DEFAULT: &str = "# Use public servers from the pool.ntp.org project.\npool 2.rhel.pool.ntp.org iburst\n\n# Record the rate\ndriftfile /var/lib/chrony/drift\nmakestep 1.0 3\n";
+
+    #[test]
+    fn edit_comments_out_old_sources_and_inserts_new_ones_in_their_place() {
+        let edited = edit().apply(RHEL_DEFAULT);
+        let expected = format!(
+            "# Use public servers from the pool.ntp.org project.\n{EDIT_BEGIN}\nserver time.bora.net iburst\nserver ntp.example.com iburst\n{EDIT_END}\n{DISABLED_PREFIX}pool 2.rhel.pool.ntp.org iburst\n\n# Record the rate\ndriftfile /var/lib/chrony/drift\nmakestep 1.0 3\n"
+        );
+        assert_eq!(edited, expected);
+    }
+
+    #[test]
+    fn edit_is_idempotent_and_replaces_its_own_block() {
+        let once = edit().apply(RHEL_DEFAULT);
+        assert_eq!(edit().apply(&once), once);
+        let mut other = edit();
+        other.lines = vec!["pool pool.example.org iburst".into()];
+        let changed = other.apply(&once);
+        assert!(changed.contains("pool pool.example.org iburst"));
+        assert!(!changed.contains("server time.bora.net"));
+        // The admin's other lines survive every edit.
+        assert!(changed.contains("makestep 1.0 3\n"));
+        assert_eq!(changed.matches(EDIT_BEGIN).count(), 1);
+    }
+
+    #[test]
+    fn edit_without_old_sources_appends_the_block() {
+        let edited = edit().apply("driftfile /x\n");
+        assert!(edited.starts_with("driftfile /x\n\n# BEGIN timectl"));
+        assert!(edited.ends_with(&format!("{EDIT_END}\n")));
+    }
+
+    #[test]
+    fn keywords_match_whole_words_only() {
+        let edited = edit().apply("serverless yes\n  server old.example iburst\n");
+        assert!(edited.contains("serverless yes\n"));
+        assert!(edited.contains(&format!("{DISABLED_PREFIX}  server old.example iburst")));
+    }
+}

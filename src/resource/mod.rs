@@ -1,0 +1,408 @@
+//! Resources: one kind of thing on a host each (a file, a package, a
+//! service, the firewall), with one small contract: observe the host, diff
+//! the desired state against what was observed into [`Change`]s, and carry
+//! out an [`Action`] returning the actions that undo it. Resources know
+//! nothing about NTP; providers decide what they should be.
+
+pub mod file;
+pub mod firewall;
+pub mod package;
+pub mod service;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::{Host, HostError};
+
+pub use file::{FileContent, FileResource};
+pub use firewall::FirewallResource;
+pub use package::PackageResource;
+pub use service::{ServiceResource, ServiceRole};
+
+/// One desired thing.
+#[derive(Debug, Clone)]
+pub enum Resource {
+    File(FileResource),
+    Package(PackageResource),
+    Service(ServiceResource),
+    Firewall(FirewallResource),
+}
+
+impl Resource {
+    /// A stable identifier: `file:/etc/chrony.conf`, `service:chronyd.service`.
+    pub fn id(&self) -> String {
+        match self {
+            Resource::File(f) => format!("file:{}", f.path.display()),
+            Resource::Package(p) => format!("package:{}", p.name),
+            Resource::Service(s) => format!("service:{}", s.unit),
+            Resource::Firewall(_) => "firewall:ntp".to_string(),
+        }
+    }
+}
+
+/// How a change counts in the summary line ("1 to add, 2 to change, 1 to
+/// remove").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Add,
+    Change,
+    Remove,
+}
+
+/// One step of a plan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    /// The resource it belongs to (`file:/etc/chrony.conf`).
+    pub resource: String,
+    pub kind: ChangeKind,
+    /// What it does, imperative: "stop ntpd.service".
+    pub summary: String,
+    /// Why: "ntpd conflicts with chronyd: only one daemon may own the clock".
+    pub reason: String,
+    /// Unified diff for files (`(sensitive)` for secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff: Option<String>,
+    pub action: Action,
+}
+
+/// A file's content, mode and owner as written by an action.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileWrite {
+    pub path: PathBuf,
+    pub content: String,
+    pub mode: u32,
+    pub owner: String,
+    pub group: String,
+    /// Never shown: key files.
+    pub sensitive: bool,
+}
+
+impl std::fmt::Debug for FileWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileWrite")
+            .field("path", &self.path)
+            .field(
+                "content",
+                &if self.sensitive {
+                    "(sensitive)".to_string()
+                } else {
+                    format!("{} bytes", self.content.len())
+                },
+            )
+            .field("mode", &format_args!("{:04o}", self.mode))
+            .field("owner", &self.owner)
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+/// What to do to a host: plain data, so plans can be saved and journals
+/// written; the same type describes undo steps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Action {
+    WriteFile(FileWrite),
+    SetFileMeta {
+        path: PathBuf,
+        mode: u32,
+        owner: String,
+        group: String,
+    },
+    /// Put a file back as it was before this run.
+    RestoreFile {
+        path: PathBuf,
+        from: Restore,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    RemoveFile {
+        path: PathBuf,
+    },
+    InstallPackages {
+        names: Vec<String>,
+        /// What the package manager said it would remove on the way.
+        also_removes: Vec<String>,
+    },
+    RemovePackages {
+        names: Vec<String>,
+    },
+    EnableUnit {
+        unit: String,
+    },
+    DisableUnit {
+        unit: String,
+    },
+    MaskUnit {
+        unit: String,
+    },
+    UnmaskUnit {
+        unit: String,
+    },
+    StartUnit {
+        unit: String,
+        /// Restart instead when it is already running by the time this
+        /// step runs (a package install may have started it with its
+        /// default config).
+        restart_if_running: bool,
+    },
+    StopUnit {
+        unit: String,
+    },
+    RestartUnit {
+        unit: String,
+    },
+    ReloadUnits,
+    OpenFirewall,
+    CloseFirewall,
+}
+
+/// Where a restored file's previous state comes from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "path", rename_all = "snake_case")]
+pub enum Restore {
+    /// Content from this backup copy, then mode and owner.
+    Backup(PathBuf),
+    /// Only mode and owner changed.
+    MetaOnly,
+    /// The file did not exist: remove it.
+    Absent,
+}
+
+/// What an action needs besides the host: where to keep backups.
+pub struct ApplyContext<'a> {
+    pub host: &'a Host,
+    /// `<root>/var/lib/timectl/backups/<run-id>` as a real path.
+    pub backup_dir: PathBuf,
+    pub firewall: Option<&'a dyn crate::host::Firewall>,
+}
+
+impl Action {
+    /// Carry the action out; return the actions that undo it, in the order
+    /// they must run.
+    pub fn execute(&self, ctx: &ApplyContext<'_>) -> Result<Vec<Action>, HostError> {
+        let host = ctx.host;
+        let svc = &host.services;
+        match self {
+            Action::WriteFile(w) => {
+                let undo = backup(ctx, &w.path)?;
+                let (uid, gid) = host.owner_ids(&w.path, &w.owner, &w.group)?;
+                host.files
+                    .write_atomic(&w.path, w.content.as_bytes(), w.mode, uid, gid)?;
+                Ok(vec![undo])
+            }
+            Action::SetFileMeta {
+                path,
+                mode,
+                owner,
+                group,
+            } => {
+                let before = host
+                    .files
+                    .read(path)?
+                    .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
+                let (uid, gid) = host.owner_ids(path, owner, group)?;
+                host.files.set_meta(path, *mode, uid, gid)?;
+                Ok(vec![Action::RestoreFile {
+                    path: path.clone(),
+                    from: Restore::MetaOnly,
+                    mode: before.mode,
+                    uid: before.uid,
+                    gid: before.gid,
+                }])
+            }
+            Action::RestoreFile {
+                path,
+                from,
+                mode,
+                uid,
+                gid,
+            } => {
+                match from {
+                    Restore::MetaOnly => host.files.set_meta(path, *mode, *uid, *gid)?,
+                    Restore::Backup(b) => {
+                        let content = std::fs::read(b)
+                            .map_err(|e| HostError::io(b, "cannot read backup", e))?;
+                        host.files.write_atomic(path, &content, *mode, *uid, *gid)?;
+                    }
+                    Restore::Absent => host.files.remove(path)?,
+                }
+                Ok(Vec::new())
+            }
+            Action::RemoveFile { path } => {
+                let undo = backup(ctx, path)?;
+                host.files.remove(path)?;
+                Ok(vec![undo])
+            }
+            Action::InstallPackages {
+                names,
+                also_removes,
+            } => {
+                host.packages.install(names)?;
+                let mut undo = vec![Action::RemovePackages {
+                    names: names.clone(),
+                }];
+                if !also_removes.is_empty() {
+                    undo.push(Action::InstallPackages {
+                        names: also_removes.clone(),
+                        also_removes: Vec::new(),
+                    });
+                }
+                Ok(undo)
+            }
+            Action::RemovePackages { names } => {
+                host.packages.remove(names)?;
+                Ok(vec![Action::InstallPackages {
+                    names: names.clone(),
+                    also_removes: Vec::new(),
+                }])
+            }
+            Action::EnableUnit { unit } => {
+                let before = svc.status(unit)?;
+                svc.enable(unit)?;
+                Ok(if before.enablement.is_enabled() {
+                    vec![]
+                } else {
+                    vec![Action::DisableUnit { unit: unit.clone() }]
+                })
+            }
+            Action::DisableUnit { unit } => {
+                let before = svc.status(unit)?;
+                svc.disable(unit)?;
+                Ok(if before.enablement.is_enabled() {
+                    vec![Action::EnableUnit { unit: unit.clone() }]
+                } else {
+                    vec![]
+                })
+            }
+            Action::MaskUnit { unit } => {
+                svc.mask(unit)?;
+                Ok(vec![Action::UnmaskUnit { unit: unit.clone() }])
+            }
+            Action::UnmaskUnit { unit } => {
+                svc.unmask(unit)?;
+                Ok(vec![Action::MaskUnit { unit: unit.clone() }])
+            }
+            Action::StartUnit {
+                unit,
+                restart_if_running,
+            } => {
+                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
+                if running && *restart_if_running {
+                    svc.restart(unit)?;
+                    // The old process with the old config is gone; undo
+                    // restarts it once the old config is back.
+                    Ok(vec![Action::RestartUnit { unit: unit.clone() }])
+                } else if running {
+                    Ok(vec![])
+                } else {
+                    svc.start(unit)?;
+                    Ok(vec![Action::StopUnit { unit: unit.clone() }])
+                }
+            }
+            Action::StopUnit { unit } => {
+                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
+                svc.stop(unit)?;
+                Ok(if running {
+                    vec![Action::StartUnit {
+                        unit: unit.clone(),
+                        restart_if_running: false,
+                    }]
+                } else {
+                    vec![]
+                })
+            }
+            Action::RestartUnit { unit } => {
+                svc.restart(unit)?;
+                Ok(vec![Action::RestartUnit { unit: unit.clone() }])
+            }
+            Action::ReloadUnits => {
+                svc.reload()?;
+                Ok(vec![Action::ReloadUnits])
+            }
+            Action::OpenFirewall => {
+                let fw = ctx
+                    .firewall
+                    .ok_or_else(|| HostError::msg("no firewall backend for this host"))?;
+                fw.open()?;
+                Ok(vec![Action::CloseFirewall])
+            }
+            Action::CloseFirewall => {
+                let fw = ctx
+                    .firewall
+                    .ok_or_else(|| HostError::msg("no firewall backend for this host"))?;
+                fw.close()?;
+                Ok(vec![Action::OpenFirewall])
+            }
+        }
+    }
+
+    /// One line for reports: "restore /etc/chrony.conf from backup".
+    pub fn describe(&self) -> String {
+        match self {
+            Action::WriteFile(w) => format!("write {}", w.path.display()),
+            Action::SetFileMeta {
+                path,
+                mode,
+                owner,
+                group,
+            } => {
+                format!("set {} to {mode:04o} {owner}:{group}", path.display())
+            }
+            Action::RestoreFile { path, from, .. } => match from {
+                Restore::MetaOnly => format!("restore mode and owner of {}", path.display()),
+                Restore::Backup(_) => format!("restore {} from backup", path.display()),
+                Restore::Absent => format!("remove {} (it did not exist before)", path.display()),
+            },
+            Action::RemoveFile { path } => format!("remove {}", path.display()),
+            Action::InstallPackages { names, .. } => format!("install {}", names.join(" ")),
+            Action::RemovePackages { names } => format!("remove package {}", names.join(" ")),
+            Action::EnableUnit { unit } => format!("enable {unit}"),
+            Action::DisableUnit { unit } => format!("disable {unit}"),
+            Action::MaskUnit { unit } => format!("mask {unit}"),
+            Action::UnmaskUnit { unit } => format!("unmask {unit}"),
+            Action::StartUnit { unit, .. } => format!("start {unit}"),
+            Action::StopUnit { unit } => format!("stop {unit}"),
+            Action::RestartUnit { unit } => format!("restart {unit}"),
+            Action::ReloadUnits => "reload systemd unit files".to_string(),
+            Action::OpenFirewall => "open UDP 123 in the firewall".to_string(),
+            Action::CloseFirewall => "close UDP 123 in the firewall".to_string(),
+        }
+    }
+}
+
+/// Copy a file into the run's backup directory before it is replaced, and
+/// return how to put it back. A file that does not exist yet is undone by
+/// removing it.
+fn backup(ctx: &ApplyContext<'_>, path: &Path) -> Result<Action, HostError> {
+    let Some(before) = ctx.host.files.read(path)? else {
+        return Ok(Action::RestoreFile {
+            path: path.to_path_buf(),
+            from: Restore::Absent,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+        });
+    };
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let copy = ctx.backup_dir.join(relative);
+    if let Some(dir) = copy.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| HostError::io(dir, "cannot create backup directory", e))?;
+    }
+    // Plain bytes only: attributes and xattrs are not needed to restore and
+    // some filesystems (overlayfs in containers) refuse them.
+    std::fs::write(&copy, &before.content)
+        .map_err(|e| HostError::io(&copy, "cannot write backup", e))?;
+    // Backups may hold key material: only root reads them.
+    let _ = std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    Ok(Action::RestoreFile {
+        path: path.to_path_buf(),
+        from: Restore::Backup(copy),
+        mode: before.mode,
+        uid: before.uid,
+        gid: before.gid,
+    })
+}

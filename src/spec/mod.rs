@@ -1,0 +1,675 @@
+//! The desired-state file: its types (serde + JSON Schema), loading with
+//! source positions, and the semantic checks that YAML types alone cannot
+//! express. Nothing here touches a host.
+//!
+//! Every error names the file, line and column, and says what was expected.
+//! Per-value checks (durations, addresses, networks) run while the YAML is
+//! deserialised, so the loader reports them at the value itself; checks that
+//! relate several values run afterwards on positions kept with
+//! [`serde_saphyr::Spanned`].
+
+mod error;
+pub mod values;
+
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+pub use error::{Diagnostic, SpecError};
+pub use values::{Cidr, Duration, HostName, Secret};
+
+/// The whole file: one `timesync` document.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "timectl desired state")]
+pub struct SpecFile {
+    /// How this host keeps time.
+    pub timesync: TimeSync,
+}
+
+/// Which daemon keeps time on this host, from which sources, and how.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TimeSync {
+    /// The time daemon: timectl's own engine (default), chrony, or ntpd
+    /// (ntpsec on Debian 11 and later and on Fedora, classic ntp elsewhere).
+    #[serde(default)]
+    #[schemars(with = "Option<ProviderKind>")]
+    pub provider: Option<Spanned<ProviderKind>>,
+
+    /// NTP servers and pools to synchronise with.
+    #[schemars(with = "Vec<Source>")]
+    pub sources: Spanned<Vec<Source>>,
+
+    /// How many sources must agree before the clock is updated (default 1).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub min_sources: Option<Spanned<u32>>,
+
+    /// When to step the clock instead of slewing it.
+    #[serde(default)]
+    pub step: Option<Step>,
+
+    /// Serve time to other hosts. Absent: client only.
+    #[serde(default)]
+    pub serve: Option<Serve>,
+
+    /// Firewall backend for opening UDP 123 (default `auto`: firewalld when it
+    /// runs, else nftables when present, else nothing).
+    #[serde(default)]
+    pub firewall: FirewallMode,
+
+    /// Open UDP 123 in the firewall. Default: open when `serve` is set.
+    #[serde(default)]
+    pub open_firewall: Option<bool>,
+
+    /// What to do with other time daemons (only one may own the clock):
+    /// `disable` (stop and disable, default), `stop` (stop only), `mask`
+    /// (stop, disable and mask), `fail` (refuse to plan).
+    #[serde(default)]
+    pub conflicts: ConflictPolicy,
+
+    /// `managed`: timectl writes the whole config file. `edit`: keep the
+    /// existing file, comment out its old server/pool/peer lines and insert
+    /// the new sources where the first old one stood.
+    #[serde(default)]
+    pub config: ConfigMode,
+
+    /// What "synchronised" means after apply; absent: no verification.
+    #[serde(default)]
+    pub verify: Option<Verify>,
+
+    /// Keep the hardware clock in sync (chrony `rtcsync`). Default true.
+    #[serde(default = "default_true")]
+    pub rtcsync: bool,
+
+    /// Drift file path (default: the distribution's usual path).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub driftfile: Option<Spanned<String>>,
+
+    /// Symmetric keys for authenticated sources. Key material is never shown.
+    #[serde(default)]
+    pub keys: Vec<Key>,
+
+    /// Lines appended verbatim to the daemon's config file.
+    #[serde(default)]
+    pub extra_config: Option<String>,
+
+    /// Let the daemon adjust the system clock (default true). `false` runs it
+    /// like `chronyd -x`: it computes and serves but never touches the clock;
+    /// for containers, test hosts and pure servers.
+    #[serde(default = "default_true")]
+    pub clock_control: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The time daemon that owns the clock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// timectl's own NTP engine (`timectl daemon`).
+    #[default]
+    Embedded,
+    /// chrony (chronyd).
+    Chrony,
+    /// ntpd (ntpsec or classic ntp, by distribution).
+    Ntpd,
+}
+
+impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProviderKind::Embedded => "embedded",
+            ProviderKind::Chrony => "chrony",
+            ProviderKind::Ntpd => "ntpd",
+        }
+    }
+}
+
+/// One NTP source: exactly one of `server` or `pool`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Source {
+    /// A single NTP server (host name or address).
+    #[serde(default)]
+    #[schemars(with = "Option<HostName>")]
+    pub server: Option<Spanned<HostName>>,
+    /// A DNS pool that resolves to several servers.
+    #[serde(default)]
+    #[schemars(with = "Option<HostName>")]
+    pub pool: Option<Spanned<HostName>>,
+    /// UDP port of the server (default 123).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Send a burst of requests at start for a quick first sync (default true).
+    #[serde(default = "default_true")]
+    pub iburst: bool,
+    /// Prefer this source over others of similar quality.
+    #[serde(default)]
+    pub prefer: bool,
+    /// Authenticate with Network Time Security (chrony; ntpsec).
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub nts: Option<Spanned<bool>>,
+    /// Minimum poll interval as a power of two seconds.
+    #[serde(default)]
+    #[schemars(with = "Option<i8>")]
+    pub minpoll: Option<Spanned<i8>>,
+    /// Maximum poll interval as a power of two seconds.
+    #[serde(default)]
+    #[schemars(with = "Option<i8>")]
+    pub maxpoll: Option<Spanned<i8>>,
+    /// For a pool: how many of its servers to use (default 4).
+    #[serde(default)]
+    #[schemars(with = "Option<u8>")]
+    pub max_sources: Option<Spanned<u8>>,
+    /// Symmetric key id (from `keys`) to authenticate this source.
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub key: Option<Spanned<u32>>,
+}
+
+impl Source {
+    /// The host name of the server or pool. Valid only after validation,
+    /// which guarantees exactly one of the two.
+    pub fn host(&self) -> &HostName {
+        let spanned = self.server.as_ref().or(self.pool.as_ref());
+        // Invariant: Spec::parse rejects a source with neither key, and no
+        // Spec exists without passing it.
+        &spanned
+            .expect("validated source has a server or a pool")
+            .value
+    }
+
+    pub fn is_pool(&self) -> bool {
+        self.server.is_none() && self.pool.is_some()
+    }
+
+    /// How many servers this source contributes at most.
+    pub fn max_count(&self) -> u32 {
+        if self.is_pool() {
+            self.max_sources.as_ref().map_or(4, |m| u32::from(m.value))
+        } else {
+            1
+        }
+    }
+}
+
+/// When the clock may be stepped.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Step {
+    /// Step when the offset is larger than this (default 1s).
+    #[serde(default = "default_step_threshold")]
+    pub threshold: Duration,
+    /// Step only in the first N updates; -1 means always (default 3).
+    #[serde(default = "default_step_limit")]
+    #[schemars(with = "i32")]
+    pub limit: Spanned<i32>,
+    /// Step the clock once during apply ("force a sync").
+    #[serde(default)]
+    pub now: bool,
+}
+
+fn default_step_threshold() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_step_limit() -> Spanned<i32> {
+    Spanned::new(3, unknown_location(), unknown_location())
+}
+
+fn unknown_location() -> serde_saphyr::Location {
+    serde_saphyr::Location::UNKNOWN
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Step {
+            threshold: default_step_threshold(),
+            limit: default_step_limit(),
+            now: false,
+        }
+    }
+}
+
+/// Serving time to other hosts.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Serve {
+    /// Networks allowed to query this host.
+    #[schemars(with = "Vec<Cidr>")]
+    pub allow: Spanned<Vec<Cidr>>,
+    /// Networks refused even when inside an allowed one.
+    #[serde(default)]
+    pub deny: Vec<Cidr>,
+    /// Limit how often one client may query (default true).
+    #[serde(default = "default_true")]
+    pub rate_limit: bool,
+    /// Serve time at this stratum even when not synchronised (an isolated
+    /// LAN's reference). Absent: serve only while synchronised.
+    #[serde(default)]
+    #[schemars(with = "Option<u8>")]
+    pub local_stratum: Option<Spanned<u8>>,
+}
+
+/// What a successful apply must show.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Verify {
+    /// The daemon must report itself synchronised (default true).
+    #[serde(default = "default_true")]
+    pub synchronized: bool,
+    /// How long to wait for it (default 60s).
+    #[serde(default = "default_within")]
+    pub within: Duration,
+    /// Largest acceptable |offset| (default: no bound).
+    #[serde(default)]
+    pub max_offset: Option<Duration>,
+}
+
+fn default_within() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// A symmetric key for authenticated NTP.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Key {
+    /// Key number (1 to 65534).
+    #[schemars(with = "u32")]
+    pub id: Spanned<u32>,
+    /// Digest algorithm.
+    #[serde(rename = "type", default)]
+    pub kind: KeyType,
+    /// The key material (ASCII, or HEX:... for hexadecimal).
+    pub secret: Secret,
+}
+
+/// Digest algorithm of a symmetric key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum KeyType {
+    #[default]
+    SHA256,
+    SHA1,
+    SHA512,
+    MD5,
+    AES128CMAC,
+}
+
+impl KeyType {
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyType::SHA256 => "SHA256",
+            KeyType::SHA1 => "SHA1",
+            KeyType::SHA512 => "SHA512",
+            KeyType::MD5 => "MD5",
+            KeyType::AES128CMAC => "AES128CMAC",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallMode {
+    /// firewalld when it runs (or is configured on an offline root), else
+    /// nftables when installed, else nothing.
+    #[default]
+    Auto,
+    Firewalld,
+    Nftables,
+    /// Leave the firewall alone.
+    None,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConflictPolicy {
+    /// Stop and disable other time daemons.
+    #[default]
+    Disable,
+    /// Stop them but leave their boot-time enablement alone.
+    Stop,
+    /// Stop, disable and mask them so nothing can start them.
+    Mask,
+    /// Refuse to plan while another time daemon is present and active or enabled.
+    Fail,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigMode {
+    /// timectl owns the whole config file.
+    #[default]
+    Managed,
+    /// Minimal edit of the existing file.
+    Edit,
+}
+
+/// A loaded and validated desired-state file.
+pub struct Spec {
+    /// Where it was read from (for messages).
+    pub path: PathBuf,
+    /// The text as read, kept so errors can quote it and saved plans can
+    /// carry it.
+    pub source: String,
+    pub timesync: TimeSync,
+}
+
+// The source text may hold key material, so Debug leaves it out.
+impl std::fmt::Debug for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spec")
+            .field("path", &self.path)
+            .field("timesync", &self.timesync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Spec {
+    /// Read, parse and validate a desired-state file.
+    pub fn load(path: &Path) -> Result<Spec, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Spec::parse(path, text)
+    }
+
+    /// Parse and validate text; `path` is used only in messages.
+    pub fn parse(path: &Path, text: String) -> Result<Spec, SpecError> {
+        let name = path.display().to_string();
+        let file: SpecFile = serde_saphyr::from_str(&text)
+            .map_err(|e| SpecError::Invalid(vec![Diagnostic::from_yaml(&name, &text, &e)]))?;
+        let spec = Spec {
+            path: path.to_path_buf(),
+            source: text,
+            timesync: file.timesync,
+        };
+        let problems = spec.check();
+        if problems.is_empty() {
+            Ok(spec)
+        } else {
+            Err(SpecError::Invalid(problems))
+        }
+    }
+
+    pub fn provider(&self) -> ProviderKind {
+        self.timesync
+            .provider
+            .as_ref()
+            .map(|p| p.value)
+            .unwrap_or_default()
+    }
+
+    pub fn min_sources(&self) -> u32 {
+        self.timesync.min_sources.as_ref().map_or(1, |m| m.value)
+    }
+
+    /// Whether UDP 123 must be open.
+    pub fn wants_open_port(&self) -> bool {
+        self.timesync
+            .open_firewall
+            .unwrap_or(self.timesync.serve.is_some())
+    }
+
+    /// A diagnostic at a position of this spec's text.
+    pub fn diagnostic(
+        &self,
+        at: &serde_saphyr::Location,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic::at(
+            &self.path.display().to_string(),
+            &self.source,
+            at,
+            message.into(),
+        )
+    }
+
+    /// The semantic checks: everything that needs more than one value.
+    fn check(&self) -> Vec<Diagnostic> {
+        let ts = &self.timesync;
+        let mut out = Vec::new();
+        let provider = self.provider();
+        let provider_at = ts
+            .provider
+            .as_ref()
+            .map(|p| p.referenced)
+            .unwrap_or(ts.sources.referenced);
+
+        let serves_locally = ts.serve.as_ref().is_some_and(|s| s.local_stratum.is_some());
+        if ts.sources.value.is_empty() && !serves_locally {
+            out.push(self.diagnostic(
+                &ts.sources.referenced,
+                "no sources: expected at least one `server` or `pool` (or `serve.localStratum` for a host that is its own reference)",
+            ));
+        }
+
+        let key_ids: Vec<u32> = ts.keys.iter().map(|k| k.id.value).collect();
+        for (i, key) in ts.keys.iter().enumerate() {
+            if !(1..=65534).contains(&key.id.value) {
+                out.push(self.diagnostic(
+                    &key.id.referenced,
+                    format!("invalid key id {}: expected 1 to 65534", key.id.value),
+                ));
+            }
+            if key_ids[..i].contains(&key.id.value) {
+                out.push(self.diagnostic(
+                    &key.id.referenced,
+                    format!("duplicate key id {}", key.id.value),
+                ));
+            }
+        }
+
+        let (poll_min, poll_max) = match provider {
+            ProviderKind::Chrony => (-6, 24),
+            ProviderKind::Ntpd => (3, 17),
+            ProviderKind::Embedded => (-6, 17),
+        };
+        for source in &ts.sources.value {
+            self.check_source(source, provider, (poll_min, poll_max), &key_ids, &mut out);
+        }
+
+        let capacity: u32 = ts.sources.value.iter().map(Source::max_count).sum();
+        if let Some(min) = &ts.min_sources {
+            if min.value == 0 {
+                out.push(self.diagnostic(&min.referenced, "minSources must be at least 1"));
+            } else if min.value > capacity && !ts.sources.value.is_empty() {
+                out.push(self.diagnostic(
+                    &min.referenced,
+                    format!(
+                        "minSources is {} but the sources give at most {capacity} server(s): expected a number from 1 to {capacity}",
+                        min.value
+                    ),
+                ));
+            }
+        }
+
+        if let Some(step) = &ts.step
+            && step.limit.value < -1
+        {
+            out.push(self.diagnostic(
+                &step.limit.referenced,
+                format!(
+                    "invalid step limit {}: expected -1 (always) or a count of updates, 0 or more",
+                    step.limit.value
+                ),
+            ));
+        }
+
+        if let Some(serve) = &ts.serve {
+            if serve.allow.value.is_empty() {
+                out.push(self.diagnostic(
+                    &serve.allow.referenced,
+                    "serve.allow is empty: expected at least one network (0.0.0.0/0 and ::/0 serve everyone)",
+                ));
+            }
+            if let Some(stratum) = &serve.local_stratum
+                && !(1..=15).contains(&stratum.value)
+            {
+                out.push(self.diagnostic(
+                    &stratum.referenced,
+                    format!("invalid localStratum {}: expected 1 to 15", stratum.value),
+                ));
+            }
+        }
+
+        if let Some(drift) = &ts.driftfile
+            && !drift.value.starts_with('/')
+        {
+            out.push(self.diagnostic(
+                &drift.referenced,
+                format!(
+                    "invalid driftfile {:?}: expected an absolute path",
+                    drift.value
+                ),
+            ));
+        }
+
+        if !ts.clock_control && provider == ProviderKind::Ntpd {
+            out.push(self.diagnostic(
+                &provider_at,
+                "clockControl: false is not supported with provider ntpd (ntpd has no no-clock-control mode); use chrony or the embedded engine",
+            ));
+        }
+        if let Some(extra) = &ts.extra_config
+            && extra.contains('\0')
+        {
+            out.push(self.diagnostic(&provider_at, "extraConfig contains a NUL byte"));
+        }
+        out
+    }
+
+    fn check_source(
+        &self,
+        source: &Source,
+        provider: ProviderKind,
+        (poll_min, poll_max): (i8, i8),
+        key_ids: &[u32],
+        out: &mut Vec<Diagnostic>,
+    ) {
+        let at = source
+            .server
+            .as_ref()
+            .or(source.pool.as_ref())
+            .map(|h| h.referenced);
+        match (&source.server, &source.pool) {
+            (Some(_), Some(p)) => out.push(self.diagnostic(
+                &p.referenced,
+                "a source has both `server` and `pool`: expected exactly one of them",
+            )),
+            (None, None) => out.push(self.diagnostic(
+                &at.unwrap_or(self.timesync.sources.referenced),
+                "a source has neither `server` nor `pool`: expected exactly one of them",
+            )),
+            _ => {}
+        }
+        if let (Some(max), false) = (&source.max_sources, source.is_pool()) {
+            out.push(self.diagnostic(
+                &max.referenced,
+                "maxSources applies only to a `pool` source",
+            ));
+        }
+        if let Some(max) = &source.max_sources
+            && !(1..=16).contains(&max.value)
+        {
+            out.push(self.diagnostic(
+                &max.referenced,
+                format!("invalid maxSources {}: expected 1 to 16", max.value),
+            ));
+        }
+        for poll in [&source.minpoll, &source.maxpoll].into_iter().flatten() {
+            if !(poll_min..=poll_max).contains(&poll.value) {
+                out.push(self.diagnostic(
+                    &poll.referenced,
+                    format!(
+                        "invalid poll exponent {}: provider {} accepts {poll_min} to {poll_max} (a power of two in seconds)",
+                        poll.value,
+                        provider.name()
+                    ),
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (&source.minpoll, &source.maxpoll)
+            && min.value > max.value
+        {
+            out.push(self.diagnostic(
+                &min.referenced,
+                format!(
+                    "minpoll {} is greater than maxpoll {}: expected minpoll <= maxpoll",
+                    min.value, max.value
+                ),
+            ));
+        }
+        if let Some(nts) = &source.nts
+            && nts.value
+        {
+            if provider == ProviderKind::Embedded {
+                out.push(self.diagnostic(
+                    &nts.referenced,
+                    "nts is not supported by the embedded engine yet: use provider chrony for NTS sources",
+                ));
+            }
+            if source.key.is_some() {
+                out.push(self.diagnostic(
+                    &nts.referenced,
+                    "a source cannot use both nts and a symmetric key",
+                ));
+            }
+        }
+        if let Some(key) = &source.key {
+            if !key_ids.contains(&key.value) {
+                out.push(self.diagnostic(
+                    &key.referenced,
+                    format!(
+                        "key {} is not defined: expected one of the ids under `keys` ({})",
+                        key.value,
+                        if key_ids.is_empty() {
+                            "none defined".to_string()
+                        } else {
+                            key_ids
+                                .iter()
+                                .map(u32::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        }
+                    ),
+                ));
+            }
+            if provider == ProviderKind::Embedded {
+                out.push(self.diagnostic(
+                    &key.referenced,
+                    "symmetric keys are not supported by the embedded engine yet",
+                ));
+            }
+        }
+        if source.port.is_some() && provider == ProviderKind::Ntpd {
+            out.push(self.diagnostic(
+                &at.unwrap_or(self.timesync.sources.referenced),
+                "ntpd cannot use a server on another port than 123: remove `port` or use provider chrony or embedded",
+            ));
+        }
+        if source.port == Some(0) {
+            out.push(self.diagnostic(
+                &at.unwrap_or(self.timesync.sources.referenced),
+                "invalid port 0: expected 1 to 65535",
+            ));
+        }
+    }
+}
+
+/// The JSON Schema of the desired-state file, as `timectl schema` prints it.
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(SpecFile);
+    schema.to_value()
+}
+
+#[cfg(test)]
+mod tests;

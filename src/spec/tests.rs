@@ -1,0 +1,263 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Spec, SpecError> {
+    Spec::parse(Path::new("t.yaml"), text.to_string())
+}
+
+/// The single diagnostic of a spec that must fail, as (line, column, message).
+fn fails(text: &str) -> (u64, u64, String) {
+    match parse(text) {
+        Ok(_) => panic!("spec should have been rejected:\n{text}"),
+        Err(e) => {
+            let d = e.diagnostics();
+            assert_eq!(d.len(), 1, "expected one problem, got: {e}");
+            (d[0].line, d[0].column, d[0].message.clone())
+        }
+    }
+}
+
+const FULL: &str = "\
+timesync:
+  provider: chrony
+  sources:
+    - server: time.bora.net
+      iburst: true
+    - pool: 2.rhel.pool.ntp.org
+      maxSources: 4
+    - server: ntp.example.com
+      nts: true
+      prefer: true
+      minpoll: 4
+      maxpoll: 10
+  minSources: 2
+  step: { threshold: 1s, limit: 3, now: true }
+  serve: { allow: [10.0.0.0/8], rateLimit: true }
+  firewall: auto
+  conflicts: disable
+  config: managed
+  verify: { synchronized: true, within: 60s, maxOffset: 100ms }
+";
+
+#[test]
+fn the_design_example_is_valid() {
+    let spec = parse(FULL).unwrap();
+    let ts = &spec.timesync;
+    assert_eq!(spec.provider(), ProviderKind::Chrony);
+    assert_eq!(ts.sources.value.len(), 3);
+    assert!(ts.sources.value[1].is_pool());
+    assert_eq!(ts.sources.value[1].max_count(), 4);
+    assert_eq!(spec.min_sources(), 2);
+    let step = ts.step.as_ref().unwrap();
+    assert_eq!(step.threshold, Duration::from_secs(1));
+    assert_eq!(step.limit.value, 3);
+    assert!(step.now);
+    assert_eq!(
+        ts.verify.as_ref().unwrap().max_offset,
+        Some(Duration::from_millis(100))
+    );
+    assert!(spec.wants_open_port());
+}
+
+#[test]
+fn defaults_are_the_safe_ones() {
+    let spec = parse("timesync:\n  sources:\n    - server: 192.0.2.1\n").unwrap();
+    assert_eq!(spec.provider(), ProviderKind::Embedded);
+    let ts = &spec.timesync;
+    assert!(ts.sources.value[0].iburst);
+    assert_eq!(ts.conflicts, ConflictPolicy::Disable);
+    assert_eq!(ts.config, ConfigMode::Managed);
+    assert_eq!(ts.firewall, FirewallMode::Auto);
+    assert!(ts.clock_control);
+    assert!(!spec.wants_open_port());
+    assert_eq!(spec.min_sources(), 1);
+}
+
+#[test]
+fn unknown_key_is_reported_where_it_stands() {
+    let (line, col, msg) =
+        fails("timesync:\n  sources:\n    - server: a.example\n      ibrust: true\n");
+    assert_eq!((line, col), (4, 7));
+    assert!(msg.contains("unknown field `ibrust`"), "{msg}");
+    assert!(
+        msg.contains("iburst"),
+        "should list what was expected: {msg}"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let (line, col, msg) = fails("timesync:\n  sources: []\nntp: {}\n");
+    assert_eq!((line, col), (3, 1));
+    assert!(msg.contains("unknown field `ntp`"), "{msg}");
+}
+
+#[test]
+fn wrong_type() {
+    let (line, col, msg) =
+        fails("timesync:\n  sources:\n    - server: a.example\n      iburst: often\n");
+    assert_eq!((line, col), (4, 15));
+    assert!(msg.contains("bool"), "{msg}");
+}
+
+#[test]
+fn bad_provider_lists_the_choices() {
+    let (line, col, msg) =
+        fails("timesync:\n  provider: chronyd\n  sources:\n    - server: a.example\n");
+    assert_eq!((line, col), (2, 13));
+    assert!(
+        msg.contains("chrony") && msg.contains("ntpd") && msg.contains("embedded"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_address() {
+    let (line, col, msg) = fails("timesync:\n  sources:\n    - server: 10.0.0.300\n");
+    assert_eq!((line, col), (3, 15));
+    assert!(
+        msg.contains("10.0.0.300") && msg.contains("expected"),
+        "{msg}"
+    );
+    let (line, _, msg) = fails("timesync:\n  sources:\n    - pool: bad_name.example\n");
+    assert_eq!(line, 3);
+    assert!(msg.contains("DNS label"), "{msg}");
+}
+
+#[test]
+fn bad_duration() {
+    let (line, col, msg) =
+        fails("timesync:\n  sources:\n    - server: a.example\n  verify:\n    within: 60\n");
+    assert_eq!((line, col), (5, 13));
+    assert!(msg.contains("unit"), "{msg}");
+    let (line, _, msg) =
+        fails("timesync:\n  sources:\n    - server: a.example\n  step: { threshold: 1 parsec }\n");
+    assert_eq!(line, 4);
+    assert!(msg.contains("invalid duration"), "{msg}");
+}
+
+#[test]
+fn bad_cidr() {
+    let (line, col, msg) = fails(
+        "timesync:\n  sources:\n    - server: a.example\n  serve:\n    allow: [10.0.0.0/33]\n",
+    );
+    assert_eq!((line, col), (5, 13));
+    assert!(msg.contains("CIDR"), "{msg}");
+}
+
+#[test]
+fn minpoll_above_maxpoll() {
+    let (line, col, msg) = fails(
+        "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n      minpoll: 8\n      maxpoll: 6\n",
+    );
+    assert_eq!((line, col), (5, 16));
+    assert!(msg.contains("minpoll 8 is greater than maxpoll 6"), "{msg}");
+}
+
+#[test]
+fn poll_range_depends_on_provider() {
+    let text =
+        "timesync:\n  provider: PROVIDER\n  sources:\n    - server: a.example\n      minpoll: -2\n";
+    assert!(parse(&text.replace("PROVIDER", "chrony")).is_ok());
+    let (line, _, msg) = fails(&text.replace("PROVIDER", "ntpd"));
+    assert_eq!(line, 5);
+    assert!(msg.contains("3 to 17"), "{msg}");
+}
+
+#[test]
+fn min_sources_above_what_sources_give() {
+    let (line, col, msg) = fails(
+        "timesync:\n  sources:\n    - server: a.example\n    - server: b.example\n  minSources: 3\n",
+    );
+    assert_eq!((line, col), (5, 15));
+    assert!(msg.contains("at most 2"), "{msg}");
+    // A pool counts as up to maxSources servers.
+    assert!(
+        parse(
+            "timesync:\n  sources:\n    - pool: p.example\n      maxSources: 3\n  minSources: 3\n"
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn nts_only_where_the_provider_supports_it() {
+    let (line, col, msg) = fails(
+        "timesync:\n  provider: embedded\n  sources:\n    - server: a.example\n      nts: true\n",
+    );
+    assert_eq!((line, col), (5, 12));
+    assert!(msg.contains("embedded"), "{msg}");
+    assert!(
+        parse(
+            "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n      nts: true\n"
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn server_and_pool_together() {
+    let (line, _, msg) =
+        fails("timesync:\n  sources:\n    - server: a.example\n      pool: b.example\n");
+    assert_eq!(line, 4);
+    assert!(msg.contains("exactly one"), "{msg}");
+}
+
+#[test]
+fn undefined_key_reference() {
+    let (line, _, msg) = fails(
+        "timesync:\n  provider: chrony\n  keys:\n    - { id: 1, secret: abc }\n  sources:\n    - server: a.example\n      key: 2\n",
+    );
+    assert_eq!(line, 7);
+    assert!(
+        msg.contains("key 2 is not defined") && msg.contains('1'),
+        "{msg}"
+    );
+}
+
+#[test]
+fn several_problems_are_all_reported() {
+    let err = parse(
+        "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n      minpoll: 9\n      maxpoll: 7\n  minSources: 5\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.diagnostics().len(), 2, "{err}");
+}
+
+#[test]
+fn rendered_error_names_file_line_column_and_quotes_the_line() {
+    let err =
+        parse("timesync:\n  sources:\n    - server: a.example\n      ibrust: true\n").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("t.yaml:4:7: unknown field `ibrust`"),
+        "{text}"
+    );
+    assert!(text.contains("4 |       ibrust: true"), "{text}");
+    assert!(text.contains("  |       ^"), "{text}");
+}
+
+#[test]
+fn syntax_error_has_a_position() {
+    let (line, col, msg) = fails("timesync:\n  sources: [\n");
+    assert!(line >= 2 && col > 0, "{line}:{col} {msg}");
+}
+
+#[test]
+fn empty_sources_need_a_local_stratum() {
+    let (line, _, msg) = fails("timesync:\n  sources: []\n");
+    assert_eq!(line, 2);
+    assert!(msg.contains("at least one"), "{msg}");
+    assert!(
+        parse("timesync:\n  sources: []\n  serve: { allow: [10.0.0.0/8], localStratum: 10 }\n")
+            .is_ok()
+    );
+}
+
+#[test]
+fn secrets_are_not_in_debug_output() {
+    let spec = parse(
+        "timesync:\n  provider: chrony\n  keys:\n    - { id: 7, type: SHA1, secret: topsecretvalue }\n  sources:\n    - server: a.example\n      key: 7\n",
+    )
+    .unwrap();
+    assert!(!format!("{spec:?}").contains("topsecretvalue"));
+}
