@@ -61,7 +61,8 @@ if [[ -z ${TIMECTL_SYSTEM_TESTS_SKIP_DEPS:-} ]]; then
     phase "install-deps" "$here/install-deps.sh"
 fi
 rootfs_out=$(mktemp /tmp/timectl-system-tests-rootfs.XXXXXX)
-phase "test image" bash -c '"$1" >"$2"' _ "$here/testhost/build-image.sh" "$rootfs_out"
+build_image() { "$here/testhost/build-image.sh" >"$rootfs_out"; }
+phase "test image" build_image
 TIMECTL_TESTHOST_ROOTFS=$(tail -n1 "$rootfs_out")
 rm -f "$rootfs_out"
 export TIMECTL_TESTHOST_ROOTFS
