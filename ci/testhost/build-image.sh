@@ -110,22 +110,22 @@ mv "$dir.tmp" "$dir"
 ln -sfn "$hash" "$cache/current"
 
 # Keep the cache from growing without bound: drop other images' trees and
-# tarballs (containers only ever use the current hash).
-for old in "$cache"/*; do
-    name=$(basename "$old")
-    case $name in
-    "$hash" | "$hash.tar.zst" | current) ;;
-    *)
-        # A container still booted from an older image keeps it.
-        if [[ -d $old/rootfs ]] && grep -qsF -- "--directory=$old/rootfs" /proc/[0-9]*/cmdline; then
-            log "keeping $name: a running container uses it"
-            continue
-        fi
-        log "removing stale cache entry $name"
-        rm -rf "$old"
-        ;;
-    esac
-done
+# tarballs. Not while any container booted from this cache runs: it may use
+# an older tree, possibly through the `current` link that now points here.
+if grep -qsF -- "--directory=$cache/" /proc/[0-9]*/cmdline; then
+    log "containers from $cache are running: keeping older cache entries for now"
+else
+    for old in "$cache"/*; do
+        name=$(basename "$old")
+        case $name in
+        "$hash" | "$hash.tar.zst" | current) ;;
+        *)
+            log "removing stale cache entry $name"
+            rm -rf "$old"
+            ;;
+        esac
+    done
+fi
 
 log "image ready in $(secs $(($(now_ms) - t0))) s ($(du -sh "$rootfs" | cut -f1) unpacked)"
 echo "$rootfs"
