@@ -274,3 +274,92 @@ fn clock_control_off_adds_a_chronyd_x_drop_in() {
     assert!(text.contains("ExecStart=\nExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n"));
     assert!(file(&off, drop_in).unit_file);
 }
+
+#[test]
+fn embedded_unit_holds_only_the_capabilities_it_needs() {
+    let unit_of = |text: &str| {
+        let d = compile(&spec(text), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+        whole(file(&d, "/etc/systemd/system/timectl-engine.service")).to_string()
+    };
+    let client = unit_of("timesync:\n  sources:\n    - server: a.example\n");
+    assert!(
+        client.contains("\nCapabilityBoundingSet=CAP_SYS_TIME\nAmbientCapabilities=CAP_SYS_TIME\n"),
+        "{client}"
+    );
+    assert!(!client.contains("ProtectClock=yes"));
+    let server = unit_of(
+        "timesync:\n  sources:\n    - server: a.example\n  serve: { allow: [10.0.0.0/8] }\n",
+    );
+    assert!(
+        server.contains("\nCapabilityBoundingSet=CAP_SYS_TIME CAP_NET_BIND_SERVICE\n"),
+        "{server}"
+    );
+    let contained =
+        unit_of("timesync:\n  clockControl: false\n  sources:\n    - server: a.example\n");
+    // No clock control: no capability at all, and the clock is protected.
+    assert!(
+        contained.contains("\nCapabilityBoundingSet=\nAmbientCapabilities=\n"),
+        "{contained}"
+    );
+    assert!(contained.contains("\nProtectClock=yes\n"), "{contained}");
+    for unit in [&client, &server, &contained] {
+        assert!(unit.contains("ExecStart=/usr/local/libexec/timectl/timectl daemon --config /etc/timectl/engine.yaml\n"));
+        assert!(unit.contains("\nDynamicUser=yes\n") && unit.contains("\nProtectSystem=strict\n"));
+        assert!(
+            unit.contains("\nStateDirectory=timectl-engine\n")
+                && unit.contains("\nRuntimeDirectory=timectl\n")
+        );
+    }
+}
+
+#[test]
+fn embedded_installs_this_timectl_and_restarts_on_any_of_its_files() {
+    let d = compile(
+        &spec("timesync:\n  sources:\n    - server: 192.0.2.1\n      port: 11123\n"),
+        &rhel9(),
+        Path::new("/opt/build/timectl"),
+    )
+    .unwrap();
+    let binary = d
+        .resources
+        .iter()
+        .find_map(|r| match r {
+            Resource::Binary(b) => Some(b),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(binary.path, Path::new("/usr/local/libexec/timectl/timectl"));
+    assert_eq!(binary.source, Path::new("/opt/build/timectl"));
+    let Some(Resource::Service(engine)) = d.resources.last() else {
+        panic!("the engine's service must come last");
+    };
+    assert_eq!(engine.unit, "timectl-engine.service");
+    assert_eq!(
+        engine.restart_on,
+        [
+            "binary:/usr/local/libexec/timectl/timectl",
+            "file:/etc/timectl/engine.yaml",
+            "file:/etc/systemd/system/timectl-engine.service"
+        ]
+    );
+    let config = whole(file(&d, "/etc/timectl/engine.yaml"));
+    assert!(
+        config.contains("  - server: \"192.0.2.1\"\n    port: 11123\n    iburst: true\n"),
+        "{config}"
+    );
+}
+
+#[test]
+fn embedded_refuses_extra_config() {
+    let err = compile(
+        &spec("timesync:\n  extraConfig: \"x: 1\"\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("extraConfig is not supported with the embedded engine"),
+        "{err}"
+    );
+}
