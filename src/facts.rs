@@ -293,7 +293,7 @@ impl Facts {
                 unit_aliases: vec![],
                 package: None,
                 config: p("/etc/timectl/engine.yaml"),
-                driftfile: p("/var/lib/timectl/engine/drift"),
+                driftfile: p("/var/lib/timectl-engine/drift"),
                 keyfile: None,
                 ntpsec: false,
             },

@@ -127,6 +127,7 @@ fn op_name(action: &Action) -> &'static str {
         Action::SetFileMeta { .. } => "set_file_meta",
         Action::RestoreFile { .. } => "restore_file",
         Action::RemoveFile { .. } => "remove_file",
+        Action::InstallBinary { .. } => "install_binary",
         Action::InstallPackages { .. } => "install_packages",
         Action::RemovePackages { .. } => "remove_packages",
         Action::EnableUnit { .. } => "enable_unit",

@@ -261,6 +261,11 @@ pub trait Firewall {
     fn close(&self) -> Result<(), HostError>;
 }
 
+/// The running executable (for installing the embedded engine).
+fn own_executable() -> PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
+}
+
 /// What a live host has when systemd cannot be reached (no system bus, PID 1
 /// is not systemd): every question is answered "not available" with the
 /// reason, so plans say what they could not see and apply refuses.
@@ -314,6 +319,12 @@ impl ServiceManager for NoServiceManager {
 pub struct Host {
     pub root: PathBuf,
     pub mode: Mode,
+    /// Whether file owners can be set (running as root). An unprivileged
+    /// image build leaves owners as they are instead of failing.
+    pub manage_owners: bool,
+    /// The timectl executable that the embedded engine's unit runs a copy
+    /// of: this process's own, unless a caller (a test) says otherwise.
+    pub timectl_binary: PathBuf,
     pub files: Files,
     pub services: Box<dyn ServiceManager>,
     pub packages: Box<dyn PackageManager>,
@@ -326,6 +337,8 @@ impl Host {
         Host {
             root: root.to_path_buf(),
             mode: Mode::Offline,
+            manage_owners: nix::unistd::geteuid().is_root(),
+            timectl_binary: own_executable(),
             files: Files::new(root),
             services: Box::new(units_offline::OfflineUnits::new(root)),
             packages: packages::for_root(root, Mode::Offline),
@@ -346,6 +359,8 @@ impl Host {
             services,
             packages: packages::for_root(&root, Mode::Live),
             mode: Mode::Live,
+            manage_owners: nix::unistd::geteuid().is_root(),
+            timectl_binary: own_executable(),
             root,
         }
     }
@@ -357,6 +372,26 @@ impl Host {
         preference: crate::spec::FirewallMode,
     ) -> Result<Option<Box<dyn Firewall>>, HostError> {
         firewall::select(&self.root, self.mode, &self.state_dir(), preference)
+    }
+
+    /// Numeric owner for a file: the named one when owners are managed,
+    /// otherwise whoever owns it now (or this process, for a new file).
+    pub fn owner_ids(
+        &self,
+        path: &Path,
+        owner: &str,
+        group: &str,
+    ) -> Result<(u32, u32), HostError> {
+        if self.manage_owners {
+            return Ok((self.files.uid_of(owner)?, self.files.gid_of(group)?));
+        }
+        Ok(match self.files.read(path)? {
+            Some(state) => (state.uid, state.gid),
+            None => (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            ),
+        })
     }
 
     /// The root's timectl state directory (locks, journals, backups).

@@ -198,7 +198,7 @@ fn hash_of<T: Serialize>(value: &T) -> String {
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
     let facts = Facts::detect(&host.root)?;
-    let desired = provider::compile(spec, &facts)?;
+    let desired = provider::compile(spec, &facts, &host.timectl_binary)?;
     let mut changes: Vec<Change> = Vec::new();
     let mut notes = desired.notes.clone();
     let mut blockers = Vec::new();
@@ -208,6 +208,13 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         notes.push(format!(
             "offline root {}: services are not started, stopped or restarted, only enabled or disabled at boot",
             host.root.display()
+        ));
+    }
+
+    if !host.manage_owners {
+        notes.push(format!(
+            "running as uid {}, not root: file owners are left as they are (only content and mode are managed)",
+            nix::unistd::geteuid()
         ));
     }
 
@@ -282,6 +289,9 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
                     if !plan.is_empty() {
                         changed.push(id.clone());
                         reload_pending |= file.unit_file;
+                        // A unit file written in this plan: the unit
+                        // exists by the time it is enabled.
+                        will_install |= file.unit_file;
                     }
                     changes.extend(plan);
                 }
@@ -292,6 +302,16 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
                     return Err(host_err(format!("observing {}", file.path.display()))(e));
                 }
             },
+            Resource::Binary(bin) => {
+                let (obs, plan) = bin
+                    .plan(host)
+                    .map_err(host_err(format!("observing {}", bin.path.display())))?;
+                observed.insert(id.clone(), hash_of(&obs));
+                if !plan.is_empty() {
+                    changed.push(id.clone());
+                }
+                changes.extend(plan);
+            }
             Resource::Firewall(fw) => match host.firewall_backend(desired.firewall) {
                 Ok(Some(backend)) => match backend.observe() {
                     Ok(state) => {

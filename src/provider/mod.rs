@@ -5,9 +5,12 @@
 //! I/O: what the host looks like now is the resources' business.
 
 mod chrony;
+mod embedded;
 mod ntpd;
 
-use std::path::PathBuf;
+pub use embedded::{CONTROL_SOCKET, INSTALLED_BINARY};
+
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -40,32 +43,38 @@ pub struct VerifyPlan {
     pub max_offset_seconds: Option<f64>,
 }
 
-/// Compile the spec for this host.
-pub fn compile(spec: &Spec, facts: &Facts) -> Result<Desired, SpecError> {
+/// Compile the spec for this host. `timectl_binary` is the executable the
+/// embedded engine's unit will run a copy of.
+pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desired, SpecError> {
     let ts = &spec.timesync;
-    let (daemon, files, notes) = match spec.provider() {
+    let files = |(files, notes): (Vec<FileResource>, Vec<String>)| {
+        (
+            files.into_iter().map(Resource::File).collect::<Vec<_>>(),
+            notes,
+        )
+    };
+    let (daemon, own, mut notes) = match spec.provider() {
         ProviderKind::Chrony => {
             let paths = facts.daemon(Daemon::Chrony);
-            let (files, notes) = chrony::files(spec, facts, &paths)?;
-            (paths, files, notes)
+            let (own, notes) = files(chrony::files(spec, facts, &paths)?);
+            (paths, own, notes)
         }
         ProviderKind::Ntpd => {
             let paths = facts.daemon(Daemon::Ntpd);
-            let (files, notes) = ntpd::files(spec, facts, &paths)?;
-            (paths, files, notes)
+            let (own, notes) = files(ntpd::files(spec, facts, &paths)?);
+            (paths, own, notes)
         }
         ProviderKind::Embedded => {
-            let at = ts
-                .provider
-                .as_ref()
-                .map(|p| p.referenced)
-                .unwrap_or(ts.sources.referenced);
-            return Err(SpecError::Invalid(vec![spec.diagnostic(
-                &at,
-                "provider embedded is not available yet: use provider chrony or ntpd",
-            )]));
+            let paths = facts.daemon(Daemon::Embedded);
+            let (own, notes) = embedded::resources(spec, &paths, timectl_binary)?;
+            (paths, own, notes)
         }
     };
+    if spec.provider() == ProviderKind::Embedded && ts.config == crate::spec::ConfigMode::Edit {
+        notes.push(
+            "config: edit applies to chrony and ntpd files; the embedded engine's config is always managed whole".into(),
+        );
+    }
 
     let mut resources = Vec::new();
     let chosen = daemon.daemon;
@@ -100,11 +109,8 @@ pub fn compile(spec: &Spec, facts: &Facts) -> Result<Desired, SpecError> {
             purpose: daemon.label.clone(),
         }));
     }
-    let restart_on: Vec<String> = files
-        .iter()
-        .map(|f| format!("file:{}", f.path.display()))
-        .collect();
-    resources.extend(files.into_iter().map(Resource::File));
+    let restart_on: Vec<String> = own.iter().map(Resource::id).collect();
+    resources.extend(own);
     if ts.firewall != FirewallMode::None {
         let open = spec.wants_open_port();
         let reason = match &ts.serve {

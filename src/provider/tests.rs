@@ -1,1 +1,365 @@
+//! Rendered config files compared with texts written and reviewed by hand
+//! (not copied from the renderer's output).
 
+use std::path::Path;
+
+use super::*;
+use crate::facts::Facts;
+use crate::resource::{FileContent, Resource, ServiceRole};
+
+fn spec(text: &str) -> Spec {
+    Spec::parse(Path::new("site.yaml"), text.to_string()).unwrap()
+}
+
+fn rhel9() -> Facts {
+    Facts::from_os_release(Path::new("os-release"), "ID=rhel\nVERSION_ID=9.4\n").unwrap()
+}
+
+fn debian12() -> Facts {
+    Facts::from_os_release(Path::new("os-release"), "ID=debian\nVERSION_ID=12\n").unwrap()
+}
+
+fn centos7() -> Facts {
+    Facts::from_os_release(Path::new("os-release"), "ID=centos\nVERSION_ID=7\n").unwrap()
+}
+
+fn file<'a>(desired: &'a Desired, path: &str) -> &'a crate::resource::FileResource {
+    desired
+        .resources
+        .iter()
+        .find_map(|r| match r {
+            Resource::File(f) if f.path == Path::new(path) => Some(f),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no file resource {path}"))
+}
+
+fn whole(f: &crate::resource::FileResource) -> &str {
+    match &f.content {
+        FileContent::Whole(t) => t,
+        other => panic!("expected whole content, got {other:?}"),
+    }
+}
+
+#[test]
+fn chrony_on_rhel_client() {
+    let d = compile(
+        &spec(
+            "timesync:\n  provider: chrony\n  sources:\n    - server: ntp1.example.com\n      prefer: true\n      minpoll: 4\n      maxpoll: 8\n    - pool: 2.rhel.pool.ntp.org\n      maxSources: 2\n      iburst: false\n  minSources: 2\n  step: { threshold: 0.5s, limit: -1 }\n",
+        ),
+        &rhel9(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let expected = "\
+# Managed by timectl. Desired state: site.yaml
+# Changes made here are overwritten by the next `timectl apply`; edit the
+# desired-state file instead.
+
+# Time sources.
+server ntp1.example.com iburst prefer minpoll 4 maxpoll 8
+pool 2.rhel.pool.ntp.org maxsources 2
+
+# Update the clock only when this many sources agree.
+minsources 2
+
+# Step the clock when it is off by more than 0.5 s, at any update;
+# slew it otherwise.
+makestep 0.5 -1
+
+# Frequency error of the system clock, kept across restarts.
+driftfile /var/lib/chrony/drift
+
+# Copy system time to the hardware clock (kernel 11-minute mode).
+rtcsync
+
+# Leap seconds from the system's time zone data.
+leapsectz right/UTC
+logdir /var/log/chrony
+";
+    assert_eq!(whole(file(&d, "/etc/chrony.conf")), expected);
+    assert_eq!(d.daemon.unit, "chronyd.service");
+}
+
+#[test]
+fn chrony_on_debian_serving_with_keys_and_nts() {
+    let d = compile(
+        &spec(
+            "timesync:\n  provider: chrony\n  keys:\n    - { id: 5, type: SHA1, secret: HEX:0123ABCD }\n  sources:\n    - server: 192.0.2.1\n      key: 5\n      port: 10123\n    - server: nts.example.net\n      nts: true\n  rtcsync: false\n  serve:\n    allow: [10.0.0.0/8]\n    deny: [10.9.0.0/16]\n    localStratum: 10\n  extraConfig: |\n    log tracking\n",
+        ),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let expected = "\
+# Managed by timectl. Desired state: site.yaml
+# Changes made here are overwritten by the next `timectl apply`; edit the
+# desired-state file instead.
+
+# Time sources.
+server 192.0.2.1 port 10123 iburst key 5
+server nts.example.net iburst nts
+
+# Step the clock when it is off by more than 1 s, only in the first 3 updates;
+# slew it otherwise.
+makestep 1 3
+
+# Frequency error of the system clock, kept across restarts.
+driftfile /var/lib/chrony/chrony.drift
+
+# Symmetric keys for authenticated sources.
+keyfile /etc/chrony/chrony.keys
+
+# Keep NTS cookies across restarts.
+ntsdumpdir /var/lib/chrony
+
+# Leap seconds from the system's time zone data.
+leapsectz right/UTC
+logdir /var/log/chrony
+
+# Serve time to these networks.
+allow 10.0.0.0/8
+deny 10.9.0.0/16
+ratelimit interval 1 burst 16
+# Keep serving at this stratum when no source is reachable.
+local stratum 10
+
+# Extra configuration from the desired state.
+log tracking
+";
+    assert_eq!(whole(file(&d, "/etc/chrony/chrony.conf")), expected);
+    let keys = file(&d, "/etc/chrony/chrony.keys");
+    assert!(keys.sensitive);
+    assert_eq!((keys.mode, keys.group.as_str()), (0o640, "_chrony"));
+    assert!(whole(keys).contains("\n5 SHA1 HEX:0123ABCD\n"));
+}
+
+#[test]
+fn ntpsec_serving_uses_restrict_source() {
+    let d = compile(
+        &spec(
+            "timesync:\n  provider: ntpd\n  sources:\n    - pool: 2.debian.pool.ntp.org\n  serve:\n    allow: [192.168.1.0/24, \"2001:db8::/32\"]\n    localStratum: 12\n",
+        ),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let expected = "\
+# Managed by timectl. Desired state: site.yaml
+# Changes made here are overwritten by the next `timectl apply`; edit the
+# desired-state file instead.
+
+# Frequency error of the system clock, kept across restarts.
+driftfile /var/lib/ntpsec/ntp.drift
+leapfile /usr/share/zoneinfo/leap-seconds.list
+
+# Time sources.
+pool 2.debian.pool.ntp.org iburst
+
+# Step the clock when it is off by more than 1 s.
+tinker step 1
+
+# Access control.
+# Serve only the allowed networks: everything else is ignored, except
+# replies from this host's own sources.
+restrict default ignore
+restrict -6 default ignore
+restrict source nomodify notrap noquery
+restrict 192.168.1.0 mask 255.255.255.0 kod limited nomodify notrap nopeer noquery
+restrict -6 2001:db8:: mask ffff:ffff:: kod limited nomodify notrap nopeer noquery
+# Keep serving at this stratum when no source is reachable.
+tos orphan 12
+restrict 127.0.0.1
+restrict ::1
+";
+    assert_eq!(whole(file(&d, "/etc/ntpsec/ntp.conf")), expected);
+    assert_eq!(d.daemon.unit, "ntpsec.service");
+}
+
+#[test]
+fn classic_ntp_serving_restricts_each_server() {
+    let d = compile(
+        &spec(
+            "timesync:\n  provider: ntpd\n  sources:\n    - server: 0.centos.pool.ntp.org\n    - server: 1.centos.pool.ntp.org\n  serve: { allow: [10.0.0.0/8], rateLimit: false }\n",
+        ),
+        &centos7(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let text = whole(file(&d, "/etc/ntp.conf"));
+    assert!(text.contains("restrict 0.centos.pool.ntp.org nomodify notrap noquery\nrestrict 1.centos.pool.ntp.org nomodify notrap noquery\n"), "{text}");
+    assert!(!text.contains("restrict source"), "{text}");
+    assert!(
+        text.contains("restrict 10.0.0.0 mask 255.0.0.0 nomodify notrap nopeer noquery\n"),
+        "{text}"
+    );
+    assert!(!text.contains("leapfile"), "{text}");
+}
+
+#[test]
+fn nts_with_classic_ntp_is_an_error_at_the_value() {
+    let err = compile(
+        &spec(
+            "timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n      nts: true\n",
+        ),
+        &centos7(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!((d.line, d.column), (5, 12));
+    assert!(d.message.contains("ntpsec"), "{}", d.message);
+    // The same spec is fine where ntpd is ntpsec.
+    assert!(
+        compile(
+            &spec("timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n      nts: true\n"),
+            &debian12(),
+            Path::new("/usr/bin/timectl"),
+        )
+        .is_ok()
+    );
+}
+
+#[test]
+fn conflicting_daemons_come_first_and_the_chosen_one_last() {
+    let d = compile(
+        &spec("timesync:\n  provider: chrony\n  conflicts: mask\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let services: Vec<_> = d
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Service(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let last = services.last().unwrap();
+    assert_eq!(last.unit, "chrony.service");
+    assert_eq!(last.role, ServiceRole::Chosen);
+    assert_eq!(last.restart_on.len(), 2, "config file and drop-in");
+    let ntpsec = services
+        .iter()
+        .find(|s| s.unit == "ntpsec.service")
+        .unwrap();
+    assert_eq!(
+        (ntpsec.running, ntpsec.enabled, ntpsec.masked),
+        (Some(false), Some(false), Some(true))
+    );
+    assert!(
+        matches!(d.resources[0], Resource::Service(ref s) if s.role == ServiceRole::Conflicting)
+    );
+}
+
+#[test]
+fn clock_control_off_adds_a_chronyd_x_drop_in() {
+    let on = compile(
+        &spec("timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let drop_in = "/etc/systemd/system/chrony.service.d/timectl-no-clock-control.conf";
+    assert!(matches!(file(&on, drop_in).content, FileContent::Absent));
+    let off = compile(
+        &spec("timesync:\n  provider: chrony\n  clockControl: false\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let text = whole(file(&off, drop_in));
+    assert!(text.contains("ConditionCapability=\n"));
+    assert!(text.contains("ExecStart=\nExecStart=!/usr/sbin/chronyd $DAEMON_OPTS -x\n"));
+    assert!(file(&off, drop_in).unit_file);
+}
+
+#[test]
+fn embedded_unit_holds_only_the_capabilities_it_needs() {
+    let unit_of = |text: &str| {
+        let d = compile(&spec(text), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+        whole(file(&d, "/etc/systemd/system/timectl-engine.service")).to_string()
+    };
+    let client = unit_of("timesync:\n  sources:\n    - server: a.example\n");
+    assert!(
+        client.contains("\nCapabilityBoundingSet=CAP_SYS_TIME\nAmbientCapabilities=CAP_SYS_TIME\n"),
+        "{client}"
+    );
+    assert!(!client.contains("ProtectClock=yes"));
+    let server = unit_of(
+        "timesync:\n  sources:\n    - server: a.example\n  serve: { allow: [10.0.0.0/8] }\n",
+    );
+    assert!(
+        server.contains("\nCapabilityBoundingSet=CAP_SYS_TIME CAP_NET_BIND_SERVICE\n"),
+        "{server}"
+    );
+    let contained =
+        unit_of("timesync:\n  clockControl: false\n  sources:\n    - server: a.example\n");
+    // No clock control: no capability at all, and the clock is protected.
+    assert!(
+        contained.contains("\nCapabilityBoundingSet=\nAmbientCapabilities=\n"),
+        "{contained}"
+    );
+    assert!(contained.contains("\nProtectClock=yes\n"), "{contained}");
+    for unit in [&client, &server, &contained] {
+        assert!(unit.contains("ExecStart=/usr/local/libexec/timectl/timectl daemon --config /etc/timectl/engine.yaml\n"));
+        assert!(unit.contains("\nDynamicUser=yes\n") && unit.contains("\nProtectSystem=strict\n"));
+        assert!(
+            unit.contains("\nStateDirectory=timectl-engine\n")
+                && unit.contains("\nRuntimeDirectory=timectl\n")
+        );
+    }
+}
+
+#[test]
+fn embedded_installs_this_timectl_and_restarts_on_any_of_its_files() {
+    let d = compile(
+        &spec("timesync:\n  sources:\n    - server: 192.0.2.1\n      port: 11123\n"),
+        &rhel9(),
+        Path::new("/opt/build/timectl"),
+    )
+    .unwrap();
+    let binary = d
+        .resources
+        .iter()
+        .find_map(|r| match r {
+            Resource::Binary(b) => Some(b),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(binary.path, Path::new("/usr/local/libexec/timectl/timectl"));
+    assert_eq!(binary.source, Path::new("/opt/build/timectl"));
+    let Some(Resource::Service(engine)) = d.resources.last() else {
+        panic!("the engine's service must come last");
+    };
+    assert_eq!(engine.unit, "timectl-engine.service");
+    assert_eq!(
+        engine.restart_on,
+        [
+            "binary:/usr/local/libexec/timectl/timectl",
+            "file:/etc/timectl/engine.yaml",
+            "file:/etc/systemd/system/timectl-engine.service"
+        ]
+    );
+    let config = whole(file(&d, "/etc/timectl/engine.yaml"));
+    assert!(
+        config.contains("  - server: \"192.0.2.1\"\n    port: 11123\n    iburst: true\n"),
+        "{config}"
+    );
+}
+
+#[test]
+fn embedded_refuses_extra_config() {
+    let err = compile(
+        &spec("timesync:\n  extraConfig: \"x: 1\"\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("extraConfig is not supported with the embedded engine"),
+        "{err}"
+    );
+}

@@ -232,6 +232,9 @@ impl FileResource {
     fn meta_matches(&self, host: &Host, mode: u32, uid: u32, gid: u32) -> bool {
         // A user or group that does not exist yet (its package is not
         // installed) cannot match.
+        if !host.manage_owners {
+            return mode == self.mode;
+        }
         mode == self.mode
             && host.files.uid_of(&self.owner).is_ok_and(|u| u == uid)
             && host.files.gid_of(&self.group).is_ok_and(|g| g == gid)

@@ -4,6 +4,7 @@
 //! out an [`Action`] returning the actions that undo it. Resources know
 //! nothing about NTP; providers decide what they should be.
 
+pub mod binary;
 pub mod file;
 pub mod firewall;
 pub mod package;
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::{Host, HostError};
 
+pub use binary::BinaryResource;
 pub use file::{FileContent, FileResource};
 pub use firewall::FirewallResource;
 pub use package::PackageResource;
@@ -24,6 +26,7 @@ pub use service::{ServiceResource, ServiceRole};
 #[derive(Debug, Clone)]
 pub enum Resource {
     File(FileResource),
+    Binary(BinaryResource),
     Package(PackageResource),
     Service(ServiceResource),
     Firewall(FirewallResource),
@@ -34,6 +37,7 @@ impl Resource {
     pub fn id(&self) -> String {
         match self {
             Resource::File(f) => format!("file:{}", f.path.display()),
+            Resource::Binary(b) => format!("binary:{}", b.path.display()),
             Resource::Package(p) => format!("package:{}", p.name),
             Resource::Service(s) => format!("service:{}", s.unit),
             Resource::Firewall(_) => "firewall:ntp".to_string(),
@@ -125,6 +129,13 @@ pub enum Action {
     RemoveFile {
         path: PathBuf,
     },
+    /// Copy an executable (the running timectl) into place, mode 0755.
+    InstallBinary {
+        source: PathBuf,
+        path: PathBuf,
+        /// Size when planned: a different file by apply time is refused.
+        size: u64,
+    },
     InstallPackages {
         names: Vec<String>,
         /// What the package manager said it would remove on the way.
@@ -192,8 +203,7 @@ impl Action {
         match self {
             Action::WriteFile(w) => {
                 let undo = backup(ctx, &w.path)?;
-                let uid = host.files.uid_of(&w.owner)?;
-                let gid = host.files.gid_of(&w.group)?;
+                let (uid, gid) = host.owner_ids(&w.path, &w.owner, &w.group)?;
                 // The daemon's own parser checks the new file on live hosts;
                 // in an offline root the host's tools do not apply.
                 let validate = w
@@ -221,8 +231,7 @@ impl Action {
                     .files
                     .read(path)?
                     .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
-                let uid = host.files.uid_of(owner)?;
-                let gid = host.files.gid_of(group)?;
+                let (uid, gid) = host.owner_ids(path, owner, group)?;
                 host.files.set_meta(path, *mode, uid, gid)?;
                 Ok(vec![Action::RestoreFile {
                     path: path.clone(),
@@ -253,6 +262,21 @@ impl Action {
             Action::RemoveFile { path } => {
                 let undo = backup(ctx, path)?;
                 host.files.remove(path)?;
+                Ok(vec![undo])
+            }
+            Action::InstallBinary { source, path, size } => {
+                let content =
+                    std::fs::read(source).map_err(|e| HostError::io(source, "cannot read", e))?;
+                if content.len() as u64 != *size {
+                    return Err(HostError::msg(format!(
+                        "{} changed since the plan was made ({} bytes, planned {size})",
+                        source.display(),
+                        content.len()
+                    )));
+                }
+                let undo = backup(ctx, path)?;
+                let (uid, gid) = host.owner_ids(path, "root", "root")?;
+                host.files.write_atomic(path, &content, 0o755, uid, gid)?;
                 Ok(vec![undo])
             }
             Action::InstallPackages {
@@ -376,6 +400,7 @@ impl Action {
                 Restore::Absent => format!("remove {} (it did not exist before)", path.display()),
             },
             Action::RemoveFile { path } => format!("remove {}", path.display()),
+            Action::InstallBinary { path, .. } => format!("install {}", path.display()),
             Action::InstallPackages { names, .. } => format!("install {}", names.join(" ")),
             Action::RemovePackages { names } => format!("remove package {}", names.join(" ")),
             Action::EnableUnit { unit } => format!("enable {unit}"),

@@ -102,7 +102,11 @@ impl ServiceResource {
             push(
                 ChangeKind::Add,
                 format!("enable {unit}"),
-                format!("{}; it is {} at boot", self.reason, status.enablement),
+                if status.exists() {
+                    format!("{}; it is {} at boot", self.reason, status.enablement)
+                } else {
+                    format!("{}; its unit is installed by this plan", self.reason)
+                },
                 Action::EnableUnit { unit: unit.clone() },
             );
         }

@@ -471,7 +471,7 @@ impl Spec {
         let (poll_min, poll_max) = match provider {
             ProviderKind::Chrony => (-6, 24),
             ProviderKind::Ntpd => (3, 17),
-            ProviderKind::Embedded => (-6, 17),
+            ProviderKind::Embedded => (-4, 17),
         };
         for source in &ts.sources.value {
             self.check_source(source, provider, (poll_min, poll_max), &key_ids, &mut out);

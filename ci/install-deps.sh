@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Install the host packages the system tests need (run as root; idempotent).
+#
+# - Makes sure /usr/sbin/policy-rc.d refuses to start daemons (exit 101), so
+#   installing chrony or firewalld on the host starts nothing: on this kind of
+#   machine PID 1 is not systemd and nothing should own the host clock.
+# - Installs the tools the harness uses: systemd-nspawn, mmdebstrap, nftables,
+#   chrony/ntpdig/firewalld as host-side test peers, dbus-daemon, busctl.
+# - Stops any chronyd/firewalld that the install itself started (by PID),
+#   never one that was running before.
+set -euo pipefail
+
+# PIDs of the time and firewall daemons running now, space separated.
+daemon_pids() {
+    local name
+    for name in chronyd firewalld ntpd; do
+        pgrep -x "$name" || true
+    done | tr '\n' ' '
+}
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps.sh: must run as root" >&2
+    exit 1
+fi
+
+start_ns=$(date +%s%N)
+
+if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\n# Installed by timectl ci/install-deps.sh: start no daemons on install.\nexit 101\n' \
+        >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    echo "install-deps: created /usr/sbin/policy-rc.d (exit 101)"
+fi
+
+packages=(
+    systemd-container # systemd-nspawn
+    mmdebstrap        # builds the test image
+    nftables          # nft, firewall tests in network namespaces
+    chrony            # chronyd -x as a host-side NTP peer
+    ntpsec-ntpdig     # ntpdig as an NTP client peer
+    firewalld         # private firewalld for firewall tests
+    netbase           # /etc/protocols, firewalld needs it
+    iproute2          # ip netns
+    zstd              # image cache compression
+    dbus              # dbus-daemon for the private firewalld bus
+    dpkg-dev          # dpkg-scanpackages for the image's offline apt repo
+    util-linux        # nsenter, setpriv, flock
+    procps            # pgrep
+    systemd           # busctl
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -qx installed; then
+        missing+=("$p")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#packages[@]} packages already installed"
+else
+    # Remember the daemons that were running before, so that only ones the
+    # install started get stopped.
+    before=" $(daemon_pids) "
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+    for pid in $(daemon_pids); do
+        if [[ $before != *" $pid "* ]]; then
+            echo "install-deps: stopping $(cat "/proc/$pid/comm" 2>/dev/null || echo '?') (PID $pid) started by the install"
+            kill "$pid" 2>/dev/null || true
+        fi
+    done
+fi
+
+for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock; do
+    if ! command -v "$tool" >/dev/null; then
+        echo "install-deps: $tool still missing after install" >&2
+        exit 1
+    fi
+done
+
+elapsed_ms=$((($(date +%s%N) - start_ns) / 1000000))
+echo "install-deps: done in $((elapsed_ms / 1000)).$(printf '%03d' $((elapsed_ms % 1000))) s"
