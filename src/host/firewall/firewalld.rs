@@ -84,7 +84,12 @@ struct Seen {
 impl Firewalld {
     /// firewalld, when it runs on the system bus; None when it does not.
     pub fn connect_if_running(state_dir: &Path) -> Result<Option<Firewalld>, HostError> {
-        let bus = match SystemBus::connect() {
+        Self::connect_to(&crate::host::bus::system_address(), state_dir)
+    }
+
+    /// firewalld on the bus at `address`, when it runs there.
+    pub fn connect_to(address: &str, state_dir: &Path) -> Result<Option<Firewalld>, HostError> {
+        let bus = match SystemBus::connect_to(address) {
             Ok(bus) => bus,
             // No system bus: no firewalld either.
             Err(HostError::Unavailable(_)) => return Ok(None),

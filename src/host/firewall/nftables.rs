@@ -42,7 +42,9 @@ const NTP_PORT: u64 = 123;
 const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Nftables {
-    nft: String,
+    /// The command that runs nft: `["nft"]`, or a prefix that runs it
+    /// elsewhere (`["ip", "netns", "exec", "NAME", "nft"]`).
+    nft: Vec<String>,
 }
 
 /// One base chain on the input hook, as far as UDP 123 is concerned.
@@ -257,12 +259,18 @@ impl Nftables {
                 command::run(&[candidate, "--version"], &[], NFT_TIMEOUT).is_ok_and(|o| o.success())
             })
             .map(|nft| Nftables {
-                nft: nft.to_string(),
+                nft: vec![nft.to_string()],
             })
     }
 
+    /// nft run through `argv` (e.g. in a network namespace with
+    /// `ip netns exec NAME nft`).
+    pub fn with_command(argv: Vec<String>) -> Nftables {
+        Nftables { nft: argv }
+    }
+
     fn nft(&self, args: &[&str]) -> Result<String, HostError> {
-        let mut argv = vec![self.nft.as_str()];
+        let mut argv: Vec<&str> = self.nft.iter().map(String::as_str).collect();
         argv.extend_from_slice(args);
         let out = command::run(&argv, &[("LC_ALL", "C")], NFT_TIMEOUT)?;
         if out.success() {

@@ -1,0 +1,268 @@
+//! timectl's firewall backends against the real thing, without a container:
+//! the nftables backend against real nftables in a network namespace, the
+//! firewalld backend over D-Bus against a real firewalld on a private bus.
+//! Each test proves the opening with real NTP traffic: a chronyd server on
+//! port 123 behind the firewall, `ntpdig` from a second namespace linked by
+//! a veth pair. It gets no answer before timectl opens UDP 123, gets one
+//! after, and none again once timectl has closed what it opened.
+//!
+//! Run as root with `ci/system-tests.sh firewall` (all are #[ignore]d).
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{ChronyPeer, NetNs, PrivateFirewalld, ntpdig, require_root_and, wait_for};
+use timectl::host::Firewall;
+use timectl::host::firewall::firewalld::Firewalld;
+use timectl::host::firewall::nftables::{COMMENT, Nftables};
+
+const SERVER: &str = "192.0.2.1";
+const CLIENT: &str = "192.0.2.2";
+
+/// The rules of the namespace's ruleset, as (chain, comment) pairs.
+fn rules(ns: &NetNs) -> Vec<(String, String)> {
+    ns.nft_ruleset()["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|item| item.get("rule"))
+        .map(|r| {
+            (
+                r["chain"].as_str().unwrap_or("").to_string(),
+                r.get("comment")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn ours(ns: &NetNs) -> usize {
+    rules(ns).iter().filter(|(_, c)| c == COMMENT).count()
+}
+
+/// A chronyd serving NTP on SERVER:123 inside `ns`.
+fn ntp_server(ns: &NetNs) -> ChronyPeer {
+    ChronyPeer::builder()
+        .port(123)
+        .bind(SERVER)
+        .allow("192.0.2.0/24")
+        .netns(ns)
+        .start()
+}
+
+/// ntpdig from the client namespace: Ok when the server answered.
+fn reachable(client: &NetNs) -> bool {
+    ntpdig(Some(client), SERVER).is_ok()
+}
+
+#[test]
+#[ignore = "needs root, nft, ip, chronyd and ntpdig; run ci/system-tests.sh"]
+fn nftables_rule_opens_udp_123_once_and_closes_it() {
+    require_root_and(&["ip", "nft", "chronyd", "ntpdig", "setpriv"]);
+    let server = NetNs::new();
+    let client = NetNs::new();
+    server.link(&client, &format!("{SERVER}/24"), &format!("{CLIENT}/24"));
+    let _chronyd = ntp_server(&server);
+    wait_for("the server to answer ntpdig", Duration::from_secs(10), || {
+        ntpdig(Some(&client), SERVER).map(|_| ())
+    });
+
+    // The administrator's firewall: drop by default, loopback and replies
+    // allowed, and an output chain timectl must ignore.
+    server.run_ok(&[
+        "nft",
+        "add table inet filter\n\
+         add chain inet filter input { type filter hook input priority filter; policy drop; }\n\
+         add rule inet filter input iifname \"lo\" accept\n\
+         add rule inet filter input ct state established,related accept\n\
+         add chain inet filter output { type filter hook output priority filter; policy accept; }",
+    ]);
+    let admin_rules = rules(&server).len();
+    assert!(!reachable(&client), "policy drop should block NTP");
+
+    let nft = Nftables::with_command(
+        ["ip", "netns", "exec", server.name(), "nft"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let before = nft.observe().expect("observe");
+    assert!(!before.ntp_open, "{before:?}");
+    assert!(!before.opened_by_timectl);
+    assert!(before.detail.contains("inet filter input (policy drop): drops udp/123"));
+    assert_eq!(
+        nft.rule(),
+        "nft insert rule inet filter input udp dport 123 accept comment \"timectl: NTP (UDP 123)\""
+    );
+
+    nft.open().expect("open");
+    assert_eq!(ours(&server), 1);
+    // Inserted first, before the administrator's rules, in the input chain.
+    assert_eq!(rules(&server)[0], ("input".to_string(), COMMENT.to_string()));
+    let after = nft.observe().expect("observe");
+    assert!(after.ntp_open && after.opened_by_timectl, "{after:?}");
+    assert!(reachable(&client), "the rule should let NTP in");
+
+    // Idempotent: opening what is open adds nothing.
+    nft.open().expect("open again");
+    assert_eq!(ours(&server), 1);
+
+    nft.close().expect("close");
+    assert_eq!(ours(&server), 0);
+    assert_eq!(
+        rules(&server).len(),
+        admin_rules,
+        "the administrator's rules stay"
+    );
+    let closed = nft.observe().expect("observe");
+    assert!(!closed.ntp_open && !closed.opened_by_timectl);
+    assert!(!reachable(&client), "closed again");
+
+    // A rule the administrator wrote opens NTP too: timectl adds nothing
+    // and never removes it.
+    server.run_ok(&[
+        "nft",
+        "insert rule inet filter input udp dport { 123, 323 } accept",
+    ]);
+    let admin = nft.observe().expect("observe");
+    assert!(admin.ntp_open && !admin.opened_by_timectl, "{admin:?}");
+    nft.open().expect("open with the admin rule");
+    assert_eq!(ours(&server), 0);
+    nft.close().expect("close with the admin rule");
+    assert!(reachable(&client), "the admin's rule must survive close");
+}
+
+#[test]
+#[ignore = "needs root, nft and ip; run ci/system-tests.sh"]
+fn nftables_without_a_filtering_chain_changes_nothing() {
+    require_root_and(&["ip", "nft"]);
+    let ns = NetNs::new();
+    let nft = Nftables::with_command(
+        ["ip", "netns", "exec", ns.name(), "nft"]
+            .map(String::from)
+            .to_vec(),
+    );
+    // Empty ruleset: nothing blocks NTP.
+    let state = nft.observe().expect("observe");
+    assert!(state.ntp_open, "{state:?}");
+    assert_eq!(state.detail, "no input chain drops UDP 123");
+    nft.open().expect("open");
+    assert!(rules(&ns).is_empty());
+
+    // An accept-policy chain with a conditional drop still lets NTP in; a
+    // final reject does not.
+    ns.run_ok(&[
+        "nft",
+        "add table ip fw\n\
+         add chain ip fw in { type filter hook input priority 0; policy accept; }\n\
+         add rule ip fw in ct state invalid drop",
+    ]);
+    assert!(nft.observe().expect("observe").ntp_open);
+    ns.run_ok(&["nft", "add rule ip fw in reject"]);
+    let state = nft.observe().expect("observe");
+    assert!(!state.ntp_open, "{state:?}");
+    nft.open().expect("open");
+    assert_eq!(rules(&ns)[0], ("in".to_string(), COMMENT.to_string()));
+    assert!(nft.observe().expect("observe").ntp_open);
+
+    // Not root: nft refuses, and that is a permission problem a plan can
+    // report, not a crash.
+    let nobody = Nftables::with_command(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "nft",
+        ]
+        .map(String::from)
+        .to_vec(),
+    );
+    let err = nobody.observe().unwrap_err();
+    assert!(
+        matches!(err, timectl::host::HostError::Permission(_)),
+        "{err:?}"
+    );
+}
+
+#[test]
+#[ignore = "needs root, firewalld, dbus-daemon, chronyd and ntpdig; run ci/system-tests.sh"]
+fn firewalld_service_added_runtime_and_permanent_once() {
+    require_root_and(&[
+        "ip",
+        "firewalld",
+        "firewall-cmd",
+        "dbus-daemon",
+        "chronyd",
+        "ntpdig",
+    ]);
+    let fw = PrivateFirewalld::start();
+    let client = NetNs::new();
+    fw.netns()
+        .link(&client, &format!("{SERVER}/24"), &format!("{CLIENT}/24"));
+    let _chronyd = ntp_server(fw.netns());
+    let state_dir = tempfile::tempdir().expect("state dir");
+    let list = |permanent: bool| {
+        let mut args = vec!["--list-services"];
+        if permanent {
+            args.insert(0, "--permanent");
+        }
+        let out = fw.firewall_cmd(&args);
+        assert!(out.status.success(), "firewall-cmd {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // firewalld's public zone rejects NTP.
+    assert!(!reachable(&client), "firewalld should block NTP");
+
+    let backend = Firewalld::connect_to(fw.bus_address(), state_dir.path())
+        .expect("connect")
+        .expect("firewalld runs on that bus");
+    assert!(backend.rule().contains("service ntp (udp/123) in zone public"));
+    let before = backend.observe().expect("observe");
+    assert!(!before.ntp_open && !before.opened_by_timectl, "{before:?}");
+
+    backend.open().expect("open");
+    assert!(list(false).split_whitespace().any(|s| s == "ntp"));
+    assert!(list(true).split_whitespace().any(|s| s == "ntp"));
+    let after = backend.observe().expect("observe");
+    assert!(after.ntp_open && after.opened_by_timectl, "{after:?}");
+    wait_for("NTP through firewalld", Duration::from_secs(5), || {
+        ntpdig(Some(&client), SERVER).map(|_| ())
+    });
+
+    // ALREADY_ENABLED is no change, not an error.
+    backend.open().expect("open again");
+    assert_eq!(
+        list(false).split_whitespace().filter(|s| *s == "ntp").count(),
+        1
+    );
+
+    backend.close().expect("close");
+    assert!(!list(false).contains("ntp"));
+    assert!(!list(true).contains("ntp"));
+    assert!(!reachable(&client), "closed again");
+
+    // The administrator opened it at runtime only: timectl adds the
+    // permanent half, and closing removes only that half.
+    let out = fw.firewall_cmd(&["--add-service=ntp"]);
+    assert!(out.status.success(), "{out:?}");
+    let half = backend.observe().expect("observe");
+    assert!(!half.ntp_open, "permanent is missing: {half:?}");
+    assert!(half.detail.contains("runtime yes, permanent no"), "{half:?}");
+    backend.open().expect("open the permanent half");
+    assert!(list(true).contains("ntp"));
+    backend.close().expect("close what timectl added");
+    assert!(list(false).contains("ntp"), "the admin's runtime service stays");
+    assert!(!list(true).contains("ntp"));
+
+    // No firewalld on a bus: no backend, not an error.
+    let nowhere = format!("unix:path={}/none", state_dir.path().display());
+    assert!(
+        Firewalld::connect_to(&nowhere, state_dir.path())
+            .expect("no bus is not an error")
+            .is_none()
+    );
+}
