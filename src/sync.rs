@@ -187,8 +187,16 @@ impl TimeProbe for Chrony {
     }
 
     fn step_now(&self) -> Result<String, HostError> {
-        let out = query(&["chronyc", "makestep"])?;
-        Ok(format!("chronyc makestep: {}", out.trim()))
+        match query(&["chronyc", "makestep"]) {
+            Ok(out) => Ok(format!("chronyc makestep: {}", out.trim())),
+            // chronyd answers 500 when it cannot step: it runs without
+            // clock control (-x) or without CAP_SYS_TIME, and logs "Could
+            // not step system clock".
+            Err(HostError::Message(m)) if m.contains("500 Failure") => Err(HostError::msg(
+                "chronyc makestep: chronyd could not step the clock (500 Failure): it runs without clock control (-x, clockControl: false) or without CAP_SYS_TIME; see its log",
+            )),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -67,9 +67,11 @@ fn nftables_rule_opens_udp_123_once_and_closes_it() {
     let client = NetNs::new();
     server.link(&client, &format!("{SERVER}/24"), &format!("{CLIENT}/24"));
     let _chronyd = ntp_server(&server);
-    wait_for("the server to answer ntpdig", Duration::from_secs(10), || {
-        ntpdig(Some(&client), SERVER).map(|_| ())
-    });
+    wait_for(
+        "the server to answer ntpdig",
+        Duration::from_secs(10),
+        || ntpdig(Some(&client), SERVER).map(|_| ()),
+    );
 
     // The administrator's firewall: drop by default, loopback and replies
     // allowed, and an output chain timectl must ignore.
@@ -92,7 +94,11 @@ fn nftables_rule_opens_udp_123_once_and_closes_it() {
     let before = nft.observe().expect("observe");
     assert!(!before.ntp_open, "{before:?}");
     assert!(!before.opened_by_timectl);
-    assert!(before.detail.contains("inet filter input (policy drop): drops udp/123"));
+    assert!(
+        before
+            .detail
+            .contains("inet filter input (policy drop): drops udp/123")
+    );
     assert_eq!(
         nft.rule(),
         "nft insert rule inet filter input udp dport 123 accept comment \"timectl: NTP (UDP 123)\""
@@ -101,7 +107,10 @@ fn nftables_rule_opens_udp_123_once_and_closes_it() {
     nft.open().expect("open");
     assert_eq!(ours(&server), 1);
     // Inserted first, before the administrator's rules, in the input chain.
-    assert_eq!(rules(&server)[0], ("input".to_string(), COMMENT.to_string()));
+    assert_eq!(
+        rules(&server)[0],
+        ("input".to_string(), COMMENT.to_string())
+    );
     let after = nft.observe().expect("observe");
     assert!(after.ntp_open && after.opened_by_timectl, "{after:?}");
     assert!(reachable(&client), "the rule should let NTP in");
@@ -220,7 +229,11 @@ fn firewalld_service_added_runtime_and_permanent_once() {
     let backend = Firewalld::connect_to(fw.bus_address(), state_dir.path())
         .expect("connect")
         .expect("firewalld runs on that bus");
-    assert!(backend.rule().contains("service ntp (udp/123) in zone public"));
+    assert!(
+        backend
+            .rule()
+            .contains("service ntp (udp/123) in zone public")
+    );
     let before = backend.observe().expect("observe");
     assert!(!before.ntp_open && !before.opened_by_timectl, "{before:?}");
 
@@ -236,7 +249,10 @@ fn firewalld_service_added_runtime_and_permanent_once() {
     // ALREADY_ENABLED is no change, not an error.
     backend.open().expect("open again");
     assert_eq!(
-        list(false).split_whitespace().filter(|s| *s == "ntp").count(),
+        list(false)
+            .split_whitespace()
+            .filter(|s| *s == "ntp")
+            .count(),
         1
     );
 
@@ -251,11 +267,17 @@ fn firewalld_service_added_runtime_and_permanent_once() {
     assert!(out.status.success(), "{out:?}");
     let half = backend.observe().expect("observe");
     assert!(!half.ntp_open, "permanent is missing: {half:?}");
-    assert!(half.detail.contains("runtime yes, permanent no"), "{half:?}");
+    assert!(
+        half.detail.contains("runtime yes, permanent no"),
+        "{half:?}"
+    );
     backend.open().expect("open the permanent half");
     assert!(list(true).contains("ntp"));
     backend.close().expect("close what timectl added");
-    assert!(list(false).contains("ntp"), "the admin's runtime service stays");
+    assert!(
+        list(false).contains("ntp"),
+        "the admin's runtime service stays"
+    );
     assert!(!list(true).contains("ntp"));
 
     // No firewalld on a bus: no backend, not an error.

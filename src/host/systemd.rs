@@ -104,6 +104,12 @@ trait Unit {
     fn conditions(&self) -> zbus::Result<Vec<(String, bool, bool, String, i32)>>;
     #[zbus(property)]
     fn asserts(&self) -> zbus::Result<Vec<(String, bool, bool, String, i32)>>;
+    /// Pin the unit in memory: an inactive unit is otherwise unloaded as
+    /// soon as its job ends, and with it the record of why it did not run.
+    #[zbus(name = "Ref")]
+    fn pin(&self) -> zbus::Result<()>;
+    #[zbus(name = "Unref")]
+    fn unpin(&self) -> zbus::Result<()>;
 }
 
 #[proxy(
@@ -273,17 +279,14 @@ impl Systemd {
         if let Ok(proxy) = self.unit_proxy(unit).await {
             if proxy.condition_result().await == Ok(false) {
                 let failed = failed_checks(&proxy.conditions().await.unwrap_or_default());
-                parts.push(format!(
-                    "a start condition was not met{}",
-                    if failed.is_empty() {
-                        String::new()
-                    } else {
-                        format!(": {}", failed.join(", "))
-                    }
-                ));
+                parts.push(if failed.is_empty() {
+                    format!("a start condition was not met (systemctl show -p Conditions {unit})")
+                } else {
+                    format!("a start condition was not met: {}", failed.join(", "))
+                });
             }
-            if proxy.assert_result().await == Ok(false) {
-                let failed = failed_checks(&proxy.asserts().await.unwrap_or_default());
+            let failed = failed_checks(&proxy.asserts().await.unwrap_or_default());
+            if !failed.is_empty() {
                 parts.push(format!("an assertion failed: {}", failed.join(", ")));
             }
             if state.load != "loaded" {
@@ -363,14 +366,36 @@ impl Systemd {
             .await
             .map_err(|e| bus_error("listening for systemd jobs", e))?;
         let context = format!("{} {unit}", verb.name());
+        let pinned = self.unit_proxy(unit).await.ok();
+        if let Some(p) = &pinned {
+            // Best effort: without it, conditions may read as unchecked.
+            let _ = p.pin().await;
+        }
+        let result = self
+            .run_job(&manager, &mut removed, verb, unit, &context)
+            .await;
+        if let Some(p) = &pinned {
+            let _ = p.unpin().await;
+        }
+        result
+    }
+
+    async fn run_job(
+        &self,
+        manager: &ManagerProxy<'_>,
+        removed: &mut JobRemovedStream,
+        verb: Verb,
+        unit: &str,
+        context: &str,
+    ) -> Result<(), HostError> {
         let job = match verb {
             Verb::Start => manager.start_unit(unit, "replace").await,
             Verb::Stop => manager.stop_unit(unit, "replace").await,
             Verb::Restart => manager.restart_unit(unit, "replace").await,
         }
-        .map_err(|e| bus_error(&context, e))?;
+        .map_err(|e| bus_error(context, e))?;
         let wait = async {
-            while let Some(signal) = next_item(&mut removed).await {
+            while let Some(signal) = next_item(removed).await {
                 let Ok(args) = signal.args() else { continue };
                 if args.job().as_str() == job.as_str() {
                     return Ok(args.result().to_string());
