@@ -237,6 +237,20 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
                     Err(e) => return Err(host_err(format!("observing {}", svc.unit))(e)),
                 };
                 observed.insert(id.clone(), hash_of(&status));
+                // A conflicting daemon's unit name can be another name
+                // (Alias=) of the chosen daemon's unit: systemd resolves it
+                // to the chosen unit, which must never be stopped.
+                if svc.role == ServiceRole::Conflicting
+                    && status.name != svc.unit
+                    && (status.name == desired.daemon.unit
+                        || desired.daemon.unit_aliases.contains(&status.name))
+                {
+                    notes.push(format!(
+                        "{} is another name of {}, the chosen daemon's unit: left alone",
+                        svc.unit, status.name
+                    ));
+                    continue;
+                }
                 if svc.role == ServiceRole::Conflicting
                     && desired.conflicts == ConflictPolicy::Fail
                     && (status.enablement.is_enabled()
