@@ -445,6 +445,27 @@ fn stopped_daemon_is_started() {
         ("active".into(), "enabled".into())
     );
     assert_idempotent(&c, &spec);
+
+    // A conflicting daemon's unit name that is only another name of the
+    // chosen unit (here openntpd.service made an alias of chrony.service)
+    // must not get chrony stopped or disabled.
+    c.exec_ok(&[
+        "ln",
+        "-s",
+        "/lib/systemd/system/chrony.service",
+        "/etc/systemd/system/openntpd.service",
+    ]);
+    c.exec_ok(&["systemctl", "daemon-reload"]);
+    assert_eq!(c.unit_property("openntpd.service", "Id"), "chrony.service");
+    let p = plan_json(&c, &spec);
+    assert_eq!(summaries(&p), Vec::<String>::new());
+    assert!(
+        p["notes"]
+            .to_string()
+            .contains("openntpd.service is another name of chrony.service"),
+        "{}",
+        p["notes"]
+    );
 }
 
 /// A client upstream asks the container's chronyd for the time across the
