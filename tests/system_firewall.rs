@@ -288,3 +288,97 @@ fn firewalld_service_added_runtime_and_permanent_once() {
             .is_none()
     );
 }
+
+/// Offline roots get firewalld's permanent configuration, through the real
+/// binary, as `firewall-offline-cmd` would write it. Runs in plain
+/// `cargo test`: it only needs a temporary directory.
+#[test]
+fn offline_root_gets_the_permanent_firewalld_zone() {
+    use std::process::Command;
+
+    const ZONE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<zone>\n  <short>Public</short>\n  <service name=\"ssh\"/>\n</zone>\n";
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    let write = |path: &str, text: &str| {
+        let p = r.join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, text).expect("write");
+    };
+    write(
+        "etc/os-release",
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+    );
+    write("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
+    write("etc/group", "root:x:0:\n");
+    write(
+        "var/lib/dpkg/status",
+        "Package: chrony\nStatus: install ok installed\nVersion: 4.3-2+deb12u1\n",
+    );
+    write(
+        "lib/systemd/system/chrony.service",
+        "[Service]\nExecStart=/usr/sbin/chronyd\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    write(
+        "lib/systemd/system/firewalld.service",
+        "[Service]\nExecStart=/usr/sbin/firewalld\n[Install]\nWantedBy=multi-user.target\n",
+    );
+    write("usr/lib/firewalld/zones/public.xml", ZONE);
+    write("etc/firewalld/firewalld.conf", "DefaultZone=public\n");
+    let wants = r.join("etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).expect("wants");
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/firewalld.service",
+        wants.join("firewalld.service"),
+    )
+    .expect("enable firewalld");
+    let spec = r.join("spec.yaml");
+    let serving = "timesync:\n  provider: chrony\n  sources:\n    - server: 10.0.0.1\n  serve: { allow: [10.0.0.0/8] }\n";
+    std::fs::write(&spec, serving).expect("spec");
+
+    let timectl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_timectl"))
+            .args(args)
+            .arg("--root")
+            .arg(r)
+            .output()
+            .expect("run timectl");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let spec_arg = spec.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = timectl(&["plan", spec_arg]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("open UDP 123 in firewalld permanent configuration")
+            && stdout.contains("<service name=\"ntp\"/> (udp/123) in zone public"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = timectl(&["apply", spec_arg, "--yes"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let etc_zone =
+        std::fs::read_to_string(r.join("etc/firewalld/zones/public.xml")).expect("zone in /etc");
+    assert!(etc_zone.contains("<service name=\"ntp\"/>"), "{etc_zone}");
+    assert!(etc_zone.contains("<service name=\"ssh\"/>"), "{etc_zone}");
+    // The shipped zone is left as it is.
+    assert_eq!(
+        std::fs::read_to_string(r.join("usr/lib/firewalld/zones/public.xml")).expect("zone"),
+        ZONE
+    );
+    let (code, stdout, _) = timectl(&["plan", spec_arg, "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "second plan: {stdout}");
+
+    // No longer serving: timectl removes the service it added.
+    std::fs::write(
+        &spec,
+        "timesync:\n  provider: chrony\n  sources:\n    - server: 10.0.0.1\n",
+    )
+    .expect("spec");
+    let (code, stdout, stderr) = timectl(&["apply", spec_arg, "--yes"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("close UDP 123"), "{stdout}");
+    let etc_zone = std::fs::read_to_string(r.join("etc/firewalld/zones/public.xml")).expect("zone");
+    assert!(!etc_zone.contains("ntp"), "{etc_zone}");
+}
