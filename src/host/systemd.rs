@@ -143,6 +143,26 @@ impl Verb {
     }
 }
 
+/// What a unit-file change does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileOp {
+    Enable,
+    Disable,
+    Mask,
+    Unmask,
+}
+
+impl FileOp {
+    fn name(self) -> &'static str {
+        match self {
+            FileOp::Enable => "enable",
+            FileOp::Disable => "disable",
+            FileOp::Mask => "mask",
+            FileOp::Unmask => "unmask",
+        }
+    }
+}
+
 /// A unit's states, as read in one go.
 #[derive(Debug, Clone)]
 struct UnitState {
@@ -438,39 +458,41 @@ impl Systemd {
     }
 
     /// Change unit files, then reload so the manager sees the change.
-    async fn unit_files(&self, what: &str, unit: &str) -> Result<(), HostError> {
+    async fn unit_files(&self, op: FileOp, unit: &str) -> Result<(), HostError> {
         let manager = self.manager().await?;
-        let context = format!("{what} {unit}");
+        let context = format!("{} {unit}", op.name());
+        let err = |e| bus_error(&context, e);
         let files = [unit];
-        match what {
-            "enable" => {
+        match op {
+            FileOp::Enable => {
                 let (has_install, _changes) = manager
                     .enable_unit_files(&files, false, false)
                     .await
-                    .map_err(|e| bus_error(&context, e))?;
+                    .map_err(err)?;
                 if !has_install {
                     return Err(HostError::msg(format!(
                         "{context}: the unit has no [Install] section (a static unit) and cannot be enabled"
                     )));
                 }
             }
-            "disable" => {
+            FileOp::Disable => {
                 manager
                     .disable_unit_files(&files, false)
                     .await
-                    .map_err(|e| bus_error(&context, e))?;
+                    .map_err(err)?;
             }
-            "mask" => {
+            // force: replace a link that enables the unit with the mask.
+            FileOp::Mask => {
                 manager
                     .mask_unit_files(&files, false, true)
                     .await
-                    .map_err(|e| bus_error(&context, e))?;
+                    .map_err(err)?;
             }
-            _ => {
+            FileOp::Unmask => {
                 manager
                     .unmask_unit_files(&files, false)
                     .await
-                    .map_err(|e| bus_error(&context, e))?;
+                    .map_err(err)?;
             }
         }
         manager
@@ -527,19 +549,19 @@ impl ServiceManager for Systemd {
     }
 
     fn enable(&self, unit: &str) -> Result<(), HostError> {
-        self.block_on(self.unit_files("enable", unit))
+        self.block_on(self.unit_files(FileOp::Enable, unit))
     }
 
     fn disable(&self, unit: &str) -> Result<(), HostError> {
-        self.block_on(self.unit_files("disable", unit))
+        self.block_on(self.unit_files(FileOp::Disable, unit))
     }
 
     fn mask(&self, unit: &str) -> Result<(), HostError> {
-        self.block_on(self.unit_files("mask", unit))
+        self.block_on(self.unit_files(FileOp::Mask, unit))
     }
 
     fn unmask(&self, unit: &str) -> Result<(), HostError> {
-        self.block_on(self.unit_files("unmask", unit))
+        self.block_on(self.unit_files(FileOp::Unmask, unit))
     }
 
     fn reload(&self) -> Result<(), HostError> {
