@@ -741,3 +741,45 @@ fn systemd_backend_over_the_containers_bus() {
         .stop("timectl-test-missing.service")
         .expect("stopping a missing unit");
 }
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
+fn enabled_timesyncd_is_masked_with_conflicts_mask() {
+    let c = boot(false);
+    let _peer = loopback_peer(&c);
+    // A host where systemd-timesyncd is installed and enabled (it does not
+    // run in a container: ConditionVirtualization=!container).
+    c.exec_ok(&["systemctl", "unmask", "systemd-timesyncd.service"]);
+    c.apt_get(&["install", "systemd-timesyncd"]);
+    assert_eq!(
+        c.unit_property("systemd-timesyncd.service", "UnitFileState"),
+        "enabled"
+    );
+    let spec = put_spec(
+        &c,
+        "mask",
+        &chrony_spec("127.0.0.1", 11123, "  conflicts: mask\n"),
+    );
+    let p = plan_json(&c, &spec);
+    let steps = summaries(&p);
+    assert_eq!(
+        &steps[..3],
+        [
+            "disable systemd-timesyncd.service",
+            "mask systemd-timesyncd.service",
+            "install package chrony (the package manager will REMOVE systemd-timesyncd)",
+        ],
+        "{steps:?}"
+    );
+    converge(&c, &spec, "timesyncd masked -> chrony");
+    assert_eq!(
+        c.unit_property("systemd-timesyncd.service", "LoadState"),
+        "masked"
+    );
+    assert_ne!(c.package_status("systemd-timesyncd"), "installed");
+    assert_eq!(
+        unit(&c, "chrony.service"),
+        ("active".into(), "enabled".into())
+    );
+    assert_idempotent(&c, &spec);
+}
