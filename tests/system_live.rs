@@ -783,3 +783,32 @@ fn enabled_timesyncd_is_masked_with_conflicts_mask() {
     );
     assert_idempotent(&c, &spec);
 }
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
+fn not_synchronised_in_time_fails_with_the_reason() {
+    let c = boot(false);
+    // No server answers on this port.
+    let spec = put_spec(
+        &c,
+        "silent",
+        &chrony_spec("127.0.0.1", 11124, "").replace("within: 30s", "within: 3s"),
+    );
+    let failed = apply(&c, &spec);
+    record_timing(
+        "apply with an unreachable source (verify times out)",
+        failed.took,
+    );
+    assert_eq!(failed.out.status.code(), Some(1), "{}", failed.context());
+    let error = failed.report["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("not synchronised within 3s") && error.contains("Not synchronised"),
+        "{error}"
+    );
+    assert_eq!(failed.report["verify"]["synchronized"], false);
+    assert!(failed.took >= Duration::from_secs(3));
+    // Today a failed verification rolls back (docs/live-hosts.md discusses
+    // whether it should on a host that had no daemon before).
+    assert_eq!(failed.outcome(), "rolled-back", "{}", failed.context());
+    assert_eq!(c.package_status("chrony"), "config-files");
+}
