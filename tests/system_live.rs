@@ -447,22 +447,26 @@ fn stopped_daemon_is_started() {
     assert_idempotent(&c, &spec);
 
     // A conflicting daemon's unit name that is only another name of the
-    // chosen unit (here openntpd.service made an alias of chrony.service)
-    // must not get chrony stopped or disabled.
+    // chosen unit (here timectl-engine.service made an alias of
+    // chrony.service; not openntpd.service, which chrony's unit lists in
+    // Conflicts=) must not get chrony stopped or disabled.
     c.exec_ok(&[
         "ln",
         "-s",
         "/lib/systemd/system/chrony.service",
-        "/etc/systemd/system/openntpd.service",
+        "/etc/systemd/system/timectl-engine.service",
     ]);
     c.exec_ok(&["systemctl", "daemon-reload"]);
-    assert_eq!(c.unit_property("openntpd.service", "Id"), "chrony.service");
+    assert_eq!(
+        c.unit_property("timectl-engine.service", "Id"),
+        "chrony.service"
+    );
     let p = plan_json(&c, &spec);
-    assert_eq!(summaries(&p), Vec::<String>::new());
+    assert_eq!(summaries(&p), Vec::<String>::new(), "{p}");
     assert!(
         p["notes"]
             .to_string()
-            .contains("openntpd.service is another name of chrony.service"),
+            .contains("timectl-engine.service is another name of chrony.service"),
         "{}",
         p["notes"]
     );
