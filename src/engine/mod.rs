@@ -8,4 +8,12 @@
 //! - `sim`: a simulated clock and network driving the same algorithm.
 //! - `config`, `daemon`, `server`, `clock`, `control`, `cli`: the daemon.
 
+pub mod combine;
+pub mod discipline;
+pub mod drift;
+pub mod filter;
 pub mod proto;
+pub mod select;
+pub mod sim;
+pub mod source;
+pub mod system;

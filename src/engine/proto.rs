@@ -418,6 +418,8 @@ pub const MIN_DELAY: f64 = 1e-6;
 /// Why a reply was not used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
+    #[error("malformed packet")]
+    Undecodable,
     #[error("not a server reply (mode {0:?})")]
     WrongMode(Mode),
     #[error("unsupported version {0}")]
