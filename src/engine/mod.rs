@@ -8,12 +8,20 @@
 //! - `sim`: a simulated clock and network driving the same algorithm.
 //! - `config`, `daemon`, `server`, `clock`, `control`, `cli`: the daemon.
 
+mod adjtimex;
+pub mod cli;
+pub mod clock;
 pub mod combine;
+pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod discipline;
 pub mod drift;
 pub mod filter;
+pub mod net;
 pub mod proto;
 pub mod select;
+pub mod server;
 pub mod sim;
 pub mod source;
 pub mod system;

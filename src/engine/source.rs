@@ -195,6 +195,16 @@ impl Source {
         Packet::client_request(nonce, self.poll).encode()
     }
 
+    /// Records when the request with `nonce` really left (the I/O task reads
+    /// the clock just before sending, later than `start_poll` ran).
+    pub fn set_sent_local(&mut self, nonce: NtpTimestamp, sent_local: NtpTimestamp) {
+        if let Some(p) = self.pending.as_mut()
+            && p.nonce == nonce
+        {
+            p.sent_local = sent_local;
+        }
+    }
+
     /// Handles a reply received at `now` (our clock read `received_local`).
     /// `correction` is the total correction the engine has applied to the
     /// clock so far (stored samples are kept in the natural frame), and

@@ -47,7 +47,7 @@ pub enum Action {
 }
 
 /// Selection state of a source, as `chronyc sources` shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SourceState {
     /// The system peer (`*`).
@@ -316,6 +316,13 @@ impl Engine {
             self.states[index] = SourceState::Unreachable;
         }
         Some(bytes)
+    }
+
+    /// The request with `nonce` to source `index` really left at `sent_local`.
+    pub fn set_sent_local(&mut self, index: usize, nonce: NtpTimestamp, sent_local: NtpTimestamp) {
+        if let Some(s) = self.sources.get_mut(index) {
+            s.set_sent_local(nonce, sent_local);
+        }
     }
 
     /// A datagram from source `index`, received at `now` when the local

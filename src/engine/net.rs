@@ -1,0 +1,166 @@
+//! UDP sockets with kernel receive timestamps (SO_TIMESTAMPNS), so T2 on
+//! the server and T4 on the client are taken when the packet reached the
+//! host, not when our task got round to reading it. Safe code only: nix
+//! wraps the control-message parsing.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::{
+    ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage, recvmsg, setsockopt, sockopt,
+};
+use nix::sys::time::TimeSpec;
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use super::discipline::LocalClock;
+use super::proto::NtpTimestamp;
+
+/// A datagram and when it arrived.
+#[derive(Debug)]
+pub struct Received {
+    pub len: usize,
+    pub from: SocketAddr,
+    /// Local time of arrival: the kernel's timestamp when available, else
+    /// the clock read right after the read returned.
+    pub at: NtpTimestamp,
+    pub kernel_timestamp: bool,
+}
+
+pub struct TimestampedSocket {
+    socket: UdpSocket,
+}
+
+impl TimestampedSocket {
+    /// Binds and asks the kernel for receive timestamps (best effort: where
+    /// unsupported we fall back to reading the clock).
+    /// IPv6 sockets are IPv6-only, so `0.0.0.0:123` and `[::]:123` can be
+    /// bound side by side.
+    pub async fn bind(addr: SocketAddr) -> io::Result<TimestampedSocket> {
+        use nix::sys::socket::{
+            AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, socket,
+        };
+        let family = if addr.is_ipv6() {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        let fd = socket(
+            family,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        match addr {
+            SocketAddr::V6(v6) => {
+                setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+                bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+            }
+            SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        }
+        let _ = setsockopt(&fd, sockopt::ReceiveTimestampns, &true);
+        let socket = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
+        Ok(TimestampedSocket { socket })
+    }
+
+    pub async fn connect(&self, peer: SocketAddr) -> io::Result<()> {
+        self.socket.connect(peer).await
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub async fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        self.socket.send(buf).await
+    }
+
+    pub async fn send_to(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.socket.send_to(buf, to).await
+    }
+
+    pub async fn recv(
+        &self,
+        buf: &mut [u8],
+        clock: &(dyn LocalClock + Sync),
+    ) -> io::Result<Received> {
+        let fd = self.socket.as_raw_fd();
+        let (len, from, kernel) = self
+            .socket
+            .async_io(Interest::READABLE, || {
+                let mut iov = [IoSliceMut::new(buf)];
+                let mut cmsg = nix::cmsg_space!(TimeSpec);
+                let msg = recvmsg::<SockaddrStorage>(
+                    fd,
+                    &mut iov,
+                    Some(&mut cmsg),
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map_err(io::Error::from)?;
+                let mut kernel = None;
+                if let Ok(cmsgs) = msg.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                            kernel =
+                                Some(NtpTimestamp::from_unix(ts.tv_sec(), ts.tv_nsec() as u32));
+                        }
+                    }
+                }
+                let from = msg.address.as_ref().and_then(to_socket_addr);
+                Ok((msg.bytes, from, kernel))
+            })
+            .await?;
+        let from = from.ok_or_else(|| io::Error::other("datagram without a source address"))?;
+        Ok(Received {
+            len,
+            from,
+            at: kernel.unwrap_or_else(|| clock.now()),
+            kernel_timestamp: kernel.is_some(),
+        })
+    }
+}
+
+fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = s.as_sockaddr_in() {
+        return Some(SocketAddr::from((v4.ip(), v4.port())));
+    }
+    if let Some(v6) = s.as_sockaddr_in6() {
+        let ip = v6.ip();
+        // Report v4-mapped clients as IPv4 so allow/deny by IPv4 CIDR works.
+        let ip = ip
+            .to_ipv4_mapped()
+            .map(std::net::IpAddr::V4)
+            .unwrap_or(std::net::IpAddr::V6(ip));
+        return Some(SocketAddr::new(ip, v6.port()));
+    }
+    let _ = s.family();
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::clock::SystemClock;
+
+    #[tokio::test]
+    async fn loopback_datagram_has_kernel_timestamp() {
+        let a = TimestampedSocket::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let b = TimestampedSocket::bind("127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("bind");
+        let before = SystemClock.now();
+        b.send_to(b"hello", a.local_addr().expect("addr"))
+            .await
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let r = a.recv(&mut buf, &SystemClock).await.expect("recv");
+        assert_eq!(&buf[..r.len], b"hello");
+        assert_eq!(r.from, b.local_addr().expect("addr"));
+        assert!(r.kernel_timestamp, "Linux gives SO_TIMESTAMPNS on loopback");
+        let after = SystemClock.now();
+        assert!(r.at.diff_seconds(before) >= -1e-3 && after.diff_seconds(r.at) >= -1e-3);
+    }
+}
