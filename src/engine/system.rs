@@ -426,6 +426,9 @@ impl Engine {
             for c in &candidates {
                 self.states[c.index] = SourceState::Unselected;
             }
+            if self.synchronized {
+                tracing::warn!("no majority among sources: {intervals:?}");
+            }
             self.lose_sync();
             return vec![];
         };
