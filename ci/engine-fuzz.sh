@@ -13,5 +13,8 @@ if cargo fuzz --version >/dev/null 2>&1 && rustc --version | grep -q nightly; th
     exec cargo fuzz run decode "$corpus" -- -max_total_time="$secs"
 fi
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-cargo build --release --bin decode --target-dir target
-./target/release/decode "$corpus" -max_total_time="$secs" -max_len=1200
+# An explicit --target keeps RUSTFLAGS off build scripts and proc macros
+# (as cargo-fuzz does); only the fuzzed code is instrumented.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --bin decode --target "$host" --target-dir target
+"./target/$host/release/decode" "$corpus" -max_total_time="$secs" -max_len=1200

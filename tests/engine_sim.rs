@@ -294,3 +294,43 @@ fn same_seed_same_result() {
     let b = run(mk(), 2_000.0);
     assert_eq!(a.errors, b.errors);
 }
+
+/// When every source stops answering, the engine stops claiming to be
+/// synchronised (and its server falls back to LI=3, stratum 16).
+#[test]
+fn losing_all_sources_loses_synchronisation() {
+    let mut servers = vec![ServerParams::good(100.0 * US); 2];
+    for s in &mut servers {
+        s.source = SourceSettings {
+            minpoll: 4,
+            maxpoll: 4,
+            iburst: true,
+            prefer: false,
+        };
+    }
+    let clock = ClockParams {
+        initial_offset: 0.0,
+        frequency_error: 0.0,
+        wander: 0.0,
+    };
+    let config = SimConfig {
+        seed: 41,
+        clock,
+        servers,
+        engine: engine(true),
+    };
+    let mut sim = Simulation::new(config);
+    sim.run_until(200.0);
+    assert!(sim.engine.synchronized());
+    sim.set_loss(1.0);
+    sim.run_until(400.0);
+    assert!(
+        !sim.engine.synchronized(),
+        "still synchronised after 12 silent polls"
+    );
+    let state = sim.engine.server_state();
+    assert_eq!(state.stratum, 16);
+    sim.set_loss(0.0);
+    sim.run_until(600.0);
+    assert!(sim.engine.synchronized(), "did not recover");
+}

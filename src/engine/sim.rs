@@ -338,6 +338,13 @@ impl Simulation {
         }
     }
 
+    /// Changes the loss probability of every path (e.g. 1.0: all servers gone).
+    pub fn set_loss(&mut self, loss: f64) {
+        for s in &mut self.config.servers {
+            s.loss = loss;
+        }
+    }
+
     /// Current frequency estimate and error, as the drift file would hold.
     pub fn frequency(&self) -> (f64, f64) {
         (

@@ -314,6 +314,15 @@ impl Engine {
         let bytes = source.start_poll(now, nonce, sent_local);
         if source.reach() == 0 && self.states[index] != SourceState::Denied {
             self.states[index] = SourceState::Unreachable;
+            // Once no selected or combined source is reachable any more, the
+            // engine no longer knows the time: say so (and serve LI=3).
+            let still_used = self
+                .states
+                .iter()
+                .any(|s| matches!(s, SourceState::Selected | SourceState::Combined));
+            if self.synchronized && !still_used {
+                self.lose_sync();
+            }
         }
         Some(bytes)
     }
