@@ -19,7 +19,11 @@ pub const NO_CLOCK_CONTROL_ENV: &str = "TIMECTL_NO_CLOCK_CONTROL";
 
 /// Whether the environment forbids clock control (tests, CI).
 pub fn clock_control_forbidden_by_env() -> Option<&'static str> {
-    let set = |k: &str| std::env::var_os(k).is_some_and(|v| !v.is_empty() && v != "0");
+    forbidden_by(|k| std::env::var_os(k))
+}
+
+fn forbidden_by(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<&'static str> {
+    let set = |k: &str| get(k).is_some_and(|v| !v.is_empty() && v != "0");
     if set(NO_CLOCK_CONTROL_ENV) {
         Some(NO_CLOCK_CONTROL_ENV)
     } else if set("CI") {
@@ -119,6 +123,26 @@ mod tests {
             .expect("after 1970");
         let std_ts = NtpTimestamp::from_unix(d.as_secs() as i64, d.subsec_nanos());
         assert!(std_ts.diff_seconds(ours).abs() < 0.1);
+    }
+
+    #[test]
+    fn environment_forbids_clock_control() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert_eq!(forbidden_by(env(&[])), None);
+        assert_eq!(forbidden_by(env(&[("CI", "true")])), Some("CI"));
+        assert_eq!(forbidden_by(env(&[("CI", "0")])), None);
+        assert_eq!(forbidden_by(env(&[("CI", "")])), None);
+        assert_eq!(
+            forbidden_by(env(&[("TIMECTL_NO_CLOCK_CONTROL", "1"), ("CI", "1")])),
+            Some(NO_CLOCK_CONTROL_ENV)
+        );
     }
 
     #[test]
