@@ -244,3 +244,61 @@ fn status_without_a_daemon_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("nothing.sock"), "{err}");
 }
+
+#[test]
+fn pool_and_host_names_resolve_and_ipv6_works() {
+    // Two upstream engines, one on IPv4 and one on IPv6 loopback.
+    let port = free_udp_port();
+    let _v4 = EngineProcess::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--local-stratum",
+        "9",
+    ]);
+    let v6_port = free_udp_port();
+    let v6_upstream = match std::net::UdpSocket::bind("[::1]:0") {
+        Ok(_) => Some(EngineProcess::start(&[
+            "--listen",
+            &format!("[::1]:{v6_port}"),
+            "--local-stratum",
+            "9",
+        ])),
+        Err(_) => None,
+    };
+    let dir = engine_support::state_dir();
+    let config = dir.path().join("engine.yaml");
+    let mut text = format!("sources:\n  - pool: localhost\n    port: {port}\n    maxSources: 3\n");
+    if v6_upstream.is_some() {
+        text.push_str(&format!("  - server: \"::1\"\n    port: {v6_port}\n"));
+    }
+    std::fs::write(&config, text).expect("write config");
+    let mut engine = EngineProcess::start(&["--config", config.to_str().expect("utf-8")]);
+    let want = if v6_upstream.is_some() { 2 } else { 1 };
+    let s = engine_support::wait_for("both sources answering", Duration::from_secs(10), || {
+        let s = engine.status();
+        (s.synchronized && s.sources.len() >= want && s.sources.iter().all(|x| x.reach != 0))
+            .then_some(s)
+    });
+    let pool_src = s
+        .sources
+        .iter()
+        .find(|x| x.name == "localhost")
+        .expect("pool member listed");
+    assert_eq!(pool_src.address, format!("127.0.0.1:{port}"));
+    if v6_upstream.is_some() {
+        let v6 = s
+            .sources
+            .iter()
+            .find(|x| x.address == format!("[::1]:{v6_port}"))
+            .expect("IPv6 source");
+        assert!(
+            matches!(
+                v6.state,
+                timectl::engine::system::SourceState::Selected
+                    | timectl::engine::system::SourceState::Combined
+            ),
+            "{v6:?}"
+        );
+    }
+    assert!(s.offset_seconds.is_some_and(|o| o.abs() < 1e-3));
+}
