@@ -334,3 +334,64 @@ fn losing_all_sources_loses_synchronisation() {
     sim.run_until(600.0);
     assert!(sim.engine.synchronized(), "did not recover");
 }
+
+/// `step_now` steps once by the current estimate whatever the step limit
+/// (issue 5's `step.now`), and with clock control off it only reports.
+#[test]
+fn step_now_steps_once_through_the_engine() {
+    let servers = vec![ServerParams::good(100.0 * US); 3];
+    let clock = ClockParams {
+        initial_offset: 5.0,
+        frequency_error: 0.0,
+        wander: 0.0,
+    };
+    let mut e = engine(true);
+    e.step = StepPolicy {
+        threshold: 1.0,
+        limit: 0,
+    };
+    let mut sim = Simulation::new(SimConfig {
+        seed: 51,
+        clock: clock.clone(),
+        servers: servers.clone(),
+        engine: e,
+    });
+    assert!(
+        sim.step_now().is_err(),
+        "no estimate before the first reply"
+    );
+    sim.run_until(1.0);
+    assert!(
+        sim.clock.offset > 4.9,
+        "limit 0: the engine must not step by itself"
+    );
+    let stepped = sim.step_now().expect("steps");
+    assert!((stepped + 5.0).abs() < 0.1, "stepped by {stepped}");
+    assert!(
+        sim.clock.offset.abs() < 0.1,
+        "clock now {}",
+        sim.clock.offset
+    );
+    assert_eq!(sim.engine.discipline().steps(), 1);
+    sim.run_until(300.0);
+    assert!(
+        sim.clock.offset.abs() < 1e-3,
+        "after the step it converges: {}",
+        sim.clock.offset
+    );
+
+    let mut off = Simulation::new(SimConfig {
+        seed: 52,
+        clock,
+        servers,
+        engine: engine(false),
+    });
+    off.run_until(10.0);
+    match off.step_now() {
+        Err(timectl::engine::discipline::StepNowError::ClockControlOff { would_step }) => {
+            assert!((would_step + 5.0).abs() < 0.01, "would step {would_step}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(off.clock.offset, 5.0, "clock untouched");
+}

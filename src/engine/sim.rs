@@ -338,6 +338,13 @@ impl Simulation {
         }
     }
 
+    /// Asks the engine for a one-shot step (`step_now`) and applies it.
+    pub fn step_now(&mut self) -> Result<f64, super::discipline::StepNowError> {
+        let (offset, actions) = self.engine.step_now(self.clock.now)?;
+        self.apply(actions);
+        Ok(offset)
+    }
+
     /// Changes the loss probability of every path (e.g. 1.0: all servers gone).
     pub fn set_loss(&mut self, loss: f64) {
         for s in &mut self.config.servers {

@@ -306,6 +306,12 @@ impl Source {
         self.filter.estimate(now, default_slope)
     }
 
+    /// Drops the outstanding request: after a step its T1 is on the other
+    /// side of the jump, so its reply would give a bogus sample.
+    pub fn forget_pending(&mut self) {
+        self.pending = None;
+    }
+
     /// Forgets all samples (e.g. after a step when not in the natural frame).
     pub fn clear_samples(&mut self) {
         self.filter.clear();

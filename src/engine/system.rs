@@ -495,6 +495,7 @@ impl Engine {
             combined.slope.map(|s| (s, combined.slope_sd)),
             slew_time,
         );
+        self.forget_pending_if_stepped(&actions);
         self.last_update = Some(now);
         self.synchronized = true;
         let peer_source = &self.sources[peer.index];
@@ -515,6 +516,14 @@ impl Engine {
             };
         }
         actions.into_iter().map(Action::Clock).collect()
+    }
+
+    fn forget_pending_if_stepped(&mut self, actions: &[ClockAction]) {
+        if actions.iter().any(|a| matches!(a, ClockAction::Step(_))) {
+            for s in &mut self.sources {
+                s.forget_pending();
+            }
+        }
     }
 
     fn lose_sync(&mut self) {
@@ -541,6 +550,7 @@ impl Engine {
     pub fn step_now(&mut self, now: f64) -> Result<(f64, Vec<Action>), StepNowError> {
         let offset = self.current_offset(now);
         let actions = self.discipline.step_now(now, offset)?;
+        self.forget_pending_if_stepped(&actions);
         Ok((
             offset.unwrap_or(0.0),
             actions.into_iter().map(Action::Clock).collect(),
