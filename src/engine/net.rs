@@ -17,6 +17,13 @@ use tokio::net::UdpSocket;
 use super::discipline::LocalClock;
 use super::proto::NtpTimestamp;
 
+/// Room for one SCM_TIMESTAMPNS control message (CMSG_SPACE(16) = 32).
+const CMSG_BUFFER_LEN: usize = 64;
+const _: () = assert!(nix::sys::socket::cmsg_space::<TimeSpec>() <= CMSG_BUFFER_LEN);
+
+#[repr(align(8))]
+struct CmsgBuffer([u8; CMSG_BUFFER_LEN]);
+
 /// A datagram and when it arrived.
 #[derive(Debug)]
 pub struct Received {
@@ -90,11 +97,12 @@ impl TimestampedSocket {
             .socket
             .async_io(Interest::READABLE, || {
                 let mut iov = [IoSliceMut::new(buf)];
-                let mut cmsg = nix::cmsg_space!(TimeSpec);
+                // On the stack (no allocation per packet), aligned for cmsghdr.
+                let mut cmsg = CmsgBuffer([0; CMSG_BUFFER_LEN]);
                 let msg = recvmsg::<SockaddrStorage>(
                     fd,
                     &mut iov,
-                    Some(&mut cmsg),
+                    Some(&mut cmsg.0),
                     MsgFlags::MSG_DONTWAIT,
                 )
                 .map_err(io::Error::from)?;
