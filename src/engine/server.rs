@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use super::config::{RateLimitConfig, ServeConfig};
 use super::discipline::LocalClock;
-use super::net::TimestampedSocket;
+use super::net::{RecvBatch, TimestampedSocket};
 use super::proto::{HEADER_LEN, KissCode, Leap, Mode, NtpTimestamp, Packet};
 use super::system::ServerState;
 
@@ -203,7 +203,9 @@ impl Responder {
     }
 }
 
-/// Serves on `socket` until the task is dropped.
+/// Serves on `socket` until the task is dropped. Requests are read in
+/// batches (recvmmsg) and answered in batches (sendmmsg) under load; at
+/// low rates a batch is one datagram.
 pub async fn run(
     socket: TimestampedSocket,
     mut responder: Responder,
@@ -211,29 +213,33 @@ pub async fn run(
     clock: Arc<dyn LocalClock + Send + Sync>,
     mono: super::clock::Monotonic,
 ) {
-    let mut buf = [0u8; 1500];
+    let mut batch = RecvBatch::default();
+    let mut replies: Vec<([u8; HEADER_LEN], SocketAddr)> = Vec::with_capacity(super::net::BATCH);
     loop {
-        let received = match socket.recv(&mut buf, clock.as_ref()).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::debug!("server receive: {e}");
+        if let Err(e) = socket.recv_batch(&mut batch, clock.as_ref()).await {
+            tracing::debug!("server receive: {e}");
+            continue;
+        }
+        let current = *state.borrow();
+        let now = mono.now();
+        replies.clear();
+        for (i, received) in batch.received.iter().enumerate() {
+            if received.from.port() == 0 {
                 continue;
             }
-        };
-        let current = *state.borrow();
-        let reply = responder.respond(
-            &buf[..received.len],
-            received.from.ip(),
-            received.at,
-            mono.now(),
-            &current,
-            clock.as_ref(),
-        );
-        if let Some(reply) = reply {
-            let to: SocketAddr = received.from;
-            if let Err(e) = socket.send_to(&reply, to).await {
-                tracing::debug!("server send to {to}: {e}");
+            if let Some(reply) = responder.respond(
+                batch.data(i),
+                received.from.ip(),
+                received.at,
+                now,
+                &current,
+                clock.as_ref(),
+            ) {
+                replies.push((reply, received.from));
             }
+        }
+        if let Err(e) = socket.send_batch(&replies).await {
+            tracing::debug!("server send: {e}");
         }
     }
 }
