@@ -135,7 +135,8 @@ impl ServerState {
             version: request.version,
             mode: super::proto::Mode::Server,
             stratum: self.stratum,
-            poll: request.poll.clamp(self.poll.min(6), 17),
+            // Echo the client's poll interval, as chrony and ntpd do.
+            poll: request.poll,
             precision: self.precision,
             root_delay: seconds_to_short(self.root_delay),
             root_dispersion: seconds_to_short(self.root_dispersion + PHI * age),
@@ -449,10 +450,10 @@ impl Engine {
             .filter(|c| selection.truechimers.contains(&c.index))
             .copied()
             .collect();
+        // The system peer: a preferred truechimer if any, else the one with
+        // the smallest root distance.
         let peer = chosen
             .iter()
-            .filter(|c| self.sources[c.index].settings.prefer)
-            .chain(chosen.iter())
             .min_by(|a, b| {
                 let pa = self.sources[a.index].settings.prefer;
                 let pb = self.sources[b.index].settings.prefer;
