@@ -395,3 +395,29 @@ fn step_now_steps_once_through_the_engine() {
     }
     assert_eq!(off.clock.offset, 5.0, "clock untouched");
 }
+
+#[test]
+fn preferred_truechimer_is_the_system_peer() {
+    let mut servers = vec![
+        ServerParams::good(10.0 * US),
+        ServerParams::good(1.0 * MS),
+        ServerParams::good(10.0 * US),
+    ];
+    // The noisiest path is preferred: it still wins while it is a truechimer.
+    servers[1].source.prefer = true;
+    let clock = ClockParams {
+        initial_offset: 0.0,
+        frequency_error: 0.0,
+        wander: 0.0,
+    };
+    let mut sim = Simulation::new(SimConfig {
+        seed: 61,
+        clock,
+        servers,
+        engine: engine(true),
+    });
+    sim.run_until(600.0);
+    assert_eq!(sim.engine.system_peer(), Some(1));
+    let report = sim.engine.report(600.0);
+    assert!(report.sources[1].selected && !report.sources[0].selected);
+}
