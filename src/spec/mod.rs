@@ -377,7 +377,7 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
         Spec::parse(path, text)
     }
