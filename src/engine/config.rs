@@ -194,10 +194,10 @@ impl Default for RateLimitConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {message}")]
     Parse {
@@ -213,9 +213,9 @@ pub enum ConfigError {
 impl EngineConfig {
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<EngineConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         })?;
         EngineConfig::parse(&text, path)
     }

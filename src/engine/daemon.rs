@@ -194,6 +194,16 @@ pub async fn run(
     let mut was_synchronized = false;
     let started = mono.now();
     tokio::pin!(shutdown);
+    // Sockets are bound and the control socket answers: tell systemd.
+    super::notify::notify(&format!(
+        "READY=1\nSTATUS={} source(s), serving on {}",
+        config.sources.len(),
+        if listening.is_empty() {
+            "nothing".to_string()
+        } else {
+            listening.join(" ")
+        }
+    ));
 
     loop {
         let wake = engine.next_wakeup().unwrap_or(mono.now() + 3600.0);
@@ -256,6 +266,7 @@ pub async fn run(
             _ = &mut shutdown => break,
         }
     }
+    super::notify::notify("STOPPING=1");
     save_drift(&config, &engine);
     for s in &sources {
         s.task.abort();

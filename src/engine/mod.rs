@@ -19,6 +19,7 @@ pub mod discipline;
 pub mod drift;
 pub mod filter;
 pub mod net;
+pub mod notify;
 pub mod proto;
 pub mod select;
 pub mod server;
