@@ -19,7 +19,7 @@ pub fn notify(state: &str) {
 pub fn notify_to(path: &str, state: &str) {
     let address = match path.strip_prefix('@') {
         Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
-        None => SocketAddr::from_pathname(&path),
+        None => SocketAddr::from_pathname(path),
     };
     let (Ok(address), Ok(socket)) = (address, UnixDatagram::unbound()) else {
         return;
