@@ -51,6 +51,11 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Show what timectl detects about a host: distribution, paths, units.
     Facts(FactsArgs),
+    /// Run the embedded NTP engine (client and server); see docs/engine.md.
+    Daemon(crate::engine::cli::DaemonArgs),
+    /// Show the running engine's synchronisation state and sources, like
+    /// `chronyc tracking` and `chronyc sources`.
+    Status(crate::engine::cli::StatusArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,7 +124,7 @@ pub fn main() -> i32 {
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {e:#}");
             EXIT_ERROR
         }
     }
@@ -138,6 +143,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Plan(a) => plan_command(&a),
         Command::Apply(a) => apply_command(&a),
         Command::Facts(a) => facts_command(&a),
+        Command::Daemon(a) => crate::engine::cli::run_daemon(a),
+        Command::Status(a) => crate::engine::cli::run_status(a),
     }
 }
 

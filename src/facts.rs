@@ -84,10 +84,10 @@ pub struct Facts {
 /// Why facts could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
-    #[error("cannot read {}: {source} (is this a root filesystem of a Linux distribution?)", path.display())]
+    #[error("cannot read {}: {cause} (is this a root filesystem of a Linux distribution?)", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "unsupported distribution {id:?}{like} in {}: timectl knows the RHEL family (rhel, centos, rocky, almalinux, ol, fedora) and the Debian family (debian, ubuntu)",
@@ -116,7 +116,7 @@ impl Facts {
                 Err(_) => {
                     return Err(FactsError::Read {
                         path: primary,
-                        source: first,
+                        cause: first,
                     });
                 }
             },

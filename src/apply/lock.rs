@@ -20,19 +20,19 @@ pub enum LockError {
         path.display()
     )]
     Busy { path: PathBuf, holder: String },
-    #[error("cannot take the lock {}: {source}", path.display())]
+    #[error("cannot take the lock {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
 impl Lock {
     pub fn acquire(state_dir: &Path) -> Result<Lock, LockError> {
         let path = state_dir.join("lock");
-        let io = |source| LockError::Io {
+        let io = |cause| LockError::Io {
             path: path.clone(),
-            source,
+            cause,
         };
         std::fs::create_dir_all(state_dir).map_err(io)?;
         let file = OpenOptions::new()

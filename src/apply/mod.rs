@@ -115,8 +115,8 @@ pub enum ApplyError {
     Plan(#[from] PlanError),
     #[error("{0}")]
     Refused(String),
-    #[error("{context}: {source}")]
-    Host { context: String, source: HostError },
+    #[error("{context}: {cause}")]
+    Host { context: String, cause: HostError },
 }
 
 /// A run identifier that sorts by time: 20261127T191500Z-3fa2.
@@ -309,7 +309,7 @@ pub fn apply(
     for dir in [&runs, &backup_dir] {
         std::fs::create_dir_all(dir).map_err(|e| ApplyError::Host {
             context: "preparing the run".into(),
-            source: HostError::io(dir, "cannot create", e),
+            cause: HostError::io(dir, "cannot create", e),
         })?;
     }
     let _ = std::fs::set_permissions(
@@ -320,7 +320,7 @@ pub fn apply(
         .firewall_backend(spec.timesync.firewall)
         .map_err(|e| ApplyError::Host {
             context: "choosing the firewall backend".into(),
-            source: e,
+            cause: e,
         })?;
     let ctx = ApplyContext {
         host,

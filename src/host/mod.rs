@@ -27,11 +27,11 @@ pub use files::{FileState, Files};
 pub enum HostError {
     #[error("{0}")]
     Message(String),
-    #[error("{what} {}: {source}", path.display())]
+    #[error("{what} {}: {cause}", path.display())]
     Io {
         what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not allowed as this user; plan says so instead of failing.
     #[error("permission denied: {0}")]
@@ -53,7 +53,7 @@ impl HostError {
         HostError::Io {
             what,
             path: path.to_path_buf(),
-            source,
+            cause: source,
         }
     }
 }

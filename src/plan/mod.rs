@@ -167,8 +167,8 @@ pub enum PlanError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Facts(#[from] FactsError),
-    #[error("{context}: {source}")]
-    Host { context: String, source: HostError },
+    #[error("{context}: {cause}")]
+    Host { context: String, cause: HostError },
     #[error("{0}")]
     Conflict(String),
     #[error(
@@ -182,7 +182,7 @@ pub enum PlanError {
 
 fn host_err(context: impl Into<String>) -> impl FnOnce(HostError) -> PlanError {
     let context = context.into();
-    move |source| PlanError::Host { context, source }
+    move |cause| PlanError::Host { context, cause }
 }
 
 /// Errors that mean "could not see", which a plan reports rather than

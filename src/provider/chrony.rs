@@ -24,6 +24,7 @@ pub(super) struct SourceLine {
 
 #[derive(Serialize)]
 pub(super) struct ServeContext {
+    pub listen: Vec<String>,
     pub allow: Vec<String>,
     pub deny: Vec<String>,
     pub rate_limit: bool,
@@ -39,6 +40,7 @@ pub(super) struct KeyLine {
 
 pub(super) fn serve_context(spec: &Spec) -> Option<ServeContext> {
     spec.timesync.serve.as_ref().map(|s| ServeContext {
+        listen: s.listen.iter().map(|a| a.value.to_string()).collect(),
         allow: s.allow.value.iter().map(ToString::to_string).collect(),
         deny: s.deny.iter().map(ToString::to_string).collect(),
         rate_limit: s.rate_limit,

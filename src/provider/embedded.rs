@@ -99,7 +99,19 @@ pub(super) fn resources(
             format!("only in the first {limit} update(s)")
         },
     );
-    context.insert("serve", &serve_context(spec));
+    let mut serve = serve_context(spec);
+    if let Some(serve) = serve.as_mut() {
+        // The engine takes socket addresses; NTP is served on port 123.
+        serve.listen = serve
+            .listen
+            .iter()
+            .map(|a| match a.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:123"),
+                _ => format!("{a}:123"),
+            })
+            .collect();
+    }
+    context.insert("serve", &serve);
     context.insert("clock_control", &ts.clock_control);
     context.insert("driftfile", &driftfile);
     context.insert("control_socket", CONTROL_SOCKET);

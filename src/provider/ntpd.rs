@@ -27,6 +27,7 @@ fn restrict_address(net: &Cidr) -> String {
 
 #[derive(Serialize)]
 struct RestrictServe {
+    listen: Vec<String>,
     allow: Vec<String>,
     deny: Vec<String>,
     rate_limit: bool,
@@ -108,6 +109,11 @@ pub(super) fn files(
         });
         let (allow, deny) = s.unwrap_or_default();
         RestrictServe {
+            listen: ts
+                .serve
+                .as_ref()
+                .map(|s| s.listen.iter().map(|a| a.value.to_string()).collect())
+                .unwrap_or_default(),
             allow,
             deny,
             rate_limit: ts.serve.as_ref().is_some_and(|s| s.rate_limit),

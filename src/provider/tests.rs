@@ -363,3 +363,114 @@ fn embedded_refuses_extra_config() {
         "{err}"
     );
 }
+
+/// The engine's config as the embedded provider renders it is read by the
+/// engine's own loader, with the values the desired state asked for.
+#[test]
+fn embedded_config_is_what_the_engine_reads() {
+    use crate::engine::config::EngineConfig;
+    let d = compile(
+        &spec(
+            "timesync:\n  clockControl: false\n  sources:\n    - server: 192.0.2.1\n      port: 11123\n      minpoll: -2\n      maxpoll: 0\n      prefer: true\n    - pool: pool.example.org\n      maxSources: 3\n      iburst: false\n  minSources: 2\n  step: { threshold: 250ms, limit: -1 }\n  serve:\n    allow: [10.0.0.0/8, \"2001:db8::/32\"]\n    deny: [10.1.0.0/16]\n    localStratum: 9\n",
+        ),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
+    let config = EngineConfig::parse(text, Path::new("/etc/timectl/engine.yaml"))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(config.sources.len(), 2);
+    let server = &config.sources[0];
+    assert_eq!(server.server.as_deref(), Some("192.0.2.1"));
+    assert_eq!(
+        (server.port, server.minpoll, server.maxpoll),
+        (11123, -2, 0)
+    );
+    assert!(server.prefer && server.iburst);
+    let pool = &config.sources[1];
+    assert_eq!(pool.pool.as_deref(), Some("pool.example.org"));
+    assert_eq!((pool.max_sources, pool.iburst, pool.port), (3, false, 123));
+    assert_eq!(config.min_sources, 2);
+    assert!((config.step.threshold - 0.25).abs() < 1e-9);
+    assert_eq!(config.step.limit, -1);
+    assert!(!config.clock_control);
+    let serve = config.serve.expect("serve");
+    assert_eq!(serve.allow.len(), 2);
+    assert_eq!(serve.deny.len(), 1);
+    assert_eq!(serve.local_stratum, Some(9));
+    assert!(serve.rate_limit.is_some());
+    assert_eq!(
+        config.control_socket.as_deref(),
+        Some(Path::new("/run/timectl/engine.sock"))
+    );
+    assert_eq!(
+        config.drift_file.as_deref(),
+        Some(Path::new("/var/lib/timectl-engine/drift"))
+    );
+
+    // Client only, all defaults.
+    let d = compile(
+        &spec("timesync:\n  sources:\n    - pool: 2.debian.pool.ntp.org\n"),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let config =
+        EngineConfig::parse(whole(file(&d, "/etc/timectl/engine.yaml")), Path::new("e")).unwrap();
+    assert!(config.serve.is_none() && config.clock_control);
+    assert_eq!((config.step.limit, config.min_sources), (3, 1));
+}
+
+#[test]
+fn listen_addresses_for_each_daemon() {
+    let text = "timesync:\n  provider: PROVIDER\n  sources:\n    - server: a.example\n  serve:\n    allow: [10.0.0.0/8]\n    listen: [10.1.2.3, \"2001:db8::7\"]\n";
+    let chrony = compile(
+        &spec(&text.replace("PROVIDER", "chrony")),
+        &debian12(),
+        Path::new("/t"),
+    )
+    .unwrap();
+    let conf = whole(file(&chrony, "/etc/chrony/chrony.conf"));
+    assert!(
+        conf.contains("\nbindaddress 10.1.2.3\nbindaddress 2001:db8::7\nallow 10.0.0.0/8\n"),
+        "{conf}"
+    );
+    let ntpd = compile(
+        &spec(&text.replace("PROVIDER", "ntpd")),
+        &debian12(),
+        Path::new("/t"),
+    )
+    .unwrap();
+    let conf = whole(file(&ntpd, "/etc/ntpsec/ntp.conf"));
+    assert!(
+        conf.contains(
+            "\ninterface ignore wildcard\ninterface listen 10.1.2.3\ninterface listen 2001:db8::7\n"
+        ),
+        "{conf}"
+    );
+    let engine = compile(
+        &spec(&text.replace("PROVIDER", "embedded")),
+        &debian12(),
+        Path::new("/t"),
+    )
+    .unwrap();
+    let conf = whole(file(&engine, "/etc/timectl/engine.yaml"));
+    let parsed = crate::engine::config::EngineConfig::parse(conf, Path::new("e")).unwrap();
+    let listen: Vec<String> = parsed
+        .serve
+        .unwrap()
+        .listen
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(listen, ["10.1.2.3:123", "[2001:db8::7]:123"]);
+    // chrony binds one address per family.
+    let err = Spec::parse(
+        Path::new("s.yaml"),
+        text.replace("PROVIDER", "chrony")
+            .replace("2001:db8::7", "10.1.2.4"),
+    )
+    .unwrap_err();
+    assert_eq!(err.diagnostics()[0].line, 7, "{err}");
+}

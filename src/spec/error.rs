@@ -85,10 +85,10 @@ impl fmt::Display for Diagnostic {
 /// Why a desired-state file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{}", render_all(.0))]
     Invalid(Vec<Diagnostic>),

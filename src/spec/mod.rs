@@ -249,6 +249,11 @@ pub struct Serve {
     /// Networks refused even when inside an allowed one.
     #[serde(default)]
     pub deny: Vec<Cidr>,
+    /// Local addresses to serve on (UDP 123). Absent: every address.
+    /// chrony takes at most one IPv4 and one IPv6 address.
+    #[serde(default)]
+    #[schemars(with = "Vec<std::net::IpAddr>")]
+    pub listen: Vec<Spanned<std::net::IpAddr>>,
     /// Limit how often one client may query (default true).
     #[serde(default = "default_true")]
     pub rate_limit: bool,
@@ -377,7 +382,7 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| SpecError::Io {
             path: path.to_path_buf(),
-            source: e,
+            cause: e,
         })?;
         Spec::parse(path, text)
     }
@@ -510,6 +515,21 @@ impl Spec {
                     &serve.allow.referenced,
                     "serve.allow is empty: expected at least one network (0.0.0.0/0 and ::/0 serve everyone)",
                 ));
+            }
+            if provider == ProviderKind::Chrony {
+                for family_v4 in [true, false] {
+                    let same: Vec<_> = serve
+                        .listen
+                        .iter()
+                        .filter(|a| a.value.is_ipv4() == family_v4)
+                        .collect();
+                    if let Some(extra) = same.get(1) {
+                        out.push(self.diagnostic(
+                            &extra.referenced,
+                            "chrony serves on at most one IPv4 and one IPv6 address (bindaddress): expected one address per family",
+                        ));
+                    }
+                }
             }
             if let Some(stratum) = &serve.local_stratum
                 && !(1..=15).contains(&stratum.value)

@@ -1,0 +1,179 @@
+//! Command-line edge of the engine: `timectl daemon` and `timectl status`
+//! argument structs and their run functions (kept here so the main CLI only
+//! wires them in). Flags override the config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::config::{
+    DEFAULT_CONTROL_SOCKET, EngineConfig, ServeConfig, SourceConfig, parse_host_port,
+};
+use super::control;
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DaemonArgs {
+    /// Engine config file (YAML, see docs/engine-config.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Poll this server (repeatable); added to the file's sources.
+    #[arg(long = "source", value_name = "HOST[:PORT]")]
+    pub sources: Vec<String>,
+    /// Serve NTP on this address (repeatable); enables serving.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// Control socket path [default: the file's, else /run/timectl/engine.sock].
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Compute everything, never touch the system clock (like chronyd -x).
+    #[arg(long)]
+    pub no_clock_control: bool,
+    /// Keep the frequency estimate in this file across restarts.
+    #[arg(long, value_name = "PATH")]
+    pub drift_file: Option<PathBuf>,
+    /// Poll interval bounds for --source servers (log2 seconds).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub minpoll: Option<i8>,
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub maxpoll: Option<i8>,
+    /// Serve this stratum while unsynchronised (with --listen).
+    #[arg(long, value_name = "N")]
+    pub local_stratum: Option<u8>,
+    /// Check the configuration and exit.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct StatusArgs {
+    /// Control socket of the daemon.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control: PathBuf,
+    /// Print the versioned JSON document (docs/engine-control.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Ask the daemon to step the clock once by its current offset estimate.
+    #[arg(long)]
+    pub step_now: bool,
+}
+
+/// The effective config: the file (if any) with the flags applied.
+pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
+    let mut config = match &args.config {
+        Some(path) => EngineConfig::load(path)?,
+        None => EngineConfig::parse("", std::path::Path::new("<flags>"))?,
+    };
+    for s in &args.sources {
+        let (host, port) = parse_host_port(s).map_err(|e| anyhow::anyhow!("--source {e}"))?;
+        let mut sc = SourceConfig::server(&host, port);
+        if let Some(p) = args.minpoll {
+            sc.minpoll = p;
+            sc.maxpoll = sc.maxpoll.max(p);
+        }
+        if let Some(p) = args.maxpoll {
+            sc.maxpoll = p;
+        }
+        config.sources.push(sc);
+    }
+    if !args.listen.is_empty() || args.local_stratum.is_some() {
+        let serve = config.serve.get_or_insert_with(|| ServeConfig {
+            listen: vec![],
+            allow: vec![],
+            deny: vec![],
+            rate_limit: None,
+            local_stratum: None,
+        });
+        serve.listen.extend(args.listen.iter().copied());
+        if args.local_stratum.is_some() {
+            serve.local_stratum = args.local_stratum;
+        }
+    }
+    if let Some(c) = &args.control {
+        config.control_socket = Some(c.clone());
+    }
+    if config.control_socket.is_none() {
+        config.control_socket = Some(PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    }
+    if args.no_clock_control {
+        config.clock_control = false;
+    }
+    if let Some(d) = &args.drift_file {
+        config.drift_file = Some(d.clone());
+    }
+    config.validate().map_err(|m| anyhow::anyhow!("{m}"))?;
+    Ok(config)
+}
+
+/// `timectl daemon`: runs until SIGTERM or SIGINT. Returns the exit code.
+pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<i32> {
+    let config = effective_config(&args)?;
+    if args.check {
+        println!(
+            "configuration ok: {} source(s), serving: {}",
+            config.sources.len(),
+            config.serve.is_some()
+        );
+        return Ok(0);
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIMECTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio")?;
+    runtime.block_on(async move {
+        let shutdown = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        };
+        super::daemon::run(config, shutdown).await
+    })?;
+    Ok(0)
+}
+
+/// `timectl status`: prints the daemon's state. Exit code 0 when it
+/// answered (whether synchronised or not), 1 when it could not be reached.
+pub fn run_status(args: StatusArgs) -> anyhow::Result<i32> {
+    let timeout = Duration::from_secs(5);
+    if args.step_now {
+        let doc = control::step_now(&args.control, timeout)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        } else if doc.ok {
+            println!(
+                "stepped the clock by {:+.9} seconds",
+                doc.stepped_seconds.unwrap_or(0.0)
+            );
+        } else {
+            println!(
+                "not stepped: {}",
+                doc.error.as_deref().unwrap_or("unknown reason")
+            );
+        }
+        return Ok(if doc.ok { 0 } else { 1 });
+    }
+    let doc = control::status(&args.control, timeout)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print!("{}", control::render_status(&doc));
+    }
+    Ok(0)
+}

@@ -1,0 +1,178 @@
+//! The real clocks: reading CLOCK_REALTIME (the clock we discipline and
+//! serve) and a monotonic instant for scheduling, plus `KernelClock`, the
+//! only `ClockControl` that touches the system clock (through `adjtimex`).
+//!
+//! `KernelClock::new` refuses to exist when `TIMECTL_NO_CLOCK_CONTROL` or
+//! `CI` is set in the environment, so no test or CI run can reach the
+//! kernel calls even if it forgets `--no-clock-control`.
+
+use std::time::Instant;
+
+use nix::time::{ClockId, clock_gettime};
+
+use super::adjtimex;
+use super::discipline::{ClockControl, ClockError, LocalClock};
+use super::proto::NtpTimestamp;
+
+/// Environment variable that forces no clock control.
+pub const NO_CLOCK_CONTROL_ENV: &str = "TIMECTL_NO_CLOCK_CONTROL";
+
+/// Whether the environment forbids clock control (tests, CI).
+pub fn clock_control_forbidden_by_env() -> Option<&'static str> {
+    forbidden_by(|k| std::env::var_os(k))
+}
+
+fn forbidden_by(get: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<&'static str> {
+    let set = |k: &str| get(k).is_some_and(|v| !v.is_empty() && v != "0");
+    if set(NO_CLOCK_CONTROL_ENV) {
+        Some(NO_CLOCK_CONTROL_ENV)
+    } else if set("CI") {
+        Some("CI")
+    } else {
+        None
+    }
+}
+
+/// CLOCK_REALTIME as an NTP timestamp.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl LocalClock for SystemClock {
+    fn now(&self) -> NtpTimestamp {
+        match clock_gettime(ClockId::CLOCK_REALTIME) {
+            Ok(ts) => NtpTimestamp::from_unix(ts.tv_sec(), ts.tv_nsec() as u32),
+            // clock_gettime(CLOCK_REALTIME) cannot fail on Linux; fall back
+            // to std rather than panic.
+            Err(_) => {
+                let d = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                NtpTimestamp::from_unix(d.as_secs() as i64, d.subsec_nanos())
+            }
+        }
+    }
+}
+
+/// Monotonic seconds since the daemon started: the engine's time axis.
+#[derive(Clone, Copy, Debug)]
+pub struct Monotonic(Instant);
+
+impl Monotonic {
+    pub fn start() -> Monotonic {
+        Monotonic(Instant::now())
+    }
+    pub fn now(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+    pub fn at(&self, instant: Instant) -> f64 {
+        instant.saturating_duration_since(self.0).as_secs_f64()
+    }
+}
+
+/// The system clock, adjusted through the kernel.
+#[derive(Debug)]
+pub struct KernelClock {
+    _private: (),
+}
+
+impl KernelClock {
+    /// Takes control of the system clock: stops the kernel's own PLL/FLL so
+    /// only our frequency and steps apply. Fails without CAP_SYS_TIME.
+    pub fn new() -> Result<KernelClock, ClockError> {
+        if let Some(var) = clock_control_forbidden_by_env() {
+            return Err(ClockError::Os(std::io::Error::other(format!(
+                "clock control refused: {var} is set in the environment"
+            ))));
+        }
+        adjtimex::disable_kernel_pll()?;
+        Ok(KernelClock { _private: () })
+    }
+}
+
+impl ClockControl for KernelClock {
+    fn step(&mut self, offset: f64) -> Result<(), ClockError> {
+        adjtimex::step(offset).map_err(ClockError::Os)
+    }
+    fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError> {
+        adjtimex::set_frequency(frequency).map_err(ClockError::Os)
+    }
+}
+
+/// Clock "control" that refuses: what `--no-clock-control` installs.
+#[derive(Debug, Default)]
+pub struct NoClockControl;
+
+impl ClockControl for NoClockControl {
+    fn step(&mut self, _: f64) -> Result<(), ClockError> {
+        Err(ClockError::Disabled)
+    }
+    fn set_frequency(&mut self, _: f64) -> Result<(), ClockError> {
+        Err(ClockError::Disabled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn realtime_reading_is_close_to_std() {
+        let ours = SystemClock.now();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970");
+        let std_ts = NtpTimestamp::from_unix(d.as_secs() as i64, d.subsec_nanos());
+        assert!(std_ts.diff_seconds(ours).abs() < 0.1);
+    }
+
+    #[test]
+    fn environment_forbids_clock_control() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert_eq!(forbidden_by(env(&[])), None);
+        assert_eq!(forbidden_by(env(&[("CI", "true")])), Some("CI"));
+        assert_eq!(forbidden_by(env(&[("CI", "0")])), None);
+        assert_eq!(forbidden_by(env(&[("CI", "")])), None);
+        assert_eq!(
+            forbidden_by(env(&[("TIMECTL_NO_CLOCK_CONTROL", "1"), ("CI", "1")])),
+            Some(NO_CLOCK_CONTROL_ENV)
+        );
+    }
+
+    #[test]
+    fn no_clock_control_refuses() {
+        assert!(matches!(
+            NoClockControl.step(1.0),
+            Err(ClockError::Disabled)
+        ));
+        assert!(matches!(
+            NoClockControl.set_frequency(1e-6),
+            Err(ClockError::Disabled)
+        ));
+    }
+
+    #[test]
+    fn frequency_split_into_tick_and_freq() {
+        assert_eq!(adjtimex::split_frequency(0.0), (10_000, 0));
+        // +240 ppm: 2 tick units (200 ppm) plus 40 ppm in 2^-16 ppm units.
+        assert_eq!(adjtimex::split_frequency(240e-6), (10_002, 40 << 16));
+        let (tick, freq) = adjtimex::split_frequency(-0.083_333);
+        assert_eq!(tick, 10_000 - 833);
+        assert!((freq as f64 / 65536.0 + 33.0).abs() < 0.01);
+        // Out of range is clamped to the kernel's 10%.
+        assert_eq!(adjtimex::split_frequency(0.5).0, 11_000);
+    }
+
+    #[test]
+    fn step_offset_split_keeps_nanoseconds_positive() {
+        assert_eq!(adjtimex::split_offset(1.5), (1, 500_000_000));
+        assert_eq!(adjtimex::split_offset(-0.25), (-1, 750_000_000));
+        assert_eq!(adjtimex::split_offset(-2.0), (-2, 0));
+    }
+}

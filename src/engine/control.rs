@@ -1,0 +1,465 @@
+//! The control socket: a Unix stream socket speaking one JSON object per
+//! line (protocol in docs/engine-control.md). Two requests:
+//!
+//! - `{"command":"status"}`: the status document (`format_version` 1),
+//!   what `timectl status --json` prints. Read-only.
+//! - `{"command":"step_now"}`: step the clock once by the current offset
+//!   estimate (issue 5's `step.now`). Refused when clock control is off
+//!   (the answer says by how much it would have stepped), and refused to
+//!   peers other than root or the daemon's own user.
+//!
+//! This module owns the wire types, the listener loop (which forwards each
+//! request to the engine task and writes its answer) and a blocking client.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::server::ServerStatsReport;
+use super::system::SourceState;
+
+/// Version of the status and step documents; bumped on incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+/// Longest request line accepted.
+const MAX_REQUEST: usize = 4096;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ControlRequest {
+    Status,
+    StepNow,
+}
+
+/// One source in the status document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SourceStatus {
+    /// `IP:PORT` polled.
+    pub address: String,
+    /// The `server` or `pool` name it came from.
+    pub name: String,
+    pub state: SourceState,
+    /// True for the system peer (chronyc's `*`).
+    pub selected: bool,
+    /// Reach register, 0..=255 (chronyc prints it in octal).
+    pub reach: u8,
+    /// Poll exponent (log2 seconds).
+    pub poll: i8,
+    pub stratum: Option<u8>,
+    /// Local minus source time of the last sample, seconds.
+    pub last_offset_seconds: Option<f64>,
+    pub delay_seconds: Option<f64>,
+    pub jitter_seconds: Option<f64>,
+    pub last_sample_age_seconds: Option<f64>,
+    pub samples: usize,
+    /// Why the last reply was not used, if it was not.
+    pub last_error: Option<String>,
+}
+
+/// The server half in the status document.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ServerStatus {
+    pub listen: Vec<String>,
+    pub received: u64,
+    pub answered: u64,
+    pub denied: u64,
+    pub rate_limited: u64,
+    pub kisses: u64,
+    pub malformed: u64,
+}
+
+impl ServerStatus {
+    pub fn new(listen: Vec<String>, s: ServerStatsReport) -> ServerStatus {
+        ServerStatus {
+            listen,
+            received: s.received,
+            answered: s.answered,
+            denied: s.denied,
+            rate_limited: s.rate_limited,
+            kisses: s.kisses,
+            malformed: s.malformed,
+        }
+    }
+}
+
+/// Answer to `status` (and `timectl status --json`). Field meanings are in
+/// docs/engine-control.md.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusDocument {
+    pub format_version: u32,
+    pub synchronized: bool,
+    pub clock_control: bool,
+    /// Local clock minus true time now (positive: the clock is fast).
+    pub offset_seconds: Option<f64>,
+    pub last_offset_seconds: Option<f64>,
+    pub frequency_ppm: f64,
+    pub skew_ppm: f64,
+    pub stratum: u8,
+    pub leap: String,
+    pub reference_id: String,
+    /// `IP:PORT` of the system peer.
+    pub reference_address: Option<String>,
+    pub root_delay_seconds: f64,
+    pub root_dispersion_seconds: f64,
+    pub last_update_age_seconds: Option<f64>,
+    pub updates: u64,
+    pub steps: u64,
+    pub uptime_seconds: f64,
+    pub sources: Vec<SourceStatus>,
+    /// Configured names not resolved yet.
+    pub unresolved: Vec<String>,
+    pub server: Option<ServerStatus>,
+}
+
+/// Answer to `step_now`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepDocument {
+    pub format_version: u32,
+    pub ok: bool,
+    /// Seconds the clock was stepped (positive: forward).
+    pub stepped_seconds: Option<f64>,
+    /// With clock control off: what the step would have been.
+    pub would_step_seconds: Option<f64>,
+    pub error: Option<String>,
+}
+
+/// Answer to a request the daemon could not parse.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDocument {
+    pub format_version: u32,
+    pub ok: bool,
+    pub error: String,
+}
+
+/// A request on its way to the engine task, with who asked.
+pub struct Incoming {
+    pub request: ControlRequest,
+    /// Whether the peer may change the clock (root or our own uid).
+    pub privileged: bool,
+    pub reply: oneshot::Sender<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("control socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: unexpected answer: {message}")]
+    Protocol { path: PathBuf, message: String },
+}
+
+/// Binds the control socket: removes a stale socket file (never any other
+/// kind of file), creates the parent directory, and makes the socket
+/// connectable by any local user (status is harmless; `step_now` checks
+/// the peer's credentials).
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Accepts connections until the task is dropped.
+pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            let privileged = stream
+                .peer_cred()
+                .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
+                .unwrap_or(false);
+            let (read, mut write) = stream.into_split();
+            let mut lines = TokioBufReader::new(read.take_bytes(MAX_REQUEST)).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = match serde_json::from_str::<ControlRequest>(&line) {
+                    Ok(request) => {
+                        let (tx, rx) = oneshot::channel();
+                        if engine.send(Incoming { request, privileged, reply: tx }).await.is_err() {
+                            return;
+                        }
+                        match rx.await {
+                            Ok(v) => v,
+                            Err(_) => return,
+                        }
+                    }
+                    Err(e) => serde_json::to_value(ErrorDocument {
+                        format_version: FORMAT_VERSION,
+                        ok: false,
+                        error: format!("bad request: {e}; expected {{\"command\":\"status\"}} or {{\"command\":\"step_now\"}}"),
+                    })
+                    .unwrap_or_default(),
+                };
+                let mut text = answer.to_string();
+                text.push('\n');
+                if write.write_all(text.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+trait TakeBytes: Sized {
+    fn take_bytes(self, n: usize) -> tokio::io::Take<Self>;
+}
+impl<T: tokio::io::AsyncRead> TakeBytes for T {
+    fn take_bytes(self, n: usize) -> tokio::io::Take<Self> {
+        tokio::io::AsyncReadExt::take(self, n as u64)
+    }
+}
+
+/// Sends one request and returns the raw JSON answer (blocking; for the
+/// CLI and the converger, which have no runtime of their own).
+pub fn request(
+    path: &Path,
+    request: ControlRequest,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
+    let io = |source| ControlError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut stream = StdUnixStream::connect(path).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(&request).map_err(|e| io(std::io::Error::other(e)))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
+            path: path.to_owned(),
+            message: format!("{e}: {answer:?}"),
+        })?;
+    match value.get("format_version").and_then(|v| v.as_u64()) {
+        Some(v) if v == FORMAT_VERSION as u64 => Ok(value),
+        other => Err(ControlError::Protocol {
+            path: path.to_owned(),
+            message: format!("format_version {other:?}, this timectl understands {FORMAT_VERSION}"),
+        }),
+    }
+}
+
+/// The typed status document.
+pub fn status(path: &Path, timeout: Duration) -> Result<StatusDocument, ControlError> {
+    let v = request(path, ControlRequest::Status, timeout)?;
+    serde_json::from_value(v).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Asks for one step; the typed answer says whether it happened.
+pub fn step_now(path: &Path, timeout: Duration) -> Result<StepDocument, ControlError> {
+    let v = request(path, ControlRequest::StepNow, timeout)?;
+    serde_json::from_value(v).map_err(|e| ControlError::Protocol {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// Human view of a status document, in the spirit of `chronyc tracking`
+/// followed by `chronyc sources`.
+pub fn render_status(s: &StatusDocument) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let secs = |v: Option<f64>| {
+        v.map(|x| format!("{x:+.9} seconds"))
+            .unwrap_or_else(|| "-".into())
+    };
+    let _ = writeln!(
+        out,
+        "Synchronised    : {}",
+        if s.synchronized { "yes" } else { "no" }
+    );
+    let _ = writeln!(
+        out,
+        "Reference ID    : {}{}",
+        s.reference_id,
+        s.reference_address
+            .as_ref()
+            .map(|a| format!(" ({a})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(out, "Stratum         : {}", s.stratum);
+    let _ = writeln!(
+        out,
+        "System time     : {} (local minus true time)",
+        secs(s.offset_seconds)
+    );
+    let _ = writeln!(out, "Last offset     : {}", secs(s.last_offset_seconds));
+    let _ = writeln!(
+        out,
+        "Frequency       : {:+.3} ppm (correction needed)",
+        s.frequency_ppm
+    );
+    let _ = writeln!(out, "Skew            : {:.3} ppm", s.skew_ppm);
+    let _ = writeln!(out, "Root delay      : {:.9} seconds", s.root_delay_seconds);
+    let _ = writeln!(
+        out,
+        "Root dispersion : {:.9} seconds",
+        s.root_dispersion_seconds
+    );
+    let _ = writeln!(
+        out,
+        "Update age      : {}",
+        s.last_update_age_seconds
+            .map(|a| format!("{a:.1} seconds"))
+            .unwrap_or_else(|| "-".into())
+    );
+    let _ = writeln!(out, "Leap status     : {}", s.leap);
+    let _ = writeln!(
+        out,
+        "Clock control   : {}",
+        if s.clock_control {
+            "on"
+        } else {
+            "off (estimates only)"
+        }
+    );
+    let _ = writeln!(out, "Updates / steps : {} / {}", s.updates, s.steps);
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "MS Name/IP address              Stratum Poll Reach LastRx Last sample"
+    );
+    let _ = writeln!(
+        out,
+        "==============================================================================="
+    );
+    for src in &s.sources {
+        let mark = src.state.mark();
+        let age = src
+            .last_sample_age_seconds
+            .map(|a| format!("{:.0}", a))
+            .unwrap_or_else(|| "-".into());
+        let off = src
+            .last_offset_seconds
+            .map(|o| format!("{:+.0}us", o * 1e6))
+            .unwrap_or_else(|| "-".into());
+        let delay = src
+            .delay_seconds
+            .map(|d| format!("+/- {:.0}us", d * 1e6 / 2.0))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "^{mark} {:<30} {:>7} {:>4} {:>5o} {:>6} {off} {delay}",
+            truncate(&src.address, 30),
+            src.stratum
+                .map(|x| x.to_string())
+                .unwrap_or_else(|| "-".into()),
+            src.poll,
+            src.reach,
+            age
+        );
+    }
+    for name in &s.unresolved {
+        let _ = writeln!(out, "^? {name:<30} (not resolved yet)");
+    }
+    if let Some(server) = &s.server {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Serving on {}: {} requests, {} answered, {} denied, {} rate-limited",
+            server.listen.join(", "),
+            server.received,
+            server.answered,
+            server.denied,
+            server.rate_limited
+        );
+    }
+    out
+}
+
+fn truncate(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_wire_format() {
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::Status).expect("json"),
+            r#"{"command":"status"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ControlRequest::StepNow).expect("json"),
+            r#"{"command":"step_now"}"#
+        );
+        assert!(serde_json::from_str::<ControlRequest>(r#"{"command":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn render_shows_marks_and_reach_in_octal() {
+        let doc = StatusDocument {
+            format_version: 1,
+            synchronized: true,
+            clock_control: false,
+            offset_seconds: Some(-0.000_012),
+            last_offset_seconds: Some(0.0),
+            frequency_ppm: 1.5,
+            skew_ppm: 0.1,
+            stratum: 9,
+            leap: "normal".into(),
+            reference_id: "127.0.0.1".into(),
+            reference_address: Some("127.0.0.1:11123".into()),
+            root_delay_seconds: 0.0,
+            root_dispersion_seconds: 0.0,
+            last_update_age_seconds: Some(1.0),
+            updates: 3,
+            steps: 0,
+            uptime_seconds: 5.0,
+            sources: vec![SourceStatus {
+                address: "127.0.0.1:11123".into(),
+                name: "127.0.0.1".into(),
+                state: SourceState::Selected,
+                selected: true,
+                reach: 0o377,
+                poll: 6,
+                stratum: Some(8),
+                last_offset_seconds: Some(1e-5),
+                delay_seconds: Some(1e-4),
+                jitter_seconds: Some(1e-6),
+                last_sample_age_seconds: Some(3.0),
+                samples: 8,
+                last_error: None,
+            }],
+            unresolved: vec![],
+            server: None,
+        };
+        let text = render_status(&doc);
+        assert!(text.contains("^* 127.0.0.1:11123"), "{text}");
+        assert!(text.contains("  377 "), "{text}");
+        assert!(text.contains("-0.000012000 seconds"), "{text}");
+    }
+}

@@ -1,0 +1,537 @@
+//! `timectl daemon`: tokio tasks wired by channels around the sans-IO
+//! `Engine`. One task per source (its own UDP socket, kernel receive
+//! timestamps), one server task per listen address, a control-socket task,
+//! name-resolution tasks, and the clock task that owns the `Engine`, runs
+//! its timers, applies its clock actions and keeps the drift file. No
+//! algorithm logic lives here.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::clock::{
+    KernelClock, Monotonic, NoClockControl, SystemClock, clock_control_forbidden_by_env,
+};
+use super::config::{EngineConfig, SourceConfig};
+use super::control::{
+    self, FORMAT_VERSION, Incoming, ServerStatus, SourceStatus, StatusDocument, StepDocument,
+};
+use super::discipline::{ClockControl, LocalClock, StepNowError, StepPolicy};
+use super::drift;
+use super::net::TimestampedSocket;
+use super::proto::NtpTimestamp;
+use super::server::{self, Responder, ServerStats};
+use super::source::SourceSettings;
+use super::system::{Action, Engine, EngineSettings};
+
+/// How often the drift file is rewritten while running.
+const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Retry interval for names that did not resolve.
+const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("clock control: {0} (run with --no-clock-control, or give the service CAP_SYS_TIME)")]
+    ClockControl(#[from] super::discipline::ClockError),
+    #[error(transparent)]
+    Drift(#[from] drift::DriftFileError),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("nothing to do: no sources and no serve section")]
+    Idle,
+}
+
+/// A request for a source task: send these bytes.
+struct Outgoing {
+    nonce: NtpTimestamp,
+    bytes: [u8; 48],
+}
+
+/// A reply from a source task.
+struct ReplyEvent {
+    index: usize,
+    bytes: Vec<u8>,
+    received: NtpTimestamp,
+    /// The last request this task sent, and our clock when it left.
+    sent: Option<(NtpTimestamp, NtpTimestamp)>,
+}
+
+struct Resolved {
+    config_index: usize,
+    addrs: Vec<SocketAddr>,
+}
+
+struct SourceHandle {
+    address: SocketAddr,
+    name: String,
+    tx: mpsc::Sender<Outgoing>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the daemon until `shutdown` completes (SIGTERM/SIGINT in the CLI).
+pub async fn run(
+    config: EngineConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let mono = Monotonic::start();
+    let clock: Arc<dyn LocalClock + Send + Sync> = Arc::new(SystemClock);
+    let mut clock_control = config.clock_control;
+    if clock_control && let Some(var) = clock_control_forbidden_by_env() {
+        tracing::warn!("{var} is set: running without clock control (estimates only)");
+        clock_control = false;
+    }
+    let mut kernel: Box<dyn ClockControl + Send> = if clock_control {
+        Box::new(KernelClock::new()?)
+    } else {
+        Box::new(NoClockControl)
+    };
+    let initial_frequency = match (&config.drift_file, clock_control) {
+        (Some(path), true) => drift::read(path)?,
+        _ => None,
+    };
+    if config.sources.is_empty() && config.serve.is_none() {
+        return Err(DaemonError::Idle);
+    }
+    let settings = EngineSettings {
+        min_sources: config.min_sources,
+        step: StepPolicy {
+            threshold: config.step.threshold,
+            limit: config.step.limit,
+        },
+        clock_control,
+        initial_frequency,
+        local_stratum: config.serve.as_ref().and_then(|s| s.local_stratum),
+    };
+    let mut engine = Engine::new(settings, mono.now());
+    let start = engine.start_actions();
+    apply_actions(&mut engine, start, kernel.as_mut(), &[], &*clock, mono);
+
+    let (state_tx, state_rx) = watch::channel(engine.server_state());
+    let stats = Arc::new(ServerStats::default());
+    let mut server_tasks = Vec::new();
+    let mut listening = Vec::new();
+    if let Some(serve) = &config.serve {
+        let listen = if serve.listen.is_empty() {
+            vec![
+                SocketAddr::from(([0, 0, 0, 0], 123)),
+                SocketAddr::from(([0u16; 8], 123)),
+            ]
+        } else {
+            serve.listen.clone()
+        };
+        for addr in listen {
+            match TimestampedSocket::bind(addr).await {
+                Ok(socket) => {
+                    let bound = socket.local_addr().unwrap_or(addr);
+                    tracing::info!("serving NTP on {bound}");
+                    listening.push(bound.to_string());
+                    let responder = Responder::new(serve, stats.clone());
+                    server_tasks.push(tokio::spawn(server::run(
+                        socket,
+                        responder,
+                        state_rx.clone(),
+                        clock.clone(),
+                        mono,
+                    )));
+                }
+                // The default IPv6 wildcard may be unavailable; an explicit
+                // address that cannot be bound is an error.
+                Err(e) if serve.listen.is_empty() && addr.is_ipv6() => {
+                    tracing::warn!("not serving on {addr}: {e}");
+                }
+                Err(source) => return Err(DaemonError::Listen { addr, source }),
+            }
+        }
+    }
+
+    let (control_tx, mut control_rx) = mpsc::channel::<Incoming>(16);
+    let control_path = config.control_socket.clone();
+    let control_task = match &control_path {
+        Some(path) => {
+            let listener = control::bind(path).map_err(|source| DaemonError::Control {
+                path: path.clone(),
+                source,
+            })?;
+            tracing::info!("control socket {}", path.display());
+            Some(tokio::spawn(control::serve(listener, control_tx)))
+        }
+        None => None,
+    };
+
+    let (resolved_tx, mut resolved_rx) = mpsc::channel::<Resolved>(16);
+    let mut unresolved: Vec<Option<String>> = config
+        .sources
+        .iter()
+        .map(|s| Some(s.host().to_owned()))
+        .collect();
+    let resolvers: Vec<JoinHandle<()>> = config
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(i, s)| tokio::spawn(resolve(i, s.clone(), resolved_tx.clone())))
+        .collect();
+    drop(resolved_tx);
+
+    let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
+    let mut sources: Vec<SourceHandle> = Vec::new();
+    let mut known: HashSet<SocketAddr> = HashSet::new();
+    let mut drift_timer = tokio::time::interval(DRIFT_SAVE_INTERVAL);
+    drift_timer.tick().await;
+    let mut was_synchronized = false;
+    let started = mono.now();
+    tokio::pin!(shutdown);
+    // Sockets are bound and the control socket answers: tell systemd.
+    super::notify::notify(&format!(
+        "READY=1\nSTATUS={} source(s), serving on {}",
+        config.sources.len(),
+        if listening.is_empty() {
+            "nothing".to_string()
+        } else {
+            listening.join(" ")
+        }
+    ));
+
+    loop {
+        let wake = engine.next_wakeup().unwrap_or(mono.now() + 3600.0);
+        let sleep = tokio::time::sleep(Duration::from_secs_f64(
+            (wake - mono.now()).clamp(0.0, 3600.0),
+        ));
+        tokio::select! {
+            _ = sleep => {
+                let actions = engine.on_timer(mono.now());
+                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, mono);
+            }
+            Some(ev) = reply_rx.recv() => {
+                if let Some((nonce, sent)) = ev.sent {
+                    engine.set_sent_local(ev.index, nonce, sent);
+                }
+                let (outcome, actions) = engine.on_reply(ev.index, mono.now(), &ev.bytes, ev.received);
+                tracing::debug!("source {}: {:?}", ev.index, outcome);
+                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, mono);
+                if let Some(peer) = engine.system_peer() {
+                    engine.set_reference_id(reference_id(sources[peer].address.ip()));
+                }
+                state_tx.send_replace(engine.server_state());
+                if engine.synchronized() != was_synchronized {
+                    was_synchronized = engine.synchronized();
+                    match engine.system_peer() {
+                        Some(p) if was_synchronized => tracing::info!("synchronised to {}", sources[p].address),
+                        _ => tracing::warn!("lost synchronisation"),
+                    }
+                }
+            }
+            Some(res) = resolved_rx.recv() => {
+                unresolved[res.config_index] = None;
+                let sc = &config.sources[res.config_index];
+                for addr in res.addrs {
+                    if !known.insert(addr) {
+                        continue;
+                    }
+                    let settings = SourceSettings { minpoll: sc.minpoll, maxpoll: sc.maxpoll, iburst: sc.iburst, prefer: sc.prefer };
+                    let index = engine.add_source(settings, mono.now());
+                    match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
+                        Ok((tx, task)) => {
+                            tracing::info!("source {} ({})", addr, sc.host());
+                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), tx, task });
+                        }
+                        Err(e) => {
+                            tracing::error!("source {addr}: {e}");
+                            // Keep indices aligned: a handle whose channel is closed.
+                            let (tx, _) = mpsc::channel(1);
+                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), tx, task: tokio::spawn(async {}) });
+                        }
+                    }
+                }
+            }
+            Some(incoming) = control_rx.recv() => {
+                let answer = answer_control(&mut engine, &incoming, kernel.as_mut(), &sources, &unresolved, &listening, &stats, &*clock, mono, started);
+                state_tx.send_replace(engine.server_state());
+                let _ = incoming.reply.send(answer);
+            }
+            _ = drift_timer.tick() => save_drift(&config, &engine),
+            _ = &mut shutdown => break,
+        }
+    }
+    super::notify::notify("STOPPING=1");
+    save_drift(&config, &engine);
+    for s in &sources {
+        s.task.abort();
+    }
+    for t in server_tasks
+        .iter()
+        .chain(resolvers.iter())
+        .chain(control_task.iter())
+    {
+        t.abort();
+    }
+    if let Some(path) = &control_path {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn save_drift(config: &EngineConfig, engine: &Engine) {
+    if let Some(path) = &config.drift_file
+        && engine.discipline().clock_control()
+        && engine.discipline().updates() > 0
+    {
+        let d = engine.discipline();
+        if let Err(e) = drift::write(path, d.frequency(), d.frequency_sd()) {
+            tracing::warn!("{e}");
+        }
+    }
+}
+
+/// The reference ID for a system peer: its IPv4 address, or for IPv6 the
+/// first four bytes of a hash of the address (RFC 5905 uses MD5; any hash
+/// serves the purpose of loop detection).
+pub fn reference_id(ip: IpAddr) -> [u8; 4] {
+    match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let h = Sha256::digest(v6.octets());
+            [h[0], h[1], h[2], h[3]]
+        }
+    }
+}
+
+fn apply_actions(
+    engine: &mut Engine,
+    actions: Vec<Action>,
+    kernel: &mut (dyn ClockControl + Send),
+    sources: &[SourceHandle],
+    clock: &dyn LocalClock,
+    mono: Monotonic,
+) {
+    for action in actions {
+        match action {
+            Action::Clock(a) => {
+                if engine.discipline().clock_control() {
+                    match a.apply(kernel) {
+                        Ok(()) => tracing::debug!("clock: {a:?}"),
+                        Err(e) => tracing::error!("clock: {a:?}: {e}"),
+                    }
+                }
+            }
+            Action::Poll(i) => {
+                let nonce = NtpTimestamp(rand::random::<u64>());
+                let Some(bytes) = engine.build_request(i, mono.now(), nonce, clock.now()) else {
+                    continue;
+                };
+                if let Some(s) = sources.get(i) {
+                    // A full queue means the task is stuck; that poll is lost
+                    // and the reach register will show it.
+                    let _ = s.tx.try_send(Outgoing { nonce, bytes });
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn answer_control(
+    engine: &mut Engine,
+    incoming: &Incoming,
+    kernel: &mut (dyn ClockControl + Send),
+    sources: &[SourceHandle],
+    unresolved: &[Option<String>],
+    listening: &[String],
+    stats: &ServerStats,
+    clock: &dyn LocalClock,
+    mono: Monotonic,
+    started: f64,
+) -> serde_json::Value {
+    let now = mono.now();
+    match incoming.request {
+        control::ControlRequest::Status => {
+            let r = engine.report(now);
+            let doc = StatusDocument {
+                format_version: FORMAT_VERSION,
+                synchronized: r.synchronized,
+                clock_control: r.clock_control,
+                offset_seconds: r.offset_seconds,
+                last_offset_seconds: r.last_offset_seconds,
+                frequency_ppm: r.frequency_ppm,
+                skew_ppm: r.skew_ppm,
+                stratum: r.stratum,
+                leap: r.leap.to_owned(),
+                reference_id: r.reference_id,
+                reference_address: r
+                    .system_peer
+                    .and_then(|p| sources.get(p))
+                    .map(|s| s.address.to_string()),
+                root_delay_seconds: r.root_delay_seconds,
+                root_dispersion_seconds: r.root_dispersion_seconds,
+                last_update_age_seconds: r.last_update_age_seconds,
+                updates: r.updates,
+                steps: r.steps,
+                uptime_seconds: now - started,
+                sources: r
+                    .sources
+                    .iter()
+                    .filter_map(|s| {
+                        let h = sources.get(s.index)?;
+                        Some(SourceStatus {
+                            address: h.address.to_string(),
+                            name: h.name.clone(),
+                            state: s.state,
+                            selected: s.selected,
+                            reach: s.reach,
+                            poll: s.poll,
+                            stratum: s.stratum,
+                            last_offset_seconds: s.last_offset_seconds,
+                            delay_seconds: s.delay_seconds,
+                            jitter_seconds: s.jitter_seconds,
+                            last_sample_age_seconds: s.last_sample_age_seconds,
+                            samples: s.samples,
+                            last_error: s.last_error.clone(),
+                        })
+                    })
+                    .collect(),
+                unresolved: unresolved.iter().flatten().cloned().collect(),
+                server: (!listening.is_empty())
+                    .then(|| ServerStatus::new(listening.to_vec(), stats.report())),
+            };
+            serde_json::to_value(doc).unwrap_or_default()
+        }
+        control::ControlRequest::StepNow => {
+            let doc = if !incoming.privileged {
+                StepDocument {
+                    format_version: FORMAT_VERSION,
+                    ok: false,
+                    stepped_seconds: None,
+                    would_step_seconds: None,
+                    error: Some("step_now needs root or the daemon's own user".into()),
+                }
+            } else {
+                match engine.step_now(now) {
+                    Ok((offset, actions)) => {
+                        apply_actions(engine, actions, kernel, sources, clock, mono);
+                        tracing::info!("stepped the clock by {offset:+.9} s on request");
+                        StepDocument {
+                            format_version: FORMAT_VERSION,
+                            ok: true,
+                            stepped_seconds: Some(offset),
+                            would_step_seconds: None,
+                            error: None,
+                        }
+                    }
+                    Err(e) => StepDocument {
+                        format_version: FORMAT_VERSION,
+                        ok: false,
+                        stepped_seconds: None,
+                        would_step_seconds: match e {
+                            StepNowError::ClockControlOff { would_step } => Some(would_step),
+                            StepNowError::NoEstimate => None,
+                        },
+                        error: Some(e.to_string()),
+                    },
+                }
+            };
+            serde_json::to_value(doc).unwrap_or_default()
+        }
+    }
+}
+
+/// Resolves one configured source, retrying until it does.
+async fn resolve(config_index: usize, source: SourceConfig, tx: mpsc::Sender<Resolved>) {
+    let want = if source.pool.is_some() {
+        source.max_sources
+    } else {
+        1
+    };
+    loop {
+        let host = source.host().to_owned();
+        let result = match host.parse::<IpAddr>() {
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, source.port)]),
+            Err(_) => tokio::net::lookup_host((host.as_str(), source.port))
+                .await
+                .map(|it| {
+                    let mut seen = Vec::new();
+                    for a in it {
+                        if !seen.contains(&a) {
+                            seen.push(a);
+                        }
+                    }
+                    seen
+                }),
+        };
+        match result {
+            Ok(mut addrs) if !addrs.is_empty() => {
+                addrs.truncate(want);
+                let _ = tx
+                    .send(Resolved {
+                        config_index,
+                        addrs,
+                    })
+                    .await;
+                return;
+            }
+            Ok(_) => tracing::warn!("{host}: no addresses; retrying"),
+            Err(e) => tracing::warn!("{host}: {e}; retrying"),
+        }
+        tokio::time::sleep(RESOLVE_RETRY).await;
+    }
+}
+
+async fn spawn_source(
+    index: usize,
+    addr: SocketAddr,
+    replies: mpsc::Sender<ReplyEvent>,
+    clock: Arc<dyn LocalClock + Send + Sync>,
+) -> std::io::Result<(mpsc::Sender<Outgoing>, JoinHandle<()>)> {
+    let bind: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse()
+    } else {
+        "0.0.0.0:0".parse()
+    }
+    .map_err(std::io::Error::other)?;
+    let socket = TimestampedSocket::bind(bind).await?;
+    socket.connect(addr).await?;
+    let (tx, mut rx) = mpsc::channel::<Outgoing>(4);
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        let mut last: Option<(NtpTimestamp, NtpTimestamp)> = None;
+        loop {
+            tokio::select! {
+                out = rx.recv() => {
+                    let Some(out) = out else { return };
+                    let sent = clock.now();
+                    match socket.send(&out.bytes).await {
+                        Ok(_) => last = Some((out.nonce, sent)),
+                        Err(e) => tracing::debug!("send to {addr}: {e}"),
+                    }
+                }
+                r = socket.recv(&mut buf, clock.as_ref()) => {
+                    match r {
+                        Ok(r) if r.from == addr => {
+                            let ev = ReplyEvent { index, bytes: buf[..r.len].to_vec(), received: r.at, sent: last };
+                            if replies.send(ev).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        // ICMP port unreachable shows up here as ECONNREFUSED.
+                        Err(e) => tracing::debug!("receive from {addr}: {e}"),
+                    }
+                }
+            }
+        }
+    });
+    Ok((tx, task))
+}

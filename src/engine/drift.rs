@@ -1,0 +1,87 @@
+//! The drift file: the frequency estimate kept across restarts, in chrony's
+//! format ("FREQ_PPM SKEW_PPM"). Written atomically (temp file in the same
+//! directory, fsync, rename) so a crash never leaves half a file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::discipline::{DriftParseError, format_drift, parse_drift};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriftFileError {
+    #[error("reading drift file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: DriftParseError,
+    },
+    #[error("writing drift file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Reads the frequency from `path`; Ok(None) when the file does not exist.
+pub fn read(path: &Path) -> Result<Option<f64>, DriftFileError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_drift(&text)
+            .map(Some)
+            .map_err(|source| DriftFileError::Parse {
+                path: path.to_owned(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(DriftFileError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Writes `frequency` (and its standard error) to `path` atomically.
+pub fn write(path: &Path, frequency: f64, frequency_sd: f64) -> Result<(), DriftFileError> {
+    let err = |source| DriftFileError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".drift")
+        .tempfile_in(dir)
+        .map_err(err)?;
+    tmp.write_all(format_drift(frequency, frequency_sd).as_bytes())
+        .map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Best effort: make the rename durable.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_then_read_and_missing_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("timectl.drift");
+        assert_eq!(read(&path).expect("missing is fine"), None);
+        write(&path, 23.5e-6, 0.2e-6).expect("write");
+        let f = read(&path).expect("read").expect("present");
+        assert!((f - 23.5e-6).abs() < 1e-12);
+        std::fs::write(&path, "garbage\n").expect("overwrite");
+        let e = read(&path).expect_err("garbage is an error");
+        assert!(e.to_string().contains("timectl.drift"), "{e}");
+    }
+}

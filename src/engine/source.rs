@@ -1,0 +1,493 @@
+//! One NTP source (a server we poll): its poll state machine (iburst, poll
+//! adaptation between minpoll and maxpoll, the 8-bit reach register), the
+//! request it has outstanding, kiss-o'-death handling, and its samples.
+//!
+//! Sans-IO: the caller tells it the time and hands it the bytes it received;
+//! it says when it wants to poll and what to send.
+
+use super::filter::{Estimate, Sample, SampleFilter};
+use super::proto::{
+    KissCode, Leap, Measurement, NtpTimestamp, Packet, PendingRequest, Reject, check_reply,
+};
+
+/// Interval between the requests of an initial burst (RFC 5905: 2 s).
+pub const BURST_INTERVAL: f64 = 2.0;
+/// Requests in an initial burst (chrony sends 4).
+pub const BURST_COUNT: u8 = 4;
+/// Poll adaptation: a good sample adds the poll exponent to a counter, a bad
+/// one subtracts twice that; crossing +-LIMIT moves the poll (as in ntpd).
+const POLL_ADJUST_LIMIT: i32 = 30;
+/// A sample is "good" when within this many jitters of the prediction.
+const POLL_GATE: f64 = 4.0;
+
+/// Lowest and highest poll exponents accepted anywhere (chrony's range is
+/// -6..24; below -4 is pointless over a real network, above 17 is 36 h).
+pub const MIN_POLL: i8 = -4;
+pub const MAX_POLL: i8 = 17;
+
+/// Per-source settings for the algorithm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSettings {
+    pub minpoll: i8,
+    pub maxpoll: i8,
+    pub iburst: bool,
+    pub prefer: bool,
+}
+
+impl Default for SourceSettings {
+    fn default() -> Self {
+        SourceSettings {
+            minpoll: 6,
+            maxpoll: 10,
+            iburst: true,
+            prefer: false,
+        }
+    }
+}
+
+/// Why a source is out of use for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// The server sent DENY or RSTR.
+    Kissed(KissCode),
+}
+
+/// What the server said about itself in its last good reply.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerInfo {
+    pub stratum: u8,
+    pub leap: Leap,
+    pub root_delay: f64,
+    pub root_dispersion: f64,
+    pub reference_id: [u8; 4],
+}
+
+/// Outcome of handing a reply to a source.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReplyOutcome {
+    /// A new sample was stored.
+    Sample(Measurement),
+    /// The reply was not used, and why.
+    Rejected(Reject),
+}
+
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub settings: SourceSettings,
+    poll: i8,
+    reach: u8,
+    next_poll: f64,
+    burst_left: u8,
+    pending: Option<PendingRequest>,
+    last_server_transmit: Option<NtpTimestamp>,
+    poll_counter: i32,
+    polls_sent: u64,
+    stopped: Option<Stopped>,
+    server: Option<ServerInfo>,
+    filter: SampleFilter,
+    last_measurement: Option<(f64, Measurement)>,
+    last_reject: Option<Reject>,
+}
+
+impl Source {
+    /// A source that polls for the first time at `now`.
+    pub fn new(settings: SourceSettings, now: f64) -> Source {
+        let minpoll = settings.minpoll.clamp(MIN_POLL, MAX_POLL);
+        let maxpoll = settings.maxpoll.clamp(minpoll, MAX_POLL);
+        let settings = SourceSettings {
+            minpoll,
+            maxpoll,
+            ..settings
+        };
+        Source {
+            poll: minpoll,
+            reach: 0,
+            next_poll: now,
+            burst_left: if settings.iburst { BURST_COUNT } else { 0 },
+            settings,
+            pending: None,
+            last_server_transmit: None,
+            poll_counter: 0,
+            polls_sent: 0,
+            stopped: None,
+            server: None,
+            filter: SampleFilter::new(),
+            last_measurement: None,
+            last_reject: None,
+        }
+    }
+
+    pub fn poll_exponent(&self) -> i8 {
+        self.poll
+    }
+
+    /// Seconds between regular polls.
+    pub fn poll_interval(&self) -> f64 {
+        2f64.powi(self.poll as i32)
+    }
+
+    pub fn reach(&self) -> u8 {
+        self.reach
+    }
+
+    pub fn stopped(&self) -> Option<Stopped> {
+        self.stopped
+    }
+
+    pub fn server_info(&self) -> Option<ServerInfo> {
+        self.server
+    }
+
+    pub fn last_measurement(&self) -> Option<(f64, Measurement)> {
+        self.last_measurement
+    }
+
+    pub fn last_reject(&self) -> Option<Reject> {
+        self.last_reject
+    }
+
+    pub fn polls_sent(&self) -> u64 {
+        self.polls_sent
+    }
+
+    pub fn sample_count(&self) -> usize {
+        self.filter.len()
+    }
+
+    pub fn last_sample_time(&self) -> Option<f64> {
+        self.filter.last().map(|s| s.time)
+    }
+
+    /// When the source next wants to send (None once stopped).
+    pub fn next_poll(&self) -> Option<f64> {
+        self.stopped.is_none().then_some(self.next_poll)
+    }
+
+    /// Builds the request for a poll at `now`: `nonce` is a fresh random
+    /// transmit timestamp and `sent_local` our clock reading as it leaves.
+    /// Shifts the reach register and schedules the next poll.
+    pub fn start_poll(
+        &mut self,
+        now: f64,
+        nonce: NtpTimestamp,
+        sent_local: NtpTimestamp,
+    ) -> [u8; 48] {
+        self.reach <<= 1;
+        self.polls_sent += 1;
+        if self.reach == 0 && self.pending.is_some() && self.burst_left == 0 {
+            // Eight polls without an answer: poll less often (RFC 5905
+            // backs off from unreachable servers) and burst again if allowed.
+            self.poll = (self.poll + 1).min(self.settings.maxpoll);
+            if self.settings.iburst {
+                self.burst_left = BURST_COUNT;
+            }
+        }
+        self.pending = Some(PendingRequest { nonce, sent_local });
+        if self.burst_left > 0 {
+            self.burst_left -= 1;
+        }
+        let interval = if self.burst_left > 0 {
+            BURST_INTERVAL.min(self.poll_interval())
+        } else {
+            self.poll_interval()
+        };
+        self.next_poll = now + interval;
+        Packet::client_request(nonce, self.poll).encode()
+    }
+
+    /// Records when the request with `nonce` really left (the I/O task reads
+    /// the clock just before sending, later than `start_poll` ran).
+    pub fn set_sent_local(&mut self, nonce: NtpTimestamp, sent_local: NtpTimestamp) {
+        if let Some(p) = self.pending.as_mut()
+            && p.nonce == nonce
+        {
+            p.sent_local = sent_local;
+        }
+    }
+
+    /// Handles a reply received at `now` (our clock read `received_local`).
+    /// `correction` is the total correction the engine has applied to the
+    /// clock so far (stored samples are kept in the natural frame), and
+    /// `default_slope` the engine's frequency estimate in that frame.
+    pub fn handle_reply(
+        &mut self,
+        now: f64,
+        packet: &Packet,
+        received_local: NtpTimestamp,
+        correction: f64,
+        default_slope: f64,
+    ) -> ReplyOutcome {
+        if self.stopped.is_some() {
+            return ReplyOutcome::Rejected(Reject::Unsolicited);
+        }
+        let result = check_reply(
+            packet,
+            self.pending.as_ref(),
+            self.last_server_transmit,
+            received_local,
+        );
+        let m = match result {
+            Ok(m) => m,
+            Err(reject) => {
+                self.last_reject = Some(reject);
+                if let Reject::Kiss(code) = reject {
+                    // The origin matched, so the kiss is from our server.
+                    self.pending = None;
+                    match code {
+                        KissCode::Rate => {
+                            self.burst_left = 0;
+                            self.poll = (self.poll + 1)
+                                .max(packet.poll)
+                                .clamp(self.settings.minpoll, self.settings.maxpoll);
+                            self.next_poll = self.next_poll.max(now + self.poll_interval());
+                        }
+                        KissCode::Deny | KissCode::Restricted => {
+                            self.stopped = Some(Stopped::Kissed(code));
+                        }
+                        KissCode::Other(_) => {}
+                    }
+                }
+                return ReplyOutcome::Rejected(reject);
+            }
+        };
+        self.pending = None;
+        self.last_server_transmit = Some(m.server_transmit);
+        self.reach |= 1;
+        self.last_reject = None;
+        let natural_offset = m.offset + correction;
+        if let Some(prior) = self.filter.estimate(now, default_slope) {
+            let residual = (natural_offset - prior.natural_offset).abs();
+            let gate = POLL_GATE * prior.jitter.max(m.delay / 4.0).max(1e-6);
+            self.adapt_poll(now, residual < gate);
+        }
+        self.filter.add(Sample {
+            time: now,
+            natural_offset,
+            delay: m.delay,
+        });
+        self.server = Some(ServerInfo {
+            stratum: m.stratum,
+            leap: m.leap,
+            root_delay: m.root_delay,
+            root_dispersion: m.root_dispersion,
+            reference_id: m.reference_id,
+        });
+        self.last_measurement = Some((now, m));
+        ReplyOutcome::Sample(m)
+    }
+
+    fn adapt_poll(&mut self, now: f64, good: bool) {
+        let p = self.poll.max(1) as i32;
+        if good {
+            self.poll_counter += p;
+            if self.poll_counter > POLL_ADJUST_LIMIT {
+                self.poll_counter = 0;
+                if self.poll < self.settings.maxpoll {
+                    self.poll += 1;
+                }
+            }
+        } else {
+            self.poll_counter -= 2 * p;
+            if self.poll_counter < -POLL_ADJUST_LIMIT {
+                self.poll_counter = 0;
+                if self.poll > self.settings.minpoll {
+                    self.poll -= 1;
+                    self.next_poll = self.next_poll.min(now + self.poll_interval());
+                }
+            }
+        }
+    }
+
+    /// The source's estimate at `now`, if it has samples and is usable.
+    pub fn estimate(&self, now: f64, default_slope: f64) -> Option<Estimate> {
+        if self.stopped.is_some() || self.reach == 0 {
+            return None;
+        }
+        self.filter.estimate(now, default_slope)
+    }
+
+    /// Drops the outstanding request: after a step its T1 is on the other
+    /// side of the jump, so its reply would give a bogus sample.
+    pub fn forget_pending(&mut self) {
+        self.pending = None;
+    }
+
+    /// Forgets all samples (e.g. after a step when not in the natural frame).
+    pub fn clear_samples(&mut self) {
+        self.filter.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::proto::{Mode, seconds_to_short};
+
+    fn reply(nonce: NtpTimestamp, t2: NtpTimestamp, poll: i8) -> Packet {
+        Packet {
+            leap: Leap::NoWarning,
+            version: 4,
+            mode: Mode::Server,
+            stratum: 1,
+            poll,
+            precision: -20,
+            root_delay: seconds_to_short(0.0),
+            root_dispersion: seconds_to_short(0.0001),
+            reference_id: *b"GPS\0",
+            reference_ts: t2,
+            origin_ts: nonce,
+            receive_ts: t2,
+            transmit_ts: t2.add_seconds(0.0001),
+            extensions: vec![],
+            mac: None,
+        }
+    }
+
+    fn local(t: f64) -> NtpTimestamp {
+        NtpTimestamp::from_unix(1_800_000_000, 0).add_seconds(t)
+    }
+
+    /// Polls once at `now` and answers from a perfect server.
+    fn exchange(s: &mut Source, now: f64, nonce: u64) -> ReplyOutcome {
+        let n = NtpTimestamp(nonce);
+        s.start_poll(now, n, local(now));
+        let p = reply(n, local(now + 0.001), 0);
+        s.handle_reply(now + 0.002, &p, local(now + 0.002), 0.0, 0.0)
+    }
+
+    #[test]
+    fn iburst_then_regular_polls_and_reach() {
+        let mut s = Source::new(
+            SourceSettings {
+                minpoll: 6,
+                maxpoll: 10,
+                iburst: true,
+                prefer: false,
+            },
+            0.0,
+        );
+        assert_eq!(s.next_poll(), Some(0.0));
+        let mut now = 0.0;
+        let mut times = vec![];
+        for i in 0..6 {
+            times.push(now);
+            assert!(matches!(
+                exchange(&mut s, now, 100 + i),
+                ReplyOutcome::Sample(_)
+            ));
+            now = s.next_poll().expect("scheduled");
+        }
+        assert_eq!(&times[..4], &[0.0, 2.0, 4.0, 6.0], "burst of four at 2 s");
+        assert_eq!(times[4] - times[3], 64.0, "then minpoll");
+        assert_eq!(s.reach(), 0b11_1111);
+    }
+
+    #[test]
+    fn reach_register_shifts_out_missed_polls_and_backs_off() {
+        let mut s = Source::new(
+            SourceSettings {
+                minpoll: 4,
+                maxpoll: 8,
+                iburst: false,
+                prefer: false,
+            },
+            0.0,
+        );
+        assert!(matches!(exchange(&mut s, 0.0, 1), ReplyOutcome::Sample(_)));
+        assert_eq!(s.reach(), 1);
+        let mut now = s.next_poll().expect("scheduled");
+        for i in 0..8 {
+            s.start_poll(now, NtpTimestamp(1000 + i), local(now));
+            now = s.next_poll().expect("scheduled");
+        }
+        assert_eq!(s.reach(), 0, "eight unanswered polls empty the register");
+        s.start_poll(now, NtpTimestamp(5000), local(now));
+        assert!(
+            s.poll_exponent() > 4,
+            "backed off from an unreachable server"
+        );
+        assert!(
+            s.estimate(now, 0.0).is_none(),
+            "unreachable source gives no estimate"
+        );
+    }
+
+    #[test]
+    fn poll_rises_towards_maxpoll_when_stable() {
+        let mut s = Source::new(
+            SourceSettings {
+                minpoll: 4,
+                maxpoll: 6,
+                iburst: false,
+                prefer: false,
+            },
+            0.0,
+        );
+        let mut now = 0.0;
+        for i in 0..60 {
+            exchange(&mut s, now, 10 + i);
+            now = s.next_poll().expect("scheduled");
+        }
+        assert_eq!(s.poll_exponent(), 6);
+    }
+
+    #[test]
+    fn kiss_rate_backs_off_and_deny_stops() {
+        let mut s = Source::new(
+            SourceSettings {
+                minpoll: 4,
+                maxpoll: 10,
+                iburst: true,
+                prefer: false,
+            },
+            0.0,
+        );
+        let n = NtpTimestamp(77);
+        s.start_poll(0.0, n, local(0.0));
+        let mut kod = reply(n, local(0.001), 8);
+        kod.stratum = 0;
+        kod.reference_id = *b"RATE";
+        let out = s.handle_reply(0.002, &kod, local(0.002), 0.0, 0.0);
+        assert_eq!(out, ReplyOutcome::Rejected(Reject::Kiss(KissCode::Rate)));
+        assert_eq!(
+            s.poll_exponent(),
+            8,
+            "RATE raises poll to at least the server's"
+        );
+        assert!(s.next_poll().expect("still polling") >= 256.0);
+
+        let n2 = NtpTimestamp(78);
+        s.start_poll(300.0, n2, local(300.0));
+        let mut deny = reply(n2, local(300.001), 8);
+        deny.stratum = 0;
+        deny.reference_id = *b"DENY";
+        s.handle_reply(300.002, &deny, local(300.002), 0.0, 0.0);
+        assert_eq!(s.stopped(), Some(Stopped::Kissed(KissCode::Deny)));
+        assert_eq!(s.next_poll(), None, "a denied source is never polled again");
+    }
+
+    #[test]
+    fn unknown_kiss_is_ignored_and_replay_rejected() {
+        let mut s = Source::new(SourceSettings::default(), 0.0);
+        let n = NtpTimestamp(9);
+        s.start_poll(0.0, n, local(0.0));
+        let mut odd = reply(n, local(0.001), 6);
+        odd.stratum = 0;
+        odd.reference_id = *b"ACST";
+        s.handle_reply(0.002, &odd, local(0.002), 0.0, 0.0);
+        assert_eq!(s.stopped(), None);
+        assert_eq!(s.poll_exponent(), 6);
+        // The same good reply twice: the second is not a new sample.
+        s.start_poll(2.0, NtpTimestamp(10), local(2.0));
+        let good = reply(NtpTimestamp(10), local(2.001), 6);
+        assert!(matches!(
+            s.handle_reply(2.002, &good, local(2.002), 0.0, 0.0),
+            ReplyOutcome::Sample(_)
+        ));
+        assert!(matches!(
+            s.handle_reply(2.003, &good, local(2.003), 0.0, 0.0),
+            ReplyOutcome::Rejected(_)
+        ));
+        assert_eq!(s.sample_count(), 1);
+    }
+}

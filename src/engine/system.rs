@@ -1,0 +1,623 @@
+//! The engine's core: its sources, selection, combining and discipline,
+//! wired together without I/O. The daemon and the simulation drive the same
+//! `Engine`: they call `on_timer` when `next_wakeup` comes, send the
+//! requests it asks for, hand it the replies, and apply its clock actions.
+
+use serde::Serialize;
+
+use super::combine::{Candidate, combine};
+use super::discipline::{ClockAction, Discipline, PHI, StepNowError, StepPolicy};
+use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
+use super::select::{Interval, select};
+use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
+
+/// Engine-wide settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EngineSettings {
+    /// Fewest truechimers needed to update the clock.
+    pub min_sources: usize,
+    pub step: StepPolicy,
+    /// Whether the clock may be changed (off: compute, never adjust).
+    pub clock_control: bool,
+    /// Frequency from the drift file.
+    pub initial_frequency: Option<f64>,
+    /// Stratum to serve while unsynchronised (None: serve stratum 16).
+    pub local_stratum: Option<u8>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            min_sources: 1,
+            step: StepPolicy::default(),
+            clock_control: false,
+            initial_frequency: None,
+            local_stratum: None,
+        }
+    }
+}
+
+/// What the engine wants done.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Action {
+    /// Send a request to this source: call `Engine::build_request`.
+    Poll(usize),
+    /// Change the clock.
+    Clock(ClockAction),
+}
+
+/// Selection state of a source, as `chronyc sources` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceState {
+    /// The system peer (`*`).
+    Selected,
+    /// A truechimer combined with the system peer (`+`).
+    Combined,
+    /// Rejected by the intersection algorithm (`x`).
+    Falseticker,
+    /// Not enough samples or no majority yet (`?`).
+    Unselected,
+    /// No reply in the last eight polls (`?`).
+    Unreachable,
+    /// Refused us with a DENY or RSTR kiss (`-`).
+    Denied,
+}
+
+impl SourceState {
+    /// The mark chronyc puts in front of the source.
+    pub fn mark(self) -> char {
+        match self {
+            SourceState::Selected => '*',
+            SourceState::Combined => '+',
+            SourceState::Falseticker => 'x',
+            SourceState::Unselected | SourceState::Unreachable => '?',
+            SourceState::Denied => '-',
+        }
+    }
+}
+
+/// What the server half answers with (RFC 5905 system variables).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ServerState {
+    pub leap: Leap,
+    pub stratum: u8,
+    pub reference_id: [u8; 4],
+    pub root_delay: f64,
+    pub root_dispersion: f64,
+    /// Local time of the last clock update.
+    pub reference_time: NtpTimestamp,
+    pub poll: i8,
+    pub precision: i8,
+}
+
+impl ServerState {
+    pub fn unsynchronized(local_stratum: Option<u8>) -> ServerState {
+        match local_stratum {
+            Some(stratum) => ServerState {
+                leap: Leap::NoWarning,
+                stratum,
+                reference_id: *b"LOCL",
+                root_delay: 0.0,
+                root_dispersion: 0.0,
+                reference_time: NtpTimestamp::ZERO,
+                poll: 6,
+                precision: -20,
+            },
+            None => ServerState {
+                leap: Leap::Unsynchronized,
+                stratum: MAX_STRATUM,
+                reference_id: [0; 4],
+                root_delay: 0.0,
+                root_dispersion: 0.0,
+                reference_time: NtpTimestamp::ZERO,
+                poll: 6,
+                precision: -20,
+            },
+        }
+    }
+
+    /// The reply to a client request received at `received` and sent at
+    /// `transmit` (both local clock readings). Mirrors the client's version.
+    pub fn reply(
+        &self,
+        request: &Packet,
+        received: NtpTimestamp,
+        transmit: NtpTimestamp,
+    ) -> Packet {
+        let age = if self.reference_time.is_zero() {
+            0.0
+        } else {
+            transmit.diff_seconds(self.reference_time).max(0.0)
+        };
+        Packet {
+            leap: self.leap,
+            version: request.version,
+            mode: super::proto::Mode::Server,
+            stratum: self.stratum,
+            // Echo the client's poll interval, as chrony and ntpd do.
+            poll: request.poll,
+            precision: self.precision,
+            root_delay: seconds_to_short(self.root_delay),
+            root_dispersion: seconds_to_short(self.root_dispersion + PHI * age),
+            reference_id: self.reference_id,
+            reference_ts: self.reference_time,
+            origin_ts: request.transmit_ts,
+            receive_ts: received,
+            transmit_ts: transmit,
+            extensions: Vec::new(),
+            mac: None,
+        }
+    }
+}
+
+/// One source in a status report.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SourceReport {
+    pub index: usize,
+    pub state: SourceState,
+    pub selected: bool,
+    pub reach: u8,
+    pub poll: i8,
+    pub stratum: Option<u8>,
+    /// Local minus source time of the last sample, seconds (chrony's sign).
+    pub last_offset_seconds: Option<f64>,
+    pub delay_seconds: Option<f64>,
+    pub jitter_seconds: Option<f64>,
+    pub last_sample_age_seconds: Option<f64>,
+    pub samples: usize,
+    pub last_error: Option<String>,
+}
+
+/// The system in a status report (`chronyc tracking`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SystemReport {
+    pub synchronized: bool,
+    pub clock_control: bool,
+    /// Local clock minus true time, estimated now (positive: clock fast).
+    pub offset_seconds: Option<f64>,
+    /// The offset measured at the last update, same sign.
+    pub last_offset_seconds: Option<f64>,
+    /// Frequency correction the clock needs, ppm (positive: speed up).
+    pub frequency_ppm: f64,
+    pub skew_ppm: f64,
+    pub stratum: u8,
+    pub leap: &'static str,
+    pub reference_id: String,
+    pub system_peer: Option<usize>,
+    pub root_delay_seconds: f64,
+    pub root_dispersion_seconds: f64,
+    pub last_update_age_seconds: Option<f64>,
+    pub updates: u64,
+    pub steps: u64,
+    pub sources: Vec<SourceReport>,
+}
+
+/// Where the system offset stood at the last update, in the natural frame.
+#[derive(Clone, Copy, Debug)]
+struct SystemEstimate {
+    at: f64,
+    natural_offset: f64,
+    slope: f64,
+    measured_offset: f64,
+}
+
+pub struct Engine {
+    settings: EngineSettings,
+    sources: Vec<Source>,
+    states: Vec<SourceState>,
+    discipline: Discipline,
+    server: ServerState,
+    system_peer: Option<usize>,
+    synchronized: bool,
+    estimate: Option<SystemEstimate>,
+    last_update: Option<f64>,
+}
+
+impl Engine {
+    pub fn new(settings: EngineSettings, now: f64) -> Engine {
+        let discipline = Discipline::new(
+            settings.clock_control,
+            settings.step,
+            settings.initial_frequency,
+            now,
+        );
+        Engine {
+            server: ServerState::unsynchronized(settings.local_stratum),
+            settings,
+            sources: Vec::new(),
+            states: Vec::new(),
+            discipline,
+            system_peer: None,
+            synchronized: false,
+            estimate: None,
+            last_update: None,
+        }
+    }
+
+    /// Clock actions to run once at start (the drift-file frequency).
+    pub fn start_actions(&self) -> Vec<Action> {
+        self.discipline
+            .start_actions()
+            .into_iter()
+            .map(Action::Clock)
+            .collect()
+    }
+
+    /// Adds a source that polls first at `now`; returns its index.
+    pub fn add_source(&mut self, settings: SourceSettings, now: f64) -> usize {
+        self.sources.push(Source::new(settings, now));
+        self.states.push(SourceState::Unselected);
+        self.sources.len() - 1
+    }
+
+    pub fn source(&self, index: usize) -> Option<&Source> {
+        self.sources.get(index)
+    }
+
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn discipline(&self) -> &Discipline {
+        &self.discipline
+    }
+
+    pub fn synchronized(&self) -> bool {
+        self.synchronized
+    }
+
+    pub fn system_peer(&self) -> Option<usize> {
+        self.system_peer
+    }
+
+    pub fn source_state(&self, index: usize) -> Option<SourceState> {
+        self.states.get(index).copied()
+    }
+
+    /// Server variables (what the server half answers with).
+    pub fn server_state(&self) -> ServerState {
+        self.server
+    }
+
+    /// The next instant `on_timer` has work.
+    pub fn next_wakeup(&self) -> Option<f64> {
+        let polls = self.sources.iter().filter_map(Source::next_poll);
+        polls.chain(self.discipline.next_timer()).reduce(f64::min)
+    }
+
+    /// Runs due timers: returns polls to send and clock actions.
+    pub fn on_timer(&mut self, now: f64) -> Vec<Action> {
+        let mut actions: Vec<Action> = self
+            .discipline
+            .on_timer(now)
+            .into_iter()
+            .map(Action::Clock)
+            .collect();
+        for (i, s) in self.sources.iter().enumerate() {
+            if s.next_poll().is_some_and(|t| t <= now) {
+                actions.push(Action::Poll(i));
+            }
+        }
+        actions
+    }
+
+    /// The request for a poll of source `index`: `nonce` is random,
+    /// `sent_local` is the clock reading taken just before sending.
+    pub fn build_request(
+        &mut self,
+        index: usize,
+        now: f64,
+        nonce: NtpTimestamp,
+        sent_local: NtpTimestamp,
+    ) -> Option<[u8; 48]> {
+        let source = self.sources.get_mut(index)?;
+        let bytes = source.start_poll(now, nonce, sent_local);
+        if source.reach() == 0 && self.states[index] != SourceState::Denied {
+            self.states[index] = SourceState::Unreachable;
+            // Once no selected or combined source is reachable any more, the
+            // engine no longer knows the time: say so (and serve LI=3).
+            let still_used = self
+                .states
+                .iter()
+                .any(|s| matches!(s, SourceState::Selected | SourceState::Combined));
+            if self.synchronized && !still_used {
+                self.lose_sync();
+            }
+        }
+        Some(bytes)
+    }
+
+    /// The request with `nonce` to source `index` really left at `sent_local`.
+    pub fn set_sent_local(&mut self, index: usize, nonce: NtpTimestamp, sent_local: NtpTimestamp) {
+        if let Some(s) = self.sources.get_mut(index) {
+            s.set_sent_local(nonce, sent_local);
+        }
+    }
+
+    /// A datagram from source `index`, received at `now` when the local
+    /// clock read `received_local`. Returns what happened to it and the
+    /// clock actions that follow.
+    pub fn on_reply(
+        &mut self,
+        index: usize,
+        now: f64,
+        bytes: &[u8],
+        received_local: NtpTimestamp,
+    ) -> (ReplyOutcome, Vec<Action>) {
+        let packet = match Packet::decode(bytes) {
+            Ok(p) => p,
+            Err(_) => {
+                return (
+                    ReplyOutcome::Rejected(super::proto::Reject::Undecodable),
+                    vec![],
+                );
+            }
+        };
+        let correction = self.discipline.correction(now);
+        let slope = self.discipline.natural_slope();
+        let Some(source) = self.sources.get_mut(index) else {
+            return (
+                ReplyOutcome::Rejected(super::proto::Reject::Unsolicited),
+                vec![],
+            );
+        };
+        let outcome = source.handle_reply(now, &packet, received_local, correction, slope);
+        if source.stopped().is_some() {
+            self.states[index] = SourceState::Denied;
+        }
+        let actions = match outcome {
+            ReplyOutcome::Sample(_) => self.update(now, index, received_local),
+            ReplyOutcome::Rejected(_) => vec![],
+        };
+        (outcome, actions)
+    }
+
+    /// Selection, combining and discipline after a new sample from `fresh`.
+    fn update(&mut self, now: f64, fresh: usize, now_local: NtpTimestamp) -> Vec<Action> {
+        // At start, give every source a chance to answer before selecting,
+        // so a falseticker that happens to answer first is never selected
+        // alone (a source that missed its first few polls is not waited for).
+        let still_starting =
+            |s: &Source| s.stopped().is_none() && s.sample_count() == 0 && s.polls_sent() < 3;
+        if !self.synchronized && self.sources.iter().any(still_starting) {
+            return vec![];
+        }
+        let correction = self.discipline.correction(now);
+        let default_slope = self.discipline.natural_slope();
+        let mut intervals = Vec::new();
+        let mut candidates = Vec::new();
+        for (i, s) in self.sources.iter().enumerate() {
+            if let Some(Stopped::Kissed(_)) = s.stopped() {
+                self.states[i] = SourceState::Denied;
+                continue;
+            }
+            let (Some(est), Some(info), Some(last)) = (
+                s.estimate(now, default_slope),
+                s.server_info(),
+                s.last_sample_time(),
+            ) else {
+                self.states[i] = if s.reach() == 0 {
+                    SourceState::Unreachable
+                } else {
+                    SourceState::Unselected
+                };
+                continue;
+            };
+            let offset = est.natural_offset - correction;
+            // The offset is extrapolated along the regression line, so it ages
+            // with the slope's uncertainty (at most PHI) plus 1 ppm for the
+            // clock's own instability (chrony's maxclockerror), not a flat PHI.
+            let aging = (est.slope_sd.min(PHI) + 1e-6) * (now - last);
+            let distance = info.root_delay / 2.0
+                + info.root_dispersion
+                + est.min_delay / 2.0
+                + est.jitter
+                + aging
+                + 1e-6;
+            intervals.push(Interval {
+                index: i,
+                offset,
+                distance,
+            });
+            candidates.push(Candidate {
+                index: i,
+                offset,
+                distance,
+                slope: est.slope,
+                slope_sd: est.slope_sd,
+                offset_sd: est.offset_sd,
+            });
+        }
+        let selection = select(&intervals);
+        let Some(selection) =
+            selection.filter(|s| s.truechimers.len() >= self.settings.min_sources.max(1))
+        else {
+            for c in &candidates {
+                self.states[c.index] = SourceState::Unselected;
+            }
+            if self.synchronized {
+                tracing::warn!("no majority among sources: {intervals:?}");
+            }
+            self.lose_sync();
+            return vec![];
+        };
+        for &i in &selection.falsetickers {
+            self.states[i] = SourceState::Falseticker;
+        }
+        let chosen: Vec<Candidate> = candidates
+            .iter()
+            .filter(|c| selection.truechimers.contains(&c.index))
+            .copied()
+            .collect();
+        // The system peer: a preferred truechimer if any, else the one with
+        // the smallest root distance.
+        let peer = chosen
+            .iter()
+            .min_by(|a, b| {
+                let pa = self.sources[a.index].settings.prefer;
+                let pb = self.sources[b.index].settings.prefer;
+                pb.cmp(&pa).then(a.distance.total_cmp(&b.distance))
+            })
+            .copied();
+        let Some(peer) = peer else {
+            self.lose_sync();
+            return vec![];
+        };
+        for c in &chosen {
+            self.states[c.index] = if c.index == peer.index {
+                SourceState::Selected
+            } else {
+                SourceState::Combined
+            };
+        }
+        self.system_peer = Some(peer.index);
+        if !selection.truechimers.contains(&fresh) {
+            // A falseticker's sample changes nothing on the clock.
+            return vec![];
+        }
+        let Some(combined) = combine(&chosen) else {
+            return vec![];
+        };
+        let slew_time = match self.last_update {
+            Some(t) => (now - t).clamp(1.0, 1024.0),
+            None => 2.0,
+        };
+        let slope = combined.slope.unwrap_or(default_slope);
+        self.estimate = Some(SystemEstimate {
+            at: now,
+            natural_offset: combined.offset + correction,
+            slope,
+            measured_offset: combined.offset,
+        });
+        let actions = self.discipline.update(
+            now,
+            combined.offset,
+            combined.slope.map(|s| (s, combined.slope_sd)),
+            slew_time,
+        );
+        self.forget_pending_if_stepped(&actions);
+        self.last_update = Some(now);
+        self.synchronized = true;
+        let peer_source = &self.sources[peer.index];
+        if let Some(info) = peer_source.server_info() {
+            let delay = peer_source
+                .estimate(now, default_slope)
+                .map(|e| e.min_delay)
+                .unwrap_or(0.0);
+            self.server = ServerState {
+                leap: info.leap,
+                stratum: (info.stratum + 1).min(MAX_STRATUM),
+                reference_id: self.server.reference_id,
+                root_delay: info.root_delay + delay,
+                root_dispersion: peer.distance - info.root_delay / 2.0 - delay / 2.0,
+                reference_time: now_local,
+                poll: peer_source.poll_exponent(),
+                precision: -20,
+            };
+        }
+        actions.into_iter().map(Action::Clock).collect()
+    }
+
+    fn forget_pending_if_stepped(&mut self, actions: &[ClockAction]) {
+        if actions.iter().any(|a| matches!(a, ClockAction::Step(_))) {
+            for s in &mut self.sources {
+                s.forget_pending();
+            }
+        }
+    }
+
+    fn lose_sync(&mut self) {
+        self.synchronized = false;
+        self.system_peer = None;
+        self.server = ServerState::unsynchronized(self.settings.local_stratum);
+    }
+
+    /// The reference ID the server reports is the system peer's address;
+    /// the daemon (which knows addresses) sets it here.
+    pub fn set_reference_id(&mut self, id: [u8; 4]) {
+        if self.synchronized {
+            self.server.reference_id = id;
+        }
+    }
+
+    /// Estimated offset (server minus local) now, if synchronised once.
+    pub fn current_offset(&self, now: f64) -> Option<f64> {
+        let e = self.estimate?;
+        Some(e.natural_offset + e.slope * (now - e.at) - self.discipline.correction(now))
+    }
+
+    /// One step by the current offset estimate (`step.now`).
+    pub fn step_now(&mut self, now: f64) -> Result<(f64, Vec<Action>), StepNowError> {
+        let offset = self.current_offset(now);
+        let actions = self.discipline.step_now(now, offset)?;
+        self.forget_pending_if_stepped(&actions);
+        Ok((
+            offset.unwrap_or(0.0),
+            actions.into_iter().map(Action::Clock).collect(),
+        ))
+    }
+
+    /// A status report at `now`.
+    pub fn report(&self, now: f64) -> SystemReport {
+        let slope = self.discipline.natural_slope();
+        let sources = self
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let est = s.estimate(now, slope);
+                SourceReport {
+                    index: i,
+                    state: self.states[i],
+                    selected: self.system_peer == Some(i),
+                    reach: s.reach(),
+                    poll: s.poll_exponent(),
+                    stratum: s.server_info().map(|x| x.stratum),
+                    last_offset_seconds: s.last_measurement().map(|(_, m)| -m.offset),
+                    delay_seconds: s.last_measurement().map(|(_, m)| m.delay),
+                    jitter_seconds: est.map(|e| e.jitter),
+                    last_sample_age_seconds: s.last_sample_time().map(|t| now - t),
+                    samples: s.sample_count(),
+                    last_error: s.last_reject().map(|r| r.to_string()),
+                }
+            })
+            .collect();
+        let leap = match self.server.leap {
+            Leap::NoWarning => "normal",
+            Leap::InsertSecond => "insert_second",
+            Leap::DeleteSecond => "delete_second",
+            Leap::Unsynchronized => "unsynchronized",
+        };
+        SystemReport {
+            synchronized: self.synchronized,
+            clock_control: self.discipline.clock_control(),
+            offset_seconds: self.current_offset(now).map(|o| -o),
+            last_offset_seconds: self.estimate.map(|e| -e.measured_offset),
+            frequency_ppm: self.discipline.frequency() * 1e6,
+            skew_ppm: self.discipline.frequency_sd() * 1e6,
+            stratum: self.server.stratum,
+            leap,
+            reference_id: refid_string(self.server.reference_id, self.server.stratum),
+            system_peer: self.system_peer,
+            root_delay_seconds: self.server.root_delay,
+            root_dispersion_seconds: self.server.root_dispersion,
+            last_update_age_seconds: self.last_update.map(|t| now - t),
+            updates: self.discipline.updates(),
+            steps: self.discipline.steps(),
+            sources,
+        }
+    }
+}
+
+/// A reference ID as text: a dotted quad, or ASCII for stratum 0/1 codes.
+pub fn refid_string(id: [u8; 4], stratum: u8) -> String {
+    if stratum <= 1 || id == *b"LOCL" {
+        id.iter()
+            .take_while(|&&b| b != 0)
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+            .collect()
+    } else {
+        format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
+    }
+}

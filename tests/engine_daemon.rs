@@ -1,0 +1,304 @@
+//! The `timectl daemon` and `timectl status` binaries on loopback, with no
+//! root and no other NTP software: the engine serving real UDP, one engine
+//! synchronising to another, the control socket, rate limiting from a
+//! config file, and config errors. Always `--no-clock-control` plus
+//! TIMECTL_NO_CLOCK_CONTROL=1 (set by the support code).
+
+mod engine_support;
+
+use std::net::UdpSocket;
+use std::process::Command;
+use std::time::Duration;
+
+use engine_support::{EngineProcess, free_udp_port};
+use timectl::engine::proto::{KissCode, Leap, Mode, NtpTimestamp, Packet};
+
+fn ask(port: u16, version: u8, nonce: u64) -> Option<Packet> {
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let mut req = Packet::client_request(NtpTimestamp(nonce), 6);
+    req.version = version;
+    sock.send_to(&req.encode(), ("127.0.0.1", port))
+        .expect("send");
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).ok()?;
+    assert_eq!(n, 48, "reply is a bare header");
+    Some(Packet::decode(&buf[..n]).expect("reply decodes"))
+}
+
+#[test]
+fn serves_v4_and_v3_and_reports_through_the_control_socket() {
+    let port = free_udp_port();
+    let mut engine = EngineProcess::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--local-stratum",
+        "10",
+    ]);
+    let v4 = ask(port, 4, 0xabcd).expect("v4 reply");
+    assert_eq!(
+        (v4.mode, v4.version, v4.stratum, v4.leap),
+        (Mode::Server, 4, 10, Leap::NoWarning)
+    );
+    assert_eq!(
+        v4.origin_ts,
+        NtpTimestamp(0xabcd),
+        "origin echoes our transmit timestamp"
+    );
+    assert_eq!(v4.reference_id, *b"LOCL");
+    let now = timectl::engine::discipline::LocalClock::now(&timectl::engine::clock::SystemClock);
+    assert!(
+        v4.transmit_ts.diff_seconds(now).abs() < 1.0,
+        "serves the system time"
+    );
+    assert!(v4.transmit_ts.diff_seconds(v4.receive_ts) >= 0.0);
+    let v3 = ask(port, 3, 0xbcde).expect("v3 reply");
+    assert_eq!(v3.version, 3);
+    assert!(ask(port, 2, 0xcdef).is_none(), "NTPv2 is not answered");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["status", "--json", "--control"])
+        .arg(engine.control())
+        .output()
+        .expect("run timectl status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(v["format_version"], 1);
+    assert_eq!(v["synchronized"], false, "no sources: not synchronised");
+    assert_eq!(v["stratum"], 10);
+    assert_eq!(v["clock_control"], false);
+    assert_eq!(v["server"]["answered"], 2);
+    assert_eq!(v["server"]["malformed"], 1);
+    assert!(v["sources"].as_array().is_some_and(|a| a.is_empty()));
+    let human = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["status", "--control"])
+        .arg(engine.control())
+        .output()
+        .expect("run timectl status");
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("Synchronised    : no") && text.contains("Stratum         : 10"),
+        "{text}"
+    );
+    let _ = engine.status();
+}
+
+#[test]
+fn one_engine_synchronises_to_another() {
+    let port = free_udp_port();
+    let _upstream = EngineProcess::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--local-stratum",
+        "9",
+    ]);
+    let addr = format!("127.0.0.1:{port}");
+    let mut engine = EngineProcess::start(&["--source", &addr]);
+    let s = engine_support::wait_for("synchronised", Duration::from_secs(10), || {
+        let s = engine.status();
+        s.synchronized.then_some(s)
+    });
+    assert_eq!(s.stratum, 10);
+    assert_eq!(s.reference_address.as_deref(), Some(addr.as_str()));
+    assert!(
+        s.offset_seconds.is_some_and(|o| o.abs() < 1e-3),
+        "same clock: {:?}",
+        s.offset_seconds
+    );
+    assert_eq!(s.sources.len(), 1);
+    assert!(s.sources[0].selected);
+}
+
+#[test]
+fn unsynchronised_upstream_is_not_used() {
+    let port = free_udp_port();
+    // Serves LI=3, stratum 16: a client must not synchronise to it.
+    let _upstream = EngineProcess::start(&["--listen", &format!("127.0.0.1:{port}")]);
+    let mut engine = EngineProcess::start(&[
+        "--source",
+        &format!("127.0.0.1:{port}"),
+        "--minpoll",
+        "-3",
+        "--maxpoll",
+        "-3",
+    ]);
+    std::thread::sleep(Duration::from_secs(2));
+    let s = engine.status();
+    assert!(!s.synchronized);
+    let err = s.sources[0].last_error.as_deref().unwrap_or("");
+    assert!(err.contains("unsynchronised"), "last error: {err:?}");
+}
+
+#[test]
+fn rate_limit_from_the_config_file_sends_kiss_of_death() {
+    let dir = engine_support::state_dir();
+    let port = free_udp_port();
+    let config = dir.path().join("engine.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "serve:\n  listen: [\"127.0.0.1:{port}\"]\n  localStratum: 10\n  rateLimit: {{ interval: 30, burst: 2 }}\n  deny: [127.0.0.2/32]\n"
+        ),
+    )
+    .expect("write config");
+    let mut engine = EngineProcess::start(&["--config", config.to_str().expect("utf-8 path")]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut replies = Vec::new();
+    for i in 0..4u64 {
+        sock.send_to(
+            &Packet::client_request(NtpTimestamp(100 + i), 6).encode(),
+            ("127.0.0.1", port),
+        )
+        .expect("send");
+        let mut buf = [0u8; 128];
+        replies.push(
+            sock.recv(&mut buf)
+                .ok()
+                .map(|n| Packet::decode(&buf[..n]).expect("decodes")),
+        );
+    }
+    assert!(replies[0].as_ref().is_some_and(|p| p.stratum == 10));
+    assert!(replies[1].as_ref().is_some_and(|p| p.stratum == 10));
+    let kiss = replies[2].as_ref().expect("third request gets a kiss");
+    assert_eq!(kiss.kiss_code(), Some(KissCode::Rate));
+    assert!(replies[3].is_none(), "then silence");
+    // A denied address gets nothing at all.
+    let denied = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    denied
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    denied
+        .send_to(
+            &Packet::client_request(NtpTimestamp(9), 6).encode(),
+            ("127.0.0.1", port),
+        )
+        .expect("send");
+    let mut buf = [0u8; 128];
+    assert!(denied.recv(&mut buf).is_err(), "denied client was answered");
+    let server = engine.status().server.expect("serving");
+    assert_eq!((server.answered, server.kisses, server.denied), (2, 1, 1));
+}
+
+#[test]
+fn config_errors_name_file_line_and_column() {
+    let dir = engine_support::state_dir();
+    let config = dir.path().join("engine.yaml");
+    std::fs::write(
+        &config,
+        "sources:\n  - server: 127.0.0.1\n    ibust: true\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["daemon", "--no-clock-control", "--check", "--config"])
+        .arg(&config)
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("{}:3:5: unknown field `ibust`", config.display())),
+        "{err}"
+    );
+
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/engine-config.example.yaml"
+    );
+    let ok = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["daemon", "--check", "--config", example])
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+
+    let bad_flag = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["daemon", "--check", "--source", "host:notaport"])
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .output()
+        .expect("run");
+    assert_eq!(bad_flag.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad_flag.stderr).contains("--source"));
+}
+
+#[test]
+fn status_without_a_daemon_is_a_clear_error() {
+    let dir = engine_support::state_dir();
+    let out = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["status", "--control"])
+        .arg(dir.path().join("nothing.sock"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing.sock"), "{err}");
+}
+
+#[test]
+fn pool_and_host_names_resolve_and_ipv6_works() {
+    // Two upstream engines, one on IPv4 and one on IPv6 loopback.
+    let port = free_udp_port();
+    let _v4 = EngineProcess::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--local-stratum",
+        "9",
+    ]);
+    let v6_port = free_udp_port();
+    let v6_upstream = match std::net::UdpSocket::bind("[::1]:0") {
+        Ok(_) => Some(EngineProcess::start(&[
+            "--listen",
+            &format!("[::1]:{v6_port}"),
+            "--local-stratum",
+            "9",
+        ])),
+        Err(_) => None,
+    };
+    let dir = engine_support::state_dir();
+    let config = dir.path().join("engine.yaml");
+    let mut text = format!("sources:\n  - pool: localhost\n    port: {port}\n    maxSources: 3\n");
+    if v6_upstream.is_some() {
+        text.push_str(&format!("  - server: \"::1\"\n    port: {v6_port}\n"));
+    }
+    std::fs::write(&config, text).expect("write config");
+    let mut engine = EngineProcess::start(&["--config", config.to_str().expect("utf-8")]);
+    let want = if v6_upstream.is_some() { 2 } else { 1 };
+    let s = engine_support::wait_for("both sources answering", Duration::from_secs(10), || {
+        let s = engine.status();
+        (s.synchronized && s.sources.len() >= want && s.sources.iter().all(|x| x.reach != 0))
+            .then_some(s)
+    });
+    let pool_src = s
+        .sources
+        .iter()
+        .find(|x| x.name == "localhost")
+        .expect("pool member listed");
+    assert_eq!(pool_src.address, format!("127.0.0.1:{port}"));
+    if v6_upstream.is_some() {
+        let v6 = s
+            .sources
+            .iter()
+            .find(|x| x.address == format!("[::1]:{v6_port}"))
+            .expect("IPv6 source");
+        assert!(
+            matches!(
+                v6.state,
+                timectl::engine::system::SourceState::Selected
+                    | timectl::engine::system::SourceState::Combined
+            ),
+            "{v6:?}"
+        );
+    }
+    assert!(s.offset_seconds.is_some_and(|o| o.abs() < 1e-3));
+}
