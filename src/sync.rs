@@ -14,6 +14,8 @@
 //!   forced sync is therefore a restart of the unit: ntpd sends its `iburst`
 //!   burst at once and steps at its first update if it needs to. This avoids
 //!   `ntpd -gq`, which needs the daemon stopped and its port free.
+//! - the embedded engine: its control socket (`status`, `step_now`; see
+//!   docs/engine-control.md).
 
 use std::time::Duration;
 
@@ -92,6 +94,11 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn probe_for<'a>(host: &'a Host, provider: &str) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
     match provider {
         "chrony" => Ok(Box::new(Chrony)),
+        "embedded" => Ok(Box::new(Engine {
+            socket: host
+                .root
+                .join(crate::provider::CONTROL_SOCKET.trim_start_matches('/')),
+        })),
         "ntpd" => {
             let facts = Facts::detect(&host.root).map_err(|e| HostError::msg(e.to_string()))?;
             Ok(Box::new(Ntpd {
@@ -196,6 +203,64 @@ impl TimeProbe for Chrony {
                 "chronyc makestep: chronyd could not step the clock (500 Failure): it runs without clock control (-x, clockControl: false) or without CAP_SYS_TIME; see its log",
             )),
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// The embedded engine, through its control socket.
+struct Engine {
+    socket: std::path::PathBuf,
+}
+
+/// The engine's status document as a [`SyncStatus`].
+pub fn engine_status(doc: &crate::engine::control::StatusDocument) -> SyncStatus {
+    let selected = doc
+        .sources
+        .iter()
+        .find(|s| s.selected)
+        .map(|s| s.address.clone());
+    SyncStatus {
+        synchronized: doc.synchronized,
+        offset_seconds: doc.offset_seconds.or(doc.last_offset_seconds),
+        stratum: Some(doc.stratum),
+        source: doc
+            .synchronized
+            .then(|| doc.reference_address.clone().or(selected))
+            .flatten(),
+        detail: format!(
+            "reference {}, stratum {}, leap {}, {} source(s)",
+            doc.reference_id,
+            doc.stratum,
+            doc.leap,
+            doc.sources.len()
+        ),
+    }
+}
+
+impl TimeProbe for Engine {
+    fn status(&self) -> Result<SyncStatus, HostError> {
+        crate::engine::control::status(&self.socket, QUERY_TIMEOUT)
+            .map(|doc| engine_status(&doc))
+            .map_err(|e| HostError::msg(e.to_string()))
+    }
+
+    fn step_now(&self) -> Result<String, HostError> {
+        let doc = crate::engine::control::step_now(&self.socket, QUERY_TIMEOUT)
+            .map_err(|e| HostError::msg(e.to_string()))?;
+        match (doc.ok, doc.stepped_seconds, doc.would_step_seconds) {
+            (true, Some(s), _) => Ok(format!("the engine stepped the clock by {s:+.6} s")),
+            (true, None, _) => Ok("the engine did not need to step the clock".to_string()),
+            // The engine's own words say why (and by how much it would
+            // have stepped).
+            (false, _, would) => Err(HostError::msg(match doc.error {
+                Some(why) => format!("the engine did not step the clock: {why}"),
+                None => format!(
+                    "the engine did not step the clock{}",
+                    would.map_or(String::new(), |w| format!(
+                        " (it would have stepped by {w:+.6} s)"
+                    ))
+                ),
+            })),
         }
     }
 }

@@ -816,3 +816,75 @@ fn not_synchronised_in_time_fails_with_the_reason() {
     assert_eq!(failed.outcome(), "rolled-back", "{}", failed.context());
     assert_eq!(c.package_status("chrony"), "config-files");
 }
+
+/// A `timectl daemon` for the engine probe test; killed on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The embedded engine's probe reads its control socket: synchronised to
+/// an upstream engine, with source, stratum and offset, and a forced step
+/// that the engine refuses without clock control (saying by how much it
+/// would have stepped). Plain test: loopback only, no root, and both
+/// engines run with --no-clock-control and TIMECTL_NO_CLOCK_CONTROL=1.
+#[test]
+fn engine_probe_reads_the_control_socket() {
+    use std::process::{Command, Stdio};
+
+    let root = tempfile::tempdir().expect("root");
+    let socket = root.path().join("run/timectl/engine.sock");
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let daemon = |args: &[&str], control: &std::path::Path| {
+        Daemon(
+            Command::new(env!("CARGO_BIN_EXE_timectl"))
+                .arg("daemon")
+                .args(args)
+                .arg("--no-clock-control")
+                .arg("--control")
+                .arg(control)
+                .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start timectl daemon"),
+        )
+    };
+    let address = format!("127.0.0.1:{port}");
+    let _upstream = daemon(
+        &["--listen", &address, "--local-stratum", "9"],
+        &root.path().join("upstream.sock"),
+    );
+    let _engine = daemon(&["--source", &address], &socket);
+
+    let host = timectl::host::Host::offline(root.path());
+    let probe = timectl::sync::probe_for(&host, "embedded").expect("probe");
+    let status = wait_for(
+        "the engine to synchronise",
+        Duration::from_secs(15),
+        || match probe.status() {
+            Ok(s) if s.synchronized => Ok(s),
+            Ok(s) => Err(s.describe()),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    assert_eq!(status.stratum, Some(10));
+    assert_eq!(status.source.as_deref(), Some(address.as_str()));
+    assert!(
+        status.offset_seconds.is_some_and(|o| o.abs() < 0.01),
+        "{status:?}"
+    );
+    let step = probe.step_now().unwrap_err().to_string();
+    assert!(
+        step.contains("did not step the clock") && step.contains("clock control is off"),
+        "{step}"
+    );
+}
