@@ -888,3 +888,46 @@ fn engine_probe_reads_the_control_socket() {
         "{step}"
     );
 }
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
+fn embedded_engine_then_chrony_replaces_it() {
+    let c = boot(false);
+    let _peer = loopback_peer(&c);
+    let engine = put_spec(
+        &c,
+        "engine",
+        "timesync:\n  sources:\n    - server: 127.0.0.1\n      port: 11123\n  clockControl: false\n  verify: { synchronized: true, within: 20s, maxOffset: 100ms }\n",
+    );
+    let applied = converge(&c, &engine, "fresh host -> embedded engine");
+    assert_eq!(applied.report["verify"]["source"], "127.0.0.1:11123");
+    assert_eq!(
+        unit(&c, "timectl-engine.service"),
+        ("active".into(), "enabled".into())
+    );
+    let status = c.exec_ok(&["/usr/local/libexec/timectl/timectl", "status"]);
+    assert!(status.contains("127.0.0.1:11123"), "{status}");
+    assert_idempotent(&c, &engine);
+
+    // chrony takes over: the engine is stopped and disabled first.
+    let chrony = put_spec(&c, "chrony", &chrony_spec("127.0.0.1", 11123, ""));
+    let steps = summaries(&plan_json(&c, &chrony));
+    assert_eq!(
+        &steps[..2],
+        [
+            "stop timectl-engine.service",
+            "disable timectl-engine.service"
+        ],
+        "{steps:?}"
+    );
+    converge(&c, &chrony, "embedded engine -> chrony");
+    assert_eq!(
+        unit(&c, "timectl-engine.service"),
+        ("inactive".into(), "disabled".into())
+    );
+    assert_eq!(
+        unit(&c, "chrony.service"),
+        ("active".into(), "enabled".into())
+    );
+    assert_idempotent(&c, &chrony);
+}
