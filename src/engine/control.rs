@@ -146,10 +146,10 @@ pub struct Incoming {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("control socket {path}: unexpected answer: {message}")]
     Protocol { path: PathBuf, message: String },
@@ -238,9 +238,9 @@ pub fn request(
     request: ControlRequest,
     timeout: Duration,
 ) -> Result<serde_json::Value, ControlError> {
-    let io = |source| ControlError::Io {
+    let io = |cause| ControlError::Io {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let mut stream = StdUnixStream::connect(path).map_err(io)?;
     stream.set_read_timeout(Some(timeout)).map_err(io)?;

@@ -41,15 +41,15 @@ pub enum DaemonError {
     ClockControl(#[from] super::discipline::ClockError),
     #[error(transparent)]
     Drift(#[from] drift::DriftFileError),
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}: {cause}")]
     Listen {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}: {cause}")]
     Control {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("nothing to do: no sources and no serve section")]
     Idle,
@@ -153,7 +153,7 @@ pub async fn run(
                 Err(e) if serve.listen.is_empty() && addr.is_ipv6() => {
                     tracing::warn!("not serving on {addr}: {e}");
                 }
-                Err(source) => return Err(DaemonError::Listen { addr, source }),
+                Err(cause) => return Err(DaemonError::Listen { addr, cause }),
             }
         }
     }
@@ -162,9 +162,9 @@ pub async fn run(
     let control_path = config.control_socket.clone();
     let control_task = match &control_path {
         Some(path) => {
-            let listener = control::bind(path).map_err(|source| DaemonError::Control {
+            let listener = control::bind(path).map_err(|cause| DaemonError::Control {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             tracing::info!("control socket {}", path.display());
             Some(tokio::spawn(control::serve(listener, control_tx)))

@@ -9,20 +9,20 @@ use super::discipline::{DriftParseError, format_drift, parse_drift};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriftFileError {
-    #[error("reading drift file {path}: {source}")]
+    #[error("reading drift file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Parse {
         path: PathBuf,
-        source: DriftParseError,
+        cause: DriftParseError,
     },
-    #[error("writing drift file {path}: {source}")]
+    #[error("writing drift file {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -31,23 +31,23 @@ pub fn read(path: &Path) -> Result<Option<f64>, DriftFileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_drift(&text)
             .map(Some)
-            .map_err(|source| DriftFileError::Parse {
+            .map_err(|cause| DriftFileError::Parse {
                 path: path.to_owned(),
-                source,
+                cause,
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(DriftFileError::Read {
+        Err(cause) => Err(DriftFileError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         }),
     }
 }
 
 /// Writes `frequency` (and its standard error) to `path` atomically.
 pub fn write(path: &Path, frequency: f64, frequency_sd: f64) -> Result<(), DriftFileError> {
-    let err = |source| DriftFileError::Write {
+    let err = |cause| DriftFileError::Write {
         path: path.to_owned(),
-        source,
+        cause,
     };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
