@@ -40,6 +40,7 @@ trait Manager {
     fn start_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn stop_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+    fn reset_failed_unit(&self, name: &str) -> zbus::Result<()>;
     fn enable_unit_files(
         &self,
         files: &[&str],
@@ -541,7 +542,20 @@ impl ServiceManager for Systemd {
             // Nothing to stop; StopUnit would fail with NoSuchUnit.
             return Ok(());
         }
-        self.block_on(self.job(Verb::Stop, unit))
+        self.block_on(async {
+            self.job(Verb::Stop, unit).await?;
+            // Stopped means inactive: a unit left "failed" (a start that
+            // did not come up, stopped again by a rollback) would otherwise
+            // stay listed by `systemctl --failed` and differ from before.
+            if self.state(unit).await?.active == "failed" {
+                self.manager()
+                    .await?
+                    .reset_failed_unit(unit)
+                    .await
+                    .map_err(|e| bus_error(&format!("reset-failed {unit}"), e))?;
+            }
+            Ok(())
+        })
     }
 
     fn restart(&self, unit: &str) -> Result<(), HostError> {
