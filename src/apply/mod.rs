@@ -196,7 +196,12 @@ impl Run<'_> {
         }
     }
 
-    /// Undo every step done so far, newest first.
+    /// Undo every step done so far, newest first. A systemd reload or a
+    /// daemon restart in the undo list waits until the file restores of
+    /// the older steps are done (it runs before the next unit, package or
+    /// firewall operation, or at the end): in plain reverse order it would
+    /// run first and make systemd or the daemon read the files this run
+    /// wrote, not the ones put back.
     fn roll_back(
         &mut self,
         ctx: &ApplyContext<'_>,
@@ -204,34 +209,68 @@ impl Run<'_> {
     ) -> Vec<String> {
         progress(Progress::RollingBack);
         let mut not_restored = Vec::new();
+        let mut waiting: Vec<(usize, Action)> = Vec::new();
         while let Some((index, actions)) = self.undo.pop() {
-            let mut failure = None;
-            for action in &actions {
-                let summary = action.describe();
-                match action.execute(ctx) {
-                    Ok(_) => progress(Progress::Undo {
-                        summary: &summary,
-                        ok: true,
-                    }),
-                    Err(e) => {
-                        progress(Progress::Undo {
-                            summary: &summary,
-                            ok: false,
-                        });
-                        not_restored.push(format!("{summary}: {e}"));
-                        failure.get_or_insert(e.to_string());
-                    }
-                }
+            if let Some(step) = self.steps.get_mut(index)
+                && step.status == StepStatus::Done
+            {
+                step.status = StepStatus::Undone;
             }
-            if let Some(step) = self.steps.get_mut(index) {
-                step.status = match failure {
-                    Some(e) => StepStatus::UndoFailed(e),
-                    None => StepStatus::Undone,
-                };
+            for action in actions {
+                if action.rereads_files() {
+                    waiting.push((index, action));
+                    continue;
+                }
+                if !action.changes_only_files() {
+                    self.undo_waiting(&mut waiting, ctx, progress, &mut not_restored);
+                }
+                self.undo_one(index, &action, ctx, progress, &mut not_restored);
             }
             self.write_journal("rolling-back");
         }
+        self.undo_waiting(&mut waiting, ctx, progress, &mut not_restored);
+        self.write_journal("rolling-back");
         not_restored
+    }
+
+    /// Run the undo actions that waited for file restores: reloads first.
+    fn undo_waiting(
+        &mut self,
+        waiting: &mut Vec<(usize, Action)>,
+        ctx: &ApplyContext<'_>,
+        progress: &mut dyn FnMut(Progress<'_>),
+        not_restored: &mut Vec<String>,
+    ) {
+        waiting.sort_by_key(|(_, a)| *a != Action::ReloadUnits);
+        for (index, action) in std::mem::take(waiting) {
+            self.undo_one(index, &action, ctx, progress, not_restored);
+        }
+    }
+
+    /// Run one undo action of step `index`; a failure marks the step.
+    fn undo_one(
+        &mut self,
+        index: usize,
+        action: &Action,
+        ctx: &ApplyContext<'_>,
+        progress: &mut dyn FnMut(Progress<'_>),
+        not_restored: &mut Vec<String>,
+    ) {
+        let summary = action.describe();
+        let result = action.execute(ctx);
+        progress(Progress::Undo {
+            summary: &summary,
+            ok: result.is_ok(),
+        });
+        if let Err(e) = result {
+            not_restored.push(format!("{summary}: {e}"));
+            // The failed step itself keeps saying why it failed.
+            if let Some(step) = self.steps.get_mut(index)
+                && !matches!(step.status, StepStatus::Failed(_))
+            {
+                step.status = StepStatus::UndoFailed(e.to_string());
+            }
+        }
     }
 }
 
@@ -355,6 +394,7 @@ pub fn apply(
             total,
             summary: &change.summary,
         });
+        let if_it_fails = change.action.undo_if_it_fails(&ctx);
         let t = Instant::now();
         let result = change.action.execute(&ctx);
         run.steps[index].seconds = t.elapsed().as_secs_f64();
@@ -372,6 +412,10 @@ pub fn apply(
                 let message = format!("{}: {e}", change.summary);
                 progress(Progress::StepFailed { error: &message });
                 run.steps[index].status = StepStatus::Failed(e.to_string());
+                if !if_it_fails.is_empty() {
+                    run.steps[index].undo = if_it_fails.iter().map(Action::describe).collect();
+                    run.undo.push((index, if_it_fails));
+                }
                 failure = Some(message);
                 break;
             }

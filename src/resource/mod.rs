@@ -382,6 +382,50 @@ impl Action {
         }
     }
 
+    /// What puts the host back if this action fails half-way, asked before
+    /// it runs. A start or restart that fails leaves the unit failed, or
+    /// retrying under its `Restart=` (with a config the rollback is about
+    /// to take away): a unit that was not running is stopped; one that was
+    /// running is restarted once the rollback has put its files back.
+    /// Everything else either happens or does not.
+    pub fn undo_if_it_fails(&self, ctx: &ApplyContext<'_>) -> Vec<Action> {
+        match self {
+            Action::StartUnit { unit, .. } | Action::RestartUnit { unit } => {
+                let running = ctx
+                    .host
+                    .services
+                    .status(unit)
+                    .ok()
+                    .and_then(|s| s.activity)
+                    .is_some_and(|a| a.is_running());
+                vec![if running {
+                    Action::RestartUnit { unit: unit.clone() }
+                } else {
+                    Action::StopUnit { unit: unit.clone() }
+                }]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Only changes files (no unit, package or firewall operation).
+    pub fn changes_only_files(&self) -> bool {
+        matches!(
+            self,
+            Action::WriteFile(_)
+                | Action::SetFileMeta { .. }
+                | Action::RestoreFile { .. }
+                | Action::RemoveFile { .. }
+                | Action::InstallBinary { .. }
+        )
+    }
+
+    /// Makes systemd or a daemon read files again: as an undo it must wait
+    /// until the files of older steps are restored.
+    pub fn rereads_files(&self) -> bool {
+        matches!(self, Action::ReloadUnits | Action::RestartUnit { .. })
+    }
+
     /// One line for reports: "restore /etc/chrony.conf from backup".
     pub fn describe(&self) -> String {
         match self {
