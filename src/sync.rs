@@ -89,6 +89,9 @@ pub trait TimeProbe {
 }
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a forced sync waits for the embedded engine's first offset
+/// estimate (iburst brings one within seconds when a source answers).
+const STEP_WAIT: Duration = Duration::from_secs(30);
 
 /// The probe for a provider on a live host.
 pub fn probe_for<'a>(host: &'a Host, provider: &str) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
@@ -245,6 +248,17 @@ impl TimeProbe for Engine {
     }
 
     fn step_now(&self) -> Result<String, HostError> {
+        // The engine steps by its current offset estimate and refuses
+        // without one; right after a (re)start it has none for a few
+        // seconds (iburst). Wait for it, as docs/engine-control.md tells
+        // callers to, and let the engine say why if it never comes.
+        let started = std::time::Instant::now();
+        while started.elapsed() < STEP_WAIT {
+            match crate::engine::control::status(&self.socket, QUERY_TIMEOUT) {
+                Ok(doc) if doc.offset_seconds.is_some() => break,
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
         let doc = crate::engine::control::step_now(&self.socket, QUERY_TIMEOUT)
             .map_err(|e| HostError::msg(e.to_string()))?;
         match (doc.ok, doc.stepped_seconds, doc.would_step_seconds) {
