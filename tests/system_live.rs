@@ -22,192 +22,20 @@
 
 mod support;
 
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{
-    CONTAINER_TOOLS, ChronyPeer, Container, ContainerOptions, ntpdig, record_timing,
-    require_root_and, wait_for,
+use support::live::{
+    apply, assert_idempotent, boot, chrony_selected, chrony_spec, converge, loopback_peer, plan,
+    plan_json, put_spec, served_upstream, summaries, text, unit, upstream_peer,
 };
-
-const CHRONY_TOOLS: &[&str] = &["chronyd", "chronyc", "ntpdig"];
-
-fn require() {
-    let mut tools = CONTAINER_TOOLS.to_vec();
-    tools.extend_from_slice(CHRONY_TOOLS);
-    require_root_and(&tools);
-}
-
-fn boot(uplink: bool) -> Container {
-    require();
-    Container::boot_with(ContainerOptions {
-        uplink,
-        ..ContainerOptions::default()
-    })
-}
-
-/// A chrony spec for a server at `server` (with `port` unless 123).
-fn chrony_spec(server: &str, port: u16, extra: &str) -> String {
-    let port = if port == 123 {
-        String::new()
-    } else {
-        format!("\n      port: {port}")
-    };
-    format!(
-        "timesync:\n  provider: chrony\n  sources:\n    - server: {server}{port}\n      iburst: true\n      minpoll: -2\n      maxpoll: 0\n  clockControl: false\n  verify: {{ synchronized: true, within: 30s, maxOffset: 100ms }}\n{extra}"
-    )
-}
+use support::{Container, record_timing, wait_for};
 
 /// An ntpd spec for the upstream peer (ntpd can only use port 123).
 fn ntpd_spec(extra: &str) -> String {
     format!(
         "timesync:\n  provider: ntpd\n  sources:\n    - server: 192.0.2.2\n      iburst: true\n      minpoll: 3\n      maxpoll: 4\n  verify: {{ synchronized: true, within: 60s, maxOffset: 100ms }}\n{extra}"
     )
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Writes `spec` into the container (world-readable, so a normal user can
-/// plan it too) and returns its path there.
-fn put_spec(c: &Container, name: &str, spec: &str) -> String {
-    c.exec_ok(&["mkdir", "-p", "/etc/timectl/specs"]);
-    let path = format!("/etc/timectl/specs/{name}.yaml");
-    c.write_file(&path, spec);
-    path
-}
-
-/// `timectl plan SPEC --detailed-exitcode`: (exit code, stdout, stderr).
-fn plan(c: &Container, spec: &str) -> (i32, String, String) {
-    let out = c.timectl(&["plan", spec, "--detailed-exitcode", "--no-color"]);
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
-}
-
-/// The JSON plan (must succeed).
-fn plan_json(c: &Container, spec: &str) -> Value {
-    let out = c.timectl(&["plan", spec, "--json"]);
-    assert!(out.status.success(), "plan --json {spec}: {out:?}");
-    serde_json::from_slice(&out.stdout).expect("plan JSON")
-}
-
-fn summaries(plan: &Value) -> Vec<String> {
-    plan["changes"]
-        .as_array()
-        .expect("changes")
-        .iter()
-        .map(|c| c["summary"].as_str().unwrap_or("").to_string())
-        .collect()
-}
-
-/// The result of `timectl apply SPEC --yes --json`.
-struct Applied {
-    out: Output,
-    report: Value,
-    took: Duration,
-}
-
-impl Applied {
-    fn outcome(&self) -> &str {
-        self.report["outcome"].as_str().unwrap_or("")
-    }
-
-    /// Seconds spent in the steps themselves (without verification).
-    fn steps_seconds(&self) -> f64 {
-        self.report["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["seconds"].as_f64())
-            .sum()
-    }
-
-    fn context(&self) -> String {
-        format!(
-            "exit {:?}\nreport: {}\nstderr:\n{}",
-            self.out.status.code(),
-            serde_json::to_string_pretty(&self.report).unwrap_or_default(),
-            text(&self.out.stderr)
-        )
-    }
-}
-
-fn apply(c: &Container, spec: &str) -> Applied {
-    let start = Instant::now();
-    let out = c.timectl(&["apply", spec, "--yes", "--json"]);
-    let took = start.elapsed();
-    let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "apply {spec} printed no JSON report ({e}):\nstdout:\n{}\nstderr:\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        )
-    });
-    Applied { out, report, took }
-}
-
-/// Apply and require convergence; records the time under `label`.
-fn converge(c: &Container, spec: &str, label: &str) -> Applied {
-    let applied = apply(c, spec);
-    assert!(
-        applied.out.status.success() && applied.outcome() == "converged",
-        "{label}: {}",
-        applied.context()
-    );
-    record_timing(&format!("apply {label}"), applied.took);
-    record_timing(
-        &format!("apply {label} (steps only, without verify)"),
-        Duration::from_secs_f64(applied.steps_seconds()),
-    );
-    applied
-}
-
-/// The second apply: nothing to change, and plan agrees.
-fn assert_idempotent(c: &Container, spec: &str) {
-    let again = apply(c, spec);
-    assert!(
-        again.out.status.success() && again.outcome() == "no-changes",
-        "second apply changed something: {}",
-        again.context()
-    );
-    let (code, stdout, _) = plan(c, spec);
-    assert_eq!(code, 0, "plan after convergence:\n{stdout}");
-}
-
-fn unit(c: &Container, unit: &str) -> (String, String) {
-    (
-        c.unit_property(unit, "ActiveState"),
-        c.unit_property(unit, "UnitFileState"),
-    )
-}
-
-fn chrony_selected(c: &Container) -> Option<String> {
-    let out = c.exec(&["chronyc", "-n", "-c", "sources"]);
-    text(&out.stdout).lines().find_map(|l| {
-        let f: Vec<&str> = l.split(',').collect();
-        (f.len() > 2 && f[1] == "*").then(|| f[2].to_string())
-    })
-}
-
-/// A peer for a chronyd in the container on the shared loopback.
-fn loopback_peer(c: &Container) -> ChronyPeer {
-    ChronyPeer::builder().port(11123).netns(c.netns()).start()
-}
-
-/// A port-123 peer upstream of the container (for ntpd, and for clients
-/// the container serves).
-fn upstream_peer(c: &Container) -> ChronyPeer {
-    ChronyPeer::builder()
-        .port(123)
-        .bind("192.0.2.2")
-        .allow("192.0.2.0/24")
-        .netns(c.uplink().netns())
-        .start()
 }
 
 #[test]
@@ -470,12 +298,6 @@ fn stopped_daemon_is_started() {
         "{}",
         p["notes"]
     );
-}
-
-/// A client upstream asks the container's chronyd for the time across the
-/// uplink (what the firewall must let in).
-fn served_upstream(c: &Container) -> Result<(), String> {
-    ntpdig(Some(c.uplink().netns()), "192.0.2.1").map(|_| ())
 }
 
 #[test]
@@ -891,46 +713,4 @@ fn engine_probe_reads_the_control_socket() {
         status.offset_seconds.is_some_and(|o| o.abs() < 0.01),
         "{status:?}"
     );
-}
-#[test]
-#[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
-fn embedded_engine_then_chrony_replaces_it() {
-    let c = boot(false);
-    let _peer = loopback_peer(&c);
-    let engine = put_spec(
-        &c,
-        "engine",
-        "timesync:\n  sources:\n    - server: 127.0.0.1\n      port: 11123\n  clockControl: false\n  verify: { synchronized: true, within: 20s, maxOffset: 100ms }\n",
-    );
-    let applied = converge(&c, &engine, "fresh host -> embedded engine");
-    assert_eq!(applied.report["verify"]["source"], "127.0.0.1:11123");
-    assert_eq!(
-        unit(&c, "timectl-engine.service"),
-        ("active".into(), "enabled".into())
-    );
-    let status = c.exec_ok(&["/usr/local/libexec/timectl/timectl", "status"]);
-    assert!(status.contains("127.0.0.1:11123"), "{status}");
-    assert_idempotent(&c, &engine);
-
-    // chrony takes over: the engine is stopped and disabled first.
-    let chrony = put_spec(&c, "chrony", &chrony_spec("127.0.0.1", 11123, ""));
-    let steps = summaries(&plan_json(&c, &chrony));
-    assert_eq!(
-        &steps[..2],
-        [
-            "stop timectl-engine.service",
-            "disable timectl-engine.service"
-        ],
-        "{steps:?}"
-    );
-    converge(&c, &chrony, "embedded engine -> chrony");
-    assert_eq!(
-        unit(&c, "timectl-engine.service"),
-        ("inactive".into(), "disabled".into())
-    );
-    assert_eq!(
-        unit(&c, "chrony.service"),
-        ("active".into(), "enabled".into())
-    );
-    assert_idempotent(&c, &chrony);
 }
