@@ -100,6 +100,13 @@ fn source_lines(spec: &Spec) -> Vec<SourceLine> {
         .collect()
 }
 
+/// The drop-in that runs chronyd with -x (clockControl: false).
+pub(super) fn no_clock_control_drop_in(unit: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/etc/systemd/system/{unit}.d/timectl-no-clock-control.conf"
+    ))
+}
+
 pub(super) fn files(
     spec: &Spec,
     facts: &Facts,
@@ -203,10 +210,7 @@ pub(super) fn files(
     // Without clock control chronyd runs with -x, and the unit's
     // ConditionCapability=CAP_SYS_TIME (which skips it in containers) is
     // cleared. Present only when asked for; removed otherwise.
-    let drop_in = PathBuf::from(format!(
-        "/etc/systemd/system/{}.d/timectl-no-clock-control.conf",
-        paths.unit
-    ));
+    let drop_in = no_clock_control_drop_in(&paths.unit);
     let drop_in_content = if ts.clock_control {
         FileContent::Absent
     } else {

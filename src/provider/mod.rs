@@ -41,6 +41,13 @@ pub struct VerifyPlan {
     pub synchronized: bool,
     pub within_seconds: f64,
     pub max_offset_seconds: Option<f64>,
+    /// Undo the apply when verification fails.
+    #[serde(default = "yes")]
+    pub rollback: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Compile the spec for this host. `timectl_binary` is the executable the
@@ -70,6 +77,12 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
             (paths, own, notes)
         }
     };
+    if ts.step.as_ref().is_some_and(|s| s.now) && !ts.clock_control {
+        notes.push(
+            "step.now is ignored: clockControl is false, so the daemon may not step the clock"
+                .into(),
+        );
+    }
     if spec.provider() == ProviderKind::Embedded && ts.config == crate::spec::ConfigMode::Edit {
         notes.push(
             "config: edit applies to chrony and ntpd files; the embedded engine's config is always managed whole".into(),
@@ -101,6 +114,18 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
             ),
             restart_on: Vec::new(),
         }));
+        // A drop-in timectl wrote when chrony was the chosen daemon goes
+        // with it.
+        if other.daemon == Daemon::Chrony {
+            resources.push(Resource::File(FileResource {
+                unit_file: true,
+                ..config_file(
+                    chrony::no_clock_control_drop_in(&other.unit),
+                    FileContent::Absent,
+                    format!("timectl's drop-in for {}", other.unit),
+                )
+            }));
+        }
     }
     if let Some(package) = &daemon.package {
         resources.push(Resource::Package(PackageResource {
@@ -144,11 +169,12 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
         resources,
         firewall: ts.firewall,
         conflicts: ts.conflicts,
-        step_now: ts.step.as_ref().is_some_and(|s| s.now),
+        step_now: ts.step.as_ref().is_some_and(|s| s.now) && ts.clock_control,
         verify: ts.verify.as_ref().map(|v| VerifyPlan {
             synchronized: v.synchronized,
             within_seconds: v.within.as_secs_f64(),
             max_offset_seconds: v.max_offset.map(|d| d.as_secs_f64()),
+            rollback: v.rollback,
         }),
         notes,
     })
