@@ -180,6 +180,51 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
     })
 }
 
+/// A `server` or `pool` line of chrony.conf or ntp.conf: the same syntax,
+/// except that ntpd has no `port` and no per-pool `maxsources`.
+#[derive(Serialize)]
+pub(super) struct SourceLine {
+    pub directive: &'static str,
+    pub host: String,
+    /// Options with a leading space: " iburst prefer".
+    pub options: String,
+}
+
+impl SourceLine {
+    fn new(s: &crate::spec::Source, chrony: bool) -> SourceLine {
+        let mut options = String::new();
+        if let (Some(port), true) = (s.port, chrony) {
+            options.push_str(&format!(" port {port}"));
+        }
+        for (on, word) in [
+            (s.iburst, " iburst"),
+            (s.prefer, " prefer"),
+            (s.nts.as_ref().is_some_and(|n| n.value), " nts"),
+        ] {
+            if on {
+                options.push_str(word);
+            }
+        }
+        if let Some(key) = &s.key {
+            options.push_str(&format!(" key {}", key.value));
+        }
+        if let Some(p) = &s.minpoll {
+            options.push_str(&format!(" minpoll {}", p.value));
+        }
+        if let Some(p) = &s.maxpoll {
+            options.push_str(&format!(" maxpoll {}", p.value));
+        }
+        if let (Some(m), true) = (&s.max_sources, chrony) {
+            options.push_str(&format!(" maxsources {}", m.value));
+        }
+        SourceLine {
+            directive: if s.is_pool() { "pool" } else { "server" },
+            host: s.host().to_string(),
+            options,
+        }
+    }
+}
+
 /// Render one of the built-in templates.
 fn render(name: &str, template: &str, context: &tera::Context) -> String {
     let mut tera = tera::Tera::default();
