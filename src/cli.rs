@@ -250,6 +250,11 @@ fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
             }
         }
     };
+    if args.target.root.is_none() && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "applying to the running host needs root: run it with sudo (or use --root DIR for an image); `timectl plan` works without"
+        );
+    }
     let host = host_for(&args.target)?;
     if let Some(saved) = &saved
         && args.target.root.is_none()

@@ -368,6 +368,7 @@ mod tests {
             synchronized: true,
             within_seconds: 10.0,
             max_offset_seconds: max,
+            rollback: true,
         }
     }
 

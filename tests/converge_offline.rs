@@ -588,3 +588,77 @@ fn unknown_distribution_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn switching_away_from_chrony_removes_timectls_drop_in() {
+    let root = copy_root("debian12");
+    let r = root_arg(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let chrony = write_spec(
+        dir.path(),
+        "chrony.yaml",
+        "timesync:\n  provider: chrony\n  clockControl: false\n  sources:\n    - server: 192.0.2.1\n",
+    );
+    let out = timectl(&[
+        "apply",
+        &chrony.display().to_string(),
+        "--root",
+        &r,
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let drop_in = root
+        .path()
+        .join("etc/systemd/system/chrony.service.d/timectl-no-clock-control.conf");
+    assert!(std::fs::read_to_string(&drop_in).unwrap().contains("-x"));
+
+    let engine = write_spec(
+        dir.path(),
+        "engine.yaml",
+        "timesync:\n  sources:\n    - server: 192.0.2.1\n",
+    );
+    let e = engine.display().to_string();
+    let out = timectl(&["plan", &e, "--root", &r]);
+    let (stdout, _) = text(&out);
+    assert!(
+        stdout
+            .contains("remove /etc/systemd/system/chrony.service.d/timectl-no-clock-control.conf"),
+        "{stdout}"
+    );
+    let out = timectl(&["apply", &e, "--root", &r, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert!(!drop_in.exists());
+    assert!(
+        root.path()
+            .join("usr/local/libexec/timectl/timectl")
+            .is_file()
+    );
+    assert!(
+        root.path()
+            .join("etc/systemd/system/multi-user.target.wants/timectl-engine.service")
+            .symlink_metadata()
+            .is_ok()
+    );
+    let out = timectl(&["plan", &e, "--root", &r, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+}
+
+#[test]
+fn applying_to_the_running_host_needs_root() {
+    let spec = "examples/embedded.yaml";
+    // As root, drop to nobody for this check; as a user, run directly.
+    let out = if nix::unistd::geteuid().is_root() {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_timectl"))
+            .args(["apply", spec, "--yes"])
+            .current_dir(util::repo())
+            .output()
+            .unwrap()
+    } else {
+        timectl(&["apply", spec, "--yes"])
+    };
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+}

@@ -637,6 +637,23 @@ fn not_synchronised_in_time_fails_with_the_reason() {
     // whether it should on a host that had no daemon before).
     assert_eq!(failed.outcome(), "rolled-back", "{}", failed.context());
     assert_eq!(c.package_status("chrony"), "config-files");
+
+    // verify.rollback: false keeps the changes and still exits 1.
+    let keep = put_spec(
+        &c,
+        "silent-keep",
+        &chrony_spec("127.0.0.1", 11124, "").replace("within: 30s", "within: 3s, rollback: false"),
+    );
+    let kept = apply(&c, &keep);
+    assert_eq!(kept.out.status.code(), Some(1), "{}", kept.context());
+    assert_eq!(kept.outcome(), "verify-failed", "{}", kept.context());
+    assert_eq!(c.package_status("chrony"), "installed");
+    assert_eq!(
+        unit(&c, "chrony.service"),
+        ("active".into(), "enabled".into())
+    );
+    let conf = c.read_file("/etc/chrony/chrony.conf");
+    assert!(conf.contains("server 127.0.0.1 port 11124"), "{conf}");
 }
 
 /// A `timectl daemon` for the engine probe test; killed on drop.

@@ -445,12 +445,20 @@ pub fn apply(
 
     let mut verify = None;
     let mut step_now = None;
+    // verify.rollback: false keeps the changes when only verification fails.
+    let mut keep_changes = false;
     if failure.is_none() {
         let (v, s) = finish_live(plan, host, true, progress, &mut notes);
         step_now = s;
         if let Some(v) = v {
             if let Some(why) = &v.failure {
                 failure = Some(why.clone());
+                keep_changes = plan.verify.as_ref().is_some_and(|p| !p.rollback);
+                if keep_changes {
+                    notes.push(
+                        "verify.rollback is false: the changes are kept although verification failed".into(),
+                    );
+                }
             }
             verify = Some(v.status);
         }
@@ -458,6 +466,7 @@ pub fn apply(
 
     let (outcome, not_restored) = match &failure {
         None => (Outcome::Converged, Vec::new()),
+        Some(_) if keep_changes => (Outcome::VerifyFailed, Vec::new()),
         Some(_) => {
             let not_restored = run.roll_back(&ctx, progress);
             if not_restored.is_empty() {

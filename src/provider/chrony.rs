@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{config_file, render, seconds};
+use super::{SourceLine, config_file, render, seconds};
 use crate::facts::{DaemonPaths, Facts, Family};
 use crate::resource::file::SourcesEdit;
 use crate::resource::{FileContent, FileResource};
@@ -13,14 +13,6 @@ use crate::spec::{Spec, SpecError};
 
 const TEMPLATE: &str = include_str!("templates/chrony.conf.tera");
 const KEYS_TEMPLATE: &str = include_str!("templates/keys.tera");
-
-#[derive(Serialize)]
-pub(super) struct SourceLine {
-    pub directive: &'static str,
-    pub host: String,
-    /// Options with a leading space: " iburst prefer".
-    pub options: String,
-}
 
 #[derive(Serialize)]
 pub(super) struct ServeContext {
@@ -65,39 +57,15 @@ fn source_lines(spec: &Spec) -> Vec<SourceLine> {
         .sources
         .value
         .iter()
-        .map(|s| {
-            let mut options = String::new();
-            if let Some(port) = s.port {
-                options.push_str(&format!(" port {port}"));
-            }
-            if s.iburst {
-                options.push_str(" iburst");
-            }
-            if s.prefer {
-                options.push_str(" prefer");
-            }
-            if s.nts.as_ref().is_some_and(|n| n.value) {
-                options.push_str(" nts");
-            }
-            if let Some(key) = &s.key {
-                options.push_str(&format!(" key {}", key.value));
-            }
-            if let Some(p) = &s.minpoll {
-                options.push_str(&format!(" minpoll {}", p.value));
-            }
-            if let Some(p) = &s.maxpoll {
-                options.push_str(&format!(" maxpoll {}", p.value));
-            }
-            if let Some(m) = &s.max_sources {
-                options.push_str(&format!(" maxsources {}", m.value));
-            }
-            SourceLine {
-                directive: if s.is_pool() { "pool" } else { "server" },
-                host: s.host().to_string(),
-                options,
-            }
-        })
+        .map(|s| SourceLine::new(s, true))
         .collect()
+}
+
+/// The drop-in that runs chronyd with -x (clockControl: false).
+pub(super) fn no_clock_control_drop_in(unit: &str) -> PathBuf {
+    PathBuf::from(format!(
+        "/etc/systemd/system/{unit}.d/timectl-no-clock-control.conf"
+    ))
 }
 
 pub(super) fn files(
@@ -203,10 +171,7 @@ pub(super) fn files(
     // Without clock control chronyd runs with -x, and the unit's
     // ConditionCapability=CAP_SYS_TIME (which skips it in containers) is
     // cleared. Present only when asked for; removed otherwise.
-    let drop_in = PathBuf::from(format!(
-        "/etc/systemd/system/{}.d/timectl-no-clock-control.conf",
-        paths.unit
-    ));
+    let drop_in = no_clock_control_drop_in(&paths.unit);
     let drop_in_content = if ts.clock_control {
         FileContent::Absent
     } else {

@@ -41,6 +41,13 @@ pub struct VerifyPlan {
     pub synchronized: bool,
     pub within_seconds: f64,
     pub max_offset_seconds: Option<f64>,
+    /// Undo the apply when verification fails.
+    #[serde(default = "yes")]
+    pub rollback: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Compile the spec for this host. `timectl_binary` is the executable the
@@ -70,6 +77,12 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
             (paths, own, notes)
         }
     };
+    if ts.step.as_ref().is_some_and(|s| s.now) && !ts.clock_control {
+        notes.push(
+            "step.now is ignored: clockControl is false, so the daemon may not step the clock"
+                .into(),
+        );
+    }
     if spec.provider() == ProviderKind::Embedded && ts.config == crate::spec::ConfigMode::Edit {
         notes.push(
             "config: edit applies to chrony and ntpd files; the embedded engine's config is always managed whole".into(),
@@ -101,6 +114,18 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
             ),
             restart_on: Vec::new(),
         }));
+        // A drop-in timectl wrote when chrony was the chosen daemon goes
+        // with it.
+        if other.daemon == Daemon::Chrony {
+            resources.push(Resource::File(FileResource {
+                unit_file: true,
+                ..config_file(
+                    chrony::no_clock_control_drop_in(&other.unit),
+                    FileContent::Absent,
+                    format!("timectl's drop-in for {}", other.unit),
+                )
+            }));
+        }
     }
     if let Some(package) = &daemon.package {
         resources.push(Resource::Package(PackageResource {
@@ -144,14 +169,60 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
         resources,
         firewall: ts.firewall,
         conflicts: ts.conflicts,
-        step_now: ts.step.as_ref().is_some_and(|s| s.now),
+        step_now: ts.step.as_ref().is_some_and(|s| s.now) && ts.clock_control,
         verify: ts.verify.as_ref().map(|v| VerifyPlan {
             synchronized: v.synchronized,
             within_seconds: v.within.as_secs_f64(),
             max_offset_seconds: v.max_offset.map(|d| d.as_secs_f64()),
+            rollback: v.rollback,
         }),
         notes,
     })
+}
+
+/// A `server` or `pool` line of chrony.conf or ntp.conf: the same syntax,
+/// except that ntpd has no `port` and no per-pool `maxsources`.
+#[derive(Serialize)]
+pub(super) struct SourceLine {
+    pub directive: &'static str,
+    pub host: String,
+    /// Options with a leading space: " iburst prefer".
+    pub options: String,
+}
+
+impl SourceLine {
+    fn new(s: &crate::spec::Source, chrony: bool) -> SourceLine {
+        let mut options = String::new();
+        if let (Some(port), true) = (s.port, chrony) {
+            options.push_str(&format!(" port {port}"));
+        }
+        for (on, word) in [
+            (s.iburst, " iburst"),
+            (s.prefer, " prefer"),
+            (s.nts.as_ref().is_some_and(|n| n.value), " nts"),
+        ] {
+            if on {
+                options.push_str(word);
+            }
+        }
+        if let Some(key) = &s.key {
+            options.push_str(&format!(" key {}", key.value));
+        }
+        if let Some(p) = &s.minpoll {
+            options.push_str(&format!(" minpoll {}", p.value));
+        }
+        if let Some(p) = &s.maxpoll {
+            options.push_str(&format!(" maxpoll {}", p.value));
+        }
+        if let (Some(m), true) = (&s.max_sources, chrony) {
+            options.push_str(&format!(" maxsources {}", m.value));
+        }
+        SourceLine {
+            directive: if s.is_pool() { "pool" } else { "server" },
+            host: s.host().to_string(),
+            options,
+        }
+    }
 }
 
 /// Render one of the built-in templates.

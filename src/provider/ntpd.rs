@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::chrony::{SourceLine, key_lines, serve_context};
-use super::{config_file, error_at, render, seconds};
+use super::chrony::{key_lines, serve_context};
+use super::{SourceLine, config_file, error_at, render, seconds};
 use crate::facts::{DaemonPaths, Facts};
 use crate::resource::file::SourcesEdit;
 use crate::resource::{FileContent, FileResource};
@@ -61,30 +61,7 @@ pub(super) fn files(
                 s.host()
             ));
         }
-        let mut options = String::new();
-        if s.iburst {
-            options.push_str(" iburst");
-        }
-        if s.prefer {
-            options.push_str(" prefer");
-        }
-        if s.nts.as_ref().is_some_and(|n| n.value) {
-            options.push_str(" nts");
-        }
-        if let Some(key) = &s.key {
-            options.push_str(&format!(" key {}", key.value));
-        }
-        if let Some(p) = &s.minpoll {
-            options.push_str(&format!(" minpoll {}", p.value));
-        }
-        if let Some(p) = &s.maxpoll {
-            options.push_str(&format!(" maxpoll {}", p.value));
-        }
-        sources.push(SourceLine {
-            directive: if s.is_pool() { "pool" } else { "server" },
-            host: s.host().to_string(),
-            options,
-        });
+        sources.push(SourceLine::new(s, false));
     }
     if !problems.is_empty() {
         return Err(SpecError::Invalid(problems));

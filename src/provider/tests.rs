@@ -474,3 +474,42 @@ fn listen_addresses_for_each_daemon() {
     .unwrap_err();
     assert_eq!(err.diagnostics()[0].line, 7, "{err}");
 }
+
+#[test]
+fn step_now_is_dropped_with_a_note_without_clock_control() {
+    let d = compile(
+        &spec("timesync:\n  provider: chrony\n  clockControl: false\n  step: { now: true }\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/t"),
+    )
+    .unwrap();
+    assert!(!d.step_now);
+    assert!(
+        d.notes.iter().any(|n| n.contains("step.now is ignored")),
+        "{:?}",
+        d.notes
+    );
+    let d = compile(
+        &spec("timesync:\n  provider: chrony\n  step: { now: true }\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/t"),
+    )
+    .unwrap();
+    assert!(d.step_now);
+}
+
+#[test]
+fn leaving_chrony_removes_timectls_chrony_drop_in() {
+    let d = compile(
+        &spec("timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n"),
+        &debian12(),
+        Path::new("/t"),
+    )
+    .unwrap();
+    let drop_in = file(
+        &d,
+        "/etc/systemd/system/chrony.service.d/timectl-no-clock-control.conf",
+    );
+    assert!(matches!(drop_in.content, FileContent::Absent));
+    assert!(drop_in.unit_file);
+}

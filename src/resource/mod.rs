@@ -194,6 +194,13 @@ pub struct ApplyContext<'a> {
     pub firewall: Option<&'a dyn crate::host::Firewall>,
 }
 
+impl ApplyContext<'_> {
+    fn firewall(&self) -> Result<&dyn crate::host::Firewall, HostError> {
+        self.firewall
+            .ok_or_else(|| HostError::msg("no firewall backend for this host"))
+    }
+}
+
 impl Action {
     /// Carry the action out; return the actions that undo it, in the order
     /// they must run.
@@ -366,17 +373,11 @@ impl Action {
                 Ok(vec![Action::ReloadUnits])
             }
             Action::OpenFirewall => {
-                let fw = ctx
-                    .firewall
-                    .ok_or_else(|| HostError::msg("no firewall backend for this host"))?;
-                fw.open()?;
+                ctx.firewall()?.open()?;
                 Ok(vec![Action::CloseFirewall])
             }
             Action::CloseFirewall => {
-                let fw = ctx
-                    .firewall
-                    .ok_or_else(|| HostError::msg("no firewall backend for this host"))?;
-                fw.close()?;
+                ctx.firewall()?.close()?;
                 Ok(vec![Action::OpenFirewall])
             }
         }

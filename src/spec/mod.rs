@@ -277,6 +277,12 @@ pub struct Verify {
     /// Largest acceptable |offset| (default: no bound).
     #[serde(default)]
     pub max_offset: Option<Duration>,
+    /// Undo the apply when verification fails (default true: the host is
+    /// left as it was). `false` keeps the new configuration and only
+    /// reports the failure, e.g. for a first install whose upstream is
+    /// slow to answer.
+    #[serde(default = "default_true")]
+    pub rollback: bool,
 }
 
 fn default_within() -> Duration {
