@@ -577,15 +577,40 @@ fn embedded_step_now_without_clock_control() {
         "step",
         &engine_spec("  step: { threshold: 1s, limit: 3, now: true }\n"),
     );
+    // The plan says at once that the step will not happen, and why.
+    let (code, stdout, _) = plan(&c, &spec);
+    assert_eq!(code, 2, "{stdout}");
+    assert!(
+        stdout.contains("step.now is ignored: clockControl is false"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("step the clock once"), "{stdout}");
     let applied = converge(&c, &spec, "fresh host -> embedded engine, step.now");
     assert_verified(&applied);
-    let step = applied.report["step_now"].as_str().unwrap_or("");
-    assert!(
-        step.contains(
-            "the engine did not step the clock: clock control is off; would step the clock by"
-        ),
+    // Not a failure: the report says why no step was made, and none was
+    // asked of the engine.
+    assert_eq!(
+        applied.report["step_now"],
+        Value::Null,
         "{}",
         applied.context()
+    );
+    assert!(
+        applied.report["notes"]
+            .to_string()
+            .contains("step.now is ignored: clockControl is false"),
+        "{}",
+        applied.context()
+    );
+    // Asked directly through its control socket (as root, which the
+    // engine's SO_PEERCRED check allows), the engine refuses and says by
+    // how much it would have stepped.
+    let out = c.exec(&[INSTALLED, "status", "--step-now"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        said.contains("clock control is off; would step the clock by"),
+        "{said}"
     );
     // The engine never touched the clock.
     let status = engine_status(&c);
