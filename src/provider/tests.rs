@@ -302,6 +302,9 @@ fn embedded_unit_holds_only_the_capabilities_it_needs() {
         "{contained}"
     );
     assert!(contained.contains("\nProtectClock=yes\n"), "{contained}");
+    // The clock's system calls pass the filter only with clock control.
+    assert!(client.contains("\nSystemCallFilter=@system-service @clock\n"));
+    assert!(contained.contains("\nSystemCallFilter=@system-service\n"));
     for unit in [&client, &server, &contained] {
         assert!(unit.contains("ExecStart=/usr/local/libexec/timectl/timectl daemon --config /etc/timectl/engine.yaml\n"));
         assert!(unit.contains("\nDynamicUser=yes\n") && unit.contains("\nProtectSystem=strict\n"));
