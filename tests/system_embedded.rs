@@ -92,6 +92,33 @@ fn engine_process(c: &Container) -> EngineProcess {
     }
 }
 
+/// The unit's system call allow-list (SystemCallFilter=@system-service;
+/// @clock is added only with clock control) is in force for the engine.
+fn assert_syscall_filter(c: &Container) {
+    let allowed = c.unit_property(ENGINE, "SystemCallFilter");
+    let allowed: Vec<&str> = allowed.split_whitespace().collect();
+    for needed in [
+        "bind",
+        "sendmsg",
+        "recvmsg",
+        "epoll_wait",
+        "rename",
+        "fsync",
+    ] {
+        assert!(
+            allowed.contains(&needed),
+            "{needed} not allowed: {allowed:?}"
+        );
+    }
+    for denied in ["reboot", "mount", "init_module", "ptrace"] {
+        assert!(!allowed.contains(&denied), "{denied} allowed: {allowed:?}");
+    }
+    assert!(!allowed.contains(&"clock_adjtime"), "{allowed:?}");
+    let p = engine_process(c);
+    let seccomp = c.read_file(&format!("/proc/{}/status", p.pid));
+    assert!(seccomp.contains("\nSeccomp:\t2\n"), "{seccomp}");
+}
+
 /// A host where the administrator installed chrony from the repository and
 /// pointed it at the loopback peer by hand (the image's chrony drop-in runs
 /// chronyd with -x); waits until chronyd selected the peer.
@@ -254,6 +281,7 @@ fn embedded_replaces_running_chrony() {
     assert!(DYNAMIC_UIDS.contains(&p.uid), "uid {}", p.uid);
     assert!(p.no_new_privs);
     assert_eq!(c.unit_property(ENGINE, "DynamicUser"), "yes");
+    assert_syscall_filter(&c);
     assert_eq!(c.unit_property(ENGINE, "Type"), "notify");
     let cmdline = c
         .read_file(&format!("/proc/{}/cmdline", p.pid))
@@ -396,6 +424,7 @@ fn embedded_serves_ntpdig_through_nftables() {
     assert_eq!(p.cap_bnd, CAP_NET_BIND_SERVICE, "CapBnd {:x}", p.cap_bnd);
     assert_eq!(p.cap_amb, CAP_NET_BIND_SERVICE, "CapAmb {:x}", p.cap_amb);
     assert!(DYNAMIC_UIDS.contains(&p.uid), "uid {}", p.uid);
+    assert_syscall_filter(&c);
 
     assert_idempotent(&c, &spec);
 }
