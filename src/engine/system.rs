@@ -7,6 +7,27 @@ use serde::Serialize;
 
 use super::combine::{Candidate, combine};
 use super::discipline::{ClockAction, Discipline, PHI, StepNowError, StepPolicy};
+
+/// Smallest round-trip delay a correctness interval is built from (ntpd's
+/// `tos mindist` default). Sources on one LAN measure microsecond delays;
+/// without a floor their microsecond-wide intervals miss each other by a
+/// few microseconds of path asymmetry, the majority is lost and selection
+/// flaps. A falseticker milliseconds off is still rejected.
+const MIN_DISTANCE: f64 = 1e-3;
+
+/// Half-width of a source's correctness interval (RFC 5905's root
+/// distance): half the round trip to the reference clock (at least
+/// MIN_DISTANCE), the server's root dispersion, our jitter, the aging of
+/// the estimate, and 1 µs for timestamp precision.
+fn root_distance(
+    root_delay: f64,
+    root_dispersion: f64,
+    min_delay: f64,
+    jitter: f64,
+    aging: f64,
+) -> f64 {
+    (root_delay + min_delay).max(MIN_DISTANCE) / 2.0 + root_dispersion + jitter + aging + 1e-6
+}
 use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
 use super::select::{Interval, select};
 use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
@@ -409,12 +430,13 @@ impl Engine {
             // with the slope's uncertainty (at most PHI) plus 1 ppm for the
             // clock's own instability (chrony's maxclockerror), not a flat PHI.
             let aging = (est.slope_sd.min(PHI) + 1e-6) * (now - last);
-            let distance = info.root_delay / 2.0
-                + info.root_dispersion
-                + est.min_delay / 2.0
-                + est.jitter
-                + aging
-                + 1e-6;
+            let distance = root_distance(
+                info.root_delay,
+                info.root_dispersion,
+                est.min_delay,
+                est.jitter,
+                aging,
+            );
             intervals.push(Interval {
                 index: i,
                 offset,
@@ -619,5 +641,46 @@ pub fn refid_string(id: [u8; 4], stratum: u8) -> String {
             .collect()
     } else {
         format!("{}.{}.{}.{}", id[0], id[1], id[2], id[3])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::select::{Interval, select};
+    use super::*;
+
+    /// Two peers on one LAN sharing one clock, measured 13 µs apart by path
+    /// asymmetry with microsecond delays and jitter (as seen on a veth
+    /// link): they must agree, or selection loses its majority and flaps.
+    /// A server 20 ms off is still a falseticker.
+    #[test]
+    fn lan_sources_a_few_microseconds_apart_agree() {
+        let lan = |index, offset| Interval {
+            index,
+            offset,
+            distance: root_distance(0.0, 15e-6, 8e-6, 2e-6, 1e-6),
+        };
+        let selection = select(&[lan(0, 6.8e-6), lan(1, -6.6e-6), lan(2, 0.020)]).unwrap();
+        assert_eq!(selection.truechimers, [0, 1]);
+        assert_eq!(selection.falsetickers, [2]);
+        // The intervals measured on the test host before the floor existed
+        // (6.8 ± 4.4 µs and -6.6 ± 3.4 µs) have no majority.
+        let measured = [
+            Interval {
+                index: 0,
+                offset: 6.8e-6,
+                distance: 4.4e-6,
+            },
+            Interval {
+                index: 1,
+                offset: -6.6e-6,
+                distance: 3.4e-6,
+            },
+        ];
+        assert!(select(&measured).is_none_or(|s| s.truechimers.len() < 2));
+        assert!(root_distance(0.0, 0.0, 8e-6, 0.0, 0.0) >= MIN_DISTANCE / 2.0);
+        // Long paths are not shortened by the floor.
+        let far = root_distance(0.010, 0.0, 0.004, 0.0, 0.0);
+        assert!((far - (0.007 + 1e-6)).abs() < 1e-12);
     }
 }
