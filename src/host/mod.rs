@@ -287,7 +287,8 @@ impl ServiceManager for NoServiceManager {
         true
     }
     fn status(&self, unit: &str) -> Result<UnitStatus, HostError> {
-        self.unavailable(&format!("cannot ask systemd about {unit}"))
+        let _ = unit;
+        self.unavailable("cannot ask systemd")
     }
     fn start(&self, unit: &str) -> Result<(), HostError> {
         self.unavailable(&format!("cannot start {unit}"))

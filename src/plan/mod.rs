@@ -195,6 +195,35 @@ fn hash_of<T: Serialize>(value: &T) -> String {
     sha256_hex(&serde_json::to_vec(value).unwrap_or_default())
 }
 
+/// "cannot see X: why" lines with the same reason become one line naming
+/// every X (an unreachable systemd would otherwise repeat itself per unit).
+fn group_blockers(blockers: Vec<String>) -> Vec<String> {
+    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
+    for line in blockers {
+        let Some((subject, why)) = line
+            .strip_prefix("cannot see ")
+            .and_then(|rest| rest.split_once(": "))
+        else {
+            grouped.push((line, Vec::new()));
+            continue;
+        };
+        match grouped.iter_mut().find(|(w, s)| !s.is_empty() && w == why) {
+            Some((_, subjects)) => subjects.push(subject.to_string()),
+            None => grouped.push((why.to_string(), vec![subject.to_string()])),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(why, subjects)| {
+            if subjects.is_empty() {
+                why
+            } else {
+                format!("cannot see {}: {why}", subjects.join(", "))
+            }
+        })
+        .collect()
+}
+
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
     let facts = Facts::detect(&host.root)?;
@@ -359,6 +388,7 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         }
     }
 
+    let blockers = group_blockers(blockers);
     let spec_sha256 = sha256_hex(spec.source.as_bytes());
     let version = env!("CARGO_PKG_VERSION").to_string();
     let fingerprint = hash_of(&(&version, &spec_sha256, &host.root, host.mode, &observed));
