@@ -22,8 +22,8 @@ use serde_json::Value;
 use support::live::require;
 use support::live::{
     Applied, apply, apply_with, assert_idempotent, boot, chrony_selected, chrony_spec, converge,
-    expect_converged, loopback_peer, plan, plan_json, put_spec, served_upstream, summaries, text,
-    unit,
+    drop_by_default_firewall, expect_converged, loopback_peer, plan, plan_json, put_spec,
+    served_upstream, summaries, text, unit,
 };
 use support::{Container, ContainerOptions, ntpdig, record_timing, wait_for};
 
@@ -364,13 +364,7 @@ fn embedded_serves_ntpdig_through_nftables() {
     let c = boot(true);
     let _peer = loopback_peer(&c);
     // The container's own firewall drops what it does not allow.
-    c.exec_ok(&[
-        "nft",
-        "add table inet filter\n\
-         add chain inet filter input { type filter hook input priority filter; policy drop; }\n\
-         add rule inet filter input iifname \"lo\" accept\n\
-         add rule inet filter input ct state established,related accept",
-    ]);
+    drop_by_default_firewall(&c);
     let spec = put_spec(
         &c,
         "serve",

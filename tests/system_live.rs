@@ -26,8 +26,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::live::{
-    apply, assert_idempotent, boot, chrony_selected, chrony_spec, converge, loopback_peer, plan,
-    plan_json, put_spec, served_upstream, summaries, text, unit, upstream_peer,
+    apply, assert_idempotent, boot, chrony_selected, chrony_spec, converge,
+    drop_by_default_firewall, loopback_peer, plan, plan_json, put_spec, served_upstream, summaries,
+    text, unit, upstream_peer,
 };
 use support::{Container, record_timing, wait_for};
 
@@ -376,13 +377,7 @@ fn nftables_backend_in_the_containers_namespace() {
     let c = boot(true);
     let _upstream = upstream_peer(&c);
     // The container's own firewall: drop by default.
-    c.exec_ok(&[
-        "nft",
-        "add table inet filter\n\
-         add chain inet filter input { type filter hook input priority filter; policy drop; }\n\
-         add rule inet filter input iifname \"lo\" accept\n\
-         add rule inet filter input ct state established,related accept",
-    ]);
+    drop_by_default_firewall(&c);
     let serve = "  serve: { allow: [192.0.2.0/24] }\n  firewall: nftables\n";
     let spec = put_spec(&c, "serve", &chrony_spec("192.0.2.2", 123, serve));
     let client_only = put_spec(

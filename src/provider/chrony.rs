@@ -5,9 +5,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{SourceLine, config_file, render, seconds};
+use super::{SourceLine, config_content, config_file, render, seconds};
 use crate::facts::{DaemonPaths, Facts, Family};
-use crate::resource::file::SourcesEdit;
 use crate::resource::{FileContent, FileResource};
 use crate::spec::{Spec, SpecError};
 
@@ -122,17 +121,7 @@ pub(super) fn files(
     );
     let whole = render("chrony.conf", TEMPLATE, &context);
 
-    let content = match ts.config {
-        crate::spec::ConfigMode::Managed => FileContent::Whole(whole),
-        crate::spec::ConfigMode::Edit => FileContent::Edit(SourcesEdit {
-            replaces: vec!["server".into(), "pool".into(), "peer".into()],
-            lines: sources
-                .iter()
-                .map(|s| format!("{} {}{}", s.directive, s.host, s.options))
-                .collect(),
-            if_missing: whole,
-        }),
-    };
+    let content = config_content(ts.config, whole, &sources);
     let mut config = config_file(
         paths.config.clone(),
         content,

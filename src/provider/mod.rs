@@ -236,6 +236,26 @@ fn render(name: &str, template: &str, context: &tera::Context) -> String {
         .unwrap_or_else(|e| panic!("built-in template {name} failed: {e:?}"))
 }
 
+/// The config file's content: the whole rendered file (`config: managed`),
+/// or an edit of the admin's file that swaps only its source lines.
+fn config_content(
+    mode: crate::spec::ConfigMode,
+    whole: String,
+    sources: &[SourceLine],
+) -> FileContent {
+    match mode {
+        crate::spec::ConfigMode::Managed => FileContent::Whole(whole),
+        crate::spec::ConfigMode::Edit => FileContent::Edit(crate::resource::file::SourcesEdit {
+            replaces: vec!["server".into(), "pool".into(), "peer".into()],
+            lines: sources
+                .iter()
+                .map(|s| format!("{} {}{}", s.directive, s.host, s.options))
+                .collect(),
+            if_missing: whole,
+        }),
+    }
+}
+
 /// A managed whole-file resource owned by root.
 fn config_file(path: PathBuf, content: FileContent, purpose: String) -> FileResource {
     FileResource {

@@ -6,9 +6,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::chrony::{key_lines, serve_context};
-use super::{SourceLine, config_file, error_at, render, seconds};
+use super::{SourceLine, config_content, config_file, error_at, render, seconds};
 use crate::facts::{DaemonPaths, Facts};
-use crate::resource::file::SourcesEdit;
 use crate::resource::{FileContent, FileResource};
 use crate::spec::{Cidr, Spec, SpecError};
 
@@ -150,17 +149,7 @@ pub(super) fn files(
     );
     let whole = render("ntp.conf", TEMPLATE, &context);
 
-    let content = match ts.config {
-        crate::spec::ConfigMode::Managed => FileContent::Whole(whole),
-        crate::spec::ConfigMode::Edit => FileContent::Edit(SourcesEdit {
-            replaces: vec!["server".into(), "pool".into(), "peer".into()],
-            lines: sources
-                .iter()
-                .map(|s| format!("{} {}{}", s.directive, s.host, s.options))
-                .collect(),
-            if_missing: whole,
-        }),
-    };
+    let content = config_content(ts.config, whole, &sources);
     let mut files = vec![config_file(
         paths.config.clone(),
         content,

@@ -212,3 +212,15 @@ pub fn upstream_peer(c: &Container) -> ChronyPeer {
 pub fn served_upstream(c: &Container) -> Result<(), String> {
     ntpdig(Some(c.uplink().netns()), "192.0.2.1").map(|_| ())
 }
+
+/// The container's own nftables firewall, as a hardened host has it: drop
+/// what is not allowed (loopback and replies pass).
+pub fn drop_by_default_firewall(c: &Container) {
+    c.exec_ok(&[
+        "nft",
+        "add table inet filter\n\
+         add chain inet filter input { type filter hook input priority filter; policy drop; }\n\
+         add rule inet filter input iifname \"lo\" accept\n\
+         add rule inet filter input ct state established,related accept",
+    ]);
+}
