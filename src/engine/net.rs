@@ -18,6 +18,17 @@ use tokio::net::UdpSocket;
 use super::discipline::LocalClock;
 use super::proto::NtpTimestamp;
 
+/// The kernel's receive timestamp (SO_TIMESTAMPNS) among a message's
+/// control messages, if it is there.
+fn kernel_timestamp(cmsgs: impl Iterator<Item = ControlMessageOwned>) -> Option<NtpTimestamp> {
+    cmsgs.fold(None, |found, c| match c {
+        ControlMessageOwned::ScmTimestampns(ts) => {
+            Some(NtpTimestamp::from_unix(ts.tv_sec(), ts.tv_nsec() as u32))
+        }
+        _ => found,
+    })
+}
+
 /// Room for one SCM_TIMESTAMPNS control message (CMSG_SPACE(16) = 32).
 const CMSG_BUFFER_LEN: usize = 64;
 const _: () = assert!(nix::sys::socket::cmsg_space::<TimeSpec>() <= CMSG_BUFFER_LEN);
@@ -107,15 +118,7 @@ impl TimestampedSocket {
                     MsgFlags::MSG_DONTWAIT,
                 )
                 .map_err(io::Error::from)?;
-                let mut kernel = None;
-                if let Ok(cmsgs) = msg.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                            kernel =
-                                Some(NtpTimestamp::from_unix(ts.tv_sec(), ts.tv_nsec() as u32));
-                        }
-                    }
-                }
+                let kernel = msg.cmsgs().ok().and_then(kernel_timestamp);
                 let from = msg.address.as_ref().and_then(to_socket_addr);
                 Ok((msg.bytes, from, kernel))
             })
@@ -192,15 +195,7 @@ impl TimestampedSocket {
                 )
                 .map_err(io::Error::from)?;
                 for msg in results {
-                    let mut kernel = None;
-                    if let Ok(cmsgs) = msg.cmsgs() {
-                        for c in cmsgs {
-                            if let ControlMessageOwned::ScmTimestampns(ts) = c {
-                                kernel =
-                                    Some(NtpTimestamp::from_unix(ts.tv_sec(), ts.tv_nsec() as u32));
-                            }
-                        }
-                    }
+                    let kernel = msg.cmsgs().ok().and_then(kernel_timestamp);
                     let from = msg.address.as_ref().and_then(to_socket_addr);
                     raw.push((msg.bytes, from, kernel));
                 }
