@@ -5,13 +5,12 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{SourceLine, config_content, config_file, render, seconds};
+use super::{SourceLine, config_content, config_file, key_file, render, seconds};
 use crate::facts::{DaemonPaths, Facts, Family};
 use crate::resource::{FileContent, FileResource};
 use crate::spec::{Spec, SpecError};
 
 const TEMPLATE: &str = include_str!("templates/chrony.conf.tera");
-const KEYS_TEMPLATE: &str = include_str!("templates/keys.tera");
 
 #[derive(Serialize)]
 pub(super) struct ServeContext {
@@ -138,23 +137,11 @@ pub(super) fn files(
     let mut files = vec![config];
 
     if let Some(keyfile) = keyfile {
-        let mut context = tera::Context::new();
-        context.insert("header", "Managed by timectl.");
-        context.insert("keys", &keys);
-        files.push(FileResource {
-            path: keyfile,
-            content: FileContent::Whole(render("chrony.keys", KEYS_TEMPLATE, &context)),
-            mode: 0o640,
-            owner: "root".into(),
-            group: match facts.family {
-                Family::Debian => "_chrony".into(),
-                Family::Rhel => "chrony".into(),
-            },
-            sensitive: true,
-            purpose: "chrony key file".into(),
-            unit_file: false,
-            validate: None,
-        });
+        let group = match facts.family {
+            Family::Debian => "_chrony",
+            Family::Rhel => "chrony",
+        };
+        files.push(key_file(keyfile, &keys, 0o640, group, "chrony key file"));
     }
 
     // Without clock control chronyd runs with -x, and the unit's

@@ -256,6 +256,34 @@ fn config_content(
     }
 }
 
+/// The symmetric key file (`id type secret` lines, the same for chrony and
+/// ntpd): sensitive, readable by root and the daemon's group only.
+fn key_file(
+    path: PathBuf,
+    keys: &[chrony::KeyLine],
+    mode: u32,
+    group: &str,
+    purpose: &str,
+) -> FileResource {
+    let mut context = tera::Context::new();
+    context.insert("header", "Managed by timectl.");
+    context.insert("keys", keys);
+    FileResource {
+        mode,
+        group: group.into(),
+        sensitive: true,
+        ..config_file(
+            path,
+            FileContent::Whole(render(
+                "keys",
+                include_str!("templates/keys.tera"),
+                &context,
+            )),
+            purpose.into(),
+        )
+    }
+}
+
 /// A managed whole-file resource owned by root.
 fn config_file(path: PathBuf, content: FileContent, purpose: String) -> FileResource {
     FileResource {

@@ -6,13 +6,12 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::chrony::{key_lines, serve_context};
-use super::{SourceLine, config_content, config_file, error_at, render, seconds};
+use super::{SourceLine, config_content, config_file, error_at, key_file, render, seconds};
 use crate::facts::{DaemonPaths, Facts};
-use crate::resource::{FileContent, FileResource};
+use crate::resource::FileResource;
 use crate::spec::{Cidr, Spec, SpecError};
 
 const TEMPLATE: &str = include_str!("templates/ntp.conf.tera");
-const KEYS_TEMPLATE: &str = include_str!("templates/keys.tera");
 
 /// `restrict` address form that both ntpsec and classic ntp read:
 /// "10.0.0.0 mask 255.0.0.0", "-6 2001:db8:: mask ffff:ffff::".
@@ -156,20 +155,7 @@ pub(super) fn files(
         format!("{} configuration", paths.label),
     )];
     if let Some(keyfile) = keyfile {
-        let mut context = tera::Context::new();
-        context.insert("header", "Managed by timectl.");
-        context.insert("keys", &keys);
-        files.push(FileResource {
-            path: keyfile,
-            content: FileContent::Whole(render("ntp.keys", KEYS_TEMPLATE, &context)),
-            mode: 0o600,
-            owner: "root".into(),
-            group: "root".into(),
-            sensitive: true,
-            purpose: "ntpd key file".into(),
-            unit_file: false,
-            validate: None,
-        });
+        files.push(key_file(keyfile, &keys, 0o600, "root", "ntpd key file"));
     }
     Ok((files, notes))
 }
