@@ -220,7 +220,7 @@ pub fn engine_status(doc: &crate::engine::control::StatusDocument) -> SyncStatus
     let selected = doc
         .sources
         .iter()
-        .find(|s| s.selected)
+        .find(|s| s.report.selected)
         .map(|s| s.address.clone());
     SyncStatus {
         synchronized: doc.synchronized,

@@ -111,7 +111,7 @@ fn one_engine_synchronises_to_another() {
         s.offset_seconds
     );
     assert_eq!(s.sources.len(), 1);
-    assert!(s.sources[0].selected);
+    assert!(s.sources[0].report.selected);
 }
 
 #[test]
@@ -130,7 +130,7 @@ fn unsynchronised_upstream_is_not_used() {
     std::thread::sleep(Duration::from_secs(2));
     let s = engine.status();
     assert!(!s.synchronized);
-    let err = s.sources[0].last_error.as_deref().unwrap_or("");
+    let err = s.sources[0].report.last_error.as_deref().unwrap_or("");
     assert!(err.contains("unsynchronised"), "last error: {err:?}");
 }
 
@@ -276,7 +276,7 @@ fn pool_and_host_names_resolve_and_ipv6_works() {
     let want = if v6_upstream.is_some() { 2 } else { 1 };
     let s = engine_support::wait_for("both sources answering", Duration::from_secs(10), || {
         let s = engine.status();
-        (s.synchronized && s.sources.len() >= want && s.sources.iter().all(|x| x.reach != 0))
+        (s.synchronized && s.sources.len() >= want && s.sources.iter().all(|x| x.report.reach != 0))
             .then_some(s)
     });
     let pool_src = s
@@ -293,7 +293,7 @@ fn pool_and_host_names_resolve_and_ipv6_works() {
             .expect("IPv6 source");
         assert!(
             matches!(
-                v6.state,
+                v6.report.state,
                 timectl::engine::system::SourceState::Selected
                     | timectl::engine::system::SourceState::Combined
             ),

@@ -40,7 +40,11 @@ fn engine_synchronises_to_chronyd_within_10_s() {
     assert_eq!(status.reference_address.as_deref(), Some(addr.as_str()));
     assert_eq!(status.reference_id, "127.0.0.1");
     let src = &status.sources[0];
-    assert!(src.selected && src.state == SourceState::Selected && src.reach & 1 == 1);
+    assert!(
+        src.report.selected
+            && src.report.state == SourceState::Selected
+            && src.report.reach & 1 == 1
+    );
     assert!(!status.clock_control, "tests never control the clock");
     eprintln!("synchronised after {took:?}, offset {offset:+.9} s");
 }
@@ -169,8 +173,10 @@ fn falseticker_among_real_peers_is_rejected() {
         Duration::from_secs(10),
         || {
             let s = engine.status();
-            (s.synchronized && s.sources.len() == 4 && s.sources.iter().all(|x| x.reach != 0))
-                .then_some(())
+            (s.synchronized
+                && s.sources.len() == 4
+                && s.sources.iter().all(|x| x.report.reach != 0))
+            .then_some(())
         },
     );
     // Watch for a while: the liar is never selected or combined.
@@ -185,14 +191,14 @@ fn falseticker_among_real_peers_is_rejected() {
             .expect("liar listed");
         assert!(
             !matches!(
-                liar_src.state,
+                liar_src.report.state,
                 SourceState::Selected | SourceState::Combined
             ),
             "falseticker used: {liar_src:?}"
         );
         if s.updates > 3 {
             assert_eq!(
-                liar_src.state,
+                liar_src.report.state,
                 SourceState::Falseticker,
                 "{s:#?}\n{}",
                 engine.guard.log_text()
@@ -202,7 +208,7 @@ fn falseticker_among_real_peers_is_rejected() {
             checks += 1;
         }
         // The liar really is 100 ms off (the relay works).
-        if let Some(o) = liar_src.last_offset_seconds {
+        if let Some(o) = liar_src.report.last_offset_seconds {
             assert!((o + 0.100).abs() < 0.01, "relay offset seen as {o}");
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -22,7 +22,7 @@ use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
 use super::server::ServerStatsReport;
-use super::system::SourceState;
+use super::system::SourceReport;
 
 /// Version of the status and step documents; bumped on incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -36,29 +36,16 @@ pub enum ControlRequest {
     StepNow,
 }
 
-/// One source in the status document.
+/// One source in the status document: where it is, and the engine's own
+/// report of it (flattened, so the JSON fields sit side by side).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SourceStatus {
     /// `IP:PORT` polled.
     pub address: String,
     /// The `server` or `pool` name it came from.
     pub name: String,
-    pub state: SourceState,
-    /// True for the system peer (chronyc's `*`).
-    pub selected: bool,
-    /// Reach register, 0..=255 (chronyc prints it in octal).
-    pub reach: u8,
-    /// Poll exponent (log2 seconds).
-    pub poll: i8,
-    pub stratum: Option<u8>,
-    /// Local minus source time of the last sample, seconds.
-    pub last_offset_seconds: Option<f64>,
-    pub delay_seconds: Option<f64>,
-    pub jitter_seconds: Option<f64>,
-    pub last_sample_age_seconds: Option<f64>,
-    pub samples: usize,
-    /// Why the last reply was not used, if it was not.
-    pub last_error: Option<String>,
+    #[serde(flatten)]
+    pub report: SourceReport,
 }
 
 /// The server half in the status document.
@@ -352,16 +339,19 @@ pub fn render_status(s: &StatusDocument) -> String {
         "==============================================================================="
     );
     for src in &s.sources {
-        let mark = src.state.mark();
+        let mark = src.report.state.mark();
         let age = src
+            .report
             .last_sample_age_seconds
             .map(|a| format!("{:.0}", a))
             .unwrap_or_else(|| "-".into());
         let off = src
+            .report
             .last_offset_seconds
             .map(|o| format!("{:+.0}us", o * 1e6))
             .unwrap_or_else(|| "-".into());
         let delay = src
+            .report
             .delay_seconds
             .map(|d| format!("+/- {:.0}us", d * 1e6 / 2.0))
             .unwrap_or_default();
@@ -369,11 +359,12 @@ pub fn render_status(s: &StatusDocument) -> String {
             out,
             "^{mark} {:<30} {:>7} {:>4} {:>5o} {:>6} {off} {delay}",
             truncate(&src.address, 30),
-            src.stratum
+            src.report
+                .stratum
                 .map(|x| x.to_string())
                 .unwrap_or_else(|| "-".into()),
-            src.poll,
-            src.reach,
+            src.report.poll,
+            src.report.reach,
             age
         );
     }
@@ -405,6 +396,7 @@ fn truncate(s: &str, n: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::system::SourceState;
 
     #[test]
     fn request_wire_format() {
@@ -442,21 +434,38 @@ mod tests {
             sources: vec![SourceStatus {
                 address: "127.0.0.1:11123".into(),
                 name: "127.0.0.1".into(),
-                state: SourceState::Selected,
-                selected: true,
-                reach: 0o377,
-                poll: 6,
-                stratum: Some(8),
-                last_offset_seconds: Some(1e-5),
-                delay_seconds: Some(1e-4),
-                jitter_seconds: Some(1e-6),
-                last_sample_age_seconds: Some(3.0),
-                samples: 8,
-                last_error: None,
+                report: SourceReport {
+                    index: 0,
+                    state: SourceState::Selected,
+                    selected: true,
+                    reach: 0o377,
+                    poll: 6,
+                    stratum: Some(8),
+                    last_offset_seconds: Some(1e-5),
+                    delay_seconds: Some(1e-4),
+                    jitter_seconds: Some(1e-6),
+                    last_sample_age_seconds: Some(3.0),
+                    samples: 8,
+                    last_error: None,
+                },
             }],
             unresolved: vec![],
             server: None,
         };
+        // The wire format keeps every source field side by side and round-trips.
+        let json = serde_json::to_value(&doc).unwrap();
+        let source = &json["sources"][0];
+        assert_eq!(source["address"], "127.0.0.1:11123");
+        assert_eq!(
+            (source["reach"].as_u64(), source["selected"].as_bool()),
+            (Some(255), Some(true))
+        );
+        assert_eq!(source["state"], "selected");
+        assert!(
+            source.get("index").is_none() && source.get("report").is_none(),
+            "{source}"
+        );
+        assert_eq!(serde_json::from_value::<StatusDocument>(json).unwrap(), doc);
         let text = render_status(&doc);
         assert!(text.contains("^* 127.0.0.1:11123"), "{text}");
         assert!(text.contains("  377 "), "{text}");

@@ -389,17 +389,7 @@ fn answer_control(
                         Some(SourceStatus {
                             address: h.address.to_string(),
                             name: h.name.clone(),
-                            state: s.state,
-                            selected: s.selected,
-                            reach: s.reach,
-                            poll: s.poll,
-                            stratum: s.stratum,
-                            last_offset_seconds: s.last_offset_seconds,
-                            delay_seconds: s.delay_seconds,
-                            jitter_seconds: s.jitter_seconds,
-                            last_sample_age_seconds: s.last_sample_age_seconds,
-                            samples: s.samples,
-                            last_error: s.last_error.clone(),
+                            report: s.clone(),
                         })
                     })
                     .collect(),

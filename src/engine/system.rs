@@ -173,8 +173,10 @@ impl ServerState {
 }
 
 /// One source in a status report.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct SourceReport {
+    /// Position among the engine's sources (not part of the status JSON).
+    #[serde(skip)]
     pub index: usize,
     pub state: SourceState,
     pub selected: bool,
