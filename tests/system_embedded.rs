@@ -21,9 +21,9 @@ use std::time::Duration;
 use serde_json::Value;
 use support::live::require;
 use support::live::{
-    Applied, apply, apply_with, assert_idempotent, boot, chrony_selected, chrony_spec, converge,
-    drop_by_default_firewall, expect_converged, loopback_peer, plan, plan_json, put_spec,
-    served_upstream, summaries, text, unit,
+    Applied, apply, apply_with, assert_idempotent, assert_step_now_ignored, boot, chrony_selected,
+    chrony_spec, converge, drop_by_default_firewall, expect_converged, loopback_peer, plan,
+    plan_json, put_spec, served_upstream, summaries, text, unit,
 };
 use support::{Container, ContainerOptions, ntpdig, record_timing, wait_for};
 
@@ -612,19 +612,7 @@ fn embedded_step_now_without_clock_control() {
     assert_verified(&applied);
     // Not a failure: the report says why no step was made, and none was
     // asked of the engine.
-    assert_eq!(
-        applied.report["step_now"],
-        Value::Null,
-        "{}",
-        applied.context()
-    );
-    assert!(
-        applied.report["notes"]
-            .to_string()
-            .contains("step.now is ignored: clockControl is false"),
-        "{}",
-        applied.context()
-    );
+    assert_step_now_ignored(&applied);
     // Asked directly through its control socket (as root, which the
     // engine's SO_PEERCRED check allows), the engine refuses and says by
     // how much it would have stepped.

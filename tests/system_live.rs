@@ -26,9 +26,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::live::{
-    apply, assert_idempotent, boot, chrony_selected, chrony_spec, converge,
-    drop_by_default_firewall, loopback_peer, plan, plan_json, put_spec, served_upstream, summaries,
-    text, unit, upstream_peer,
+    apply, assert_idempotent, assert_step_now_ignored, boot, chrony_selected, chrony_spec,
+    converge, drop_by_default_firewall, loopback_peer, plan, plan_json, put_spec, served_upstream,
+    summaries, text, unit, upstream_peer,
 };
 use support::{Container, record_timing, wait_for};
 
@@ -114,19 +114,7 @@ fn fresh_host_to_chrony() {
     assert_eq!(verify["stratum"], 9);
     // step.now with clockControl: false is dropped with a note (chronyd -x
     // has no clock to step), not a failure.
-    assert_eq!(
-        applied.report["step_now"],
-        Value::Null,
-        "{}",
-        applied.context()
-    );
-    assert!(
-        applied.report["notes"]
-            .to_string()
-            .contains("step.now is ignored: clockControl is false"),
-        "{}",
-        applied.context()
-    );
+    assert_step_now_ignored(&applied);
 
     assert_eq!(c.package_status("chrony"), "installed");
     assert_eq!(

@@ -277,25 +277,13 @@ impl Container {
         if !self.bus_socket().exists() {
             return Err("no system bus socket yet".into());
         }
-        let out = run(Command::new("busctl").args([
-            &format!("--address={}", self.bus_address()),
-            "--timeout=2",
-            "get-property",
+        super::bus_string_property(
+            &self.bus_address(),
             "org.freedesktop.systemd1",
             "/org/freedesktop/systemd1",
             "org.freedesktop.systemd1.Manager",
             "SystemState",
-        ]));
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        // busctl prints: s "running"
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text
-            .trim()
-            .trim_start_matches("s ")
-            .trim_matches('"')
-            .to_string())
+        )
     }
 
     fn leader_bounding_set(&self) -> String {

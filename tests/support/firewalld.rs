@@ -88,24 +88,13 @@ impl PrivateFirewalld {
 
     /// firewalld's `state` property ("INIT", "RUNNING", "FAILED").
     pub fn state(&self) -> Result<String, String> {
-        let out = run(Command::new("busctl").args([
-            &format!("--address={}", self.bus_address),
-            "--timeout=2",
-            "get-property",
+        super::bus_string_property(
+            &self.bus_address,
             "org.fedoraproject.FirewallD1",
             "/org/fedoraproject/FirewallD1",
             "org.fedoraproject.FirewallD1",
             "state",
-        ]));
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(text
-            .trim()
-            .trim_start_matches("s ")
-            .trim_matches('"')
-            .to_string())
+        )
     }
 
     /// D-Bus address of the private system bus firewalld is on.

@@ -224,3 +224,21 @@ pub fn drop_by_default_firewall(c: &Container) {
          add rule inet filter input ct state established,related accept",
     ]);
 }
+
+/// step.now with clockControl: false is dropped with a note, not run and
+/// not a failure.
+pub fn assert_step_now_ignored(applied: &Applied) {
+    assert_eq!(
+        applied.report["step_now"],
+        Value::Null,
+        "{}",
+        applied.context()
+    );
+    assert!(
+        applied.report["notes"]
+            .to_string()
+            .contains("step.now is ignored: clockControl is false"),
+        "{}",
+        applied.context()
+    );
+}

@@ -176,6 +176,35 @@ pub fn describe(cmd: &Command) -> String {
 }
 
 /// Runs `cmd` to completion; panics only if it cannot be started.
+/// A string property read with busctl from the bus at `address`
+/// (`busctl` prints `s "running"`; this returns `running`).
+pub fn bus_string_property(
+    address: &str,
+    service: &str,
+    path: &str,
+    interface: &str,
+    property: &str,
+) -> Result<String, String> {
+    let out = run(Command::new("busctl").args([
+        &format!("--address={address}"),
+        "--timeout=2",
+        "get-property",
+        service,
+        path,
+        interface,
+        property,
+    ]));
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .trim()
+        .trim_start_matches("s ")
+        .trim_matches('"')
+        .to_string())
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output()
         .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
