@@ -22,6 +22,7 @@ pub mod firewalld;
 pub mod live;
 pub mod netns;
 pub mod ntpdig;
+pub mod uml;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use container::{Container, ContainerOptions, Uplink};
 pub use firewalld::PrivateFirewalld;
 pub use netns::NetNs;
 pub use ntpdig::{NtpdigReply, ntpdig};
+pub use uml::{ConsoleLine, Uml, UmlOptions};
 
 /// Where the repository (and so `ci/`) is.
 pub fn repo_root() -> PathBuf {
@@ -87,6 +89,7 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("pgrep", "procps"),
     ("zstd", "zstd"),
     ("dpkg-scanpackages", "dpkg-dev"),
+    ("linux.uml", "user-mode-linux"),
 ];
 
 /// Everything a [`Container`] needs on the host.
