@@ -9,7 +9,9 @@
 #     /run/timectl-testhost/<name>/pid: stale when that process is gone.
 #
 # What it removes: nspawn containers (and all processes) in the cgroup subtree
-# /sys/fs/cgroup/*/timectl/<name>, processes running in a stale timectl-*
+# /sys/fs/cgroup/*/timectl/<name>, User-Mode Linux kernels of the clock bench
+# (linux.uml processes with umid=timectl-<pid>-<seq> on their command line),
+# processes running in a stale timectl-*
 # network namespace or started from a stale timectl-* temp dir (chronyd peers,
 # private dbus-daemon/firewalld), the namespaces, cgroup directories, nspawn's
 # /run/systemd/nspawn/propagate/<name>, temp dirs and container.sh state.
@@ -166,6 +168,27 @@ for name in "${!containers[@]}"; do
         fi
     done
     [[ -e /run/systemd/nspawn/propagate/$name ]] && act rm -rf "/run/systemd/nspawn/propagate/$name"
+done
+
+# --- User-Mode Linux kernels (tests/support/uml.rs) ------------------------------
+# Each UML instance is several host processes, all with umid=<name> in their
+# command line; the name is the fixture's timectl-<pid>-<seq>.
+declare -A umls=()
+for proc in /proc/[0-9]*; do
+    [[ $(cat "$proc/comm" 2>/dev/null) == linux.uml ]] || continue
+    cmdline=$({ tr '\0' '\n' <"$proc/cmdline"; } 2>/dev/null) || continue
+    umid=$(sed -n 's/^umid=//p' <<<"$cmdline" | head -n1)
+    [[ $umid == timectl-* ]] || continue
+    stale "$umid" || continue
+    umls[$umid]+=" ${proc#/proc/}"
+done
+for umid in "${!umls[@]}"; do
+    say "stale UML $umid: processes${umls[$umid]}"
+    # shellcheck disable=SC2086
+    kill_pids TERM ${umls[$umid]}
+    [[ $dry -eq 0 ]] && sleep 1
+    # shellcheck disable=SC2086
+    kill_pids KILL ${umls[$umid]}
 done
 
 # --- network namespaces --------------------------------------------------------

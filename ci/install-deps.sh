@@ -5,7 +5,8 @@
 #   installing chrony or firewalld on the host starts nothing: on this kind of
 #   machine PID 1 is not systemd and nothing should own the host clock.
 # - Installs the tools the harness uses: systemd-nspawn, mmdebstrap, nftables,
-#   chrony/ntpdig/firewalld as host-side test peers, dbus-daemon, busctl.
+#   chrony/ntpdig/firewalld as host-side test peers, dbus-daemon, busctl,
+#   user-mode-linux (a kernel clock of its own for the clock bench).
 # - Stops any chronyd/firewalld that the install itself started (by PID),
 #   never one that was running before.
 set -euo pipefail
@@ -47,6 +48,8 @@ packages=(
     util-linux        # nsenter, setpriv, flock
     procps            # pgrep
     systemd           # busctl
+    user-mode-linux   # linux.uml: a real kernel clock for the clock bench (tests/uml_clock.rs)
+    python3           # the bench's clock helper and judge inside UML (ntpdig needs it too)
 )
 
 missing=()
@@ -75,7 +78,7 @@ else
 fi
 
 for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
-    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock; do
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3; do
     if ! command -v "$tool" >/dev/null; then
         echo "install-deps: $tool still missing after install" >&2
         exit 1

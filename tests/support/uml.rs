@@ -95,8 +95,9 @@ pub struct UmlOptions {
     pub label: String,
     /// Shell (`/bin/sh`) run as PID 1 after the prelude (mounts, network,
     /// helpers). It may use `$BENCH` (= [`BENCH_DIR`]) and the helpers
-    /// `say`, `now_s`, `judge`, `kernel_show`, `kernel_freq PPM`,
-    /// `clock_shift SECONDS`; the epilogue powers UML off.
+    /// `say`, `now_s`, `judge`, `ntpdig_check`, `kernel_show`,
+    /// `kernel_freq PPM`, `clock_shift SECONDS`, `clock_set_error SECONDS`;
+    /// the epilogue powers UML off.
     pub script: String,
     /// Files written into the host directory before boot (name, contents);
     /// inside UML they are `$BENCH/name`.
@@ -502,6 +503,8 @@ ntpdig_check() {{ say NTPDIG "$(ntpdig -j -t 1 {JUDGE_ADDR} 2>&1 | tr -d '\n')";
 kernel_show() {{ {PYTHON} "$BENCH/clock.py" show; }}
 kernel_freq() {{ {PYTHON} "$BENCH/clock.py" freq "$1"; }}
 clock_shift() {{ {PYTHON} "$BENCH/clock.py" shift "$1"; }}
+# Make the clock $1 seconds ahead of the judge's reference (negative: behind).
+clock_set_error() {{ {PYTHON} "$BENCH/clock.py" set-error {JUDGE_ADDR} "$1"; }}
 
 # UML's network is up once the reference answers.
 i=0
@@ -566,16 +569,19 @@ def ntp_ns(b):
     sec, frac = struct.unpack("!II", b)
     return (sec - NTP_EPOCH) * 1000000000 + (frac * 1000000000 >> 32)
 
-def judge(addr, count):
+def measure(addr, count):
     # SNTP against addr:123, `count` requests 50 ms apart; the reply with the
     # smallest round-trip delay wins (UML scheduling adds delay, and with it
-    # error, to some exchanges). Prints local minus server time.
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(1.0)
+    # error, to some exchanges). Returns (local - server, delay, replies) in
+    # seconds, or (None, errors, 0).
     best, errors = None, []
     for i in range(count):
         if i:
             time.sleep(0.05)
+        # A fresh socket (port) per exchange: a late reply to an earlier
+        # request can never be taken for this one's.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(0.5)
         req = bytearray(48)
         req[0] = (4 << 3) | 3
         t1 = time.time_ns()
@@ -587,7 +593,9 @@ def judge(addr, count):
         except OSError as e:
             errors.append(str(e))
             continue
-        t4 = time.time_ns()
+        finally:
+            t4 = time.time_ns()
+            s.close()
         if len(data) < 48 or data[24:32] != bytes(req[40:48]) or data[1] in (0, 16):
             errors.append("bad reply")
             continue
@@ -597,10 +605,25 @@ def judge(addr, count):
         if best is None or delay < best[1]:
             best = (error, delay)
     if best is None:
-        print("@@ JUDGE_ERR %s" % "; ".join(errors), flush=True)
+        return None, "; ".join(errors), 0
+    return best[0] * 1e-9, best[1] * 1e-9, count - len(errors)
+
+def judge(addr, count):
+    error, delay, n = measure(addr, count)
+    if error is None:
+        print("@@ JUDGE_ERR %s" % delay, flush=True)
     else:
-        print("@@ JUDGE %.9f %.9f %d" % (best[0] * 1e-9, best[1] * 1e-9, count - len(errors)),
-              flush=True)
+        print("@@ JUDGE %.9f %.9f %d" % (error, delay, n), flush=True)
+    return error
+
+def shift(seconds):
+    ns = int(round(seconds * 1e9))
+    tx = Timex()
+    tx.modes = ADJ_SETOFFSET | ADJ_NANO
+    tx.time.tv_sec = ns // 1000000000
+    tx.time.tv_usec = ns % 1000000000
+    adj(tx)
+    print("@@ SHIFTED %.9f" % seconds, flush=True)
 
 cmd = sys.argv[1] if len(sys.argv) > 1 else "show"
 if cmd == "judge":
@@ -613,14 +636,15 @@ if cmd == "freq":
     tx.freq = int(round(float(sys.argv[2]) * 65536))
     adj(tx)
 elif cmd == "shift":
-    ns = int(round(float(sys.argv[2]) * 1e9))
-    tx = Timex()
-    tx.modes = ADJ_SETOFFSET | ADJ_NANO
-    tx.time.tv_sec = ns // 1000000000
-    tx.time.tv_usec = ns % 1000000000
-    adj(tx)
-    print("@@ SHIFTED %s" % sys.argv[2], flush=True)
+    shift(float(sys.argv[2]))
+elif cmd == "set-error":
+    # Make the clock `target` seconds ahead of addr's time (UML's clock
+    # starts a little off the host's, more so when several boot at once).
+    error = judge(sys.argv[2], 4)
+    if error is None:
+        sys.exit("clock.py set-error: no answer from " + sys.argv[2])
+    shift(float(sys.argv[3]) - error)
 elif cmd != "show":
-    sys.exit("usage: clock.py show | freq PPM | shift SECONDS | judge ADDR [COUNT]")
+    sys.exit("usage: clock.py show | freq PPM | shift SECONDS | set-error ADDR SECONDS | judge ADDR [COUNT]")
 show()
 "#;
