@@ -83,6 +83,10 @@ pub struct StatusDocument {
     pub clock_control: bool,
     /// Local clock minus true time now (positive: the clock is fast).
     pub offset_seconds: Option<f64>,
+    /// The offset's error bound (root distance to the reference): the
+    /// clock is within `offset_seconds` ± this.
+    #[serde(default)]
+    pub offset_bound_seconds: Option<f64>,
     pub last_offset_seconds: Option<f64>,
     pub frequency_ppm: f64,
     pub skew_ppm: f64,
@@ -96,6 +100,13 @@ pub struct StatusDocument {
     pub last_update_age_seconds: Option<f64>,
     pub updates: u64,
     pub steps: u64,
+    /// Clock updates since the last step: 0 means the offset is the step's
+    /// own estimate, not yet confirmed by a measurement taken after it.
+    #[serde(default)]
+    pub updates_since_step: Option<u64>,
+    /// The leap second armed in the kernel: "insert", "delete" or "none".
+    #[serde(default)]
+    pub kernel_leap: Option<String>,
     pub uptime_seconds: f64,
     pub sources: Vec<SourceStatus>,
     /// Configured names not resolved yet.
@@ -295,8 +306,11 @@ pub fn render_status(s: &StatusDocument) -> String {
     let _ = writeln!(out, "Stratum         : {}", s.stratum);
     let _ = writeln!(
         out,
-        "System time     : {} (local minus true time)",
-        secs(s.offset_seconds)
+        "System time     : {}{} (local minus true time)",
+        secs(s.offset_seconds),
+        s.offset_bound_seconds
+            .map(|b| format!(" ± {b:.6}"))
+            .unwrap_or_default()
     );
     let _ = writeln!(out, "Last offset     : {}", secs(s.last_offset_seconds));
     let _ = writeln!(
@@ -318,7 +332,16 @@ pub fn render_status(s: &StatusDocument) -> String {
             .map(|a| format!("{a:.1} seconds"))
             .unwrap_or_else(|| "-".into())
     );
-    let _ = writeln!(out, "Leap status     : {}", s.leap);
+    let _ = writeln!(
+        out,
+        "Leap status     : {}{}",
+        s.leap,
+        match s.kernel_leap.as_deref() {
+            Some("insert") => " (kernel: insert a second at midnight UTC)",
+            Some("delete") => " (kernel: delete a second at midnight UTC)",
+            _ => "",
+        }
+    );
     let _ = writeln!(
         out,
         "Clock control   : {}",
@@ -418,6 +441,7 @@ mod tests {
             synchronized: true,
             clock_control: false,
             offset_seconds: Some(-0.000_012),
+            offset_bound_seconds: Some(0.000_5),
             last_offset_seconds: Some(0.0),
             frequency_ppm: 1.5,
             skew_ppm: 0.1,
@@ -430,6 +454,8 @@ mod tests {
             last_update_age_seconds: Some(1.0),
             updates: 3,
             steps: 0,
+            updates_since_step: Some(3),
+            kernel_leap: Some("insert".into()),
             uptime_seconds: 5.0,
             sources: vec![SourceStatus {
                 address: "127.0.0.1:11123".into(),
@@ -469,6 +495,14 @@ mod tests {
         let text = render_status(&doc);
         assert!(text.contains("^* 127.0.0.1:11123"), "{text}");
         assert!(text.contains("  377 "), "{text}");
-        assert!(text.contains("-0.000012000 seconds"), "{text}");
+        assert!(text.contains("-0.000012000 seconds ± 0.000500"), "{text}");
+        assert!(text.contains("kernel: insert a second"), "{text}");
+        // A status from an engine without the newer fields still parses.
+        let mut old = serde_json::to_value(&doc).unwrap();
+        for key in ["offset_bound_seconds", "updates_since_step", "kernel_leap"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let parsed = serde_json::from_value::<StatusDocument>(old).unwrap();
+        assert_eq!(parsed.updates_since_step, None);
     }
 }

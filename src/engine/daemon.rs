@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::clock::{
-    KernelClock, Monotonic, NoClockControl, SystemClock, clock_control_forbidden_by_env,
+    EngineClock, KernelClock, Monotonic, NoClockControl, SystemClock,
+    clock_control_forbidden_by_env,
 };
 use super::config::{EngineConfig, SourceConfig};
 use super::control::{
@@ -87,15 +88,21 @@ pub async fn run(
     config: EngineConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    // The server's rate limiter keeps CLOCK_MONOTONIC; the engine's time
+    // axis is CLOCK_MONOTONIC_RAW with measured corrections (EngineClock).
     let mono = Monotonic::start();
+    let engine_clock = EngineClock::start();
     let clock: Arc<dyn LocalClock + Send + Sync> = Arc::new(SystemClock);
     let mut clock_control = config.clock_control;
     if clock_control && let Some(var) = clock_control_forbidden_by_env() {
         tracing::warn!("{var} is set: running without clock control (estimates only)");
         clock_control = false;
     }
+    let mut kernel_frequency = 0.0;
     let mut kernel: Box<dyn ClockControl + Send> = if clock_control {
-        Box::new(KernelClock::new()?)
+        let k = KernelClock::new()?;
+        kernel_frequency = k.frequency()?;
+        Box::new(k)
     } else {
         Box::new(NoClockControl)
     };
@@ -114,11 +121,19 @@ pub async fn run(
         },
         clock_control,
         initial_frequency,
+        kernel_frequency,
         local_stratum: config.serve.as_ref().and_then(|s| s.local_stratum),
     };
-    let mut engine = Engine::new(settings, mono.now());
+    let mut engine = Engine::new(settings, engine_clock.now());
     let start = engine.start_actions();
-    apply_actions(&mut engine, start, kernel.as_mut(), &[], &*clock, mono);
+    apply_actions(
+        &mut engine,
+        start,
+        kernel.as_mut(),
+        &[],
+        &*clock,
+        engine_clock,
+    );
 
     let (state_tx, state_rx) = watch::channel(engine.server_state());
     let stats = Arc::new(ServerStats::default());
@@ -192,7 +207,7 @@ pub async fn run(
     let mut drift_timer = tokio::time::interval(DRIFT_SAVE_INTERVAL);
     drift_timer.tick().await;
     let mut was_synchronized = false;
-    let started = mono.now();
+    let started = engine_clock.now();
     tokio::pin!(shutdown);
     // Sockets are bound and the control socket answers: tell systemd.
     super::notify::notify(&format!(
@@ -206,22 +221,21 @@ pub async fn run(
     ));
 
     loop {
-        let wake = engine.next_wakeup().unwrap_or(mono.now() + 3600.0);
-        let sleep = tokio::time::sleep(Duration::from_secs_f64(
-            (wake - mono.now()).clamp(0.0, 3600.0),
-        ));
+        let sleep = tokio::time::sleep(sleep_until(&engine, engine_clock.now()));
         tokio::select! {
             _ = sleep => {
-                let actions = engine.on_timer(mono.now());
-                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, mono);
+                let now = observe(&mut engine, kernel.as_mut(), &sources, &*clock, engine_clock);
+                let actions = engine.on_timer(now);
+                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, engine_clock);
             }
             Some(ev) = reply_rx.recv() => {
                 if let Some((nonce, sent)) = ev.sent {
                     engine.set_sent_local(ev.index, nonce, sent);
                 }
-                let (outcome, actions) = engine.on_reply(ev.index, mono.now(), &ev.bytes, ev.received);
+                let now = observe(&mut engine, kernel.as_mut(), &sources, &*clock, engine_clock);
+                let (outcome, actions) = engine.on_reply(ev.index, now, &ev.bytes, ev.received);
                 tracing::debug!("source {}: {:?}", ev.index, outcome);
-                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, mono);
+                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, engine_clock);
                 if let Some(peer) = engine.system_peer() {
                     engine.set_reference_id(reference_id(sources[peer].address.ip()));
                 }
@@ -242,7 +256,7 @@ pub async fn run(
                         continue;
                     }
                     let settings = SourceSettings { minpoll: sc.minpoll, maxpoll: sc.maxpoll, iburst: sc.iburst, prefer: sc.prefer };
-                    let index = engine.add_source(settings, mono.now());
+                    let index = engine.add_source(settings, engine_clock.now());
                     match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
                         Ok((tx, task)) => {
                             tracing::info!("source {} ({})", addr, sc.host());
@@ -258,7 +272,7 @@ pub async fn run(
                 }
             }
             Some(incoming) = control_rx.recv() => {
-                let answer = answer_control(&mut engine, &incoming, kernel.as_mut(), &sources, &unresolved, &listening, &stats, &*clock, mono, started);
+                let answer = answer_control(&mut engine, &incoming, kernel.as_mut(), &sources, &unresolved, &listening, &stats, &*clock, engine_clock, started);
                 state_tx.send_replace(engine.server_state());
                 let _ = incoming.reply.send(answer);
             }
@@ -310,13 +324,40 @@ pub fn reference_id(ip: IpAddr) -> [u8; 4] {
     }
 }
 
+/// How long to sleep until the engine's next wakeup. The engine's instants
+/// are CLOCK_MONOTONIC_RAW seconds, but tokio sleeps on CLOCK_MONOTONIC,
+/// which runs at the frequency the engine set (8 % fast or slow during a
+/// fast slew): convert, or a slew would end up to 8 % late.
+fn sleep_until(engine: &Engine, now: f64) -> Duration {
+    let Some(wake) = engine.next_wakeup() else {
+        return Duration::from_secs(3600);
+    };
+    let monotonic_rate = 1.0 + engine.discipline().applied_frequency();
+    Duration::from_secs_f64(((wake - now) * monotonic_rate).clamp(0.0, 3600.0))
+}
+
+/// Reads the clocks and hands the engine the kernel's correction, as every
+/// engine call needs first; returns the engine's instant now.
+fn observe(
+    engine: &mut Engine,
+    kernel: &mut (dyn ClockControl + Send),
+    sources: &[SourceHandle],
+    clock: &dyn LocalClock,
+    engine_clock: EngineClock,
+) -> f64 {
+    let r = engine_clock.read();
+    let actions = engine.observe_clock(r.now, r.local, r.correction);
+    apply_actions(engine, actions, kernel, sources, clock, engine_clock);
+    r.now
+}
+
 fn apply_actions(
     engine: &mut Engine,
     actions: Vec<Action>,
     kernel: &mut (dyn ClockControl + Send),
     sources: &[SourceHandle],
     clock: &dyn LocalClock,
-    mono: Monotonic,
+    engine_clock: EngineClock,
 ) {
     for action in actions {
         match action {
@@ -330,7 +371,8 @@ fn apply_actions(
             }
             Action::Poll(i) => {
                 let nonce = NtpTimestamp(rand::random::<u64>());
-                let Some(bytes) = engine.build_request(i, mono.now(), nonce, clock.now()) else {
+                let Some(bytes) = engine.build_request(i, engine_clock.now(), nonce, clock.now())
+                else {
                     continue;
                 };
                 if let Some(s) = sources.get(i) {
@@ -353,10 +395,10 @@ fn answer_control(
     listening: &[String],
     stats: &ServerStats,
     clock: &dyn LocalClock,
-    mono: Monotonic,
+    engine_clock: EngineClock,
     started: f64,
 ) -> serde_json::Value {
-    let now = mono.now();
+    let now = observe(engine, kernel, sources, clock, engine_clock);
     match incoming.request {
         control::ControlRequest::Status => {
             let r = engine.report(now);
@@ -365,6 +407,7 @@ fn answer_control(
                 synchronized: r.synchronized,
                 clock_control: r.clock_control,
                 offset_seconds: r.offset_seconds,
+                offset_bound_seconds: r.offset_bound_seconds,
                 last_offset_seconds: r.last_offset_seconds,
                 frequency_ppm: r.frequency_ppm,
                 skew_ppm: r.skew_ppm,
@@ -380,6 +423,8 @@ fn answer_control(
                 last_update_age_seconds: r.last_update_age_seconds,
                 updates: r.updates,
                 steps: r.steps,
+                updates_since_step: Some(r.updates_since_step),
+                kernel_leap: Some(r.kernel_leap.to_owned()),
                 uptime_seconds: now - started,
                 sources: r
                     .sources
@@ -411,7 +456,7 @@ fn answer_control(
             } else {
                 match engine.step_now(now) {
                     Ok((offset, actions)) => {
-                        apply_actions(engine, actions, kernel, sources, clock, mono);
+                        apply_actions(engine, actions, kernel, sources, clock, engine_clock);
                         tracing::info!("stepped the clock by {offset:+.9} s on request");
                         StepDocument {
                             format_version: FORMAT_VERSION,
