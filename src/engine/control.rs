@@ -306,11 +306,16 @@ pub fn render_status(s: &StatusDocument) -> String {
     let _ = writeln!(out, "Stratum         : {}", s.stratum);
     let _ = writeln!(
         out,
-        "System time     : {}{} (local minus true time)",
+        "System time     : {}{} (local minus true time{})",
         secs(s.offset_seconds),
         s.offset_bound_seconds
             .map(|b| format!(" ± {b:.6}"))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if s.steps > 0 && s.updates_since_step == Some(0) {
+            "; just stepped, waiting for a measurement after the step"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "Last offset     : {}", secs(s.last_offset_seconds));
     let _ = writeln!(
