@@ -329,3 +329,20 @@ fn leap_second_is_inserted_by_the_kernel_at_midnight() {
         timectl::engine::proto::Leap::NoWarning
     );
 }
+
+/// The kernel's STA_UNSYNC follows the engine: cleared (with the error
+/// bound) once synchronised, so `timedatectl` says "synchronized: yes", and
+/// set again when every source is gone.
+#[test]
+fn kernel_unsync_flag_follows_the_engine() {
+    let mut sim = Simulation::new(bench(41, start(0.01)));
+    assert_eq!(sim.clock.synchronized, None);
+    sim.run_until(60.0);
+    let bound = sim.clock.synchronized.expect("STA_UNSYNC cleared");
+    assert!(bound > 0.0 && bound < 0.01, "error bound {bound}");
+    sim.set_loss(1.0);
+    // Eight missed polls of 16 s empty the reach register.
+    sim.run_until(60.0 + 9.0 * 16.0 + 5.0);
+    assert!(!sim.engine.synchronized());
+    assert_eq!(sim.clock.synchronized, None, "STA_UNSYNC set again");
+}

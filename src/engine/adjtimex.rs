@@ -103,6 +103,26 @@ pub(super) fn set_leap(insert: bool, delete: bool) -> io::Result<()> {
     adjtime(&mut set)
 }
 
+/// Clears STA_UNSYNC and sets the error bounds (`Some`, seconds), or sets
+/// STA_UNSYNC (`None`).
+pub(super) fn set_synchronized(max_error: Option<f64>) -> io::Result<()> {
+    let mut tx = zeroed_timex();
+    adjtime(&mut tx)?;
+    let mut set = zeroed_timex();
+    set.modes = libc::ADJ_STATUS;
+    match max_error {
+        Some(bound) => {
+            set.modes |= libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+            set.status = tx.status & !libc::STA_UNSYNC;
+            let micros = (bound * 1e6).clamp(0.0, 16e6) as _;
+            set.maxerror = micros;
+            set.esterror = micros;
+        }
+        None => set.status = tx.status | libc::STA_UNSYNC,
+    }
+    adjtime(&mut set)
+}
+
 pub(super) fn step(offset: f64) -> io::Result<()> {
     let (secs, nanos) = split_offset(offset);
     let mut tx = zeroed_timex();

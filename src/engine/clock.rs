@@ -164,6 +164,9 @@ impl KernelClock {
 }
 
 impl ClockControl for KernelClock {
+    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
+        adjtimex::set_synchronized(max_error).map_err(ClockError::Os)
+    }
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
         adjtimex::set_leap(leap == LeapAction::Insert, leap == LeapAction::Delete)
             .map_err(ClockError::Os)
@@ -182,6 +185,9 @@ pub struct NoClockControl;
 
 impl ClockControl for NoClockControl {
     fn set_leap(&mut self, _: LeapAction) -> Result<(), ClockError> {
+        Err(ClockError::Disabled)
+    }
+    fn set_synchronized(&mut self, _: Option<f64>) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
     fn step(&mut self, _: f64) -> Result<(), ClockError> {

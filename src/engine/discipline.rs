@@ -75,6 +75,11 @@ pub trait ClockControl {
     fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError>;
     /// Arms (or disarms) a leap second at the next UTC midnight.
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError>;
+    /// Tells the kernel whether the clock is synchronised (clears or sets
+    /// STA_UNSYNC) and, when it is, its error bound in seconds: what
+    /// `timedatectl`, `ntp_gettime` users and the kernel's 11-minute RTC
+    /// sync read.
+    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError>;
 }
 
 /// Reading the clock that is being disciplined ("now", injected).
@@ -96,6 +101,8 @@ pub enum ClockAction {
     Step(f64),
     SetFrequency(f64),
     SetLeap(LeapAction),
+    /// Synchronised with this error bound (seconds), or not (None).
+    SetSynchronized(Option<f64>),
 }
 
 impl ClockAction {
@@ -104,6 +111,7 @@ impl ClockAction {
             ClockAction::Step(s) => clock.step(s),
             ClockAction::SetFrequency(f) => clock.set_frequency(f),
             ClockAction::SetLeap(l) => clock.set_leap(l),
+            ClockAction::SetSynchronized(bound) => clock.set_synchronized(bound),
         }
     }
 }

@@ -229,6 +229,8 @@ pub struct SimClock {
     leap: i8,
     /// Leap seconds the kernel has applied.
     pub leaps_applied: u32,
+    /// STA_UNSYNC clear, with this error bound (seconds).
+    pub synchronized: Option<f64>,
 }
 
 impl SimClock {
@@ -247,6 +249,7 @@ impl SimClock {
             epoch: NtpTimestamp::from_unix(params.start_unix, 0),
             leap: 0,
             leaps_applied: 0,
+            synchronized: None,
         }
     }
 
@@ -351,6 +354,10 @@ impl ClockControl for SimClock {
         } else {
             self.applied_frequency = frequency;
         }
+        Ok(())
+    }
+    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
+        self.synchronized = max_error;
         Ok(())
     }
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {

@@ -251,6 +251,8 @@ pub struct Engine {
     last_update: Option<f64>,
     /// The local clock reading at the last `observe_clock`.
     observed_local: Option<(f64, NtpTimestamp)>,
+    /// Whether the kernel was last told the clock is synchronised.
+    kernel_synchronized: bool,
 }
 
 impl Engine {
@@ -273,6 +275,26 @@ impl Engine {
             estimate: None,
             last_update: None,
             observed_local: None,
+            kernel_synchronized: false,
+        }
+    }
+
+    /// The kernel's STA_UNSYNC follows the engine's state: cleared with the
+    /// error bound at every update, set again once synchronisation is lost.
+    fn kernel_sync_actions(&mut self, bound: Option<f64>) -> Vec<Action> {
+        if !self.discipline.clock_control() {
+            return vec![];
+        }
+        match bound {
+            Some(b) if self.synchronized => {
+                self.kernel_synchronized = true;
+                vec![Action::Clock(ClockAction::SetSynchronized(Some(b)))]
+            }
+            _ if self.kernel_synchronized && !self.synchronized => {
+                self.kernel_synchronized = false;
+                vec![Action::Clock(ClockAction::SetSynchronized(None))]
+            }
+            _ => vec![],
         }
     }
 
@@ -367,6 +389,7 @@ impl Engine {
                 actions.push(Action::Poll(i));
             }
         }
+        actions.extend(self.kernel_sync_actions(None));
         actions
     }
 
@@ -606,7 +629,9 @@ impl Engine {
                 precision: -20,
             };
         }
-        actions.into_iter().map(Action::Clock).collect()
+        let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
+        actions.extend(self.kernel_sync_actions(Some(peer.distance)));
+        actions
     }
 
     /// After a step: requests in flight were timed across it (forget
