@@ -302,3 +302,82 @@ fn pool_and_host_names_resolve_and_ipv6_works() {
     }
     assert!(s.offset_seconds.is_some_and(|o| o.abs() < 1e-3));
 }
+
+/// Issue 9: a local user holding hundreds of idle control connections (and
+/// one sending an endless line) cannot starve `timectl status`: connections
+/// are capped, idle ones closed, over-long lines refused, and the daemon does
+/// not spin.
+#[test]
+fn idle_control_connections_cannot_starve_status() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let port = free_udp_port();
+    let mut engine = EngineProcess::start(&["--listen", &format!("127.0.0.1:{port}")]);
+    let socket = engine.control();
+    let idle: Vec<UnixStream> = (0..500)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    assert!(
+        idle.len() >= 64,
+        "could open only {} connections",
+        idle.len()
+    );
+    let mut endless = UnixStream::connect(&socket).expect("connect");
+    let _ = endless.write_all(&[b'x'; 5000]);
+    let started = std::time::Instant::now();
+    let doc = timectl::engine::control::status(&socket, Duration::from_secs(5))
+        .expect("status answers while 500 connections are held");
+    let took = started.elapsed();
+    assert_eq!(doc.format_version, 1);
+    assert!(took < Duration::from_secs(1), "status took {took:?}");
+    // The over-long line was refused: the daemon closed that connection.
+    endless
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(endless.read(&mut buf), Ok(0) | Err(_)),
+        "a 5000-byte line must close the connection"
+    );
+    // The oldest were closed to make room; the newest idle ones are closed
+    // after the idle timeout (5 s).
+    let mut oldest = &idle[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    assert!(
+        matches!(oldest.read(&mut buf), Ok(0)),
+        "the oldest was kept"
+    );
+    let mut newest = idle.last().expect("connections");
+    newest
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        newest.read(&mut buf).is_err(),
+        "the newest idle connection should still be open before the timeout"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    newest
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(
+        matches!(newest.read(&mut buf), Ok(0)),
+        "an idle connection was kept open past the idle timeout"
+    );
+    // The daemon is still well and not spinning on a core.
+    let stat = |pid: u32| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let after = text.rsplit(')').next().expect("fields").to_string();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+    };
+    let before = stat(engine.guard.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = stat(engine.guard.pid()) - before;
+    assert!(
+        used < 20,
+        "the daemon used {used} ticks of CPU in 1 s while idle"
+    );
+    assert_eq!(engine.status().format_version, 1);
+}

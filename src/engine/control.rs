@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +28,15 @@ use super::system::SourceReport;
 pub const FORMAT_VERSION: u32 = 1;
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 4096;
+/// Connections served at once; a new one beyond this closes the oldest (the
+/// socket is open to every local user, who must neither take the daemon's
+/// fds nor lock other users out by holding connections).
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends no complete request line for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait after a failed accept (EMFILE and the like) before the
+/// next: never spin on an error that repeats.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
@@ -177,21 +186,54 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the task is dropped: at most
+/// `MAX_CONNECTIONS` at once (the oldest is closed to make room, so a
+/// client that holds connections cannot lock `timectl status` out), each
+/// closed when idle for `IDLE_TIMEOUT` or
+/// when a request line exceeds 4096 bytes. The clock loop only computes
+/// answers; reading and writing are the connection's own task.
 pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
+    let mut open: std::collections::VecDeque<tokio::task::AbortHandle> =
+        std::collections::VecDeque::new();
+    let mut accept_error_logged = false;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                accept_error_logged = false;
+                stream
+            }
+            Err(e) => {
+                if !accept_error_logged {
+                    tracing::warn!("control socket: accept failed: {e}; retrying");
+                    accept_error_logged = true;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
+        open.retain(|h| !h.is_finished());
+        if open.len() >= MAX_CONNECTIONS
+            && let Some(oldest) = open.pop_front()
+        {
+            oldest.abort();
+        }
         let engine = engine.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let privileged = stream
                 .peer_cred()
                 .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
                 .unwrap_or(false);
             let (read, mut write) = stream.into_split();
-            let mut lines = TokioBufReader::new(read.take_bytes(MAX_REQUEST)).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = TokioBufReader::new(read).take(MAX_REQUEST as u64 + 1);
+            loop {
+                let mut raw = Vec::new();
+                reader.set_limit(MAX_REQUEST as u64 + 1);
+                match tokio::time::timeout(IDLE_TIMEOUT, reader.read_until(b'\n', &mut raw)).await {
+                    Ok(Ok(n)) if n > 0 && raw.len() <= MAX_REQUEST => {}
+                    // Idle, closed, an error, or a line over the limit.
+                    _ => return,
+                }
+                let line = String::from_utf8_lossy(&raw).trim_end().to_string();
                 let answer = match serde_json::from_str::<ControlRequest>(&line) {
                     Ok(request) => {
                         let (tx, rx) = oneshot::channel();
@@ -217,15 +259,7 @@ pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
                 }
             }
         });
-    }
-}
-
-trait TakeBytes: Sized {
-    fn take_bytes(self, n: usize) -> tokio::io::Take<Self>;
-}
-impl<T: tokio::io::AsyncRead> TakeBytes for T {
-    fn take_bytes(self, n: usize) -> tokio::io::Take<Self> {
-        tokio::io::AsyncReadExt::take(self, n as u64)
+        open.push_back(task.abort_handle());
     }
 }
 
