@@ -381,3 +381,109 @@ fn idle_control_connections_cannot_starve_status() {
     );
     assert_eq!(engine.status().format_version, 1);
 }
+
+/// Under systemd with `WatchdogSec=` the clock loop feeds the watchdog:
+/// READY=1 once, then WATCHDOG=1 every half interval.
+#[test]
+fn clock_loop_feeds_the_systemd_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = dir.path().join("notify");
+    let listener = UnixDatagram::bind(&notify).expect("bind notify socket");
+    listener
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let port = free_udp_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["daemon", "--no-clock-control", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--control")
+        .arg(dir.path().join("engine.sock"))
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the engine");
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 512];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        match listener.recv(&mut buf) {
+            Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+            Err(_) => break,
+        }
+        if messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        messages.first().is_some_and(|m| m.contains("READY=1")),
+        "{messages:?}"
+    );
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 3, "watchdog fed {pings} times: {messages:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "three pings at 100 ms took {:?}",
+        started.elapsed()
+    );
+}
+
+/// `--rate-limit` does from the command line what `serve.rateLimit` does:
+/// within a burst of 8 the client is answered, then it gets a RATE kiss;
+/// a bad value is refused.
+#[test]
+fn rate_limit_from_the_command_line() {
+    let port = free_udp_port();
+    let _engine = EngineProcess::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--local-stratum",
+        "10",
+        "--rate-limit",
+        "60",
+    ]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut kisses = 0;
+    let mut answered = 0;
+    for i in 0..10u64 {
+        sock.send_to(
+            &Packet::client_request(NtpTimestamp(500 + i), 6).encode(),
+            ("127.0.0.1", port),
+        )
+        .expect("send");
+        let mut buf = [0u8; 128];
+        if let Ok(n) = sock.recv(&mut buf) {
+            let p = Packet::decode(&buf[..n]).expect("decodes");
+            if p.kiss_code() == Some(KissCode::Rate) {
+                kisses += 1;
+            } else {
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!((answered, kisses), (8, 1), "burst of 8, then one kiss");
+    let bad = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args([
+            "daemon",
+            "--check",
+            "--listen",
+            "127.0.0.1:1",
+            "--rate-limit",
+            "0",
+        ])
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--rate-limit"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

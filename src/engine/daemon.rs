@@ -206,6 +206,10 @@ pub async fn run(
     let mut known: HashSet<SocketAddr> = HashSet::new();
     let mut drift_timer = tokio::time::interval(DRIFT_SAVE_INTERVAL);
     drift_timer.tick().await;
+    // The watchdog is fed from the clock loop itself: a loop that hangs
+    // stops feeding it and systemd restarts the engine.
+    let watchdog = super::notify::watchdog_interval();
+    let mut watchdog_timer = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut was_synchronized = false;
     let started = engine_clock.now();
     tokio::pin!(shutdown);
@@ -277,6 +281,7 @@ pub async fn run(
                 let _ = incoming.reply.send(answer);
             }
             _ = drift_timer.tick() => save_drift(&config, &engine),
+            _ = watchdog_timer.tick(), if watchdog.is_some() => super::notify::notify("WATCHDOG=1"),
             _ = &mut shutdown => break,
         }
     }
