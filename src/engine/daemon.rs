@@ -35,6 +35,8 @@ use super::system::{Action, Engine, EngineSettings};
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Retry interval for names that did not resolve.
 const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+/// How often pools are checked for sources to replace.
+const POOL_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -79,6 +81,8 @@ struct Resolved {
 struct SourceHandle {
     address: SocketAddr,
     name: String,
+    /// The configured source (server or pool) it came from.
+    config_index: usize,
     tx: mpsc::Sender<Outgoing>,
     task: JoinHandle<()>,
 }
@@ -193,13 +197,16 @@ pub async fn run(
         .iter()
         .map(|s| Some(s.host().to_owned()))
         .collect();
-    let resolvers: Vec<JoinHandle<()>> = config
+    let mut resolvers: Vec<JoinHandle<()>> = config
         .sources
         .iter()
         .enumerate()
         .map(|(i, s)| tokio::spawn(resolve(i, s.clone(), resolved_tx.clone())))
         .collect();
-    drop(resolved_tx);
+    // Addresses a pool gave up on: not taken again from the same pool.
+    let mut retired: HashSet<SocketAddr> = HashSet::new();
+    let mut pool_timer = tokio::time::interval(POOL_CHECK);
+    pool_timer.tick().await;
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
     let mut sources: Vec<SourceHandle> = Vec::new();
@@ -255,22 +262,28 @@ pub async fn run(
             Some(res) = resolved_rx.recv() => {
                 unresolved[res.config_index] = None;
                 let sc = &config.sources[res.config_index];
-                for addr in res.addrs {
-                    if !known.insert(addr) {
-                        continue;
-                    }
+                // A pool keeps at most maxSources live sources.
+                let live = sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, h)| h.config_index == res.config_index && engine.source(*i).is_some_and(|s| !s.is_dead()))
+                    .count();
+                let room = if sc.pool.is_some() { sc.max_sources.saturating_sub(live) } else { usize::MAX };
+                let fresh: Vec<SocketAddr> = res.addrs.into_iter().filter(|a| !known.contains(a) && !retired.contains(a)).take(room).collect();
+                for addr in fresh {
+                    known.insert(addr);
                     let settings = SourceSettings { minpoll: sc.minpoll, maxpoll: sc.maxpoll, iburst: sc.iburst, prefer: sc.prefer };
                     let index = engine.add_source(settings, engine_clock.now());
                     match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
                         Ok((tx, task)) => {
                             tracing::info!("source {} ({})", addr, sc.host());
-                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), tx, task });
+                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task });
                         }
                         Err(e) => {
                             tracing::error!("source {addr}: {e}");
                             // Keep indices aligned: a handle whose channel is closed.
                             let (tx, _) = mpsc::channel(1);
-                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), tx, task: tokio::spawn(async {}) });
+                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task: tokio::spawn(async {}) });
                         }
                     }
                 }
@@ -281,6 +294,24 @@ pub async fn run(
                 let _ = incoming.reply.send(answer);
             }
             _ = drift_timer.tick() => save_drift(&config, &engine),
+            _ = pool_timer.tick() => {
+                // A pool's source that refused us or went silent is replaced
+                // by asking the pool's name again.
+                let source_configs: Vec<usize> = sources.iter().map(|h| h.config_index).collect();
+                for config_index in pools_to_refresh(&config, &source_configs, &engine.dead_sources()) {
+                    for (i, h) in sources.iter().enumerate() {
+                        if h.config_index == config_index && engine.source(i).is_some_and(|s| s.is_dead()) {
+                            tracing::info!("pool {}: replacing {}", h.name, h.address);
+                            engine.retire_source(i);
+                            h.task.abort();
+                            retired.insert(h.address);
+                            known.remove(&h.address);
+                        }
+                    }
+                    resolvers.retain(|t| !t.is_finished());
+                    resolvers.push(tokio::spawn(resolve(config_index, config.sources[config_index].clone(), resolved_tx.clone())));
+                }
+            }
             _ = watchdog_timer.tick(), if watchdog.is_some() => super::notify::notify("WATCHDOG=1"),
             _ = &mut shutdown => break,
         }
@@ -302,6 +333,20 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured pools with a dead source to replace (pure, for tests).
+/// `source_configs[i]` is the configured source that engine source `i` came
+/// from; `dead` are the engine's dead sources.
+fn pools_to_refresh(config: &EngineConfig, source_configs: &[usize], dead: &[usize]) -> Vec<usize> {
+    let mut pools: Vec<usize> = dead
+        .iter()
+        .filter_map(|&i| source_configs.get(i).copied())
+        .filter(|&c| config.sources.get(c).is_some_and(|s| s.pool.is_some()))
+        .collect();
+    pools.sort_unstable();
+    pools.dedup();
+    pools
 }
 
 fn save_drift(config: &EngineConfig, engine: &Engine) {
@@ -574,4 +619,34 @@ async fn spawn_source(
         }
     });
     Ok((tx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pools_with_dead_sources_are_asked_again() {
+        let config = EngineConfig::parse(
+            "sources:\n  - server: 192.0.2.1\n  - pool: pool.example.org\n    maxSources: 3\n  - pool: other.example.org\n",
+            std::path::Path::new("test.yaml"),
+        )
+        .expect("config");
+        // Engine sources 0 (server), 1-3 (first pool), 4 (second pool).
+        let source_configs = [0, 1, 1, 1, 2];
+        assert_eq!(
+            pools_to_refresh(&config, &source_configs, &[]),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            pools_to_refresh(&config, &source_configs, &[0]),
+            Vec::<usize>::new(),
+            "a server is kept"
+        );
+        assert_eq!(pools_to_refresh(&config, &source_configs, &[2, 3]), vec![1]);
+        assert_eq!(
+            pools_to_refresh(&config, &source_configs, &[4, 1, 0]),
+            vec![1, 2]
+        );
+    }
 }

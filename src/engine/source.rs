@@ -50,6 +50,8 @@ impl Default for SourceSettings {
 pub enum Stopped {
     /// The server sent DENY or RSTR.
     Kissed(KissCode),
+    /// Replaced by another address of its pool.
+    Retired,
 }
 
 /// What the server said about itself in its last good reply.
@@ -320,6 +322,21 @@ impl Source {
         self.pending = None;
     }
 
+    /// Whether this source is of no more use: refused us, or unreachable
+    /// for a whole reach register (eight polls) after at least eight tries.
+    pub fn is_dead(&self) -> bool {
+        match self.stopped {
+            Some(_) => true,
+            None => self.reach == 0 && self.polls_sent >= 8,
+        }
+    }
+
+    /// Stops polling this source for good (its pool replaced it).
+    pub fn retire(&mut self) {
+        self.stopped = Some(Stopped::Retired);
+        self.pending = None;
+    }
+
     /// Polls again soon, in a short burst (after a step, whose estimate
     /// needs confirming by measurements taken after it).
     pub fn burst_soon(&mut self, now: f64) {
@@ -428,6 +445,13 @@ mod tests {
             s.estimate(now, 0.0).is_none(),
             "unreachable source gives no estimate"
         );
+        assert!(s.is_dead(), "eight unanswered polls: of no more use");
+        s.retire();
+        assert_eq!(s.stopped(), Some(Stopped::Retired));
+        assert_eq!(s.next_poll(), None, "a retired source is never polled");
+        // A fresh source that has not tried eight times is not dead.
+        let fresh = Source::new(SourceSettings::default(), 0.0);
+        assert!(!fresh.is_dead());
     }
 
     #[test]
@@ -481,6 +505,7 @@ mod tests {
         deny.reference_id = *b"DENY";
         s.handle_reply(300.002, &deny, local(300.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(s.stopped(), Some(Stopped::Kissed(KissCode::Deny)));
+        assert!(s.is_dead(), "a source that refused us is of no more use");
         assert_eq!(s.next_poll(), None, "a denied source is never polled again");
     }
 

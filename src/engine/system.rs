@@ -345,6 +345,25 @@ impl Engine {
         self.sources.get(index)
     }
 
+    /// Sources that are of no more use (refused us, or unreachable for
+    /// eight polls), and not retired yet: a pool's may be replaced.
+    pub fn dead_sources(&self) -> Vec<usize> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_dead() && s.stopped() != Some(Stopped::Retired))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Stops a source for good (its pool gave a replacement).
+    pub fn retire_source(&mut self, index: usize) {
+        if let Some(s) = self.sources.get_mut(index) {
+            s.retire();
+            self.states[index] = SourceState::Unreachable;
+        }
+    }
+
     pub fn source_count(&self) -> usize {
         self.sources.len()
     }
@@ -492,9 +511,16 @@ impl Engine {
         let mut intervals = Vec::new();
         let mut candidates = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
-            if let Some(Stopped::Kissed(_)) = s.stopped() {
-                self.states[i] = SourceState::Denied;
-                continue;
+            match s.stopped() {
+                Some(Stopped::Kissed(_)) => {
+                    self.states[i] = SourceState::Denied;
+                    continue;
+                }
+                Some(Stopped::Retired) => {
+                    self.states[i] = SourceState::Unreachable;
+                    continue;
+                }
+                None => {}
             }
             let (Some(est), Some(info), Some(last)) = (
                 s.estimate(now, default_slope),
