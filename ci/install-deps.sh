@@ -48,8 +48,8 @@ packages=(
     util-linux        # nsenter, setpriv, flock
     procps            # pgrep
     systemd           # busctl
-    user-mode-linux   # linux.uml: a real kernel clock for the clock bench (tests/uml_clock.rs)
-    python3           # the bench's clock helper and judge inside UML (ntpdig needs it too)
+    user-mode-linux   # linux.uml: a real kernel clock for clock-control tests (uml_leap, the uml_clock bench)
+    python3           # UML init scripts (clock_settime, adjtimex), the leap reference, the bench judge
 )
 
 missing=()

@@ -79,6 +79,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("chronyd", "chrony"),
     ("chronyc", "chrony"),
     ("ntpdig", "ntpsec-ntpdig"),
+    ("linux.uml", "user-mode-linux"),
+    ("python3", "python3"),
     ("firewalld", "firewalld"),
     ("firewall-cmd", "firewalld"),
     ("dbus-daemon", "dbus"),
@@ -89,7 +91,6 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("pgrep", "procps"),
     ("zstd", "zstd"),
     ("dpkg-scanpackages", "dpkg-dev"),
-    ("linux.uml", "user-mode-linux"),
 ];
 
 /// Everything a [`Container`] needs on the host.
