@@ -33,7 +33,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::uml::{self, ConsoleLine, SOURCE_ADDR, UML_TOOLS, Uml, UmlOptions, host_clock_offset};
+use support::uml::{
+    self, ConsoleLine, Reference, SOURCE_ADDR, UML_TOOLS, Uml, UmlOptions, host_clock_offset,
+};
 use support::{ChronyTracking, NtpdigReply, record_timing, require_root_and};
 
 /// |offset| below which a judge sample counts as settled.
@@ -152,6 +154,7 @@ struct Scenario {
     name: &'static str,
     phases: Vec<Phase>,
     extra: Extra,
+    reference: Reference,
 }
 
 // ---------------------------------------------------------------------------
@@ -162,6 +165,7 @@ fn slew_plus_500ms() -> Scenario {
         name: "slew_plus_500ms",
         phases: vec![Phase::new("start +0.5 s", 0.5, 150)],
         extra: Extra::None,
+        reference: Reference::Host,
     }
 }
 
@@ -170,6 +174,7 @@ fn slew_minus_300ms() -> Scenario {
         name: "slew_minus_300ms",
         phases: vec![Phase::new("start -0.3 s", -0.3, 150)],
         extra: Extra::None,
+        reference: Reference::Host,
     }
 }
 
@@ -180,36 +185,44 @@ fn step_plus_3s() -> Scenario {
         name: "step_plus_3s",
         phases: vec![phase],
         extra: Extra::None,
+        reference: Reference::Host,
     }
 }
 
+/// True time runs 150 ppm slower than this machine's clock: the clock under
+/// test is 150 ppm fast, an error no daemon can reset (see
+/// `Reference::Drifting`).
+const CLOCK_150_PPM_FAST: Reference = Reference::Drifting { ppm: -150.0 };
+
 fn freq_150ppm_then_drift_file() -> Scenario {
-    // UML's oscillator is the host's clock, so a frequency error can only be
-    // simulated by presetting the kernel's frequency register: the clock
-    // then runs 150 ppm fast until the daemon changes the register. The
-    // "reboot" presets it again; the drift file written at the first stop
-    // should let the daemon start with the right frequency.
-    let mut cold = Phase::new("freq +150 ppm cold", 0.0, 150);
-    cold.kernel_freq_ppm = Some(150.0);
+    // Cold start: kernel frequency register 0 (as after a reboot), no drift
+    // file. Then the daemon is stopped (it writes the drift file), the
+    // register reset to 0 again and the clock put back on time: the restart
+    // should start from the frequency it learned.
+    let mut cold = Phase::new("150 ppm fast, cold start", 0.0, 150);
+    cold.kernel_freq_ppm = Some(0.0);
     let mut warm = Phase::new("restart with drift file", 0.0, 100);
-    warm.kernel_freq_ppm = Some(150.0);
+    warm.kernel_freq_ppm = Some(0.0);
     Scenario {
         name: "freq_150ppm_then_drift_file",
         phases: vec![cold, warm],
         extra: Extra::WarmNotSlower,
+        reference: CLOCK_150_PPM_FAST,
     }
 }
 
 fn holdover_source_lost() -> Scenario {
     // Four polls (minpoll 4 = 16 s) without the only source, after the
-    // daemon has learned the frequency (+150 ppm preset to correct).
+    // daemon has learned the frequency (the clock is 150 ppm fast: without
+    // it the error grows 150 us per second).
     let mut phase = Phase::new("source lost 64 s", 0.0, 200);
-    phase.kernel_freq_ppm = Some(150.0);
+    phase.kernel_freq_ppm = Some(0.0);
     phase.actions = vec![(80, Action::SourceDown), (144, Action::SourceUp)];
     Scenario {
         name: "holdover_source_lost",
         phases: vec![phase],
         extra: Extra::Holdover(2e-3),
+        reference: CLOCK_150_PPM_FAST,
     }
 }
 
@@ -222,6 +235,7 @@ fn step_now_control() -> Scenario {
         name: "step_now_control",
         phases: vec![phase],
         extra: Extra::None,
+        reference: Reference::Host,
     }
 }
 
@@ -236,6 +250,7 @@ fn step_limit_exhausted() -> Scenario {
         name: "step_limit_exhausted",
         phases: vec![phase],
         extra: Extra::None,
+        reference: Reference::Host,
     }
 }
 
@@ -446,6 +461,7 @@ fn run_daemon(daemon: Daemon, scenario: &Scenario, timeout: Duration) -> DaemonR
         ("engine.yaml".to_string(), engine_config()),
         ("chrony.conf".to_string(), chrony_config()),
     ];
+    options.reference = scenario.reference;
     let mut vm = Uml::launch(options);
     let start = Instant::now();
     let mut seen = 0;

@@ -1,14 +1,23 @@
 //! A real kernel clock that is not this machine's: User-Mode Linux.
 //!
 //! [`Uml::launch`] creates a network namespace `timectl-<pid>-<seq>` holding a
-//! tap device `tap0` (10.77.0.1/24 and 10.77.0.3/24) and two reference
-//! `chronyd -x` (local stratum 1, serving this machine's clock: the truth):
+//! tap device `tap0` and two references serving the true time (local
+//! stratum 1):
 //!
 //! - the **source** on 10.77.0.1:123, the only server the daemon under test
 //!   polls (the holdover scenario drops traffic to it with nft);
 //! - the **judge's reference** on 10.77.0.3:123, which only the judge
-//!   (`ntpdig` inside UML) queries, so the judge keeps working while the
-//!   source is cut off.
+//!   queries, so the judge keeps working while the source is cut off.
+//!
+//! With [`Reference::Host`] both are `chronyd -x` on the namespace side of
+//! `tap0` serving this machine's clock. With [`Reference::Drifting`] both run
+//! (`chronyd -x`) in a second, undisciplined UML kernel on `tap1`, bridged
+//! with `tap0`, whose clock runs at a preset frequency: a frequency error
+//! the daemon under test has to learn and cannot reset.
+//!
+//! The judge is `clock.py judge` inside UML: four SNTP exchanges 50 ms
+//! apart, the one with the smallest round trip wins (prints local minus
+//! reference and the delay); `ntpdig` (`ntpdig_check`) cross-checks it.
 //!
 //! It then starts `linux.uml` inside that namespace with the host's root as
 //! hostfs and a generated init script as PID 1: UML networking comes up as
@@ -39,7 +48,7 @@
 //! names a dead test process.
 
 use std::io::BufRead;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -88,6 +97,23 @@ impl ConsoleLine {
     }
 }
 
+/// Where the true time comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reference {
+    /// Two `chronyd -x` on the namespace side of `tap0` serve this
+    /// machine's clock (the source on 10.77.0.1, the judge's on 10.77.0.3).
+    Host,
+    /// A second UML kernel (the "reference kernel", on `tap1`, bridged with
+    /// `tap0`) owns 10.77.0.1 and 10.77.0.3 and serves its own clock with two
+    /// `chronyd -x`. Nothing disciplines that clock: its frequency register
+    /// is preset to `ppm` (and its time set to this machine's at boot), so
+    /// true time runs `ppm` faster than this machine's clock. The kernel
+    /// under test then has a frequency error of `-ppm` that no daemon can
+    /// reset, as a real oscillator's (UML's own oscillator is the host's
+    /// clock: perfect).
+    Drifting { ppm: f64 },
+}
+
 /// How to start a [`Uml`].
 #[derive(Debug, Clone)]
 pub struct UmlOptions {
@@ -102,6 +128,7 @@ pub struct UmlOptions {
     /// Files written into the host directory before boot (name, contents);
     /// inside UML they are `$BENCH/name`.
     pub files: Vec<(String, String)>,
+    pub reference: Reference,
     pub mem_mb: u32,
     /// Echo console lines to stderr as they arrive (`label| line`). Default:
     /// on when `TIMECTL_UML_ECHO` is set.
@@ -114,30 +141,33 @@ impl UmlOptions {
             label: label.to_string(),
             script: script.to_string(),
             files: Vec::new(),
+            reference: Reference::Host,
             mem_mb: 256,
             echo: std::env::var_os("TIMECTL_UML_ECHO").is_some(),
         }
     }
 }
 
+/// The namespace-side address when the reference is a UML kernel: a
+/// `chronyd -x` serving this machine's clock, used only to set the
+/// reference kernel's clock at boot.
+pub const HOST_TRUTH_ADDR: &str = "10.77.0.254";
+
 /// A running User-Mode Linux kernel in its own network namespace with its
-/// reference chronyds; stopped and removed on Drop.
+/// references; stopped and removed on Drop.
 pub struct Uml {
     label: String,
-    umid: String,
-    child: Child,
-    console: Arc<Mutex<Vec<ConsoleLine>>>,
-    reader: Option<JoinHandle<()>>,
-    launched: Instant,
-    // Dropped in this order after Drop::drop has stopped UML.
-    judge_ref: ChronyPeer,
-    source: ChronyPeer,
+    kernel: Kernel,
+    reference_kernel: Option<Kernel>,
+    reference: Reference,
+    // Dropped in this order after Drop::drop has stopped the kernels.
+    _peers: Vec<ChronyPeer>,
     dir: tempfile::TempDir,
     netns: NetNs,
 }
 
 impl Uml {
-    /// Creates the namespace, tap device and references, writes the init
+    /// Creates the namespace, tap device(s) and references, writes the init
     /// script and boots UML. Returns once the UML process is running; use
     /// [`Uml::wait_line`] / [`Uml::wait_exit`] to follow it.
     pub fn launch(options: UmlOptions) -> Uml {
@@ -152,27 +182,15 @@ impl Uml {
         );
         let netns = NetNs::new();
         let umid = netns.name().to_string();
-        netns.run_ok(&["ip", "tuntap", "add", "dev", "tap0", "mode", "tap"]);
-        netns.run_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{SOURCE_ADDR}/24"),
-            "dev",
-            "tap0",
-        ]);
-        netns.run_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{JUDGE_ADDR}/24"),
-            "dev",
-            "tap0",
-        ]);
-        netns.run_ok(&["ip", "link", "set", "tap0", "up"]);
-        // The addresses are "tentative" only for IPv6; IPv4 binds at once,
-        // even while the tap has no carrier (UML not attached yet).
-        let reference = |addr: &str| {
+        // The host directory: init scripts, helper, files; bind-mounted at
+        // BENCH_DIR inside UML (UML mounts its own tmpfs on /tmp, hiding the
+        // host's /tmp). 0755 so that unprivileged daemons inside could read.
+        let dir = temp_dir(&format!("{umid}-uml"), 0o755);
+        for (name, contents) in &options.files {
+            write(&dir.path().join(name), contents, 0o644);
+        }
+        write(&dir.path().join("clock.py"), CLOCK_HELPER, 0o644);
+        let peer = |addr: &str| {
             ChronyPeer::builder()
                 .netns(&netns)
                 .bind(addr)
@@ -181,30 +199,267 @@ impl Uml {
                 .allow("all")
                 .start()
         };
-        let source = reference(SOURCE_ADDR);
-        let judge_ref = reference(JUDGE_ADDR);
-
-        // The host directory: init script, helper, files; bind-mounted at
-        // BENCH_DIR inside UML (UML mounts its own tmpfs on /tmp, hiding the
-        // host's /tmp). 0755 so that unprivileged daemons inside could read.
-        let dir = temp_dir(&format!("{umid}-uml"), 0o755);
-        for (name, contents) in &options.files {
-            write(&dir.path().join(name), contents, 0o644);
+        let tap = |name: &str| netns.run_ok(&["ip", "tuntap", "add", "dev", name, "mode", "tap"]);
+        let mut peers = Vec::new();
+        let mut reference_kernel = None;
+        match options.reference {
+            Reference::Host => {
+                tap("tap0");
+                for addr in [SOURCE_ADDR, JUDGE_ADDR] {
+                    netns.run_ok(&["ip", "addr", "add", &format!("{addr}/24"), "dev", "tap0"]);
+                }
+                netns.run_ok(&["ip", "link", "set", "tap0", "up"]);
+                // IPv4 addresses bind at once, even while the tap has no
+                // carrier (UML not attached yet).
+                peers.push(peer(SOURCE_ADDR));
+                peers.push(peer(JUDGE_ADDR));
+            }
+            Reference::Drifting { ppm } => {
+                netns.run_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+                netns.run_ok(&["ip", "addr", "add", &format!("{HOST_TRUTH_ADDR}/24"), "dev", "br0"]);
+                for name in ["tap0", "tap1"] {
+                    tap(name);
+                    netns.run_ok(&["ip", "link", "set", name, "master", "br0"]);
+                    netns.run_ok(&["ip", "link", "set", name, "up"]);
+                }
+                netns.run_ok(&["ip", "link", "set", "br0", "up"]);
+                peers.push(peer(HOST_TRUTH_ADDR));
+                let script = reference_script(ppm);
+                let init = dir.path().join("reference-init.sh");
+                write(
+                    &init,
+                    &init_script(
+                        dir.path(),
+                        &[SOURCE_ADDR, JUDGE_ADDR],
+                        HOST_TRUTH_ADDR,
+                        &script,
+                    ),
+                    0o755,
+                );
+                let mut kernel = Kernel::launch(
+                    &linux,
+                    &netns,
+                    &format!("{umid}-ref"),
+                    dir.path(),
+                    "tap1",
+                    &init,
+                    128,
+                    &format!("{}-reference", options.label),
+                    options.echo,
+                );
+                kernel.wait_line(0, Duration::from_secs(60), "the reference kernel", |l| {
+                    l.script() == Some(("REFERENCE_READY", ""))
+                });
+                reference_kernel = Some(kernel);
+            }
         }
-        write(&dir.path().join("clock.py"), CLOCK_HELPER, 0o644);
         let init = dir.path().join("init.sh");
-        write(&init, &init_script(dir.path(), &options.script), 0o755);
-        let stderr_path = dir.path().join("uml.stderr");
+        write(
+            &init,
+            &init_script(dir.path(), &[UML_ADDR], JUDGE_ADDR, &options.script),
+            0o755,
+        );
+        let kernel = Kernel::launch(
+            &linux,
+            &netns,
+            &umid,
+            dir.path(),
+            "tap0",
+            &init,
+            options.mem_mb,
+            &options.label,
+            options.echo,
+        );
+        Uml {
+            label: options.label,
+            kernel,
+            reference_kernel,
+            reference: options.reference,
+            _peers: peers,
+            dir,
+            netns,
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+    /// The UML instance name of the kernel under test (`umid=` argument).
+    pub fn umid(&self) -> &str {
+        &self.kernel.umid
+    }
+    pub fn pid(&self) -> u32 {
+        self.kernel.child.id()
+    }
+    pub fn netns(&self) -> &NetNs {
+        &self.netns
+    }
+    pub fn reference(&self) -> Reference {
+        self.reference
+    }
+    /// The host directory that is [`BENCH_DIR`] inside UML.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn launched(&self) -> Instant {
+        self.kernel.launched
+    }
+
+    /// The console so far.
+    pub fn console(&self) -> Vec<ConsoleLine> {
+        self.kernel.console()
+    }
+
+    /// The console as text (for failure messages and logs).
+    pub fn console_text(&self) -> String {
+        self.kernel.console_text()
+    }
+
+    /// The reference kernel's console, if there is one.
+    pub fn reference_console_text(&self) -> Option<String> {
+        self.reference_kernel.as_ref().map(Kernel::console_text)
+    }
+
+    /// Whether the UML process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.kernel.child.try_wait(), Ok(Some(_)))
+    }
+
+    /// Waits for the first console line (index >= `from`) that `pred`
+    /// accepts; panics after `timeout` or if UML exits first.
+    pub fn wait_line(
+        &mut self,
+        from: usize,
+        timeout: Duration,
+        what: &str,
+        pred: impl Fn(&ConsoleLine) -> bool,
+    ) -> (usize, ConsoleLine) {
+        self.kernel.wait_line(from, timeout, what, pred)
+    }
+
+    /// Waits until UML has powered off (and the console reader has seen the
+    /// end); panics after `timeout` with the console.
+    pub fn wait_exit(&mut self, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.exited() {
+                if let Some(reader) = self.kernel.reader.take() {
+                    let _ = reader.join();
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{}: UML still running after {timeout:?}; console:\n{}",
+            self.label,
+            self.console_text()
+        );
+    }
+
+    /// UML's stderr (normally empty or "Aborted").
+    pub fn stderr_text(&self) -> String {
+        self.kernel.stderr_text()
+    }
+
+    /// Drops all traffic to the source (10.77.0.1 udp/123) in the namespace
+    /// with an nft table of our own; the judge's reference stays reachable.
+    pub fn block_source(&self) {
+        // Bridged frames (drifting reference) pass the bridge family's
+        // forward hook; frames for the namespace's own addresses the inet
+        // family's input hook.
+        let (family, hook) = match self.reference {
+            Reference::Host => ("inet", "input"),
+            Reference::Drifting { .. } => ("bridge", "forward"),
+        };
+        self.netns.run_ok(&[
+            "nft",
+            &format!(
+                "add table {family} timectl_bench\n\
+                 add chain {family} timectl_bench block_source {{ type filter hook {hook} priority 0; policy accept; }}\n\
+                 add rule {family} timectl_bench block_source ip daddr {SOURCE_ADDR} udp dport 123 drop"
+            ),
+        ]);
+    }
+
+    /// Removes what [`Uml::block_source`] added.
+    pub fn unblock_source(&self) {
+        let family = match self.reference {
+            Reference::Host => "inet",
+            Reference::Drifting { .. } => "bridge",
+        };
+        self.netns
+            .run_ok(&["nft", "delete", "table", family, "timectl_bench"]);
+    }
+}
+
+impl Drop for Uml {
+    fn drop(&mut self) {
+        self.kernel.stop();
+        if let Some(reference) = &mut self.reference_kernel {
+            reference.stop();
+        }
+    }
+}
+
+/// The reference kernel's script: its clock set to this machine's time,
+/// its frequency register preset, two `chronyd -x` serving it.
+fn reference_script(ppm: f64) -> String {
+    let conf = |addr: &str, name: &str| {
+        format!(
+            "printf '%s\\n' 'port 123' 'bindaddress {addr}' 'local stratum 1' 'allow all' \
+             'cmdport 0' 'pidfile /run/{name}.pid' >/run/{name}.conf\n\
+             chronyd -x -d -u root -f /run/{name}.conf >/run/{name}.log 2>&1 &\n"
+        )
+    };
+    format!(
+        "clock_set_error 0\nkernel_freq {ppm}\n{}{}\
+         i=0\n\
+         until ntpdig -j -t 1 {SOURCE_ADDR} >/dev/null 2>&1 && ntpdig -j -t 1 {JUDGE_ADDR} >/dev/null 2>&1; do\n\
+         \x20   i=$((i + 1)); [ $i -ge 40 ] && {{ say FATAL reference chronyd not answering; cat /run/*.log; break; }}\n\
+         \x20   sleep 0.5\n\
+         done\n\
+         say REFERENCE_READY\n\
+         while :; do sleep 3600; done\n",
+        conf(SOURCE_ADDR, "source"),
+        conf(JUDGE_ADDR, "judge"),
+    )
+}
+
+/// One UML process (with its helper processes) and its console.
+struct Kernel {
+    label: String,
+    umid: String,
+    child: Child,
+    console: Arc<Mutex<Vec<ConsoleLine>>>,
+    reader: Option<JoinHandle<()>>,
+    launched: Instant,
+    stderr: PathBuf,
+}
+
+impl Kernel {
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        linux: &Path,
+        netns: &NetNs,
+        umid: &str,
+        dir: &Path,
+        tap: &str,
+        init: &Path,
+        mem_mb: u32,
+        label: &str,
+        echo: bool,
+    ) -> Kernel {
+        let stderr_path = dir.join(format!("{umid}.stderr"));
         let stderr = std::fs::File::create(&stderr_path)
             .unwrap_or_else(|e| panic!("create {}: {e}", stderr_path.display()));
-
         // ip netns exec execs setpriv, which execs linux.uml: the child's PID
         // is UML's main process.
         let mut argv = without_clock_caps(&linux.to_string_lossy());
         argv.extend([
             format!("umid={umid}"),
-            format!("uml_dir={}", dir.path().join("uml").display()),
-            format!("mem={}M", options.mem_mb),
+            format!("uml_dir={}", dir.join("uml").display()),
+            format!("mem={mem_mb}M"),
             "rootfstype=hostfs".to_string(),
             "rootflags=/".to_string(),
             "rw".to_string(),
@@ -213,7 +468,7 @@ impl Uml {
             // Unknown name=value arguments become PID 1's environment: the
             // helper checks for it.
             "TIMECTL_UML_BENCH=1".to_string(),
-            "eth0=tuntap,tap0".to_string(),
+            format!("eth0=tuntap,{tap}"),
             "con=null".to_string(),
             "con0=fd:0,fd:1".to_string(),
         ]);
@@ -230,8 +485,7 @@ impl Uml {
         let stdout = child.stdout.take().expect("piped stdout");
         let reader = {
             let console = Arc::clone(&console);
-            let label = options.label.clone();
-            let echo = options.echo;
+            let label = label.to_string();
             std::thread::spawn(move || {
                 let mut reader = std::io::BufReader::new(stdout);
                 let mut buf = Vec::new();
@@ -257,65 +511,33 @@ impl Uml {
                 }
             })
         };
-        Uml {
-            label: options.label,
-            umid,
+        Kernel {
+            label: label.to_string(),
+            umid: umid.to_string(),
             child,
             console,
             reader: Some(reader),
             launched,
-            judge_ref,
-            source,
-            dir,
-            netns,
+            stderr: stderr_path,
         }
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-    pub fn umid(&self) -> &str {
-        &self.umid
-    }
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    pub fn netns(&self) -> &NetNs {
-        &self.netns
-    }
-    /// The host directory that is [`BENCH_DIR`] inside UML.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    /// The source chronyd (10.77.0.1).
-    pub fn source(&self) -> &ChronyPeer {
-        &self.source
-    }
-    pub fn launched(&self) -> Instant {
-        self.launched
-    }
-
-    /// The console so far.
-    pub fn console(&self) -> Vec<ConsoleLine> {
+    fn console(&self) -> Vec<ConsoleLine> {
         self.console.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
-    /// The console as text (for failure messages and logs).
-    pub fn console_text(&self) -> String {
+    fn console_text(&self) -> String {
         self.console()
             .iter()
             .map(|l| format!("{:8.3} {}\n", l.at.as_secs_f64(), l.text))
             .collect()
     }
 
-    /// Whether the UML process has exited.
-    pub fn exited(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(Some(_)))
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
-    /// Waits for the first console line (index >= `from`) that `pred`
-    /// accepts; panics after `timeout` or if UML exits first.
-    pub fn wait_line(
+    fn wait_line(
         &mut self,
         from: usize,
         timeout: Duration,
@@ -324,80 +546,30 @@ impl Uml {
     ) -> (usize, ConsoleLine) {
         let console = Arc::clone(&self.console);
         let label = self.label.clone();
+        let child = &mut self.child;
         let found = wait_for(&format!("{label}: {what}"), timeout, || {
             let lines = console.lock().map_err(|e| e.to_string())?;
             if let Some((i, l)) = lines.iter().enumerate().skip(from).find(|(_, l)| pred(l)) {
-                return Ok((i, l.clone()));
+                return Ok(Some((i, l.clone())));
             }
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return Ok((
-                    usize::MAX,
-                    ConsoleLine {
-                        at: Duration::ZERO,
-                        text: String::new(),
-                    },
-                ));
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return Ok(None);
             }
             Err(format!("{} console lines", lines.len()))
         });
-        if found.0 == usize::MAX {
+        found.unwrap_or_else(|| {
             panic!(
                 "{}: UML exited while waiting for {what}; console:\n{}\nstderr:\n{}",
                 self.label,
                 self.console_text(),
                 self.stderr_text()
-            );
-        }
-        found
+            )
+        })
     }
 
-    /// Waits until UML has powered off (and the console reader has seen the
-    /// end); panics after `timeout` with the console.
-    pub fn wait_exit(&mut self, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                if let Some(reader) = self.reader.take() {
-                    let _ = reader.join();
-                }
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
-            "{}: UML still running after {timeout:?}; console:\n{}",
-            self.label,
-            self.console_text()
-        );
-    }
-
-    /// UML's stderr (normally empty or "Aborted").
-    pub fn stderr_text(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("uml.stderr")).unwrap_or_default()
-    }
-
-    /// Drops all traffic to the source (10.77.0.1 udp/123) in the namespace
-    /// with an nft table of our own; the judge's reference stays reachable.
-    pub fn block_source(&self) {
-        self.netns.run_ok(&[
-            "nft",
-            &format!(
-                "add table inet timectl_bench\n\
-                 add chain inet timectl_bench input {{ type filter hook input priority 0; policy accept; }}\n\
-                 add rule inet timectl_bench input ip daddr {SOURCE_ADDR} udp dport 123 drop"
-            ),
-        ]);
-    }
-
-    /// Removes what [`Uml::block_source`] added.
-    pub fn unblock_source(&self) {
-        self.netns
-            .run_ok(&["nft", "delete", "table", "inet", "timectl_bench"]);
-    }
-}
-
-impl Drop for Uml {
-    fn drop(&mut self) {
+    /// SIGTERM to UML's main process (by PID), SIGKILL after 3 s, then
+    /// SIGKILL to any helper process of this instance still running.
+    fn stop(&mut self) {
         stop_child(&mut self.child, Duration::from_secs(3));
         kill_instance(&self.umid);
         if let Some(reader) = self.reader.take() {
@@ -460,8 +632,14 @@ pub fn host_clock_offset() -> f64 {
 }
 
 /// The init script: guard, prelude, the caller's body, power-off.
-fn init_script(host_dir: &Path, body: &str) -> String {
+/// `addrs` go on eth0; `judge` is the server the judge, ntpdig and
+/// clock_set_error measure against (and the network is up once it answers).
+fn init_script(host_dir: &Path, addrs: &[&str], judge: &str, body: &str) -> String {
     let host_dir = host_dir.display();
+    let addrs: String = addrs
+        .iter()
+        .map(|a| format!("ip addr add {a}/24 dev eth0\n"))
+        .collect();
     format!(
         r#"#!/bin/sh
 # PID 1 inside User-Mode Linux, generated by timectl's tests/support/uml.rs.
@@ -485,8 +663,7 @@ mount --bind {host_dir} /run/bench
 mount -t tmpfs tmpfs /tmp
 BENCH=/run/bench
 ip link set lo up
-ip addr add {UML_ADDR}/24 dev eth0
-ip link set eth0 up
+{addrs}ip link set eth0 up
 # CI and TIMECTL_NO_CLOCK_CONTROL forbid clock control (the engine refuses
 # it): this kernel's clock is the one under test.
 unset CI TIMECTL_NO_CLOCK_CONTROL
@@ -496,21 +673,21 @@ say() {{ echo "@@ $*"; }}
 now_s() {{ read -r up _rest </proc/uptime; NOW=${{up%.*}}; }}
 # The judge: best of 4 SNTP exchanges with the judge's reference; prints
 # "@@ JUDGE <local - reference, s> <delay, s> <replies>".
-judge() {{ {PYTHON} "$BENCH/clock.py" judge {JUDGE_ADDR} 4; }}
+judge() {{ {PYTHON} "$BENCH/clock.py" judge {judge} 4; }}
 # The same with ntpdig (one exchange; its offset is reference - local), as a
 # cross-check of the judge.
-ntpdig_check() {{ say NTPDIG "$(ntpdig -j -t 1 {JUDGE_ADDR} 2>&1 | tr -d '\n')"; }}
+ntpdig_check() {{ say NTPDIG "$(ntpdig -j -t 1 {judge} 2>&1 | tr -d '\n')"; }}
 kernel_show() {{ {PYTHON} "$BENCH/clock.py" show; }}
 kernel_freq() {{ {PYTHON} "$BENCH/clock.py" freq "$1"; }}
 clock_shift() {{ {PYTHON} "$BENCH/clock.py" shift "$1"; }}
 # Make the clock $1 seconds ahead of the judge's reference (negative: behind).
-clock_set_error() {{ {PYTHON} "$BENCH/clock.py" set-error {JUDGE_ADDR} "$1"; }}
+clock_set_error() {{ {PYTHON} "$BENCH/clock.py" set-error {judge} "$1"; }}
 
 # UML's network is up once the reference answers.
 i=0
-until ntpdig -j -t 1 {SOURCE_ADDR} >/dev/null 2>&1; do
+until ntpdig -j -t 1 {judge} >/dev/null 2>&1; do
     i=$((i + 1))
-    if [ $i -ge 20 ]; then say FATAL "no answer from {SOURCE_ADDR}"; echo o >/proc/sysrq-trigger; sleep 10; fi
+    if [ $i -ge 40 ]; then say FATAL "no answer from {judge}"; echo o >/proc/sysrq-trigger; sleep 10; fi
     sleep 0.5
 done
 say READY
