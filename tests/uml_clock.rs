@@ -55,8 +55,10 @@ const JUDGE_EVERY: u32 = 5;
 const MAX_JUDGE_DELAY: f64 = 1e-3;
 /// The clock must start within this of the scenario's offset.
 const START_TOLERANCE: f64 = 0.02;
-/// ntpdig (one exchange) and the judge (best of four) must agree this well.
-const NTPDIG_TOLERANCE: f64 = 0.005;
+/// ntpdig (one exchange) and the judge (best of four) must agree this well
+/// (a gross-error check: single ntpdig exchanges were seen 6.5 ms off while
+/// six UML kernels ran on two cores).
+const NTPDIG_TOLERANCE: f64 = 0.02;
 /// Host CLOCK_REALTIME - CLOCK_MONOTONIC_RAW may move at most this much
 /// during a scenario (normal drift of an undisciplined host clock is far
 /// less; any step is far more).
@@ -194,28 +196,13 @@ fn step_plus_3s() -> Scenario {
 /// `Reference::Drifting`).
 const CLOCK_150_PPM_FAST: Reference = Reference::Drifting { ppm: -150.0 };
 
-fn freq_150ppm_then_drift_file() -> Scenario {
-    // Cold start: kernel frequency register 0 (as after a reboot), no drift
-    // file. Then the daemon is stopped (it writes the drift file), the
-    // register reset to 0 again and the clock put back on time: the restart
-    // should start from the frequency it learned.
-    let mut cold = Phase::new("150 ppm fast, cold start", 0.0, 150);
-    cold.kernel_freq_ppm = Some(0.0);
-    let mut warm = Phase::new("restart with drift file", 0.0, 100);
-    warm.kernel_freq_ppm = Some(0.0);
-    Scenario {
-        name: "freq_150ppm_then_drift_file",
-        phases: vec![cold, warm],
-        extra: Extra::WarmNotSlower,
-        reference: CLOCK_150_PPM_FAST,
-    }
-}
-
 fn holdover_source_lost() -> Scenario {
-    // Four polls (minpoll 4 = 16 s) without the only source, after the
-    // daemon has learned the frequency (the clock is 150 ppm fast: without
-    // it the error grows 150 us per second).
-    let mut phase = Phase::new("source lost 64 s", 0.0, 200);
+    // Issue 8's "+150 ppm" and "loss of the only source" in one run: a cold
+    // start (kernel frequency register 0, no drift file) with the clock
+    // 150 ppm fast, then four polls (minpoll 4 = 16 s) without the source
+    // once the daemon has learned the frequency. Without it the error
+    // grows 150 us per second.
+    let mut phase = Phase::new("150 ppm fast, source lost 80-144 s", 0.0, 200);
     phase.kernel_freq_ppm = Some(0.0);
     phase.actions = vec![(80, Action::SourceDown), (144, Action::SourceUp)];
     Scenario {
@@ -223,6 +210,25 @@ fn holdover_source_lost() -> Scenario {
         phases: vec![phase],
         extra: Extra::Holdover(2e-3),
         reference: CLOCK_150_PPM_FAST,
+    }
+}
+
+fn drift_file_restart() -> Scenario {
+    // A cold start with the clock 400 ppm fast (at 150 ppm both daemons
+    // stay within 1 ms from the first sample, so the drift file could not
+    // make a difference), then the daemon is stopped (drift file written),
+    // the kernel frequency register reset to 0 (as by a reboot) and the
+    // clock put back on time: the restart starts from the frequency it
+    // learned and should settle no later than the cold start.
+    let mut cold = Phase::new("400 ppm fast, cold start", 0.0, 120);
+    cold.kernel_freq_ppm = Some(0.0);
+    let mut warm = Phase::new("restart with drift file", 0.0, 90);
+    warm.kernel_freq_ppm = Some(0.0);
+    Scenario {
+        name: "drift_file_restart",
+        phases: vec![cold, warm],
+        extra: Extra::WarmNotSlower,
+        reference: Reference::Drifting { ppm: -400.0 },
     }
 }
 
@@ -274,8 +280,8 @@ fn uml_bench_step_plus_3s() {
 
 #[test]
 #[ignore = "needs root, user-mode-linux, chronyd, ntpdig, nft; run ci/system-tests.sh"]
-fn uml_bench_freq_150ppm_then_drift_file() {
-    run_scenario(freq_150ppm_then_drift_file());
+fn uml_bench_drift_file_restart() {
+    run_scenario(drift_file_restart());
 }
 
 #[test]
@@ -586,7 +592,12 @@ fn parse_console(daemon: Daemon, console: &[ConsoleLine], log: &str) -> Vec<Phas
                     phase.judge_errors.push(format!("{t:.1} s: {rest}"));
                 }
                 phase.judge_seq.push((index, error));
-                // Readings taken for a cross-check are not samples.
+                // Before the daemon starts: where the clock starts (the last
+                // reading wins). Readings for a cross-check are not samples.
+                if !started {
+                    phase.start_judge = error;
+                    continue;
+                }
                 if crosscheck {
                     continue;
                 }
@@ -597,11 +608,7 @@ fn parse_console(daemon: Daemon, console: &[ConsoleLine], log: &str) -> Vec<Phas
                     }
                     _ => error,
                 };
-                if started {
-                    pending_judge = Some((t, error));
-                } else {
-                    phase.start_judge = error;
-                }
+                pending_judge = Some((t, error));
             }
             "JUDGE_ERR" => {
                 flush(phase, &mut pending_judge);
@@ -980,8 +987,8 @@ fn write_outputs(scenario: &Scenario, rows: &str, runs: &[DaemonRun]) {
         "slew_plus_500ms",
         "slew_minus_300ms",
         "step_plus_3s",
-        "freq_150ppm_then_drift_file",
         "holdover_source_lost",
+        "drift_file_restart",
         "step_now_control",
         "step_limit_exhausted",
     ];
