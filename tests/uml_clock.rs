@@ -847,7 +847,8 @@ fn criteria(
         _ => {}
     }
     let allowed = MEDIAN_FLOOR.max(chronyd.median);
-    if !(engine.median <= allowed) {
+    // NaN (no samples in the final third) fails too.
+    if engine.median.is_nan() || engine.median > allowed {
         failures.push(format!(
             "{what}: final median |offset| {} us > max(300 us, chronyd's {} us)",
             us(engine.median),
