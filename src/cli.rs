@@ -347,7 +347,7 @@ fn print_progress(p: &Progress<'_>) {
 
 fn facts_command(args: &FactsArgs) -> anyhow::Result<i32> {
     let host = host_for(&args.target)?;
-    let facts = crate::facts::Facts::detect(&host.root)?;
+    let facts = crate::facts::Facts::detect_in(&host.files)?;
     let daemons: Vec<_> = crate::facts::Daemon::ALL
         .into_iter()
         .map(|d| facts.daemon(d))

@@ -192,7 +192,13 @@ impl Run<'_> {
         // The journal is a record, not a control path: failing to write it
         // must not stop a rollback.
         if let Ok(text) = serde_json::to_string_pretty(&journal) {
-            let _ = std::fs::write(&self.journal_path, text);
+            let _ = self.host.files.write_atomic(
+                &self.journal_path,
+                text.as_bytes(),
+                0o600,
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            );
         }
     }
 
@@ -284,7 +290,7 @@ pub fn run(
     confirm: &mut dyn FnMut(&Plan) -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Option<Report>, ApplyError> {
-    let _lock = Lock::acquire(&host.state_dir()).map_err(|e| ApplyError::Refused(e.to_string()))?;
+    let _lock = Lock::acquire(&host.files).map_err(|e| ApplyError::Refused(e.to_string()))?;
     let fresh = plan::build(spec, host)?;
     let plan = match saved {
         Some(saved) => {
@@ -342,19 +348,21 @@ pub fn apply(
         });
     }
 
-    let state_dir = host.state_dir();
+    // Paths under the host's root, reached through host.files (inside the
+    // root when it is an offline one).
+    let state_dir = Path::new(crate::host::STATE_DIR);
     let runs = state_dir.join("runs");
     let backup_dir = state_dir.join("backups").join(&run_id);
+    let preparing = |cause| ApplyError::Host {
+        context: "preparing the run".into(),
+        cause,
+    };
     for dir in [&runs, &backup_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| ApplyError::Host {
-            context: "preparing the run".into(),
-            cause: HostError::io(dir, "cannot create", e),
-        })?;
+        host.files.create_dir_all(dir).map_err(preparing)?;
     }
-    let _ = std::fs::set_permissions(
-        state_dir.join("backups"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    );
+    host.files
+        .chmod(&state_dir.join("backups"), 0o700)
+        .map_err(preparing)?;
     let firewall = host
         .firewall_backend(spec.timesync.firewall)
         .map_err(|e| ApplyError::Host {
@@ -494,8 +502,8 @@ pub fn apply(
         verify,
         step_now,
         notes,
-        journal: Some(run.journal_path.clone()),
-        backups: Some(backup_dir),
+        journal: host.files.resolve(&run.journal_path).ok(),
+        backups: host.files.resolve(&backup_dir).ok(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -226,7 +226,7 @@ fn group_blockers(blockers: Vec<String>) -> Vec<String> {
 
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
-    let facts = Facts::detect(&host.root)?;
+    let facts = Facts::detect_in(&host.files)?;
     let desired = provider::compile(spec, &facts, &host.timectl_binary)?;
     let mut changes: Vec<Change> = Vec::new();
     let mut notes = desired.notes.clone();

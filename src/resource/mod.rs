@@ -189,7 +189,8 @@ pub enum Restore {
 /// What an action needs besides the host: where to keep backups.
 pub struct ApplyContext<'a> {
     pub host: &'a Host,
-    /// `<root>/var/lib/timectl/backups/<run-id>` as a real path.
+    /// `/var/lib/timectl/backups/<run-id>`, a path under the host's root
+    /// (reached through `host.files`, like every other file).
     pub backup_dir: PathBuf,
     pub firewall: Option<&'a dyn crate::host::Firewall>,
 }
@@ -258,8 +259,17 @@ impl Action {
                 match from {
                     Restore::MetaOnly => host.files.set_meta(path, *mode, *uid, *gid)?,
                     Restore::Backup(b) => {
-                        let content = std::fs::read(b)
-                            .map_err(|e| HostError::io(b, "cannot read backup", e))?;
+                        let content = host
+                            .files
+                            .read(b)?
+                            .ok_or_else(|| {
+                                HostError::msg(format!(
+                                    "the backup {} of {} is missing",
+                                    b.display(),
+                                    path.display()
+                                ))
+                            })?
+                            .content;
                         host.files.write_atomic(path, &content, *mode, *uid, *gid)?;
                     }
                     Restore::Absent => host.files.remove(path)?,
@@ -504,16 +514,17 @@ fn backup(ctx: &ApplyContext<'_>, path: &Path) -> Result<Action, HostError> {
     };
     let relative = path.strip_prefix("/").unwrap_or(path);
     let copy = ctx.backup_dir.join(relative);
-    if let Some(dir) = copy.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| HostError::io(dir, "cannot create backup directory", e))?;
-    }
     // Plain bytes only: attributes and xattrs are not needed to restore and
-    // some filesystems (overlayfs in containers) refuse them.
-    std::fs::write(&copy, &before.content)
-        .map_err(|e| HostError::io(&copy, "cannot write backup", e))?;
-    // Backups may hold key material: only root reads them.
-    let _ = std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600));
+    // some filesystems (overlayfs in containers) refuse them. Written like
+    // every managed file (atomically, inside the root); backups may hold
+    // key material: only their owner reads them.
+    ctx.host.files.write_atomic(
+        &copy,
+        &before.content,
+        0o600,
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )?;
     Ok(Action::RestoreFile {
         path: path.to_path_buf(),
         from: Restore::Backup(copy),
