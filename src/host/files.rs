@@ -530,6 +530,7 @@ impl Files {
         file.write_all(content)
             .and_then(|()| tmp.file.sync_all())
             .map_err(|e| HostError::io(&shown_tmp, "cannot write", e))?;
+        crate::apply::crash_point_in_step("write");
         tmp.file
             .set_permissions(std::fs::Permissions::from_mode(mode))
             .map_err(|e| HostError::io(&shown_tmp, "cannot set mode on", e))?;
@@ -628,6 +629,33 @@ impl Files {
         }
     }
 
+    /// Remove a directory if it is empty; a missing or non-empty one is
+    /// left alone (not an error).
+    pub fn remove_empty_dir(&self, path: &Path) -> Result<(), HostError> {
+        let rel = self.rel(path)?;
+        let Some((parent, name)) = split(&rel) else {
+            return Ok(());
+        };
+        let dir = match self.open_rel(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) {
+            Ok(dir) => dir,
+            Err(e) if is_missing(e) => {
+                return match self.blame(parent) {
+                    Some(escape) => Err(escape),
+                    None => Ok(()),
+                };
+            }
+            Err(e) => return Err(self.fail(parent, "cannot open directory", e)),
+        };
+        match nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::RemoveDir) {
+            Ok(()) => {
+                let _ = nix::unistd::fsync(dir.as_fd());
+                Ok(())
+            }
+            Err(Errno::ENOENT | Errno::ENOTEMPTY | Errno::EEXIST | Errno::ENOTDIR) => Ok(()),
+            Err(e) => Err(HostError::io(&self.shown(&rel), "cannot remove", io(e))),
+        }
+    }
+
     /// Make `path` a symlink to `target` (the text, not resolved), creating
     /// its directory; an existing symlink there is replaced atomically, an
     /// existing file is an error.
@@ -691,6 +719,24 @@ impl Files {
             .map_err(|e| self.fail(&rel, "cannot open", e))
     }
 
+    /// Open an existing file for reading (inside the root); None when it
+    /// does not exist. Creates nothing.
+    pub fn open_existing_read(&self, path: &Path) -> Result<Option<File>, HostError> {
+        let rel = self.rel(path)?;
+        match self.open_rel(
+            &rel,
+            OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+            0,
+        ) {
+            Ok(fd) => Ok(Some(File::from(fd))),
+            Err(e) if is_missing(e) => match self.blame(&rel) {
+                Some(escape) => Err(escape),
+                None => Ok(None),
+            },
+            Err(e) => Err(self.fail(&rel, "cannot open", e)),
+        }
+    }
+
     /// Remove the temporary files (`.NAME.timectl-XXXXXX`) that a killed
     /// write of `path` left next to it. Returns the host paths removed.
     pub fn remove_stale_temps(&self, path: &Path) -> Result<Vec<PathBuf>, HostError> {
@@ -703,14 +749,35 @@ impl Files {
         let Some((parent, name)) = split(&target) else {
             return Ok(Vec::new());
         };
+        self.remove_temps(parent, Some(name))
+    }
+
+    /// Remove every temporary file (`.NAME.timectl-XXXXXX`) in a directory.
+    pub fn remove_stale_temps_in(&self, dir: &Path) -> Result<Vec<PathBuf>, HostError> {
+        let rel = self.rel(dir)?;
+        self.remove_temps(&rel, None)
+    }
+
+    fn remove_temps(&self, parent: &Path, name: Option<&OsStr>) -> Result<Vec<PathBuf>, HostError> {
         let dir = match self.open_rel(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) {
             Ok(dir) => dir,
             Err(_) => return Ok(Vec::new()),
         };
-        let mut prefix = OsString::from(".");
-        prefix.push(name);
-        prefix.push(TEMP_INFIX);
-        let mut removed = Vec::new();
+        let is_temp = |entry: &OsStr| {
+            let bytes = entry.as_bytes();
+            let Some(rest) = bytes.strip_prefix(b".") else {
+                return false;
+            };
+            if rest.len() < TEMP_INFIX.len() + 6 {
+                return false;
+            }
+            let (stem, tail) = rest.split_at(rest.len() - TEMP_INFIX.len() - 6);
+            tail.starts_with(TEMP_INFIX.as_bytes())
+                && tail[TEMP_INFIX.len()..]
+                    .iter()
+                    .all(u8::is_ascii_alphanumeric)
+                && name.is_none_or(|n| stem == n.as_bytes())
+        };
         let mut listing = nix::dir::Dir::openat(
             dir.as_fd(),
             ".",
@@ -718,14 +785,13 @@ impl Files {
             Mode::empty(),
         )
         .map_err(|e| HostError::io(&self.shown(parent), "cannot list", io(e)))?;
-        let mut stale = Vec::new();
-        for entry in listing.iter().flatten() {
-            let entry_name = OsStr::from_bytes(entry.file_name().to_bytes());
-            let bytes = entry_name.as_bytes();
-            if bytes.len() == prefix.len() + 6 && bytes.starts_with(prefix.as_bytes()) {
-                stale.push(entry_name.to_os_string());
-            }
-        }
+        let stale: Vec<OsString> = listing
+            .iter()
+            .flatten()
+            .map(|entry| OsStr::from_bytes(entry.file_name().to_bytes()).to_os_string())
+            .filter(|entry| is_temp(entry))
+            .collect();
+        let mut removed = Vec::new();
         for entry_name in stale {
             nix::unistd::unlinkat(
                 dir.as_fd(),

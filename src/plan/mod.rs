@@ -240,6 +240,20 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         ));
     }
 
+    // A run that was killed is reported until it is rolled back or a later
+    // run converges.
+    match crate::apply::journal::interrupted(&host.files, false) {
+        Ok(runs) => {
+            for (i, run) in runs.iter().enumerate() {
+                notes.insert(i, run.describe_interruption());
+            }
+        }
+        Err(e @ HostError::OutsideRoot { .. }) => {
+            return Err(host_err("reading the run journals")(e));
+        }
+        Err(e) => notes.push(format!("the run journals could not be read: {e}")),
+    }
+
     if !host.manage_owners {
         notes.push(format!(
             "running as uid {}, not root: file owners are left as they are (only content and mode are managed)",
