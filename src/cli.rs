@@ -278,8 +278,16 @@ fn plan_command(args: &PlanArgs) -> anyhow::Result<i32> {
 }
 
 fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
+    let text = match crate::spec::read_text(&args.file) {
+        Ok(text) => text,
+        Err(crate::spec::SpecError::Io { path, cause }) => {
+            anyhow::bail!("cannot read {}: {cause}", path.display())
+        }
+        Err(e) => {
+            err_line(&e.to_string());
+            return Ok(EXIT_ERROR);
+        }
+    };
     let (spec, saved) = if Plan::looks_like_plan(&text) {
         let saved = Plan::from_json(&args.file, &text)?;
         let spec = match Spec::parse(Path::new(&saved.spec_path), saved.spec_text.clone()) {
