@@ -676,6 +676,14 @@ pub fn rollback_target(
                 refused("no run under this root has anything left to roll back".into())
             })?,
     };
+    if journal.format_version < journal::JOURNAL_FORMAT {
+        return Err(refused(format!(
+            "run {} was recorded by an older timectl (journal format {}) without the actions that undo it: it cannot be rolled back automatically; its backups are in {}",
+            journal.run_id,
+            journal.format_version,
+            journal.backups.display()
+        )));
+    }
     if let Some(done) = &journal.rollback
         && done.complete
     {
