@@ -391,3 +391,31 @@ fn finished_runs_are_listed_and_rolled_back_newest_first() {
         text(&out)
     );
 }
+
+#[test]
+fn journals_of_the_old_format_are_listed_but_not_rolled_back() {
+    let root = copy_root("rhel9-ntpd");
+    let r = root.path().display().to_string();
+    let runs = root.path().join("var/lib/timectl/runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    // What timectl wrote before the journal had undo actions.
+    std::fs::write(
+        runs.join("20261127T191500Z-3fa2.json"),
+        r#"{"format_version":1,"run_id":"20261127T191500Z-3fa2","timectl_version":"0.1.0","root":"/","spec_path":"site.yaml","plan_fingerprint":"x","state":"succeeded","steps":[{"summary":"disable ntpd.service","status":"done","seconds":0.1,"undo":["enable ntpd.service"]}],"backups":"/var/lib/timectl/backups/20261127T191500Z-3fa2"}"#,
+    )
+    .unwrap();
+    let before = snapshot(root.path());
+    let listed = text(&timectl(&["runs", "--root", &r])).0;
+    assert!(
+        listed.contains("20261127T191500Z-3fa2") && listed.contains("succeeded"),
+        "{listed}"
+    );
+    let out = timectl(&["rollback", "--root", &r, "--yes"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("journal format 1"), "{stderr}");
+    assert_eq!(
+        differences(&before, &snapshot(root.path())),
+        Vec::<String>::new()
+    );
+}
