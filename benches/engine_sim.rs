@@ -8,7 +8,7 @@
 //! RMS over the next 100,000 s, averaged over five seeds.
 
 use timectl::engine::discipline::StepPolicy;
-use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, run};
+use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
 
@@ -45,11 +45,13 @@ fn main() {
                 prefer: false,
             };
             let config = SimConfig {
+                wiring: Wiring::Measured,
                 seed,
                 clock: ClockParams {
                     initial_offset: 0.01,
                     frequency_error: 10e-6,
                     wander: 1e-9,
+                    ..ClockParams::default()
                 },
                 servers: vec![server],
                 engine: EngineSettings {
@@ -60,6 +62,7 @@ fn main() {
                     },
                     clock_control: true,
                     initial_frequency: None,
+                    kernel_frequency: 0.0,
                     local_stratum: None,
                 },
             };

@@ -47,6 +47,8 @@ packages=(
     util-linux        # nsenter, setpriv, flock
     procps            # pgrep
     systemd           # busctl
+    user-mode-linux   # linux.uml: a real kernel clock for clock-control tests
+    python3           # UML init scripts (clock_settime, adjtimex) and the leap reference
 )
 
 missing=()
@@ -75,7 +77,7 @@ else
 fi
 
 for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
-    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock; do
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3; do
     if ! command -v "$tool" >/dev/null; then
         echo "install-deps: $tool still missing after install" >&2
         exit 1

@@ -30,6 +30,10 @@ use crate::provider::VerifyPlan;
 pub struct SyncStatus {
     pub synchronized: bool,
     pub offset_seconds: Option<f64>,
+    /// How far off the offset itself may be (the engine's root distance),
+    /// where the daemon says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset_bound_seconds: Option<f64>,
     pub stratum: Option<u8>,
     /// The selected source (address or name).
     pub source: Option<String>,
@@ -75,6 +79,15 @@ impl SyncStatus {
                     return Err(format!("offset {o:+.6} s is larger than maxOffset {max} s"));
                 }
                 None => return Err("the daemon reports no offset".into()),
+            }
+            // An offset of 0 known only to within ±50 ms does not prove
+            // the clock is within a 10 ms maxOffset.
+            if let Some(bound) = self.offset_bound_seconds
+                && bound > max
+            {
+                return Err(format!(
+                    "the offset is known only to within ±{bound:.6} s, more than maxOffset {max} s"
+                ));
             }
         }
         Ok(())
@@ -159,6 +172,7 @@ pub fn parse_chrony_tracking(csv: &str) -> Result<SyncStatus, HostError> {
         // right now (what `chronyc tracking` calls "System time"); positive
         // means fast.
         offset_seconds: system_offset.or(last_offset),
+        offset_bound_seconds: None,
         stratum,
         source: (!name.is_empty()).then(|| name.to_string()),
         detail: format!(
@@ -222,16 +236,26 @@ pub fn engine_status(doc: &crate::engine::control::StatusDocument) -> SyncStatus
         .iter()
         .find(|s| s.report.selected)
         .map(|s| s.address.clone());
+    // Right after a step the offset is the step's own estimate (0 by
+    // construction): not synchronised until a measurement taken after the
+    // step confirms it (the engine polls again within seconds of a step).
+    let unconfirmed_step = doc.updates_since_step == Some(0) && doc.steps > 0;
     SyncStatus {
-        synchronized: doc.synchronized,
+        synchronized: doc.synchronized && !unconfirmed_step,
         offset_seconds: doc.offset_seconds.or(doc.last_offset_seconds),
+        offset_bound_seconds: doc.offset_bound_seconds,
         stratum: Some(doc.stratum),
         source: doc
             .synchronized
             .then(|| doc.reference_address.clone().or(selected))
             .flatten(),
         detail: format!(
-            "reference {}, stratum {}, leap {}, {} source(s)",
+            "{}reference {}, stratum {}, leap {}, {} source(s)",
+            if unconfirmed_step {
+                "stepped, waiting for a measurement after the step; "
+            } else {
+                ""
+            },
             doc.reference_id,
             doc.stratum,
             doc.leap,
@@ -321,6 +345,7 @@ pub fn parse_ntpq_rv(text: &str) -> Result<SyncStatus, HostError> {
     Ok(SyncStatus {
         synchronized,
         offset_seconds: offset_ms.map(|ms| ms / 1000.0),
+        offset_bound_seconds: None,
         stratum,
         source: (synchronized && !refid.is_empty()).then(|| refid.to_string()),
         detail: format!(
@@ -445,5 +470,51 @@ mod tests {
         let text = "     remote           refid      st t when poll reach   delay   offset   jitter\n===============================================================================\n 0.debian.pool.n .POOL.          16 p    -   64    0   0.0000   0.0000   0.0001\n*192.0.2.2       127.127.1.0      8 u    2    8  377   0.0610  -0.0123   0.0090\n";
         assert_eq!(parse_ntpq_peer(text).as_deref(), Some("192.0.2.2"));
         assert_eq!(parse_ntpq_peer(" 192.0.2.2 .INIT. 16 u\n"), None);
+    }
+
+    fn engine_doc(
+        steps: u64,
+        since: Option<u64>,
+        bound: Option<f64>,
+    ) -> crate::engine::control::StatusDocument {
+        serde_json::from_value(serde_json::json!({
+            "format_version": 1, "synchronized": true, "clock_control": true,
+            "offset_seconds": 0.0, "offset_bound_seconds": bound, "last_offset_seconds": 0.0,
+            "frequency_ppm": 0.0, "skew_ppm": 0.1, "stratum": 2, "leap": "normal",
+            "reference_id": "10.77.0.1", "reference_address": "10.77.0.1:123",
+            "root_delay_seconds": 0.0, "root_dispersion_seconds": 0.0,
+            "last_update_age_seconds": 1.0, "updates": 5, "steps": steps,
+            "updates_since_step": since, "uptime_seconds": 9.0,
+            "sources": [], "unresolved": [], "server": null
+        }))
+        .expect("status document")
+    }
+
+    /// Issue 14: right after step.now the engine's offset is the step's own
+    /// estimate (0); verify must wait for a measurement after the step, and
+    /// an error bound wider than maxOffset is not "synchronised within it".
+    #[test]
+    fn engine_step_must_be_confirmed_and_bound_within_max_offset() {
+        let just_stepped = engine_status(&engine_doc(1, Some(0), Some(0.001)));
+        assert!(!just_stepped.synchronized);
+        assert!(
+            just_stepped.detail.contains("after the step"),
+            "{}",
+            just_stepped.detail
+        );
+        let confirmed = engine_status(&engine_doc(1, Some(1), Some(0.001)));
+        assert!(confirmed.synchronized);
+        assert!(confirmed.meets(&verify(Some(0.1))).is_ok());
+        let loose = engine_status(&engine_doc(0, Some(5), Some(0.2)));
+        let why = loose
+            .meets(&verify(Some(0.1)))
+            .expect_err("bound 0.2 > 0.1");
+        assert!(why.contains("within ±0.2"), "{why}");
+        // An engine that does not report the new fields is taken as before.
+        assert!(
+            engine_status(&engine_doc(1, None, None))
+                .meets(&verify(Some(0.1)))
+                .is_ok()
+        );
     }
 }

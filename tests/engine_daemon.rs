@@ -302,3 +302,188 @@ fn pool_and_host_names_resolve_and_ipv6_works() {
     }
     assert!(s.offset_seconds.is_some_and(|o| o.abs() < 1e-3));
 }
+
+/// Issue 9: a local user holding hundreds of idle control connections (and
+/// one sending an endless line) cannot starve `timectl status`: connections
+/// are capped, idle ones closed, over-long lines refused, and the daemon does
+/// not spin.
+#[test]
+fn idle_control_connections_cannot_starve_status() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    let port = free_udp_port();
+    let mut engine = EngineProcess::start(&["--listen", &format!("127.0.0.1:{port}")]);
+    let socket = engine.control();
+    let idle: Vec<UnixStream> = (0..500)
+        .filter_map(|_| UnixStream::connect(&socket).ok())
+        .collect();
+    assert!(
+        idle.len() >= 64,
+        "could open only {} connections",
+        idle.len()
+    );
+    let mut endless = UnixStream::connect(&socket).expect("connect");
+    let _ = endless.write_all(&[b'x'; 5000]);
+    let started = std::time::Instant::now();
+    let doc = timectl::engine::control::status(&socket, Duration::from_secs(5))
+        .expect("status answers while 500 connections are held");
+    let took = started.elapsed();
+    assert_eq!(doc.format_version, 1);
+    assert!(took < Duration::from_secs(1), "status took {took:?}");
+    // The over-long line was refused: the daemon closed that connection.
+    endless
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    assert!(
+        matches!(endless.read(&mut buf), Ok(0) | Err(_)),
+        "a 5000-byte line must close the connection"
+    );
+    // The oldest were closed to make room; the newest idle ones are closed
+    // after the idle timeout (5 s).
+    let mut oldest = &idle[0];
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("timeout");
+    assert!(
+        matches!(oldest.read(&mut buf), Ok(0)),
+        "the oldest was kept"
+    );
+    let mut newest = idle.last().expect("connections");
+    newest
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    assert!(
+        newest.read(&mut buf).is_err(),
+        "the newest idle connection should still be open before the timeout"
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    newest
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    assert!(
+        matches!(newest.read(&mut buf), Ok(0)),
+        "an idle connection was kept open past the idle timeout"
+    );
+    // The daemon is still well and not spinning on a core.
+    let stat = |pid: u32| -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let after = text.rsplit(')').next().expect("fields").to_string();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f[11].parse::<u64>().expect("utime") + f[12].parse::<u64>().expect("stime")
+    };
+    let before = stat(engine.guard.pid());
+    std::thread::sleep(Duration::from_secs(1));
+    let used = stat(engine.guard.pid()) - before;
+    assert!(
+        used < 20,
+        "the daemon used {used} ticks of CPU in 1 s while idle"
+    );
+    assert_eq!(engine.status().format_version, 1);
+}
+
+/// Under systemd with `WatchdogSec=` the clock loop feeds the watchdog:
+/// READY=1 once, then WATCHDOG=1 every half interval.
+#[test]
+fn clock_loop_feeds_the_systemd_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let notify = dir.path().join("notify");
+    let listener = UnixDatagram::bind(&notify).expect("bind notify socket");
+    listener
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let port = free_udp_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["daemon", "--no-clock-control", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--control")
+        .arg(dir.path().join("engine.sock"))
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the engine");
+    let mut messages = Vec::new();
+    let mut buf = [0u8; 512];
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        match listener.recv(&mut buf) {
+            Ok(n) => messages.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+            Err(_) => break,
+        }
+        if messages.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3 {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        messages.first().is_some_and(|m| m.contains("READY=1")),
+        "{messages:?}"
+    );
+    let pings = messages.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings >= 3, "watchdog fed {pings} times: {messages:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "three pings at 100 ms took {:?}",
+        started.elapsed()
+    );
+}
+
+/// `--rate-limit` does from the command line what `serve.rateLimit` does:
+/// within a burst of 8 the client is answered, then it gets a RATE kiss;
+/// a bad value is refused.
+#[test]
+fn rate_limit_from_the_command_line() {
+    let port = free_udp_port();
+    let _engine = EngineProcess::start(&[
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--local-stratum",
+        "10",
+        "--rate-limit",
+        "60",
+    ]);
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut kisses = 0;
+    let mut answered = 0;
+    for i in 0..10u64 {
+        sock.send_to(
+            &Packet::client_request(NtpTimestamp(500 + i), 6).encode(),
+            ("127.0.0.1", port),
+        )
+        .expect("send");
+        let mut buf = [0u8; 128];
+        if let Ok(n) = sock.recv(&mut buf) {
+            let p = Packet::decode(&buf[..n]).expect("decodes");
+            if p.kiss_code() == Some(KissCode::Rate) {
+                kisses += 1;
+            } else {
+                answered += 1;
+            }
+        }
+    }
+    assert_eq!((answered, kisses), (8, 1), "burst of 8, then one kiss");
+    let bad = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args([
+            "daemon",
+            "--check",
+            "--listen",
+            "127.0.0.1:1",
+            "--rate-limit",
+            "0",
+        ])
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--rate-limit"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}

@@ -3,7 +3,7 @@
 
 use timectl::engine::discipline::StepPolicy;
 use timectl::engine::drift;
-use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, run};
+use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
 
@@ -19,6 +19,7 @@ fn engine(clock_control: bool) -> EngineSettings {
         },
         clock_control,
         initial_frequency: None,
+        kernel_frequency: 0.0,
         local_stratum: None,
     }
 }
@@ -28,6 +29,7 @@ fn hard_start() -> ClockParams {
         initial_offset: 0.1,
         frequency_error: 100e-6,
         wander: 1e-9,
+        ..ClockParams::default()
     }
 }
 
@@ -38,6 +40,7 @@ fn hard_start() -> ClockParams {
 fn four_good_sources_converge_and_hold() {
     for seed in [1, 2, 3, 4, 5] {
         let config = SimConfig {
+            wiring: Wiring::Measured,
             seed,
             clock: hard_start(),
             servers: vec![ServerParams::good(100.0 * US); 4],
@@ -64,11 +67,13 @@ fn four_good_sources_converge_and_hold() {
 #[test]
 fn offset_above_threshold_is_stepped_once() {
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 7,
         clock: ClockParams {
             initial_offset: -5.0,
             frequency_error: 20e-6,
             wander: 0.0,
+            ..ClockParams::default()
         },
         servers: vec![ServerParams::good(100.0 * US); 3],
         engine: engine(true),
@@ -84,6 +89,7 @@ fn one_falseticker_among_four_is_never_selected() {
         let mut servers = vec![ServerParams::good(100.0 * US); 4];
         servers[1].time_offset = 0.020;
         let config = SimConfig {
+            wiring: Wiring::Measured,
             seed,
             clock: hard_start(),
             servers,
@@ -110,6 +116,7 @@ fn thirty_percent_packet_loss_still_synchronises() {
         s.loss = 0.3;
     }
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 21,
         clock: hard_start(),
         servers,
@@ -136,6 +143,7 @@ fn two_against_two_never_synchronises() {
         ..hard_start()
     };
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 5,
         clock,
         servers,
@@ -157,6 +165,7 @@ fn min_sources_is_honoured() {
     let mut e = engine(true);
     e.min_sources = 3;
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 9,
         clock: hard_start(),
         servers: vec![ServerParams::good(100.0 * US); 2],
@@ -174,11 +183,13 @@ fn asymmetric_path_biases_by_half_the_asymmetry() {
     let mut servers = vec![ServerParams::good(10.0 * US)];
     servers[0].asymmetry = 2.0 * MS;
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 3,
         clock: ClockParams {
             initial_offset: 0.0,
             frequency_error: 0.0,
             wander: 0.0,
+            ..ClockParams::default()
         },
         servers,
         engine: engine(true),
@@ -197,6 +208,7 @@ fn no_clock_control_estimates_without_touching_the_clock() {
         ..hard_start()
     };
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 4,
         clock,
         servers: vec![ServerParams::good(100.0 * US); 4],
@@ -207,9 +219,9 @@ fn no_clock_control_estimates_without_touching_the_clock() {
     assert_eq!(sim.clock.applied_frequency, 0.0);
     let expected = 0.1 + 100e-6 * 2_000.0;
     assert!(
-        (sim.clock.offset - expected).abs() < 1e-6,
+        (sim.clock.offset() - expected).abs() < 1e-6,
         "clock moved: {}",
-        sim.clock.offset
+        sim.clock.offset()
     );
     let report = sim.engine.report(2_000.0);
     assert!(report.synchronized);
@@ -233,6 +245,7 @@ fn drift_file_keeps_frequency_across_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("timectl.drift");
     let first = SimConfig {
+        wiring: Wiring::Measured,
         seed: 31,
         clock: hard_start(),
         servers: vec![ServerParams::good(100.0 * US); 4],
@@ -255,11 +268,13 @@ fn drift_file_keeps_frequency_across_restart() {
         let mut e = engine(true);
         e.initial_frequency = initial_frequency;
         let config = SimConfig {
+            wiring: Wiring::Measured,
             seed: 32,
             clock: ClockParams {
                 initial_offset: 0.0,
                 frequency_error: 100e-6,
                 wander: 0.0,
+                ..ClockParams::default()
             },
             servers,
             engine: e,
@@ -285,6 +300,7 @@ fn drift_file_keeps_frequency_across_restart() {
 #[test]
 fn same_seed_same_result() {
     let mk = || SimConfig {
+        wiring: Wiring::Measured,
         seed: 77,
         clock: hard_start(),
         servers: vec![ServerParams::good(1.0 * MS); 2],
@@ -312,8 +328,10 @@ fn losing_all_sources_loses_synchronisation() {
         initial_offset: 0.0,
         frequency_error: 0.0,
         wander: 0.0,
+        ..ClockParams::default()
     };
     let config = SimConfig {
+        wiring: Wiring::Measured,
         seed: 41,
         clock,
         servers,
@@ -344,6 +362,7 @@ fn step_now_steps_once_through_the_engine() {
         initial_offset: 5.0,
         frequency_error: 0.0,
         wander: 0.0,
+        ..ClockParams::default()
     };
     let mut e = engine(true);
     e.step = StepPolicy {
@@ -351,6 +370,7 @@ fn step_now_steps_once_through_the_engine() {
         limit: 0,
     };
     let mut sim = Simulation::new(SimConfig {
+        wiring: Wiring::Measured,
         seed: 51,
         clock: clock.clone(),
         servers: servers.clone(),
@@ -362,25 +382,26 @@ fn step_now_steps_once_through_the_engine() {
     );
     sim.run_until(1.0);
     assert!(
-        sim.clock.offset > 4.9,
+        sim.clock.offset() > 4.9,
         "limit 0: the engine must not step by itself"
     );
     let stepped = sim.step_now().expect("steps");
     assert!((stepped + 5.0).abs() < 0.1, "stepped by {stepped}");
     assert!(
-        sim.clock.offset.abs() < 0.1,
+        sim.clock.offset().abs() < 0.1,
         "clock now {}",
-        sim.clock.offset
+        sim.clock.offset()
     );
     assert_eq!(sim.engine.discipline().steps(), 1);
     sim.run_until(300.0);
     assert!(
-        sim.clock.offset.abs() < 1e-3,
+        sim.clock.offset().abs() < 1e-3,
         "after the step it converges: {}",
-        sim.clock.offset
+        sim.clock.offset()
     );
 
     let mut off = Simulation::new(SimConfig {
+        wiring: Wiring::Measured,
         seed: 52,
         clock,
         servers,
@@ -393,7 +414,7 @@ fn step_now_steps_once_through_the_engine() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
-    assert_eq!(off.clock.offset, 5.0, "clock untouched");
+    assert_eq!(off.clock.offset(), 5.0, "clock untouched");
 }
 
 #[test]
@@ -409,8 +430,10 @@ fn preferred_truechimer_is_the_system_peer() {
         initial_offset: 0.0,
         frequency_error: 0.0,
         wander: 0.0,
+        ..ClockParams::default()
     };
     let mut sim = Simulation::new(SimConfig {
+        wiring: Wiring::Measured,
         seed: 61,
         clock,
         servers,

@@ -74,6 +74,55 @@ pub(super) fn set_frequency(frequency: f64) -> io::Result<()> {
     adjtime(&mut tx)
 }
 
+/// The kernel's current frequency correction (tick and freq together),
+/// dimensionless.
+pub(super) fn read_frequency() -> io::Result<f64> {
+    let mut tx = zeroed_timex();
+    adjtime(&mut tx)?;
+    let ppm_per_tick = 1e6 / NOMINAL_TICK as f64;
+    // c_long is 32 bits on some targets: the cast is not always a no-op.
+    #[allow(clippy::unnecessary_cast)]
+    let tick = tx.tick as i64;
+    let ppm = (tick - NOMINAL_TICK) as f64 * ppm_per_tick + tx.freq as f64 / 65536.0;
+    Ok(ppm * 1e-6)
+}
+
+/// Arms a leap second at the next UTC midnight (STA_INS / STA_DEL), or
+/// disarms it; the other status bits are kept.
+pub(super) fn set_leap(insert: bool, delete: bool) -> io::Result<()> {
+    let mut tx = zeroed_timex();
+    adjtime(&mut tx)?;
+    let mut set = zeroed_timex();
+    set.modes = libc::ADJ_STATUS;
+    set.status = tx.status & !(libc::STA_INS | libc::STA_DEL);
+    if insert {
+        set.status |= libc::STA_INS;
+    } else if delete {
+        set.status |= libc::STA_DEL;
+    }
+    adjtime(&mut set)
+}
+
+/// Clears STA_UNSYNC and sets the error bounds (`Some`, seconds), or sets
+/// STA_UNSYNC (`None`).
+pub(super) fn set_synchronized(max_error: Option<f64>) -> io::Result<()> {
+    let mut tx = zeroed_timex();
+    adjtime(&mut tx)?;
+    let mut set = zeroed_timex();
+    set.modes = libc::ADJ_STATUS;
+    match max_error {
+        Some(bound) => {
+            set.modes |= libc::ADJ_MAXERROR | libc::ADJ_ESTERROR;
+            set.status = tx.status & !libc::STA_UNSYNC;
+            let micros = (bound * 1e6).clamp(0.0, 16e6) as _;
+            set.maxerror = micros;
+            set.esterror = micros;
+        }
+        None => set.status = tx.status | libc::STA_UNSYNC,
+    }
+    adjtime(&mut set)
+}
+
 pub(super) fn step(offset: f64) -> io::Result<()> {
     let (secs, nanos) = split_offset(offset);
     let mut tx = zeroed_timex();

@@ -10,7 +10,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::config::{
-    DEFAULT_CONTROL_SOCKET, EngineConfig, ServeConfig, SourceConfig, parse_host_port,
+    DEFAULT_CONTROL_SOCKET, EngineConfig, RateLimitConfig, ServeConfig, SourceConfig,
+    parse_host_port,
 };
 use super::control;
 
@@ -42,6 +43,11 @@ pub struct DaemonArgs {
     /// Serve this stratum while unsynchronised (with --listen).
     #[arg(long, value_name = "N")]
     pub local_stratum: Option<u8>,
+    /// Rate-limit each client (with --listen): on average one request per
+    /// INTERVAL seconds, bursts of 8; over it, a RATE kiss-o'-death
+    /// (serve.rateLimit in the config file).
+    #[arg(long, value_name = "INTERVAL")]
+    pub rate_limit: Option<f64>,
     /// Check the configuration and exit.
     #[arg(long)]
     pub check: bool,
@@ -78,7 +84,7 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
         }
         config.sources.push(sc);
     }
-    if !args.listen.is_empty() || args.local_stratum.is_some() {
+    if !args.listen.is_empty() || args.local_stratum.is_some() || args.rate_limit.is_some() {
         let serve = config.serve.get_or_insert_with(|| ServeConfig {
             listen: vec![],
             allow: vec![],
@@ -89,6 +95,17 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
         serve.listen.extend(args.listen.iter().copied());
         if args.local_stratum.is_some() {
             serve.local_stratum = args.local_stratum;
+        }
+        if let Some(interval) = args.rate_limit {
+            if !(interval.is_finite() && interval > 0.0) {
+                anyhow::bail!(
+                    "--rate-limit: expected a positive number of seconds, found {interval}"
+                );
+            }
+            serve.rate_limit = Some(RateLimitConfig {
+                interval,
+                burst: serve.rate_limit.map_or(8, |r| r.burst),
+            });
         }
     }
     if let Some(c) = &args.control {
@@ -126,6 +143,13 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<i32> {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .try_init();
+    // A panic anywhere in the daemon ends the process (systemd restarts it)
+    // rather than leaving it half-working with one task gone.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -11,7 +11,7 @@ use std::time::Instant;
 use nix::time::{ClockId, clock_gettime};
 
 use super::adjtimex;
-use super::discipline::{ClockControl, ClockError, LocalClock};
+use super::discipline::{ClockControl, ClockError, LeapAction, LocalClock};
 use super::proto::NtpTimestamp;
 
 /// Environment variable that forces no clock control.
@@ -69,6 +69,72 @@ impl Monotonic {
     }
 }
 
+/// The engine's view of the clocks: its time axis is CLOCK_MONOTONIC_RAW
+/// (the hardware clock, which the kernel never slews or steps, unlike
+/// CLOCK_MONOTONIC), and the correction is CLOCK_REALTIME minus
+/// CLOCK_MONOTONIC_RAW since start: everything the kernel has done to the
+/// clock (our slews and steps, when they really took effect, and anyone
+/// else's). See `discipline` for why this is measured, not assumed.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineClock {
+    raw_start_ns: i128,
+    difference_start_ns: i128,
+}
+
+/// One reading of the engine's clocks.
+#[derive(Clone, Copy, Debug)]
+pub struct ClockReading {
+    /// CLOCK_MONOTONIC_RAW seconds since start: the engine's instant.
+    pub now: f64,
+    /// CLOCK_REALTIME.
+    pub local: NtpTimestamp,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, change since start.
+    pub correction: f64,
+}
+
+fn nanos(clock: ClockId) -> i128 {
+    match clock_gettime(clock) {
+        Ok(ts) => i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec()),
+        // clock_gettime cannot fail for these clocks on Linux.
+        Err(_) => 0,
+    }
+}
+
+impl EngineClock {
+    pub fn start() -> EngineClock {
+        let (raw, real) = Self::pair();
+        EngineClock {
+            raw_start_ns: raw,
+            difference_start_ns: real - raw,
+        }
+    }
+
+    /// Raw and realtime nanoseconds read back to back (realtime between two
+    /// raw readings, so the pair is consistent to a few tens of ns).
+    fn pair() -> (i128, i128) {
+        let raw1 = nanos(ClockId::CLOCK_MONOTONIC_RAW);
+        let real = nanos(ClockId::CLOCK_REALTIME);
+        let raw2 = nanos(ClockId::CLOCK_MONOTONIC_RAW);
+        ((raw1 + raw2) / 2, real)
+    }
+
+    /// The engine's instant now (raw seconds since start).
+    pub fn now(&self) -> f64 {
+        (nanos(ClockId::CLOCK_MONOTONIC_RAW) - self.raw_start_ns) as f64 * 1e-9
+    }
+
+    pub fn read(&self) -> ClockReading {
+        let (raw, real) = Self::pair();
+        let secs = real.div_euclid(1_000_000_000);
+        let sub = real.rem_euclid(1_000_000_000);
+        ClockReading {
+            now: (raw - self.raw_start_ns) as f64 * 1e-9,
+            local: NtpTimestamp::from_unix(secs as i64, sub as u32),
+            correction: (real - raw - self.difference_start_ns) as f64 * 1e-9,
+        }
+    }
+}
+
 /// The system clock, adjusted through the kernel.
 #[derive(Debug)]
 pub struct KernelClock {
@@ -89,7 +155,22 @@ impl KernelClock {
     }
 }
 
+impl KernelClock {
+    /// The frequency the kernel runs at now (kept at start when there is
+    /// no drift file, as chronyd does).
+    pub fn frequency(&self) -> Result<f64, ClockError> {
+        adjtimex::read_frequency().map_err(ClockError::Os)
+    }
+}
+
 impl ClockControl for KernelClock {
+    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
+        adjtimex::set_synchronized(max_error).map_err(ClockError::Os)
+    }
+    fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
+        adjtimex::set_leap(leap == LeapAction::Insert, leap == LeapAction::Delete)
+            .map_err(ClockError::Os)
+    }
     fn step(&mut self, offset: f64) -> Result<(), ClockError> {
         adjtimex::step(offset).map_err(ClockError::Os)
     }
@@ -103,6 +184,12 @@ impl ClockControl for KernelClock {
 pub struct NoClockControl;
 
 impl ClockControl for NoClockControl {
+    fn set_leap(&mut self, _: LeapAction) -> Result<(), ClockError> {
+        Err(ClockError::Disabled)
+    }
+    fn set_synchronized(&mut self, _: Option<f64>) -> Result<(), ClockError> {
+        Err(ClockError::Disabled)
+    }
     fn step(&mut self, _: f64) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }

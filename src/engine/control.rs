@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as TokioBufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader as TokioBufReader};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -28,6 +28,15 @@ use super::system::SourceReport;
 pub const FORMAT_VERSION: u32 = 1;
 /// Longest request line accepted.
 const MAX_REQUEST: usize = 4096;
+/// Connections served at once; a new one beyond this closes the oldest (the
+/// socket is open to every local user, who must neither take the daemon's
+/// fds nor lock other users out by holding connections).
+pub const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends no complete request line for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait after a failed accept (EMFILE and the like) before the
+/// next: never spin on an error that repeats.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
@@ -83,6 +92,10 @@ pub struct StatusDocument {
     pub clock_control: bool,
     /// Local clock minus true time now (positive: the clock is fast).
     pub offset_seconds: Option<f64>,
+    /// The offset's error bound (root distance to the reference): the
+    /// clock is within `offset_seconds` ± this.
+    #[serde(default)]
+    pub offset_bound_seconds: Option<f64>,
     pub last_offset_seconds: Option<f64>,
     pub frequency_ppm: f64,
     pub skew_ppm: f64,
@@ -96,6 +109,13 @@ pub struct StatusDocument {
     pub last_update_age_seconds: Option<f64>,
     pub updates: u64,
     pub steps: u64,
+    /// Clock updates since the last step: 0 means the offset is the step's
+    /// own estimate, not yet confirmed by a measurement taken after it.
+    #[serde(default)]
+    pub updates_since_step: Option<u64>,
+    /// The leap second armed in the kernel: "insert", "delete" or "none".
+    #[serde(default)]
+    pub kernel_leap: Option<String>,
     pub uptime_seconds: f64,
     pub sources: Vec<SourceStatus>,
     /// Configured names not resolved yet.
@@ -166,21 +186,54 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the task is dropped: at most
+/// `MAX_CONNECTIONS` at once (the oldest is closed to make room, so a
+/// client that holds connections cannot lock `timectl status` out), each
+/// closed when idle for `IDLE_TIMEOUT` or
+/// when a request line exceeds 4096 bytes. The clock loop only computes
+/// answers; reading and writing are the connection's own task.
 pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
+    let mut open: std::collections::VecDeque<tokio::task::AbortHandle> =
+        std::collections::VecDeque::new();
+    let mut accept_error_logged = false;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                accept_error_logged = false;
+                stream
+            }
+            Err(e) => {
+                if !accept_error_logged {
+                    tracing::warn!("control socket: accept failed: {e}; retrying");
+                    accept_error_logged = true;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
+        open.retain(|h| !h.is_finished());
+        if open.len() >= MAX_CONNECTIONS
+            && let Some(oldest) = open.pop_front()
+        {
+            oldest.abort();
+        }
         let engine = engine.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let privileged = stream
                 .peer_cred()
                 .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
                 .unwrap_or(false);
             let (read, mut write) = stream.into_split();
-            let mut lines = TokioBufReader::new(read.take_bytes(MAX_REQUEST)).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
+            let mut reader = TokioBufReader::new(read).take(MAX_REQUEST as u64 + 1);
+            loop {
+                let mut raw = Vec::new();
+                reader.set_limit(MAX_REQUEST as u64 + 1);
+                match tokio::time::timeout(IDLE_TIMEOUT, reader.read_until(b'\n', &mut raw)).await {
+                    Ok(Ok(n)) if n > 0 && raw.len() <= MAX_REQUEST => {}
+                    // Idle, closed, an error, or a line over the limit.
+                    _ => return,
+                }
+                let line = String::from_utf8_lossy(&raw).trim_end().to_string();
                 let answer = match serde_json::from_str::<ControlRequest>(&line) {
                     Ok(request) => {
                         let (tx, rx) = oneshot::channel();
@@ -206,15 +259,7 @@ pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
                 }
             }
         });
-    }
-}
-
-trait TakeBytes: Sized {
-    fn take_bytes(self, n: usize) -> tokio::io::Take<Self>;
-}
-impl<T: tokio::io::AsyncRead> TakeBytes for T {
-    fn take_bytes(self, n: usize) -> tokio::io::Take<Self> {
-        tokio::io::AsyncReadExt::take(self, n as u64)
+        open.push_back(task.abort_handle());
     }
 }
 
@@ -295,8 +340,16 @@ pub fn render_status(s: &StatusDocument) -> String {
     let _ = writeln!(out, "Stratum         : {}", s.stratum);
     let _ = writeln!(
         out,
-        "System time     : {} (local minus true time)",
-        secs(s.offset_seconds)
+        "System time     : {}{} (local minus true time{})",
+        secs(s.offset_seconds),
+        s.offset_bound_seconds
+            .map(|b| format!(" ± {b:.6}"))
+            .unwrap_or_default(),
+        if s.steps > 0 && s.updates_since_step == Some(0) {
+            "; just stepped, waiting for a measurement after the step"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(out, "Last offset     : {}", secs(s.last_offset_seconds));
     let _ = writeln!(
@@ -318,7 +371,16 @@ pub fn render_status(s: &StatusDocument) -> String {
             .map(|a| format!("{a:.1} seconds"))
             .unwrap_or_else(|| "-".into())
     );
-    let _ = writeln!(out, "Leap status     : {}", s.leap);
+    let _ = writeln!(
+        out,
+        "Leap status     : {}{}",
+        s.leap,
+        match s.kernel_leap.as_deref() {
+            Some("insert") => " (kernel: insert a second at midnight UTC)",
+            Some("delete") => " (kernel: delete a second at midnight UTC)",
+            _ => "",
+        }
+    );
     let _ = writeln!(
         out,
         "Clock control   : {}",
@@ -418,6 +480,7 @@ mod tests {
             synchronized: true,
             clock_control: false,
             offset_seconds: Some(-0.000_012),
+            offset_bound_seconds: Some(0.000_5),
             last_offset_seconds: Some(0.0),
             frequency_ppm: 1.5,
             skew_ppm: 0.1,
@@ -430,6 +493,8 @@ mod tests {
             last_update_age_seconds: Some(1.0),
             updates: 3,
             steps: 0,
+            updates_since_step: Some(3),
+            kernel_leap: Some("insert".into()),
             uptime_seconds: 5.0,
             sources: vec![SourceStatus {
                 address: "127.0.0.1:11123".into(),
@@ -469,6 +534,14 @@ mod tests {
         let text = render_status(&doc);
         assert!(text.contains("^* 127.0.0.1:11123"), "{text}");
         assert!(text.contains("  377 "), "{text}");
-        assert!(text.contains("-0.000012000 seconds"), "{text}");
+        assert!(text.contains("-0.000012000 seconds ± 0.000500"), "{text}");
+        assert!(text.contains("kernel: insert a second"), "{text}");
+        // A status from an engine without the newer fields still parses.
+        let mut old = serde_json::to_value(&doc).unwrap();
+        for key in ["offset_bound_seconds", "updates_since_step", "kernel_leap"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let parsed = serde_json::from_value::<StatusDocument>(old).unwrap();
+        assert_eq!(parsed.updates_since_step, None);
     }
 }

@@ -16,7 +16,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::clock::{
-    KernelClock, Monotonic, NoClockControl, SystemClock, clock_control_forbidden_by_env,
+    EngineClock, KernelClock, Monotonic, NoClockControl, SystemClock,
+    clock_control_forbidden_by_env,
 };
 use super::config::{EngineConfig, SourceConfig};
 use super::control::{
@@ -34,6 +35,8 @@ use super::system::{Action, Engine, EngineSettings};
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
 /// Retry interval for names that did not resolve.
 const RESOLVE_RETRY: Duration = Duration::from_secs(30);
+/// How often pools are checked for sources to replace.
+const POOL_CHECK: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -78,6 +81,8 @@ struct Resolved {
 struct SourceHandle {
     address: SocketAddr,
     name: String,
+    /// The configured source (server or pool) it came from.
+    config_index: usize,
     tx: mpsc::Sender<Outgoing>,
     task: JoinHandle<()>,
 }
@@ -87,15 +92,21 @@ pub async fn run(
     config: EngineConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    // The server's rate limiter keeps CLOCK_MONOTONIC; the engine's time
+    // axis is CLOCK_MONOTONIC_RAW with measured corrections (EngineClock).
     let mono = Monotonic::start();
+    let engine_clock = EngineClock::start();
     let clock: Arc<dyn LocalClock + Send + Sync> = Arc::new(SystemClock);
     let mut clock_control = config.clock_control;
     if clock_control && let Some(var) = clock_control_forbidden_by_env() {
         tracing::warn!("{var} is set: running without clock control (estimates only)");
         clock_control = false;
     }
+    let mut kernel_frequency = 0.0;
     let mut kernel: Box<dyn ClockControl + Send> = if clock_control {
-        Box::new(KernelClock::new()?)
+        let k = KernelClock::new()?;
+        kernel_frequency = k.frequency()?;
+        Box::new(k)
     } else {
         Box::new(NoClockControl)
     };
@@ -114,11 +125,19 @@ pub async fn run(
         },
         clock_control,
         initial_frequency,
+        kernel_frequency,
         local_stratum: config.serve.as_ref().and_then(|s| s.local_stratum),
     };
-    let mut engine = Engine::new(settings, mono.now());
+    let mut engine = Engine::new(settings, engine_clock.now());
     let start = engine.start_actions();
-    apply_actions(&mut engine, start, kernel.as_mut(), &[], &*clock, mono);
+    apply_actions(
+        &mut engine,
+        start,
+        kernel.as_mut(),
+        &[],
+        &*clock,
+        engine_clock,
+    );
 
     let (state_tx, state_rx) = watch::channel(engine.server_state());
     let stats = Arc::new(ServerStats::default());
@@ -178,21 +197,28 @@ pub async fn run(
         .iter()
         .map(|s| Some(s.host().to_owned()))
         .collect();
-    let resolvers: Vec<JoinHandle<()>> = config
+    let mut resolvers: Vec<JoinHandle<()>> = config
         .sources
         .iter()
         .enumerate()
         .map(|(i, s)| tokio::spawn(resolve(i, s.clone(), resolved_tx.clone())))
         .collect();
-    drop(resolved_tx);
+    // Addresses a pool gave up on: not taken again from the same pool.
+    let mut retired: HashSet<SocketAddr> = HashSet::new();
+    let mut pool_timer = tokio::time::interval(POOL_CHECK);
+    pool_timer.tick().await;
 
     let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
     let mut sources: Vec<SourceHandle> = Vec::new();
     let mut known: HashSet<SocketAddr> = HashSet::new();
     let mut drift_timer = tokio::time::interval(DRIFT_SAVE_INTERVAL);
     drift_timer.tick().await;
+    // The watchdog is fed from the clock loop itself: a loop that hangs
+    // stops feeding it and systemd restarts the engine.
+    let watchdog = super::notify::watchdog_interval();
+    let mut watchdog_timer = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     let mut was_synchronized = false;
-    let started = mono.now();
+    let started = engine_clock.now();
     tokio::pin!(shutdown);
     // Sockets are bound and the control socket answers: tell systemd.
     super::notify::notify(&format!(
@@ -206,22 +232,21 @@ pub async fn run(
     ));
 
     loop {
-        let wake = engine.next_wakeup().unwrap_or(mono.now() + 3600.0);
-        let sleep = tokio::time::sleep(Duration::from_secs_f64(
-            (wake - mono.now()).clamp(0.0, 3600.0),
-        ));
+        let sleep = tokio::time::sleep(sleep_until(&engine, engine_clock.now()));
         tokio::select! {
             _ = sleep => {
-                let actions = engine.on_timer(mono.now());
-                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, mono);
+                let now = observe(&mut engine, kernel.as_mut(), &sources, &*clock, engine_clock);
+                let actions = engine.on_timer(now);
+                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, engine_clock);
             }
             Some(ev) = reply_rx.recv() => {
                 if let Some((nonce, sent)) = ev.sent {
                     engine.set_sent_local(ev.index, nonce, sent);
                 }
-                let (outcome, actions) = engine.on_reply(ev.index, mono.now(), &ev.bytes, ev.received);
+                let now = observe(&mut engine, kernel.as_mut(), &sources, &*clock, engine_clock);
+                let (outcome, actions) = engine.on_reply(ev.index, now, &ev.bytes, ev.received);
                 tracing::debug!("source {}: {:?}", ev.index, outcome);
-                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, mono);
+                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, engine_clock);
                 if let Some(peer) = engine.system_peer() {
                     engine.set_reference_id(reference_id(sources[peer].address.ip()));
                 }
@@ -237,32 +262,57 @@ pub async fn run(
             Some(res) = resolved_rx.recv() => {
                 unresolved[res.config_index] = None;
                 let sc = &config.sources[res.config_index];
-                for addr in res.addrs {
-                    if !known.insert(addr) {
-                        continue;
-                    }
+                // A pool keeps at most maxSources live sources.
+                let live = sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, h)| h.config_index == res.config_index && engine.source(*i).is_some_and(|s| !s.is_dead()))
+                    .count();
+                let room = if sc.pool.is_some() { sc.max_sources.saturating_sub(live) } else { usize::MAX };
+                let fresh: Vec<SocketAddr> = res.addrs.into_iter().filter(|a| !known.contains(a) && !retired.contains(a)).take(room).collect();
+                for addr in fresh {
+                    known.insert(addr);
                     let settings = SourceSettings { minpoll: sc.minpoll, maxpoll: sc.maxpoll, iburst: sc.iburst, prefer: sc.prefer };
-                    let index = engine.add_source(settings, mono.now());
+                    let index = engine.add_source(settings, engine_clock.now());
                     match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
                         Ok((tx, task)) => {
                             tracing::info!("source {} ({})", addr, sc.host());
-                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), tx, task });
+                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task });
                         }
                         Err(e) => {
                             tracing::error!("source {addr}: {e}");
                             // Keep indices aligned: a handle whose channel is closed.
                             let (tx, _) = mpsc::channel(1);
-                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), tx, task: tokio::spawn(async {}) });
+                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task: tokio::spawn(async {}) });
                         }
                     }
                 }
             }
             Some(incoming) = control_rx.recv() => {
-                let answer = answer_control(&mut engine, &incoming, kernel.as_mut(), &sources, &unresolved, &listening, &stats, &*clock, mono, started);
+                let answer = answer_control(&mut engine, &incoming, kernel.as_mut(), &sources, &unresolved, &listening, &stats, &*clock, engine_clock, started);
                 state_tx.send_replace(engine.server_state());
                 let _ = incoming.reply.send(answer);
             }
             _ = drift_timer.tick() => save_drift(&config, &engine),
+            _ = pool_timer.tick() => {
+                // A pool's source that refused us or went silent is replaced
+                // by asking the pool's name again.
+                let source_configs: Vec<usize> = sources.iter().map(|h| h.config_index).collect();
+                for config_index in pools_to_refresh(&config, &source_configs, &engine.dead_sources()) {
+                    for (i, h) in sources.iter().enumerate() {
+                        if h.config_index == config_index && engine.source(i).is_some_and(|s| s.is_dead()) {
+                            tracing::info!("pool {}: replacing {}", h.name, h.address);
+                            engine.retire_source(i);
+                            h.task.abort();
+                            retired.insert(h.address);
+                            known.remove(&h.address);
+                        }
+                    }
+                    resolvers.retain(|t| !t.is_finished());
+                    resolvers.push(tokio::spawn(resolve(config_index, config.sources[config_index].clone(), resolved_tx.clone())));
+                }
+            }
+            _ = watchdog_timer.tick(), if watchdog.is_some() => super::notify::notify("WATCHDOG=1"),
             _ = &mut shutdown => break,
         }
     }
@@ -283,6 +333,20 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The configured pools with a dead source to replace (pure, for tests).
+/// `source_configs[i]` is the configured source that engine source `i` came
+/// from; `dead` are the engine's dead sources.
+fn pools_to_refresh(config: &EngineConfig, source_configs: &[usize], dead: &[usize]) -> Vec<usize> {
+    let mut pools: Vec<usize> = dead
+        .iter()
+        .filter_map(|&i| source_configs.get(i).copied())
+        .filter(|&c| config.sources.get(c).is_some_and(|s| s.pool.is_some()))
+        .collect();
+    pools.sort_unstable();
+    pools.dedup();
+    pools
 }
 
 fn save_drift(config: &EngineConfig, engine: &Engine) {
@@ -310,13 +374,40 @@ pub fn reference_id(ip: IpAddr) -> [u8; 4] {
     }
 }
 
+/// How long to sleep until the engine's next wakeup. The engine's instants
+/// are CLOCK_MONOTONIC_RAW seconds, but tokio sleeps on CLOCK_MONOTONIC,
+/// which runs at the frequency the engine set (8 % fast or slow during a
+/// fast slew): convert, or a slew would end up to 8 % late.
+fn sleep_until(engine: &Engine, now: f64) -> Duration {
+    let Some(wake) = engine.next_wakeup() else {
+        return Duration::from_secs(3600);
+    };
+    let monotonic_rate = 1.0 + engine.discipline().applied_frequency();
+    Duration::from_secs_f64(((wake - now) * monotonic_rate).clamp(0.0, 3600.0))
+}
+
+/// Reads the clocks and hands the engine the kernel's correction, as every
+/// engine call needs first; returns the engine's instant now.
+fn observe(
+    engine: &mut Engine,
+    kernel: &mut (dyn ClockControl + Send),
+    sources: &[SourceHandle],
+    clock: &dyn LocalClock,
+    engine_clock: EngineClock,
+) -> f64 {
+    let r = engine_clock.read();
+    let actions = engine.observe_clock(r.now, r.local, r.correction);
+    apply_actions(engine, actions, kernel, sources, clock, engine_clock);
+    r.now
+}
+
 fn apply_actions(
     engine: &mut Engine,
     actions: Vec<Action>,
     kernel: &mut (dyn ClockControl + Send),
     sources: &[SourceHandle],
     clock: &dyn LocalClock,
-    mono: Monotonic,
+    engine_clock: EngineClock,
 ) {
     for action in actions {
         match action {
@@ -330,7 +421,8 @@ fn apply_actions(
             }
             Action::Poll(i) => {
                 let nonce = NtpTimestamp(rand::random::<u64>());
-                let Some(bytes) = engine.build_request(i, mono.now(), nonce, clock.now()) else {
+                let Some(bytes) = engine.build_request(i, engine_clock.now(), nonce, clock.now())
+                else {
                     continue;
                 };
                 if let Some(s) = sources.get(i) {
@@ -353,10 +445,10 @@ fn answer_control(
     listening: &[String],
     stats: &ServerStats,
     clock: &dyn LocalClock,
-    mono: Monotonic,
+    engine_clock: EngineClock,
     started: f64,
 ) -> serde_json::Value {
-    let now = mono.now();
+    let now = observe(engine, kernel, sources, clock, engine_clock);
     match incoming.request {
         control::ControlRequest::Status => {
             let r = engine.report(now);
@@ -365,6 +457,7 @@ fn answer_control(
                 synchronized: r.synchronized,
                 clock_control: r.clock_control,
                 offset_seconds: r.offset_seconds,
+                offset_bound_seconds: r.offset_bound_seconds,
                 last_offset_seconds: r.last_offset_seconds,
                 frequency_ppm: r.frequency_ppm,
                 skew_ppm: r.skew_ppm,
@@ -380,6 +473,8 @@ fn answer_control(
                 last_update_age_seconds: r.last_update_age_seconds,
                 updates: r.updates,
                 steps: r.steps,
+                updates_since_step: Some(r.updates_since_step),
+                kernel_leap: Some(r.kernel_leap.to_owned()),
                 uptime_seconds: now - started,
                 sources: r
                     .sources
@@ -411,7 +506,7 @@ fn answer_control(
             } else {
                 match engine.step_now(now) {
                     Ok((offset, actions)) => {
-                        apply_actions(engine, actions, kernel, sources, clock, mono);
+                        apply_actions(engine, actions, kernel, sources, clock, engine_clock);
                         tracing::info!("stepped the clock by {offset:+.9} s on request");
                         StepDocument {
                             format_version: FORMAT_VERSION,
@@ -524,4 +619,34 @@ async fn spawn_source(
         }
     });
     Ok((tx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pools_with_dead_sources_are_asked_again() {
+        let config = EngineConfig::parse(
+            "sources:\n  - server: 192.0.2.1\n  - pool: pool.example.org\n    maxSources: 3\n  - pool: other.example.org\n",
+            std::path::Path::new("test.yaml"),
+        )
+        .expect("config");
+        // Engine sources 0 (server), 1-3 (first pool), 4 (second pool).
+        let source_configs = [0, 1, 1, 1, 2];
+        assert_eq!(
+            pools_to_refresh(&config, &source_configs, &[]),
+            Vec::<usize>::new()
+        );
+        assert_eq!(
+            pools_to_refresh(&config, &source_configs, &[0]),
+            Vec::<usize>::new(),
+            "a server is kept"
+        );
+        assert_eq!(pools_to_refresh(&config, &source_configs, &[2, 3]), vec![1]);
+        assert_eq!(
+            pools_to_refresh(&config, &source_configs, &[4, 1, 0]),
+            vec![1, 2]
+        );
+    }
 }

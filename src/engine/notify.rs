@@ -15,6 +15,18 @@ pub fn notify(state: &str) {
     }
 }
 
+/// How often to send `WATCHDOG=1`: half of the unit's `WatchdogSec=`
+/// (systemd passes it as `WATCHDOG_USEC`), None when no watchdog is set.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID")
+        && pid != std::process::id().to_string()
+    {
+        return None;
+    }
+    (usec > 0).then(|| std::time::Duration::from_micros(usec / 2))
+}
+
 /// Send to an explicit socket (`@name` for an abstract one).
 pub fn notify_to(path: &str, state: &str) {
     let address = match path.strip_prefix('@') {

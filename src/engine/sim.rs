@@ -8,7 +8,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::discipline::{ClockAction, ClockControl, ClockError};
+use super::discipline::{ClockAction, ClockControl, ClockError, LeapAction};
 use super::proto::{NtpTimestamp, Packet};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState, SourceState};
@@ -42,15 +42,55 @@ impl SimRng {
     }
 }
 
-/// The simulated local clock.
+/// The simulated local clock and the world's UTC.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClockParams {
     /// Local minus true time at start, seconds.
     pub initial_offset: f64,
-    /// Natural frequency error (1e-6: runs 1 ppm fast).
+    /// Natural frequency error of the hardware clock (1e-6: runs 1 ppm fast).
     pub frequency_error: f64,
     /// Random-walk wander of the frequency, (s/s) per sqrt(second).
     pub wander: f64,
+    /// The kernel's frequency setting when the engine starts (another
+    /// daemon's leftover, or an admin's `adjtimex`): 1e-6 = 1 ppm fast.
+    pub kernel_frequency: f64,
+    /// The kernel's timekeeping tick, seconds: a new frequency takes effect
+    /// at the next one (0: at once).
+    pub tick: f64,
+    /// True UTC at start (Unix seconds).
+    pub start_unix: i64,
+    /// A leap second inserted into UTC at this midnight (Unix seconds);
+    /// the servers announce it during the last day before it.
+    pub leap_insert_at: Option<i64>,
+}
+
+impl Default for ClockParams {
+    fn default() -> Self {
+        ClockParams {
+            initial_offset: 0.0,
+            frequency_error: 0.0,
+            wander: 0.0,
+            kernel_frequency: 0.0,
+            // Linux with HZ=250.
+            tick: 0.004,
+            start_unix: 1_800_000_000,
+            leap_insert_at: None,
+        }
+    }
+}
+
+/// How the simulation drives the engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum Wiring {
+    /// As the daemon does: the engine's time axis is CLOCK_MONOTONIC_RAW
+    /// and every call is preceded by a measurement of the clock's
+    /// correction (CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW).
+    #[default]
+    Measured,
+    /// As the daemon did before issue 8: time axis CLOCK_MONOTONIC (which
+    /// the kernel slews) and no measurement (the engine's own bookkeeping
+    /// only). Kept to show the simulation reproduces that runaway.
+    MonotonicUnmeasured,
 }
 
 /// One simulated server and the path to it.
@@ -87,6 +127,7 @@ impl ServerParams {
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     pub seed: u64,
+    pub wiring: Wiring,
     pub clock: ClockParams,
     pub servers: Vec<ServerParams>,
     pub engine: EngineSettings,
@@ -123,6 +164,18 @@ impl SimResult {
         }
         settled
     }
+    /// Median |error| over samples with time >= `from`.
+    pub fn median_abs_error(&self, from: f64) -> f64 {
+        let mut tail: Vec<f64> = self
+            .errors
+            .iter()
+            .filter(|(t, _)| *t >= from)
+            .map(|(_, e)| e.abs())
+            .collect();
+        tail.sort_by(f64::total_cmp);
+        tail.get(tail.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+
     /// Max |error| and RMS error over samples with time >= `from`.
     pub fn error_stats(&self, from: f64) -> (f64, f64) {
         let tail: Vec<f64> = self
@@ -137,40 +190,182 @@ impl SimResult {
     }
 }
 
-/// The clock being disciplined: local(t) = t + x(t).
+/// The simulated kernel clock, modelled on what Linux does (and what the
+/// User-Mode Linux bench shows): a free-running hardware clock (`raw`,
+/// CLOCK_MONOTONIC_RAW) with its own frequency error and wander; the
+/// kernel's correction on top of it, made of an integrated frequency
+/// (`tick` + `freq`: slews of up to 10 %, taking effect at the next
+/// timekeeping tick, not at once) and instant steps; CLOCK_MONOTONIC runs at
+/// the corrected rate but never steps; CLOCK_REALTIME = raw + correction.
+/// Leap seconds armed with `set_leap` are inserted or deleted at the next
+/// UTC midnight of the realtime clock, as the kernel does.
 #[derive(Clone, Debug)]
 pub struct SimClock {
-    pub offset: f64,
-    pub natural_frequency: f64,
-    pub applied_frequency: f64,
-    wander: f64,
+    /// True time, seconds since the simulation's start.
     now: f64,
+    /// Hardware clock reading (seconds since start; starts at 0).
+    raw: f64,
+    /// Local minus true time when the simulation started.
+    initial_offset: f64,
+    /// The hardware clock's frequency error (1e-6: 1 ppm fast).
+    pub natural_frequency: f64,
+    wander: f64,
+    /// Total kernel correction: realtime = start + raw + correction.
+    correction: f64,
+    /// The part of `correction` made by frequency (CLOCK_MONOTONIC's).
+    slewed: f64,
+    /// The kernel frequency in effect (what adjtimex last set, once its
+    /// tick has come).
+    pub applied_frequency: f64,
+    /// A frequency set but not yet in effect: (raw time it starts, value).
+    pending_frequency: Option<(f64, f64)>,
+    /// Timekeeping tick (seconds of raw time): frequency changes take
+    /// effect at the next multiple.
+    tick: f64,
+    /// Realtime (NTP seconds) of the start: the realtime reading is
+    /// `epoch + now + offset()`.
+    epoch: NtpTimestamp,
+    /// Armed leap second: +1 insert, -1 delete, 0 none.
+    leap: i8,
+    /// Leap seconds the kernel has applied.
+    pub leaps_applied: u32,
+    /// STA_UNSYNC clear, with this error bound (seconds).
+    pub synchronized: Option<f64>,
 }
 
 impl SimClock {
+    pub fn new(params: &ClockParams) -> SimClock {
+        SimClock {
+            now: 0.0,
+            raw: 0.0,
+            initial_offset: params.initial_offset,
+            natural_frequency: params.frequency_error,
+            wander: params.wander,
+            correction: 0.0,
+            slewed: 0.0,
+            applied_frequency: params.kernel_frequency,
+            pending_frequency: None,
+            tick: params.tick,
+            epoch: NtpTimestamp::from_unix(params.start_unix, 0),
+            leap: 0,
+            leaps_applied: 0,
+            synchronized: None,
+        }
+    }
+
+    /// Local minus true time now (positive: the clock is ahead).
+    pub fn offset(&self) -> f64 {
+        self.initial_offset + (self.raw - self.now) + self.correction
+    }
+
+    /// True time now (seconds since start).
+    pub fn true_time(&self) -> f64 {
+        self.now
+    }
+
+    /// CLOCK_MONOTONIC_RAW, seconds since start.
+    pub fn raw(&self) -> f64 {
+        self.raw
+    }
+
+    /// CLOCK_MONOTONIC, seconds since start: slewed, never stepped.
+    pub fn monotonic(&self) -> f64 {
+        self.raw + self.slewed
+    }
+
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, from start: everything the
+    /// kernel has corrected (what the daemon measures).
+    pub fn correction(&self) -> f64 {
+        self.correction
+    }
+
+    /// CLOCK_REALTIME as an NTP timestamp.
+    pub fn read(&self) -> NtpTimestamp {
+        self.epoch.add_seconds(self.now + self.offset())
+    }
+
     fn advance(&mut self, to: f64, rng: &mut SimRng) {
         let dt = to - self.now;
         if dt <= 0.0 {
             return;
         }
-        self.offset += (self.natural_frequency + self.applied_frequency) * dt;
+        let raw_end = self.raw + dt * (1.0 + self.natural_frequency);
+        let mut raw = self.raw;
+        while raw < raw_end {
+            let until = match self.pending_frequency {
+                Some((at, _)) if at <= raw_end => at.max(raw),
+                _ => raw_end,
+            };
+            let d = until - raw;
+            self.correction += self.applied_frequency * d;
+            self.slewed += self.applied_frequency * d;
+            raw = until;
+            if let Some((at, f)) = self.pending_frequency
+                && at <= raw
+            {
+                self.applied_frequency = f;
+                self.pending_frequency = None;
+            }
+            if until >= raw_end {
+                break;
+            }
+        }
+        let before = self.read_seconds();
+        self.raw = raw_end;
+        self.now = to;
+        self.apply_leap(before);
         if self.wander > 0.0 {
             self.natural_frequency += self.wander * dt.sqrt() * rng.normal();
         }
-        self.now = to;
     }
-    fn read(&self, epoch: NtpTimestamp) -> NtpTimestamp {
-        epoch.add_seconds(self.now + self.offset)
+
+    /// Realtime as NTP seconds (f64; fine for day boundaries).
+    fn read_seconds(&self) -> f64 {
+        self.epoch.to_unix_near(1_800_000_000) + self.now + self.offset()
+    }
+
+    /// The kernel's leap second: when the realtime clock crosses a UTC
+    /// midnight with a leap armed, it goes back (insert) or forward
+    /// (delete) one second, and the leap is done.
+    fn apply_leap(&mut self, before: f64) {
+        if self.leap == 0 {
+            return;
+        }
+        let after = self.read_seconds();
+        let midnight = (before / 86_400.0).floor() * 86_400.0 + 86_400.0;
+        if before < midnight && after >= midnight {
+            self.correction -= f64::from(self.leap);
+            self.leap = 0;
+            self.leaps_applied += 1;
+        }
     }
 }
 
 impl ClockControl for SimClock {
     fn step(&mut self, offset: f64) -> Result<(), ClockError> {
-        self.offset += offset;
+        self.correction += offset;
         Ok(())
     }
     fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError> {
-        self.applied_frequency = frequency;
+        let frequency = frequency.clamp(-0.1, 0.1);
+        if self.tick > 0.0 {
+            let at = (self.raw / self.tick).floor() * self.tick + self.tick;
+            self.pending_frequency = Some((at, frequency));
+        } else {
+            self.applied_frequency = frequency;
+        }
+        Ok(())
+    }
+    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
+        self.synchronized = max_error;
+        Ok(())
+    }
+    fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
+        self.leap = match leap {
+            LeapAction::Insert => 1,
+            LeapAction::Delete => -1,
+            LeapAction::None => 0,
+        };
         Ok(())
     }
 }
@@ -207,7 +402,6 @@ pub struct Simulation {
     pub clock: SimClock,
     config: SimConfig,
     rng: SimRng,
-    epoch: NtpTimestamp,
     queue: BinaryHeap<Arrival>,
     seq: u64,
     result: SimResult,
@@ -215,17 +409,16 @@ pub struct Simulation {
 
 impl Simulation {
     pub fn new(config: SimConfig) -> Simulation {
-        let mut engine = Engine::new(config.engine.clone(), 0.0);
+        let mut settings = config.engine.clone();
+        if settings.clock_control {
+            // The daemon reads the kernel's frequency at start.
+            settings.kernel_frequency = config.clock.kernel_frequency;
+        }
+        let mut engine = Engine::new(settings, 0.0);
         for s in &config.servers {
             engine.add_source(s.source.clone(), 0.0);
         }
-        let mut clock = SimClock {
-            offset: config.clock.initial_offset,
-            natural_frequency: config.clock.frequency_error,
-            applied_frequency: 0.0,
-            wander: config.clock.wander,
-            now: 0.0,
-        };
+        let mut clock = SimClock::new(&config.clock);
         for a in engine.start_actions() {
             if let Action::Clock(c) = a {
                 let _ = c.apply(&mut clock);
@@ -239,12 +432,57 @@ impl Simulation {
             engine,
             clock,
             rng: SimRng::new(config.seed),
-            epoch: NtpTimestamp::from_unix(1_800_000_000, 0),
             queue: BinaryHeap::new(),
             seq: 0,
             config,
             result,
         }
+    }
+
+    /// The engine's instant now, on the time axis the wiring gives it.
+    fn engine_now(&self) -> f64 {
+        match self.config.wiring {
+            Wiring::Measured => self.clock.raw(),
+            Wiring::MonotonicUnmeasured => self.clock.monotonic(),
+        }
+    }
+
+    /// What the daemon does before every call into the engine: read the
+    /// clocks and hand the engine the correction the kernel made.
+    fn observe(&mut self) {
+        if self.config.wiring == Wiring::Measured {
+            let actions = self.engine.observe_clock(
+                self.clock.raw(),
+                self.clock.read(),
+                self.clock.correction(),
+            );
+            self.apply(actions);
+        }
+    }
+
+    /// True time at which the engine's instant `at` comes.
+    fn true_time_at(&self, at: f64) -> f64 {
+        let (now, rate) = match self.config.wiring {
+            Wiring::Measured => (self.clock.raw(), 1.0 + self.clock.natural_frequency),
+            Wiring::MonotonicUnmeasured => (
+                self.clock.monotonic(),
+                (1.0 + self.clock.natural_frequency) * (1.0 + self.clock.applied_frequency),
+            ),
+        };
+        self.clock.true_time() + (at - now).max(0.0) / rate
+    }
+
+    /// Seconds the world's UTC has dropped for leap seconds by true time `t`.
+    fn leap_seconds_at(&self, t: f64) -> f64 {
+        match self.config.clock.leap_insert_at {
+            Some(at) if self.config.clock.start_unix as f64 + t >= at as f64 => 1.0,
+            _ => 0.0,
+        }
+    }
+
+    /// Local minus true UTC now.
+    pub fn error(&self) -> f64 {
+        self.clock.offset() + self.leap_seconds_at(self.clock.true_time())
     }
 
     fn apply(&mut self, actions: Vec<Action>) {
@@ -260,10 +498,11 @@ impl Simulation {
     }
 
     fn poll(&mut self, i: usize) {
-        let now = self.clock.now;
+        let now = self.clock.true_time();
+        let engine_now = self.engine_now();
         let nonce = NtpTimestamp(self.rng.next_u64());
-        let t1 = self.clock.read(self.epoch);
-        let Some(bytes) = self.engine.build_request(i, now, nonce, t1) else {
+        let t1 = self.clock.read();
+        let Some(bytes) = self.engine.build_request(i, engine_now, nonce, t1) else {
             return;
         };
         self.result.requests += 1;
@@ -277,11 +516,19 @@ impl Simulation {
         let Ok(request) = Packet::decode(&bytes) else {
             return;
         };
-        let server_time = |t: f64| self.epoch.add_seconds(t + s.time_offset);
+        let start = NtpTimestamp::from_unix(self.config.clock.start_unix, 0);
+        let server_time = |t: f64| start.add_seconds(t + s.time_offset - self.leap_seconds_at(t));
         let t2 = server_time(now + out);
         let t3 = server_time(now + out + 10e-6);
+        let utc = self.config.clock.start_unix as f64 + now + out;
+        let leap = match self.config.clock.leap_insert_at {
+            Some(at) if utc < at as f64 && utc >= at as f64 - 86_400.0 => {
+                super::proto::Leap::InsertSecond
+            }
+            _ => super::proto::Leap::NoWarning,
+        };
         let state = ServerState {
-            leap: super::proto::Leap::NoWarning,
+            leap,
             stratum: s.stratum,
             reference_id: *b"SIM\0",
             root_delay: 0.0,
@@ -304,9 +551,12 @@ impl Simulation {
 
     /// Runs until true time `until`, recording the error once a second.
     pub fn run_until(&mut self, until: f64) {
-        let mut next_tick = self.clock.now.floor() + 1.0;
+        let mut next_tick = self.clock.true_time().floor() + 1.0;
         loop {
-            let wake = self.engine.next_wakeup().unwrap_or(f64::INFINITY);
+            let wake = self
+                .engine
+                .next_wakeup()
+                .map_or(f64::INFINITY, |w| self.true_time_at(w));
             let arrival = self.queue.peek().map(|a| a.at).unwrap_or(f64::INFINITY);
             let next = wake.min(arrival).min(next_tick);
             if next > until {
@@ -316,16 +566,21 @@ impl Simulation {
             self.clock.advance(next, &mut self.rng);
             if arrival <= next {
                 if let Some(a) = self.queue.pop() {
-                    let t4 = self.clock.read(self.epoch);
-                    let (_, actions) = self.engine.on_reply(a.source, next, &a.bytes, t4);
+                    self.observe();
+                    let t4 = self.clock.read();
+                    let now = self.engine_now();
+                    let (_, actions) = self.engine.on_reply(a.source, now, &a.bytes, t4);
                     self.result.replies += 1;
                     self.apply(actions);
                 }
             } else if wake <= next {
-                let actions = self.engine.on_timer(next);
+                self.observe();
+                let now = self.engine_now();
+                let actions = self.engine.on_timer(now);
                 self.apply(actions);
             } else {
-                self.result.errors.push((next, self.clock.offset));
+                let error = self.error();
+                self.result.errors.push((next, error));
                 self.result
                     .synchronized
                     .push((next, self.engine.synchronized()));
@@ -340,7 +595,8 @@ impl Simulation {
 
     /// Asks the engine for a one-shot step (`step_now`) and applies it.
     pub fn step_now(&mut self) -> Result<f64, super::discipline::StepNowError> {
-        let (offset, actions) = self.engine.step_now(self.clock.now)?;
+        self.observe();
+        let (offset, actions) = self.engine.step_now(self.engine_now())?;
         self.apply(actions);
         Ok(offset)
     }
@@ -352,12 +608,35 @@ impl Simulation {
         }
     }
 
+    /// The engine's status report now (after a clock observation, as the
+    /// daemon does before answering).
+    pub fn report(&mut self) -> super::system::SystemReport {
+        self.observe();
+        self.engine.report(self.engine_now())
+    }
+
+    /// Moves the clock as another program would (`date -s`): the engine
+    /// is not told.
+    pub fn external_step(&mut self, offset: f64) {
+        let _ = self.clock.step(offset);
+    }
+
     /// Current frequency estimate and error, as the drift file would hold.
     pub fn frequency(&self) -> (f64, f64) {
         (
             self.engine.discipline().frequency(),
             self.engine.discipline().frequency_sd(),
         )
+    }
+
+    /// Runs a whole simulation for `duration` simulated seconds.
+    pub fn run_config(config: SimConfig, duration: f64) -> SimResult {
+        run(config, duration)
+    }
+
+    /// What the run recorded so far.
+    pub fn result(&self) -> &SimResult {
+        &self.result
     }
 
     pub fn finish(mut self) -> SimResult {
@@ -394,21 +673,60 @@ mod tests {
     }
 
     #[test]
-    fn simulated_clock_follows_frequency_and_steps() {
+    fn simulated_clock_behaves_like_the_kernel() {
         let mut rng = SimRng::new(0);
-        let mut c = SimClock {
-            offset: 0.0,
-            natural_frequency: 100e-6,
-            applied_frequency: 0.0,
-            wander: 0.0,
-            now: 0.0,
+        let params = ClockParams {
+            frequency_error: 100e-6,
+            tick: 0.004,
+            ..ClockParams::default()
         };
+        let mut c = SimClock::new(&params);
         c.advance(10.0, &mut rng);
-        assert!((c.offset - 1e-3).abs() < 1e-12);
+        assert!(
+            (c.offset() - 1e-3).abs() < 1e-12,
+            "hardware runs 100 ppm fast"
+        );
+        assert!((c.raw() - 10.001).abs() < 1e-9);
+        // A new frequency takes effect at the next tick, not at once.
+        c.advance(10.0011, &mut rng);
         c.set_frequency(-100e-6).expect("sim");
+        c.advance(10.002, &mut rng);
+        assert_eq!(c.applied_frequency, 0.0, "not before the tick");
         c.advance(20.0, &mut rng);
-        assert!((c.offset - 1e-3).abs() < 1e-12);
+        assert_eq!(c.applied_frequency, -100e-6);
+        assert!((c.offset() - 1e-3).abs() < 1e-6, "{}", c.offset());
+        // CLOCK_MONOTONIC runs at the corrected rate; steps skip it.
+        let mono = c.monotonic();
         c.step(-1e-3).expect("sim");
-        assert!(c.offset.abs() < 1e-12);
+        assert!(c.offset().abs() < 1e-6);
+        assert_eq!(c.monotonic(), mono);
+        assert!((c.correction() - (-100e-6 * (c.raw() - 10.004) - 1e-3)).abs() < 1e-8);
+        // A slew at 83,333 ppm moves CLOCK_MONOTONIC too: one second of it
+        // lasts 1/1.083 s of raw time.
+        c.set_frequency(0.083_333).expect("sim");
+        let (raw0, mono0) = (c.raw(), c.monotonic());
+        c.advance(21.0, &mut rng);
+        let ratio = (c.monotonic() - mono0) / (c.raw() - raw0);
+        assert!((ratio - 1.083_333).abs() < 0.01, "monotonic/raw {ratio}");
+    }
+
+    #[test]
+    fn kernel_leap_second_at_utc_midnight() {
+        let mut rng = SimRng::new(0);
+        // 10 s before 2027-01-01 00:00 UTC.
+        let params = ClockParams {
+            tick: 0.0,
+            start_unix: 1_798_761_590,
+            ..ClockParams::default()
+        };
+        let mut c = SimClock::new(&params);
+        c.set_leap(LeapAction::Insert).expect("sim");
+        c.advance(9.5, &mut rng);
+        assert_eq!(c.leaps_applied, 0);
+        c.advance(10.5, &mut rng);
+        assert_eq!(c.leaps_applied, 1);
+        assert!((c.offset() + 1.0).abs() < 1e-9, "the second was repeated");
+        c.advance(86_420.0, &mut rng);
+        assert_eq!(c.leaps_applied, 1, "once");
     }
 }

@@ -50,6 +50,8 @@ impl Default for SourceSettings {
 pub enum Stopped {
     /// The server sent DENY or RSTR.
     Kissed(KissCode),
+    /// Replaced by another address of its pool.
+    Retired,
 }
 
 /// What the server said about itself in its last good reply.
@@ -205,16 +207,23 @@ impl Source {
         }
     }
 
-    /// Handles a reply received at `now` (our clock read `received_local`).
-    /// `correction` is the total correction the engine has applied to the
-    /// clock so far (stored samples are kept in the natural frame), and
+    /// Handles a reply processed at `now` (our clock read `received_local`
+    /// when it arrived, `received_age` seconds before now).
+    /// `correction_at(t)` is the clock's total correction at engine instant
+    /// `t` (stored samples are kept in the natural frame), and
     /// `default_slope` the engine's frequency estimate in that frame.
+    ///
+    /// The offset is measured at the middle of the exchange, half a round
+    /// trip before the reply arrived: the sample is placed there, with the
+    /// correction of that instant (during a fast slew the correction moves
+    /// 83 µs per millisecond).
     pub fn handle_reply(
         &mut self,
         now: f64,
         packet: &Packet,
         received_local: NtpTimestamp,
-        correction: f64,
+        received_age: f64,
+        correction_at: &dyn Fn(f64) -> f64,
         default_slope: f64,
     ) -> ReplyOutcome {
         if self.stopped.is_some() {
@@ -254,14 +263,15 @@ impl Source {
         self.last_server_transmit = Some(m.server_transmit);
         self.reach |= 1;
         self.last_reject = None;
-        let natural_offset = m.offset + correction;
+        let measured_at = now - received_age - m.delay / 2.0;
+        let natural_offset = m.offset + correction_at(measured_at);
         if let Some(prior) = self.filter.estimate(now, default_slope) {
             let residual = (natural_offset - prior.natural_offset).abs();
             let gate = POLL_GATE * prior.jitter.max(m.delay / 4.0).max(1e-6);
             self.adapt_poll(now, residual < gate);
         }
         self.filter.add(Sample {
-            time: now,
+            time: measured_at,
             natural_offset,
             delay: m.delay,
         });
@@ -312,6 +322,31 @@ impl Source {
         self.pending = None;
     }
 
+    /// Whether this source is of no more use: refused us, or unreachable
+    /// for a whole reach register (eight polls) after at least eight tries.
+    pub fn is_dead(&self) -> bool {
+        match self.stopped {
+            Some(_) => true,
+            None => self.reach == 0 && self.polls_sent >= 8,
+        }
+    }
+
+    /// Stops polling this source for good (its pool replaced it).
+    pub fn retire(&mut self) {
+        self.stopped = Some(Stopped::Retired);
+        self.pending = None;
+    }
+
+    /// Polls again soon, in a short burst (after a step, whose estimate
+    /// needs confirming by measurements taken after it).
+    pub fn burst_soon(&mut self, now: f64) {
+        if self.stopped.is_some() {
+            return;
+        }
+        self.burst_left = BURST_COUNT;
+        self.next_poll = self.next_poll.min(now + BURST_INTERVAL);
+    }
+
     /// Forgets all samples (e.g. after a step when not in the natural frame).
     pub fn clear_samples(&mut self) {
         self.filter.clear();
@@ -352,7 +387,7 @@ mod tests {
         let n = NtpTimestamp(nonce);
         s.start_poll(now, n, local(now));
         let p = reply(n, local(now + 0.001), 0);
-        s.handle_reply(now + 0.002, &p, local(now + 0.002), 0.0, 0.0)
+        s.handle_reply(now + 0.002, &p, local(now + 0.002), 0.0, &|_| 0.0, 0.0)
     }
 
     #[test]
@@ -410,6 +445,13 @@ mod tests {
             s.estimate(now, 0.0).is_none(),
             "unreachable source gives no estimate"
         );
+        assert!(s.is_dead(), "eight unanswered polls: of no more use");
+        s.retire();
+        assert_eq!(s.stopped(), Some(Stopped::Retired));
+        assert_eq!(s.next_poll(), None, "a retired source is never polled");
+        // A fresh source that has not tried eight times is not dead.
+        let fresh = Source::new(SourceSettings::default(), 0.0);
+        assert!(!fresh.is_dead());
     }
 
     #[test]
@@ -447,7 +489,7 @@ mod tests {
         let mut kod = reply(n, local(0.001), 8);
         kod.stratum = 0;
         kod.reference_id = *b"RATE";
-        let out = s.handle_reply(0.002, &kod, local(0.002), 0.0, 0.0);
+        let out = s.handle_reply(0.002, &kod, local(0.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(out, ReplyOutcome::Rejected(Reject::Kiss(KissCode::Rate)));
         assert_eq!(
             s.poll_exponent(),
@@ -461,8 +503,9 @@ mod tests {
         let mut deny = reply(n2, local(300.001), 8);
         deny.stratum = 0;
         deny.reference_id = *b"DENY";
-        s.handle_reply(300.002, &deny, local(300.002), 0.0, 0.0);
+        s.handle_reply(300.002, &deny, local(300.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(s.stopped(), Some(Stopped::Kissed(KissCode::Deny)));
+        assert!(s.is_dead(), "a source that refused us is of no more use");
         assert_eq!(s.next_poll(), None, "a denied source is never polled again");
     }
 
@@ -474,18 +517,18 @@ mod tests {
         let mut odd = reply(n, local(0.001), 6);
         odd.stratum = 0;
         odd.reference_id = *b"ACST";
-        s.handle_reply(0.002, &odd, local(0.002), 0.0, 0.0);
+        s.handle_reply(0.002, &odd, local(0.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(s.stopped(), None);
         assert_eq!(s.poll_exponent(), 6);
         // The same good reply twice: the second is not a new sample.
         s.start_poll(2.0, NtpTimestamp(10), local(2.0));
         let good = reply(NtpTimestamp(10), local(2.001), 6);
         assert!(matches!(
-            s.handle_reply(2.002, &good, local(2.002), 0.0, 0.0),
+            s.handle_reply(2.002, &good, local(2.002), 0.0, &|_| 0.0, 0.0),
             ReplyOutcome::Sample(_)
         ));
         assert!(matches!(
-            s.handle_reply(2.003, &good, local(2.003), 0.0, 0.0),
+            s.handle_reply(2.003, &good, local(2.003), 0.0, &|_| 0.0, 0.0),
             ReplyOutcome::Rejected(_)
         ));
         assert_eq!(s.sample_count(), 1);

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use super::combine::{Candidate, combine};
-use super::discipline::{ClockAction, Discipline, PHI, StepNowError, StepPolicy};
+use super::discipline::{ClockAction, Discipline, Observed, PHI, StepNowError, StepPolicy};
 
 /// Smallest round-trip delay a correctness interval is built from (ntpd's
 /// `tos mindist` default). Sources on one LAN measure microsecond delays;
@@ -42,6 +42,9 @@ pub struct EngineSettings {
     pub clock_control: bool,
     /// Frequency from the drift file.
     pub initial_frequency: Option<f64>,
+    /// The kernel's frequency when the engine starts (kept without a drift
+    /// file, as chronyd does; 0 when unknown or without clock control).
+    pub kernel_frequency: f64,
     /// Stratum to serve while unsynchronised (None: serve stratum 16).
     pub local_stratum: Option<u8>,
 }
@@ -53,6 +56,7 @@ impl Default for EngineSettings {
             step: StepPolicy::default(),
             clock_control: false,
             initial_frequency: None,
+            kernel_frequency: 0.0,
             local_stratum: None,
         }
     }
@@ -199,6 +203,9 @@ pub struct SystemReport {
     pub clock_control: bool,
     /// Local clock minus true time, estimated now (positive: clock fast).
     pub offset_seconds: Option<f64>,
+    /// The estimate's error bound (the system peer's root distance): the
+    /// clock is within `offset_seconds` ± this of the reference's time.
+    pub offset_bound_seconds: Option<f64>,
     /// The offset measured at the last update, same sign.
     pub last_offset_seconds: Option<f64>,
     /// Frequency correction the clock needs, ppm (positive: speed up).
@@ -213,6 +220,11 @@ pub struct SystemReport {
     pub last_update_age_seconds: Option<f64>,
     pub updates: u64,
     pub steps: u64,
+    /// Clock updates since the last step: 0 means the offset shown is the
+    /// step's own estimate, not yet confirmed by a measurement after it.
+    pub updates_since_step: u64,
+    /// The leap second armed in the kernel ("insert", "delete", "none").
+    pub kernel_leap: &'static str,
     pub sources: Vec<SourceReport>,
 }
 
@@ -223,6 +235,8 @@ struct SystemEstimate {
     natural_offset: f64,
     slope: f64,
     measured_offset: f64,
+    /// Root distance of the system peer at the update.
+    bound: f64,
 }
 
 pub struct Engine {
@@ -235,6 +249,10 @@ pub struct Engine {
     synchronized: bool,
     estimate: Option<SystemEstimate>,
     last_update: Option<f64>,
+    /// The local clock reading at the last `observe_clock`.
+    observed_local: Option<(f64, NtpTimestamp)>,
+    /// Whether the kernel was last told the clock is synchronised.
+    kernel_synchronized: bool,
 }
 
 impl Engine {
@@ -243,6 +261,7 @@ impl Engine {
             settings.clock_control,
             settings.step,
             settings.initial_frequency,
+            settings.kernel_frequency,
             now,
         );
         Engine {
@@ -255,6 +274,54 @@ impl Engine {
             synchronized: false,
             estimate: None,
             last_update: None,
+            observed_local: None,
+            kernel_synchronized: false,
+        }
+    }
+
+    /// The kernel's STA_UNSYNC follows the engine's state: cleared with the
+    /// error bound at every update, set again once synchronisation is lost.
+    fn kernel_sync_actions(&mut self, bound: Option<f64>) -> Vec<Action> {
+        if !self.discipline.clock_control() {
+            return vec![];
+        }
+        match bound {
+            Some(b) if self.synchronized => {
+                self.kernel_synchronized = true;
+                vec![Action::Clock(ClockAction::SetSynchronized(Some(b)))]
+            }
+            _ if self.kernel_synchronized && !self.synchronized => {
+                self.kernel_synchronized = false;
+                vec![Action::Clock(ClockAction::SetSynchronized(None))]
+            }
+            _ => vec![],
+        }
+    }
+
+    /// What the clocks read at engine instant `now`: the local clock
+    /// (CLOCK_REALTIME) and the correction the kernel has made so far
+    /// (CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, from start). The daemon
+    /// calls this before every other call; it returns clock actions (a leap
+    /// second done: disarm the kernel flag).
+    pub fn observe_clock(&mut self, now: f64, local: NtpTimestamp, correction: f64) -> Vec<Action> {
+        self.observed_local = Some((now, local));
+        match self
+            .discipline
+            .observe(now, unix_seconds(local), correction)
+        {
+            Observed::AsExpected => vec![],
+            Observed::Jumped(by) => {
+                // Requests in flight were sent on the other side of the jump.
+                tracing::warn!("the clock was moved by {by:+.6} s by something else");
+                for s in &mut self.sources {
+                    s.forget_pending();
+                }
+                vec![]
+            }
+            Observed::Leap(action) => {
+                tracing::info!("the kernel applied the leap second");
+                vec![Action::Clock(action)]
+            }
         }
     }
 
@@ -276,6 +343,25 @@ impl Engine {
 
     pub fn source(&self, index: usize) -> Option<&Source> {
         self.sources.get(index)
+    }
+
+    /// Sources that are of no more use (refused us, or unreachable for
+    /// eight polls), and not retired yet: a pool's may be replaced.
+    pub fn dead_sources(&self) -> Vec<usize> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_dead() && s.stopped() != Some(Stopped::Retired))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Stops a source for good (its pool gave a replacement).
+    pub fn retire_source(&mut self, index: usize) {
+        if let Some(s) = self.sources.get_mut(index) {
+            s.retire();
+            self.states[index] = SourceState::Unreachable;
+        }
     }
 
     pub fn source_count(&self) -> usize {
@@ -322,6 +408,7 @@ impl Engine {
                 actions.push(Action::Poll(i));
             }
         }
+        actions.extend(self.kernel_sync_actions(None));
         actions
     }
 
@@ -377,7 +464,13 @@ impl Engine {
                 );
             }
         };
-        let correction = self.discipline.correction(now);
+        // Seconds from the reception to now (the last clock observation).
+        let received_age = match self.observed_local {
+            Some((at, local)) if at == now => local.diff_seconds(received_local).clamp(0.0, 1.0),
+            _ => 0.0,
+        };
+        let discipline = &self.discipline;
+        let correction_at = |t: f64| discipline.correction(t);
         let slope = self.discipline.natural_slope();
         let Some(source) = self.sources.get_mut(index) else {
             return (
@@ -385,7 +478,14 @@ impl Engine {
                 vec![],
             );
         };
-        let outcome = source.handle_reply(now, &packet, received_local, correction, slope);
+        let outcome = source.handle_reply(
+            now,
+            &packet,
+            received_local,
+            received_age,
+            &correction_at,
+            slope,
+        );
         if source.stopped().is_some() {
             self.states[index] = SourceState::Denied;
         }
@@ -411,9 +511,16 @@ impl Engine {
         let mut intervals = Vec::new();
         let mut candidates = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
-            if let Some(Stopped::Kissed(_)) = s.stopped() {
-                self.states[i] = SourceState::Denied;
-                continue;
+            match s.stopped() {
+                Some(Stopped::Kissed(_)) => {
+                    self.states[i] = SourceState::Denied;
+                    continue;
+                }
+                Some(Stopped::Retired) => {
+                    self.states[i] = SourceState::Unreachable;
+                    continue;
+                }
+                None => {}
             }
             let (Some(est), Some(info), Some(last)) = (
                 s.estimate(now, default_slope),
@@ -513,14 +620,22 @@ impl Engine {
             natural_offset: combined.offset + correction,
             slope,
             measured_offset: combined.offset,
+            bound: peer.distance,
         });
-        let actions = self.discipline.update(
+        let mut actions = self.discipline.update(
             now,
             combined.offset,
             combined.slope.map(|s| (s, combined.slope_sd)),
             slew_time,
         );
-        self.forget_pending_if_stepped(&actions);
+        self.after_step(now, &actions);
+        let leap = majority_leap(
+            chosen
+                .iter()
+                .filter_map(|c| self.sources[c.index].server_info())
+                .map(|i| i.leap),
+        );
+        actions.extend(self.discipline.announce_leap(unix_seconds(now_local), leap));
         self.last_update = Some(now);
         self.synchronized = true;
         let peer_source = &self.sources[peer.index];
@@ -530,7 +645,7 @@ impl Engine {
                 .map(|e| e.min_delay)
                 .unwrap_or(0.0);
             self.server = ServerState {
-                leap: info.leap,
+                leap,
                 stratum: (info.stratum + 1).min(MAX_STRATUM),
                 reference_id: self.server.reference_id,
                 root_delay: info.root_delay + delay,
@@ -540,13 +655,20 @@ impl Engine {
                 precision: -20,
             };
         }
-        actions.into_iter().map(Action::Clock).collect()
+        let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
+        actions.extend(self.kernel_sync_actions(Some(peer.distance)));
+        actions
     }
 
-    fn forget_pending_if_stepped(&mut self, actions: &[ClockAction]) {
+    /// After a step: requests in flight were timed across it (forget
+    /// them), and the estimate that led to it is unconfirmed, so every
+    /// source polls again soon (a short burst, as after iburst) instead of
+    /// waiting a whole poll interval.
+    fn after_step(&mut self, now: f64, actions: &[ClockAction]) {
         if actions.iter().any(|a| matches!(a, ClockAction::Step(_))) {
             for s in &mut self.sources {
                 s.forget_pending();
+                s.burst_soon(now);
             }
         }
     }
@@ -575,7 +697,7 @@ impl Engine {
     pub fn step_now(&mut self, now: f64) -> Result<(f64, Vec<Action>), StepNowError> {
         let offset = self.current_offset(now);
         let actions = self.discipline.step_now(now, offset)?;
-        self.forget_pending_if_stepped(&actions);
+        self.after_step(now, &actions);
         Ok((
             offset.unwrap_or(0.0),
             actions.into_iter().map(Action::Clock).collect(),
@@ -617,6 +739,7 @@ impl Engine {
             synchronized: self.synchronized,
             clock_control: self.discipline.clock_control(),
             offset_seconds: self.current_offset(now).map(|o| -o),
+            offset_bound_seconds: self.estimate.map(|e| e.bound + PHI * (now - e.at).max(0.0)),
             last_offset_seconds: self.estimate.map(|e| -e.measured_offset),
             frequency_ppm: self.discipline.frequency() * 1e6,
             skew_ppm: self.discipline.frequency_sd() * 1e6,
@@ -629,9 +752,43 @@ impl Engine {
             last_update_age_seconds: self.last_update.map(|t| now - t),
             updates: self.discipline.updates(),
             steps: self.discipline.steps(),
+            updates_since_step: self.discipline.updates_since_step(),
+            kernel_leap: match self.discipline.armed_leap() {
+                super::discipline::LeapAction::Insert => "insert",
+                super::discipline::LeapAction::Delete => "delete",
+                super::discipline::LeapAction::None => "none",
+            },
             sources,
         }
     }
+}
+
+/// The leap second announced by a majority of the given sources' leap
+/// indicators (chrony's rule: a lone source's flag cannot fool the clock
+/// when others say nothing).
+fn majority_leap(leaps: impl Iterator<Item = Leap>) -> Leap {
+    let (mut insert, mut delete, mut total) = (0, 0, 0);
+    for l in leaps {
+        total += 1;
+        match l {
+            Leap::InsertSecond => insert += 1,
+            Leap::DeleteSecond => delete += 1,
+            _ => {}
+        }
+    }
+    if insert * 2 > total {
+        Leap::InsertSecond
+    } else if delete * 2 > total {
+        Leap::DeleteSecond
+    } else {
+        Leap::NoWarning
+    }
+}
+
+/// A local clock reading as Unix seconds (UTC, for day boundaries).
+fn unix_seconds(t: NtpTimestamp) -> f64 {
+    // Any pivot within 68 years of the reading picks the right era.
+    t.to_unix_near(1_800_000_000)
 }
 
 /// A reference ID as text: a dotted quad, or ASCII for stratum 0/1 codes.

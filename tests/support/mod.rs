@@ -78,6 +78,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("chronyd", "chrony"),
     ("chronyc", "chrony"),
     ("ntpdig", "ntpsec-ntpdig"),
+    ("linux.uml", "user-mode-linux"),
+    ("python3", "python3"),
     ("firewalld", "firewalld"),
     ("firewall-cmd", "firewalld"),
     ("dbus-daemon", "dbus"),
