@@ -82,6 +82,8 @@ struct Outcome {
     log: Vec<String>,
     done: bool,
     errors: Vec<String>,
+    /// Copying the image, and from starting UML until it powered off.
+    copy_seconds: f64,
     boot_seconds: f64,
     console_tail: String,
 }
@@ -132,8 +134,9 @@ fn run_scenario(scenario: Scenario) -> Outcome {
     ];
     let mut host = UmlHost::boot(&files, SCENARIO_IN_GUEST);
     eprintln!("{}: booting UML test host {}", scenario.label, host.name());
-    let run = host.wait(Duration::from_secs(480));
+    let run = host.wait(Duration::from_secs(600));
     let mut outcome = parse(scenario.label, &run.output);
+    outcome.copy_seconds = host.copy_took().as_secs_f64();
     outcome.boot_seconds = run.took.as_secs_f64();
     outcome.console_tail = tail(&run.console, 40);
     if run.output.is_empty() {
@@ -285,7 +288,7 @@ fn summary_line(o: &Outcome) -> String {
     format!(
         "uml test host, {}: apply exit {} in {} s; judge T+5 {}, T+10 {}, T+30 {}, T+60 {}, T+120 {}, T+240 {}; \
          max |judge| T+{WINDOW_FROM}..{WINDOW_TO}: {}; median |judge| final third: {}; settled (<1 ms): {}; \
-         max |daemon - judge| after T+10: {}",
+         max |daemon - judge| after T+10: {}; image copy {:.1} s, UML boot to power-off {:.1} s",
         o.label,
         o.apply_exit.map_or("-".into(), |c| c.to_string()),
         o.apply_seconds.map_or("-".into(), |s| format!("{s:.2}")),
@@ -300,6 +303,8 @@ fn summary_line(o: &Outcome) -> String {
         f.settled_at
             .map_or("never".into(), |t| format!("T+{t:.0} s")),
         ms(f.max_daemon_vs_judge),
+        o.copy_seconds,
+        o.boot_seconds,
     )
 }
 
@@ -333,7 +338,14 @@ fn markdown(outcomes: &[Outcome], host_clock: (f64, f64)) -> String {
         host_clock.0, host_clock.1
     ));
     for o in outcomes {
-        md.push_str(&format!("\n## {}\n\n```\n", o.label));
+        md.push_str(&format!(
+            "\n## {}\n\nImage copy {:.1} s; UML from start to power-off {:.1} s; \
+             max |daemon - judge| after T+10: {}.\n\n```\n",
+            o.label,
+            o.copy_seconds,
+            o.boot_seconds,
+            ms(figures(o).max_daemon_vs_judge)
+        ));
         for line in &o.apply_output {
             md.push_str(&format!("{line}\n"));
         }

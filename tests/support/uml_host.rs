@@ -31,15 +31,7 @@ use super::{
 };
 
 /// Host commands a UML boot needs.
-pub const UML_TOOLS: &[&str] = &[
-    "linux.uml",
-    "ip",
-    "chronyd",
-    "chronyc",
-    "setpriv",
-    "cp",
-    "chroot",
-];
+pub const UML_TOOLS: &[&str] = &["linux.uml", "ip", "chronyd", "chronyc", "setpriv"];
 
 /// The reference chronyd's address on tap0 (the namespace side).
 pub const REFERENCE_ADDR: &str = "10.77.0.1";
@@ -93,6 +85,7 @@ pub struct UmlHost {
     netns: Option<NetNs>,
     dir: Option<tempfile::TempDir>,
     console_path: PathBuf,
+    copy_took: Duration,
 }
 
 impl UmlHost {
@@ -111,7 +104,7 @@ impl UmlHost {
         let mut cp = Command::new("cp");
         cp.arg("-a").arg(&image).arg(&root);
         run_ok(&mut cp);
-        super::record_timing("uml test host: copy the image", copy_start.elapsed());
+        let copy_took = copy_start.elapsed();
         prepare_root(&root, files, command);
 
         let netns = NetNs::named(&name);
@@ -166,7 +159,13 @@ impl UmlHost {
             netns: Some(netns),
             dir: Some(dir),
             console_path,
+            copy_took,
         }
+    }
+
+    /// How long copying the image took.
+    pub fn copy_took(&self) -> Duration {
+        self.copy_took
     }
 
     pub fn name(&self) -> &str {
@@ -429,6 +428,7 @@ pub fn record_figure(line: &str) {
             .append(true)
             .open(path)
     {
-        let _ = writeln!(f, "{line}");
+        // One write: several tests may append at once.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
