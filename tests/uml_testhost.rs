@@ -74,6 +74,8 @@ struct Sample {
 #[derive(Default)]
 struct Outcome {
     label: String,
+    /// The judge's expected reading before the apply: -start_offset.
+    expected_start: f64,
     judge_start: Option<f64>,
     apply_exit: Option<i32>,
     apply_seconds: Option<f64>,
@@ -136,6 +138,7 @@ fn run_scenario(scenario: Scenario) -> Outcome {
     eprintln!("{}: booting UML test host {}", scenario.label, host.name());
     let run = host.wait(Duration::from_secs(600));
     let mut outcome = parse(scenario.label, &run.output);
+    outcome.expected_start = -scenario.start_offset;
     outcome.copy_seconds = host.copy_took().as_secs_f64();
     outcome.boot_seconds = run.took.as_secs_f64();
     outcome.console_tail = tail(&run.console, 40);
@@ -185,6 +188,16 @@ fn parse(label: &str, output: &str) -> Outcome {
 /// What the scenario got wrong; empty when it passed.
 fn failures(o: &Outcome) -> Vec<String> {
     let mut out = o.errors.clone();
+    // The clock really was off before the apply (else the rest proves
+    // nothing).
+    match o.judge_start {
+        Some(j) if (j - o.expected_start).abs() < 0.1 => {}
+        other => out.push(format!(
+            "before the apply the judge read {} (expected {:+.0} ms: the clock was not set off)",
+            ms(other),
+            o.expected_start * 1e3
+        )),
+    }
     match o.apply_exit {
         Some(0) => {}
         Some(code) => out.push(format!("timectl apply exited {code}")),
