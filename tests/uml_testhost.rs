@@ -76,6 +76,8 @@ struct Outcome {
     label: String,
     /// The judge's expected reading before the apply: -start_offset.
     expected_start: f64,
+    /// The judge at boot, and after the clock was set off (before the apply).
+    judge_before: Option<f64>,
     judge_start: Option<f64>,
     apply_exit: Option<i32>,
     apply_seconds: Option<f64>,
@@ -159,6 +161,7 @@ fn parse(label: &str, output: &str) -> Outcome {
     for line in output.lines() {
         let mut words = line.split_whitespace();
         match words.next() {
+            Some("JUDGE_BEFORE") => o.judge_before = num(words.next()),
             Some("JUDGE_START") => o.judge_start = num(words.next()),
             Some("APPLY|") => o
                 .apply_output
@@ -326,17 +329,18 @@ fn markdown(outcomes: &[Outcome], host_clock: (f64, f64)) -> String {
         "# UML test host: the shipped default on a real kernel clock\n\n\
          Written by tests/uml_testhost.rs. Judge = `ntpdig` against the reference \
          (reference minus local: a clock ahead is negative); daemon = its own estimate, same sign.\n\n\
-         | scenario | apply | judge at start | max \\|judge\\| T+10..240 | median \\|judge\\| final third | settled (<1 ms) | result |\n\
-         | --- | --- | --- | --- | --- | --- | --- |\n",
+         | scenario | apply | judge at boot | judge before the apply | max \\|judge\\| T+10..240 | median \\|judge\\| final third | settled (<1 ms) | result |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for o in outcomes {
         let f = figures(o);
         let fails = failures(o);
         md.push_str(&format!(
-            "| {} | exit {} in {} s | {} | {} | {} | {} | {} |\n",
+            "| {} | exit {} in {} s | {} | {} | {} | {} | {} | {} |\n",
             o.label,
             o.apply_exit.map_or("-".into(), |c| c.to_string()),
             o.apply_seconds.map_or("-".into(), |s| format!("{s:.2}")),
+            ms(o.judge_before),
             ms(o.judge_start),
             ms(f.max_in_window),
             ms(f.median_final_third),
