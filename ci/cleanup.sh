@@ -9,7 +9,8 @@
 #     /run/timectl-testhost/<name>/pid: stale when that process is gone.
 #
 # What it removes: nspawn containers (and all processes) in the cgroup subtree
-# /sys/fs/cgroup/*/timectl/<name>, processes running in a stale timectl-*
+# /sys/fs/cgroup/*/timectl/<name>, UML test hosts (linux.uml umid=timectl-*)
+# and their image copies (/tmp/timectl-*-umlhost-*), processes running in a stale timectl-*
 # network namespace or started from a stale timectl-* temp dir (chronyd peers,
 # private dbus-daemon/firewalld), the namespaces, cgroup directories, nspawn's
 # /run/systemd/nspawn/propagate/<name>, temp dirs and container.sh state.
@@ -167,6 +168,25 @@ for name in "${!containers[@]}"; do
     done
     [[ -e /run/systemd/nspawn/propagate/$name ]] && act rm -rf "/run/systemd/nspawn/propagate/$name"
 done
+
+# --- UML test hosts (tests/support/uml_host.rs) ------------------------------
+# linux.uml runs with umid=timectl-<pid>-<seq>; its helper processes are its
+# children with the same command line, so each matches. SIGTERM makes the UML
+# kernel kill its guest and exit; SIGKILL what is left. (They also run in a
+# timectl-* namespace and from a temp dir: the sections below catch them too.)
+declare -A uml_pids=()
+for proc in /proc/[0-9]*; do
+    cmdline=$({ tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null) || continue
+    [[ $cmdline =~ umid=(timectl-[0-9]+-[0-9]+) ]] || continue
+    stale "${BASH_REMATCH[1]}" || continue
+    uml_pids[${proc#/proc/}]=1
+done
+if [[ ${#uml_pids[@]} -gt 0 ]]; then
+    say "stale UML test hosts: ${!uml_pids[*]}"
+    kill_pids TERM "${!uml_pids[@]}"
+    [[ $dry -eq 0 ]] && sleep 1
+    kill_pids KILL "${!uml_pids[@]}"
+fi
 
 # --- network namespaces --------------------------------------------------------
 for path in /run/netns/timectl-*; do

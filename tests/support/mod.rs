@@ -22,6 +22,7 @@ pub mod firewalld;
 pub mod live;
 pub mod netns;
 pub mod ntpdig;
+pub mod uml_host;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
