@@ -9,8 +9,10 @@
 #     /run/timectl-testhost/<name>/pid: stale when that process is gone.
 #
 # What it removes: nspawn containers (and all processes) in the cgroup subtree
-# /sys/fs/cgroup/*/timectl/<name>, UML test hosts (linux.uml umid=timectl-*)
-# and their image copies (/tmp/timectl-*-umlhost-*), processes running in a stale timectl-*
+# /sys/fs/cgroup/*/timectl/<name>, User-Mode Linux kernels (linux.uml with
+# umid=timectl-<pid>-<seq>... on their command line: the clock bench, the leap
+# test, the UML test hosts) and the test hosts' image copies
+# (/tmp/timectl-*-umlhost-*), processes running in a stale timectl-*
 # network namespace or started from a stale timectl-* temp dir (chronyd peers,
 # private dbus-daemon/firewalld), the namespaces, cgroup directories, nspawn's
 # /run/systemd/nspawn/propagate/<name>, temp dirs and container.sh state.

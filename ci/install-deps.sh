@@ -5,7 +5,8 @@
 #   installing chrony or firewalld on the host starts nothing: on this kind of
 #   machine PID 1 is not systemd and nothing should own the host clock.
 # - Installs the tools the harness uses: systemd-nspawn, mmdebstrap, nftables,
-#   chrony/ntpdig/firewalld as host-side test peers, dbus-daemon, busctl.
+#   chrony/ntpdig/firewalld as host-side test peers, dbus-daemon, busctl,
+#   user-mode-linux (a kernel clock of its own for the clock bench).
 # - Stops any chronyd/firewalld that the install itself started (by PID),
 #   never one that was running before.
 set -euo pipefail
@@ -47,8 +48,8 @@ packages=(
     util-linux        # nsenter, setpriv, flock
     procps            # pgrep
     systemd           # busctl
-    user-mode-linux   # linux.uml: a real kernel clock for clock-control tests
-    python3           # UML init scripts (clock_settime, adjtimex) and the leap reference
+    user-mode-linux   # linux.uml: a real kernel clock for clock-control tests (uml_leap, the uml_clock bench)
+    python3           # UML init scripts (clock_settime, adjtimex), the leap reference, the bench judge
 )
 
 missing=()

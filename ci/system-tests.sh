@@ -6,12 +6,17 @@
 #   ci/system-tests.sh                 all ignored tests
 #   ci/system-tests.sh FILTER...       only ignored tests whose name matches
 #   TIMECTL_SYSTEM_TESTS_SKIP_DEPS=1   skip ci/install-deps.sh (offline dev box)
+#   TIMECTL_UML_BENCH_THREADS=N        clock bench scenarios at once (default 2)
 #
 # Steps: clean leftovers of earlier runs, install host packages, build (or
 # reuse) the cached test image, build the tests, run them one at a time
 # (containers boot fast, but the 2-core CI machine gains nothing from running
-# several at once and logs stay readable), and always clean up at exit.
-# Ends with a timing summary, including the timings the tests record.
+# several at once and logs stay readable), then the real-kernel clock bench
+# (tests/uml_clock.rs, tests uml_bench_*) two scenarios at a time: each
+# scenario runs for minutes of wall time in two mostly idle UML kernels, so
+# running four kernels at once halves the bench (about 11 minutes instead
+# of 22). Always cleans up at exit. Ends with a timing summary, including the
+# timings and bench figures the tests record.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -71,4 +76,8 @@ export TIMECTL_TIMINGS_FILE=$timings
 # --tests: the library's and binaries' unit tests and every integration test
 # (tests/*.rs); benches and examples have no system tests.
 phase "cargo build (tests)" cargo test --tests --no-run --quiet
-phase "ignored tests" cargo test --tests -- --ignored --test-threads=1 "$@"
+rc=0
+phase "ignored tests" cargo test --tests -- --ignored --test-threads=1 --skip uml_bench_ "$@" || rc=1
+phase "uml clock bench" cargo test --test uml_clock -- --ignored \
+    --test-threads="${TIMECTL_UML_BENCH_THREADS:-2}" "$@" || rc=1
+exit $rc

@@ -23,6 +23,7 @@ pub mod live;
 pub mod netns;
 pub mod ntpdig;
 pub mod uml_host;
+pub mod uml;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use container::{Container, ContainerOptions, Uplink};
 pub use firewalld::PrivateFirewalld;
 pub use netns::NetNs;
 pub use ntpdig::{NtpdigReply, ntpdig};
+pub use uml::{ConsoleLine, Uml, UmlOptions};
 
 /// Where the repository (and so `ci/`) is.
 pub fn repo_root() -> PathBuf {
