@@ -840,7 +840,7 @@ fn criteria(
         _ => {}
     }
     let allowed = MEDIAN_FLOOR.max(chronyd.median);
-    if !(engine.median <= allowed) {
+    if engine.median.is_nan() || engine.median > allowed {
         failures.push(format!(
             "{what}: final median |offset| {} us > max(300 us, chronyd's {} us)",
             us(engine.median),

@@ -22,8 +22,8 @@ pub mod firewalld;
 pub mod live;
 pub mod netns;
 pub mod ntpdig;
-pub mod uml_host;
 pub mod uml;
+pub mod uml_host;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

@@ -216,7 +216,14 @@ impl Uml {
             }
             Reference::Drifting { ppm } => {
                 netns.run_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
-                netns.run_ok(&["ip", "addr", "add", &format!("{HOST_TRUTH_ADDR}/24"), "dev", "br0"]);
+                netns.run_ok(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{HOST_TRUTH_ADDR}/24"),
+                    "dev",
+                    "br0",
+                ]);
                 for name in ["tap0", "tap1"] {
                     tap(name);
                     netns.run_ok(&["ip", "link", "set", name, "master", "br0"]);
