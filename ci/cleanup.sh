@@ -9,9 +9,10 @@
 #     /run/timectl-testhost/<name>/pid: stale when that process is gone.
 #
 # What it removes: nspawn containers (and all processes) in the cgroup subtree
-# /sys/fs/cgroup/*/timectl/<name>, User-Mode Linux kernels of the clock bench
-# (linux.uml processes with umid=timectl-<pid>-<seq> on their command line),
-# processes running in a stale timectl-*
+# /sys/fs/cgroup/*/timectl/<name>, User-Mode Linux kernels (linux.uml with
+# umid=timectl-<pid>-<seq>... on their command line: the clock bench, the leap
+# test, the UML test hosts) and the test hosts' image copies
+# (/tmp/timectl-*-umlhost-*), processes running in a stale timectl-*
 # network namespace or started from a stale timectl-* temp dir (chronyd peers,
 # private dbus-daemon/firewalld), the namespaces, cgroup directories, nspawn's
 # /run/systemd/nspawn/propagate/<name>, temp dirs and container.sh state.
@@ -170,26 +171,24 @@ for name in "${!containers[@]}"; do
     [[ -e /run/systemd/nspawn/propagate/$name ]] && act rm -rf "/run/systemd/nspawn/propagate/$name"
 done
 
-# --- User-Mode Linux kernels (tests/support/uml.rs) ------------------------------
-# Each UML instance is several host processes, all with umid=<name> in their
-# command line; the name is the fixture's timectl-<pid>-<seq>.
-declare -A umls=()
+# --- UML test hosts (tests/support/uml_host.rs) ------------------------------
+# linux.uml runs with umid=timectl-<pid>-<seq>; its helper processes are its
+# children with the same command line, so each matches. SIGTERM makes the UML
+# kernel kill its guest and exit; SIGKILL what is left. (They also run in a
+# timectl-* namespace and from a temp dir: the sections below catch them too.)
+declare -A uml_pids=()
 for proc in /proc/[0-9]*; do
-    [[ $(cat "$proc/comm" 2>/dev/null) == linux.uml ]] || continue
-    cmdline=$({ tr '\0' '\n' <"$proc/cmdline"; } 2>/dev/null) || continue
-    umid=$(sed -n 's/^umid=//p' <<<"$cmdline" | head -n1)
-    [[ $umid == timectl-* ]] || continue
-    stale "$umid" || continue
-    umls[$umid]+=" ${proc#/proc/}"
+    cmdline=$({ tr '\0' ' ' <"$proc/cmdline"; } 2>/dev/null) || continue
+    [[ $cmdline =~ umid=(timectl-[0-9]+-[0-9]+) ]] || continue
+    stale "${BASH_REMATCH[1]}" || continue
+    uml_pids[${proc#/proc/}]=1
 done
-for umid in "${!umls[@]}"; do
-    say "stale UML $umid: processes${umls[$umid]}"
-    # shellcheck disable=SC2086
-    kill_pids TERM ${umls[$umid]}
+if [[ ${#uml_pids[@]} -gt 0 ]]; then
+    say "stale UML test hosts: ${!uml_pids[*]}"
+    kill_pids TERM "${!uml_pids[@]}"
     [[ $dry -eq 0 ]] && sleep 1
-    # shellcheck disable=SC2086
-    kill_pids KILL ${umls[$umid]}
-done
+    kill_pids KILL "${!uml_pids[@]}"
+fi
 
 # --- network namespaces --------------------------------------------------------
 for path in /run/netns/timectl-*; do

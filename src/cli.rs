@@ -49,6 +49,11 @@ pub enum Command {
     Plan(PlanArgs),
     /// Converge the host: run the plan, verify, roll back on failure.
     Apply(ApplyArgs),
+    /// List the runs recorded on a host: id, start time, result, steps.
+    Runs(RunsArgs),
+    /// Undo a run (the last one unless RUN-ID is given), finished or
+    /// interrupted, from its journal and backups.
+    Rollback(RollbackArgs),
     /// Show what timectl detects about a host: distribution, paths, units.
     Facts(FactsArgs),
     /// Run the embedded NTP engine (client and server); see docs/engine.md.
@@ -110,6 +115,30 @@ pub struct ApplyArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print the journals as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    /// The run to undo (`timectl runs` lists them); default: the last one.
+    #[arg(value_name = "RUN-ID")]
+    pub run_id: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Do not ask for confirmation (needed when stdin is not a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct FactsArgs {
     #[command(flatten)]
     pub target: TargetArgs,
@@ -118,13 +147,30 @@ pub struct FactsArgs {
     pub json: bool,
 }
 
+/// Write to standard output; a closed pipe or a full disk is an error, not
+/// a panic (`println!` panics on them).
+pub fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+}
+
+/// A line on standard error. Nothing is left to report a failure to, so
+/// one is ignored (`eprintln!` would panic).
+pub fn err_line(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
+}
+
 /// Parse arguments, run, and return the exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            err_line(&format!("error: {e:#}"));
             EXIT_ERROR
         }
     }
@@ -134,14 +180,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Validate(a) => validate(&a),
         Command::Schema => {
-            println!(
-                "{}",
+            out(&format!(
+                "{}\n",
                 serde_json::to_string_pretty(&crate::spec::json_schema())?
-            );
+            ))?;
             Ok(EXIT_OK)
         }
         Command::Plan(a) => plan_command(&a),
         Command::Apply(a) => apply_command(&a),
+        Command::Runs(a) => runs_command(&a),
+        Command::Rollback(a) => rollback_command(&a),
         Command::Facts(a) => facts_command(&a),
         Command::Daemon(a) => crate::engine::cli::run_daemon(a),
         Command::Status(a) => crate::engine::cli::run_status(a),
@@ -151,16 +199,16 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 fn validate(args: &ValidateArgs) -> anyhow::Result<i32> {
     match Spec::load(&args.file) {
         Ok(spec) => {
-            println!(
-                "{}: valid ({} source(s), provider {})",
+            out(&format!(
+                "{}: valid ({} source(s), provider {})\n",
                 args.file.display(),
                 spec.timesync.sources.value.len(),
                 spec.provider().name()
-            );
+            ))?;
             Ok(EXIT_OK)
         }
         Err(e) => {
-            eprintln!("{e}");
+            err_line(&e.to_string());
             Ok(EXIT_ERROR)
         }
     }
@@ -189,7 +237,7 @@ fn load_spec(path: &Path) -> anyhow::Result<Option<Spec>> {
     match Spec::load(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) => {
-            eprintln!("{e}");
+            err_line(&e.to_string());
             Ok(None)
         }
     }
@@ -205,21 +253,22 @@ fn plan_command(args: &PlanArgs) -> anyhow::Result<i32> {
         plan.save(out)?;
     }
     if args.json {
-        println!(
-            "{}",
+        out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&render::plan_json(&plan))?
-        );
+        ))?;
     } else if args.markdown {
-        print!("{}", render::plan_markdown(&plan));
+        out(&render::plan_markdown(&plan))?;
     } else {
-        print!("{}", render::plan_text(&plan, use_color(args.no_color)));
-        if let Some(out) = &args.out {
-            println!(
-                "\nSaved this plan to {}: `timectl apply {}` carries out exactly these steps, and refuses if the host changes first.",
-                out.display(),
-                out.display()
-            );
+        let mut text = render::plan_text(&plan, use_color(args.no_color));
+        if let Some(saved) = &args.out {
+            text.push_str(&format!(
+                "\nSaved this plan to {}: `timectl apply {}` carries out exactly these steps, and refuses if the host changes first.\n",
+                saved.display(),
+                saved.display()
+            ));
         }
+        out(&text)?;
     }
     Ok(if args.detailed_exitcode && !plan.is_empty() {
         EXIT_CHANGES
@@ -229,14 +278,22 @@ fn plan_command(args: &PlanArgs) -> anyhow::Result<i32> {
 }
 
 fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", args.file.display()))?;
+    let text = match crate::spec::read_text(&args.file) {
+        Ok(text) => text,
+        Err(crate::spec::SpecError::Io { path, cause }) => {
+            anyhow::bail!("cannot read {}: {cause}", path.display())
+        }
+        Err(e) => {
+            err_line(&e.to_string());
+            return Ok(EXIT_ERROR);
+        }
+    };
     let (spec, saved) = if Plan::looks_like_plan(&text) {
         let saved = Plan::from_json(&args.file, &text)?;
         let spec = match Spec::parse(Path::new(&saved.spec_path), saved.spec_text.clone()) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("{e}");
+                err_line(&e.to_string());
                 return Ok(EXIT_ERROR);
             }
         };
@@ -245,7 +302,7 @@ fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
         match Spec::parse(&args.file, text) {
             Ok(s) => (s, None),
             Err(e) => {
-                eprintln!("{e}");
+                err_line(&e.to_string());
                 return Ok(EXIT_ERROR);
             }
         }
@@ -269,51 +326,152 @@ fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
     }
     let yes = args.yes;
     let json = args.json;
+    // The plan must reach the operator before anything is applied: when it
+    // cannot be written, nothing is.
+    let mut not_shown: Option<anyhow::Error> = None;
     let mut confirm = |plan: &Plan| -> bool {
-        if !json {
-            print!("{}", render::plan_text(plan, use_color(false)));
-        }
-        if yes {
-            return true;
-        }
-        if !std::io::stdin().is_terminal() {
-            eprintln!(
-                "error: refusing to apply without --yes: stdin is not a terminal to confirm on"
-            );
+        if !json && let Err(e) = out(&render::plan_text(plan, use_color(false))) {
+            not_shown = Some(e);
             return false;
         }
-        print!(
-            "\nApply these {} change(s) to {}? Type 'yes' to go on: ",
-            plan.changes.len(),
-            if plan.mode == crate::host::Mode::Live {
-                "this host".to_string()
-            } else {
-                plan.root.display().to_string()
-            }
-        );
-        let _ = std::io::stdout().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().read_line(&mut answer);
-        answer.trim() == "yes"
+        let target = if plan.mode == crate::host::Mode::Live {
+            "this host".to_string()
+        } else {
+            plan.root.display().to_string()
+        };
+        ask(
+            yes,
+            &format!(
+                "\nApply these {} change(s) to {target}? Type 'yes' to go on: ",
+                plan.changes.len()
+            ),
+            "apply",
+            &mut not_shown,
+        )
     };
     let mut progress = |p: Progress<'_>| print_progress(&p);
-    let report = match apply::run(&spec, &host, saved.as_ref(), &mut confirm, &mut progress) {
+    let result = apply::run(&spec, &host, saved.as_ref(), &mut confirm, &mut progress);
+    let report = match result {
         Ok(Some(report)) => report,
         Ok(None) => {
-            eprintln!("Nothing was applied.");
+            if let Some(e) = not_shown {
+                return Err(e.context("nothing was applied"));
+            }
+            err_line("Nothing was applied.");
             return Ok(EXIT_ERROR);
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            err_line(&format!("error: {e}"));
+            return Ok(EXIT_ERROR);
+        }
+    };
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    } else {
+        format!("\n{}", render::report_text(&report))
+    };
+    if let Err(e) = out(&text) {
+        // The run is over and recorded; only its report was lost.
+        err_line(&format!(
+            "error: {e:#} (the run {} {}; its journal: {})",
+            report.run_id,
+            if report.succeeded() {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            report
+                .journal
+                .as_ref()
+                .map_or("none".to_string(), |j| j.display().to_string())
+        ));
+        return Ok(EXIT_ERROR);
+    }
+    Ok(if report.succeeded() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
+/// Ask for "yes" on the terminal, unless `yes` says so already. A prompt
+/// that cannot be written is an answer of no (and the error is kept).
+fn ask(yes: bool, prompt: &str, what: &str, failed: &mut Option<anyhow::Error>) -> bool {
+    if yes {
+        return true;
+    }
+    if !std::io::stdin().is_terminal() {
+        err_line(&format!(
+            "error: refusing to {what} without --yes: stdin is not a terminal to confirm on"
+        ));
+        return false;
+    }
+    if let Err(e) = out(prompt) {
+        *failed = Some(e);
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = std::io::stdin().read_line(&mut answer);
+    answer.trim() == "yes"
+}
+
+fn runs_command(args: &RunsArgs) -> anyhow::Result<i32> {
+    let host = host_for(&args.target)?;
+    let (runs, broken) = apply::Journal::list(&host.files)?;
+    let running = apply::journal::apply_running(&host.files).unwrap_or(false);
+    for b in &broken {
+        err_line(&format!("warning: {b}"));
+    }
+    if args.json {
+        out(&format!("{}\n", serde_json::to_string_pretty(&runs)?))?;
+    } else {
+        out(&render::runs_text(&runs, running))?;
+    }
+    Ok(EXIT_OK)
+}
+
+fn rollback_command(args: &RollbackArgs) -> anyhow::Result<i32> {
+    if args.target.root.is_none() && !nix::unistd::geteuid().is_root() {
+        anyhow::bail!(
+            "rolling back the running host needs root: run it with sudo (or use --root DIR for an image)"
+        );
+    }
+    let host = host_for(&args.target)?;
+    let (yes, json) = (args.yes, args.json);
+    let mut not_shown: Option<anyhow::Error> = None;
+    let mut confirm = |run: &apply::Journal, undo: &[(usize, Vec<crate::resource::Action>)]| {
+        if !json && let Err(e) = out(&render::rollback_preview(run, undo)) {
+            not_shown = Some(e);
+            return false;
+        }
+        ask(
+            yes,
+            &format!("\nUndo run {}? Type 'yes' to go on: ", run.run_id),
+            "roll back",
+            &mut not_shown,
+        )
+    };
+    let mut progress = |p: Progress<'_>| print_progress(&p);
+    let report = match apply::rollback(&host, args.run_id.as_deref(), &mut confirm, &mut progress) {
+        Ok(Some(report)) => report,
+        Ok(None) => {
+            if let Some(e) = not_shown {
+                return Err(e.context("nothing was rolled back"));
+            }
+            err_line("Nothing was rolled back.");
+            return Ok(EXIT_ERROR);
+        }
+        Err(e) => {
+            err_line(&format!("error: {e}"));
             return Ok(EXIT_ERROR);
         }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("\n{}", render::report_text(&report));
+        out(&format!("\n{}", render::rollback_text(&report)))?;
     }
-    Ok(if report.succeeded() {
+    Ok(if report.complete() {
         EXIT_OK
     } else {
         EXIT_ERROR
@@ -347,32 +505,32 @@ fn print_progress(p: &Progress<'_>) {
 
 fn facts_command(args: &FactsArgs) -> anyhow::Result<i32> {
     let host = host_for(&args.target)?;
-    let facts = crate::facts::Facts::detect(&host.root)?;
+    let facts = crate::facts::Facts::detect_in(&host.files)?;
     let daemons: Vec<_> = crate::facts::Daemon::ALL
         .into_iter()
         .map(|d| facts.daemon(d))
         .collect();
     if args.json {
-        println!(
-            "{}",
+        out(&format!(
+            "{}\n",
             serde_json::to_string_pretty(&serde_json::json!({
                 "facts": facts,
                 "daemons": daemons,
                 "services": host.services.describe(),
                 "packages": host.packages.describe(),
             }))?
-        );
+        ))?;
         return Ok(EXIT_OK);
     }
-    println!(
-        "{} ({} family), {} {}",
+    let mut text = format!(
+        "{} ({} family), {} {}\nservices: {}\npackages: {}\n",
         facts.pretty_name,
         facts.family,
         host.mode,
-        host.root.display()
+        host.root.display(),
+        host.services.describe(),
+        host.packages.describe()
     );
-    println!("services: {}", host.services.describe());
-    println!("packages: {}", host.packages.describe());
     for d in daemons {
         let status = host
             .services
@@ -385,12 +543,13 @@ fn facts_command(args: &FactsArgs) -> anyhow::Result<i32> {
                 )
             })
             .unwrap_or_else(|e| format!("unknown: {e}"));
-        println!(
-            "  {:<18} unit {:<28} config {:<26} [{status}]",
+        text.push_str(&format!(
+            "  {:<18} unit {:<28} config {:<26} [{status}]\n",
             d.label,
             d.unit,
             d.config.display()
-        );
+        ));
     }
+    out(&text)?;
     Ok(EXIT_OK)
 }

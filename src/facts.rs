@@ -89,6 +89,8 @@ pub enum FactsError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error(transparent)]
+    Host(#[from] crate::host::HostError),
     #[error(
         "unsupported distribution {id:?}{like} in {}: timectl knows the RHEL family (rhel, centos, rocky, almalinux, ol, fedora) and the Debian family (debian, ubuntu)",
         path.display(),
@@ -107,21 +109,28 @@ const DEBIAN_IDS: [&str; 2] = ["debian", "ubuntu"];
 impl Facts {
     /// Read `<root>/etc/os-release` (or `<root>/usr/lib/os-release`).
     pub fn detect(root: &Path) -> Result<Facts, FactsError> {
-        let primary = root.join("etc/os-release");
-        let fallback = root.join("usr/lib/os-release");
-        let (path, text) = match std::fs::read_to_string(&primary) {
-            Ok(t) => (primary, t),
-            Err(first) => match std::fs::read_to_string(&fallback) {
-                Ok(t) => (fallback, t),
-                Err(_) => {
-                    return Err(FactsError::Read {
-                        path: primary,
-                        cause: first,
-                    });
-                }
-            },
+        Facts::detect_in(&crate::host::Files::new(root))
+    }
+
+    /// [`Facts::detect`] through a root's [`Files`](crate::host::Files):
+    /// inside the root when it is an offline one.
+    pub fn detect_in(files: &crate::host::Files) -> Result<Facts, FactsError> {
+        let primary = Path::new("/etc/os-release");
+        let fallback = Path::new("/usr/lib/os-release");
+        let found = match files.read(primary)? {
+            Some(state) => Some((primary, state)),
+            None => files.read(fallback)?.map(|state| (fallback, state)),
         };
-        Facts::from_os_release(&path, &text)
+        let Some((path, state)) = found else {
+            return Err(FactsError::Read {
+                path: files.resolve(primary)?,
+                cause: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        };
+        Facts::from_os_release(
+            &files.resolve(path)?,
+            &String::from_utf8_lossy(&state.content),
+        )
     }
 
     /// Parse os-release text (`path` only for messages).

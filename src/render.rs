@@ -127,6 +127,7 @@ fn op_name(action: &Action) -> &'static str {
         Action::SetFileMeta { .. } => "set_file_meta",
         Action::RestoreFile { .. } => "restore_file",
         Action::RemoveFile { .. } => "remove_file",
+        Action::RemoveEmptyDir { .. } => "remove_empty_dir",
         Action::InstallBinary { .. } => "install_binary",
         Action::InstallPackages { .. } => "install_packages",
         Action::RemovePackages { .. } => "remove_packages",
@@ -291,6 +292,7 @@ pub fn report_text(report: &Report) -> String {
                 StepStatus::Undone => "done, then undone".to_string(),
                 StepStatus::UndoFailed(e) => format!("done, UNDO FAILED: {e}"),
                 StepStatus::NotRun => "not run".to_string(),
+                StepStatus::Started => "started, not finished".to_string(),
             };
             out.push_str(&format!("  {}: {status}\n", s.summary));
         }
@@ -306,6 +308,133 @@ pub fn report_text(report: &Report) -> String {
     }
     for n in &report.notes {
         out.push_str(&format!("note: {n}\n"));
+    }
+    if let Some(j) = &report.journal {
+        out.push_str(&format!("journal: {}\n", j.display()));
+    }
+    out
+}
+
+/// `timectl runs`: one line per run, oldest first.
+pub fn runs_text(runs: &[crate::apply::Journal], apply_running: bool) -> String {
+    use crate::apply::journal::format_time;
+    if runs.is_empty() {
+        return "No runs recorded.\n".to_string();
+    }
+    let mut out = format!(
+        "{:<24}  {:<23}  {:<20}  {}\n",
+        "RUN", "STARTED", "RESULT", "STEPS"
+    );
+    let last = runs.len() - 1;
+    for (i, run) in runs.iter().enumerate() {
+        out.push_str(&format!(
+            "{:<24}  {:<23}  {:<20}  {}\n",
+            run.run_id,
+            format_time(run.started_at),
+            run_result(run, apply_running && i == last),
+            run_steps(run)
+        ));
+    }
+    out
+}
+
+/// A run's result as `timectl runs` shows it.
+pub fn run_result(run: &crate::apply::Journal, may_be_running: bool) -> String {
+    use crate::apply::RunState;
+    match (&run.rollback, run.state) {
+        (Some(r), _) if r.complete => "rolled back (later)".to_string(),
+        (Some(_), _) => "rollback incomplete".to_string(),
+        (None, RunState::Running | RunState::RollingBack) if may_be_running => {
+            run.state.name().to_string()
+        }
+        (None, state) if state.unfinished() => "interrupted".to_string(),
+        (None, state) => state.name().to_string(),
+    }
+}
+
+/// "3 of 3 done", "1 of 3 done, step 2 started".
+pub fn run_steps(run: &crate::apply::Journal) -> String {
+    let total = run.steps.len();
+    let done = run.count(|s| matches!(s, StepStatus::Done));
+    let mut parts = vec![format!("{done} of {total} done")];
+    let undone = run.count(|s| matches!(s, StepStatus::Undone));
+    if undone > 0 {
+        parts.push(format!("{undone} undone"));
+    }
+    if let Some(i) = run
+        .steps
+        .iter()
+        .position(|s| s.status == StepStatus::Started)
+    {
+        parts.push(format!("step {} started", i + 1));
+    }
+    if let Some(i) = run
+        .steps
+        .iter()
+        .position(|s| matches!(s.status, StepStatus::Failed(_)))
+    {
+        parts.push(format!("step {} failed", i + 1));
+    }
+    let undo_failed = run.count(|s| matches!(s, StepStatus::UndoFailed(_)));
+    if undo_failed > 0 {
+        parts.push(format!("{undo_failed} not undone"));
+    }
+    parts.join(", ")
+}
+
+/// What `timectl rollback` is about to undo.
+pub fn rollback_preview(
+    run: &crate::apply::Journal,
+    undo: &[(usize, Vec<crate::resource::Action>)],
+) -> String {
+    use crate::apply::journal::format_time;
+    let mut out = format!(
+        "Roll back run {} ({}, started {}): {} step(s) to undo, newest first.\n",
+        run.run_id,
+        run_result(run, false),
+        format_time(run.started_at),
+        undo.len()
+    );
+    for (index, actions) in undo.iter().rev() {
+        let step = &run.steps[*index];
+        let what = if actions.is_empty() {
+            "nothing to undo".to_string()
+        } else {
+            actions
+                .iter()
+                .map(Action::describe)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let note = if step.status == StepStatus::Started {
+            " (started, perhaps not done)"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "  {}. {}{note}\n      undo: {what}\n",
+            index + 1,
+            step.summary
+        ));
+    }
+    out
+}
+
+/// The result of `timectl rollback`.
+pub fn rollback_text(report: &crate::apply::RollbackReport) -> String {
+    let mut out = if report.complete() {
+        format!(
+            "Rolled back run {}: {} step(s) undone; the host is as it was before that run.\n",
+            report.run_id, report.undone
+        )
+    } else {
+        format!(
+            "Rollback of run {} was INCOMPLETE: see what could not be restored below.\n",
+            report.run_id
+        )
+    };
+    for n in &report.not_restored {
+        out.push_str(&format!("NOT RESTORED: {n}\n"));
     }
     if let Some(j) = &report.journal {
         out.push_str(&format!("journal: {}\n", j.display()));

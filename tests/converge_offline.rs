@@ -369,7 +369,7 @@ fn a_second_apply_is_refused_while_one_holds_the_lock() {
     let root = copy_root("rhel9-ntpd");
     let r = root_arg(root.path());
     let before = snapshot(root.path());
-    let lock = timectl::apply::Lock::acquire(&root.path().join("var/lib/timectl")).unwrap();
+    let lock = timectl::apply::Lock::acquire(&timectl::host::Files::new(root.path())).unwrap();
     let out = timectl(&["apply", RHEL9_SPEC, "--root", &r, "--yes"]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");

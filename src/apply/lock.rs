@@ -3,11 +3,13 @@
 //! the second one gets. The kernel drops the lock when the process dies,
 //! so a crash never leaves a stale lock.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
+
+use crate::host::{Files, HostError, STATE_DIR};
 
 pub struct Lock {
     _file: Flock<File>,
@@ -25,23 +27,17 @@ pub enum LockError {
         path: PathBuf,
         cause: std::io::Error,
     },
+    #[error("cannot take the lock: {0}")]
+    Host(#[from] HostError),
 }
 
 impl Lock {
-    pub fn acquire(state_dir: &Path) -> Result<Lock, LockError> {
-        let path = state_dir.join("lock");
-        let io = |cause| LockError::Io {
-            path: path.clone(),
-            cause,
-        };
-        std::fs::create_dir_all(state_dir).map_err(io)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+    /// The lock of the root that `files` manage (`/var/lib/timectl/lock`
+    /// under it, reached inside the root).
+    pub fn acquire(files: &Files) -> Result<Lock, LockError> {
+        let host_path = Path::new(STATE_DIR).join("lock");
+        let path = files.resolve(&host_path)?;
+        let file = files.open_rw(&host_path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut locked) => {
                 let _ = locked.set_len(0);
@@ -62,7 +58,10 @@ impl Lock {
                     },
                 })
             }
-            Err((_, errno)) => Err(io(std::io::Error::from(errno))),
+            Err((_, errno)) => Err(LockError::Io {
+                path,
+                cause: std::io::Error::from(errno),
+            }),
         }
     }
 }
@@ -74,14 +73,15 @@ mod tests {
     #[test]
     fn second_lock_is_refused_with_the_holder_pid() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Lock::acquire(dir.path()).unwrap();
-        let err = Lock::acquire(dir.path()).err().unwrap().to_string();
+        let files = Files::new(dir.path());
+        let first = Lock::acquire(&files).unwrap();
+        let err = Lock::acquire(&files).err().unwrap().to_string();
         assert!(err.contains("another timectl apply is running"), "{err}");
         assert!(
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
         drop(first);
-        assert!(Lock::acquire(dir.path()).is_ok());
+        assert!(Lock::acquire(&files).is_ok());
     }
 }

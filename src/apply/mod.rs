@@ -1,12 +1,18 @@
-//! Carrying out a plan: one apply at a time (a lock), every step written to
-//! a run journal as it happens, every replaced file backed up first, and,
+//! Carrying out a plan: one apply at a time (a lock), every step recorded in
+//! a run journal before it starts and after it ends (atomically: a killed
+//! run leaves a whole journal), every replaced file backed up first, and,
 //! when a step fails, the steps already done undone in reverse order. After
 //! the last step the host is planned again and must need nothing more; then
 //! the clock is stepped once if asked and synchronisation is verified.
+//!
+//! A run that was killed is reported by the next `plan` and `apply`, and
+//! [`rollback`] undoes any run from its journal and backups.
 
+pub mod journal;
 mod lock;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -17,19 +23,33 @@ use crate::resource::{Action, ApplyContext};
 use crate::spec::Spec;
 use crate::sync::{self, SyncStatus};
 
+pub use journal::{Journal, JournalStep, RunState, StepStatus};
 pub use lock::Lock;
 
-/// What happened to one step.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", tag = "status", content = "error")]
-pub enum StepStatus {
-    Done,
-    Failed(String),
-    /// Done, then undone by the rollback.
-    Undone,
-    /// Done, and the rollback could not undo it.
-    UndoFailed(String),
-    NotRun,
+/// Test hook for crash injection: when `TIMECTL_TEST_ABORT_AT` names this
+/// point (`started:N`, `write:N`, `done:N` for step N), the process kills
+/// itself with SIGKILL there, as an operator's `kill -9` or a power cut
+/// would stop it. Never set outside tests.
+pub const ABORT_ENV: &str = "TIMECTL_TEST_ABORT_AT";
+
+/// The step being carried out (1-based; 0 outside a step), for the hook.
+static CURRENT_STEP: AtomicUsize = AtomicUsize::new(0);
+
+/// A crash-injection point inside the current step (`write` from
+/// [`crate::host::Files`], just before a new file replaces the old one).
+pub fn crash_point_in_step(kind: &str) {
+    let step = CURRENT_STEP.load(Ordering::Relaxed);
+    if step > 0 {
+        crash_point(&format!("{kind}:{step}"));
+    }
+}
+
+fn crash_point(point: &str) {
+    if std::env::var_os(ABORT_ENV).is_some_and(|v| v == point) {
+        eprintln!("{ABORT_ENV}={point}: killing this process (test hook)");
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        std::process::abort();
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -137,7 +157,7 @@ fn new_run_id() -> String {
 }
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -150,128 +170,170 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// The run journal: written after every step, so a crash leaves a record
-/// of what was done and how to undo it.
-#[derive(Serialize)]
-struct Journal<'a> {
-    format_version: u32,
-    run_id: &'a str,
-    timectl_version: &'a str,
-    root: &'a Path,
-    spec_path: &'a str,
-    plan_fingerprint: &'a str,
-    state: &'a str,
-    steps: &'a [StepReport],
-    backups: &'a Path,
-}
-
 struct Run<'a> {
     host: &'a Host,
-    plan: &'a Plan,
-    run_id: String,
-    journal_path: PathBuf,
-    backup_dir: PathBuf,
-    steps: Vec<StepReport>,
+    journal: Journal,
     /// Undo actions of the steps done, in the order the steps ran.
     undo: Vec<(usize, Vec<Action>)>,
 }
 
 impl Run<'_> {
-    fn write_journal(&self, state: &str) {
-        let journal = Journal {
-            format_version: plan::FORMAT_VERSION,
-            run_id: &self.run_id,
-            timectl_version: env!("CARGO_PKG_VERSION"),
-            root: &self.host.root,
-            spec_path: &self.plan.spec_path,
-            plan_fingerprint: &self.plan.fingerprint,
-            state,
-            steps: &self.steps,
-            backups: &self.backup_dir,
-        };
-        // The journal is a record, not a control path: failing to write it
-        // must not stop a rollback.
-        if let Ok(text) = serde_json::to_string_pretty(&journal) {
-            let _ = std::fs::write(&self.journal_path, text);
-        }
+    /// Write the journal in `state`. Before a step this must succeed (a step
+    /// not on record is not started); during a rollback a failure to write
+    /// it must not stop the rollback.
+    fn write_journal(&mut self, state: RunState) -> Result<(), HostError> {
+        self.journal.state = state;
+        self.journal.save(&self.host.files)
     }
 
-    /// Undo every step done so far, newest first. A systemd reload or a
-    /// daemon restart in the undo list waits until the file restores of
-    /// the older steps are done (it runs before the next unit, package or
-    /// firewall operation, or at the end): in plain reverse order it would
-    /// run first and make systemd or the daemon read the files this run
-    /// wrote, not the ones put back.
+    fn steps(&self) -> Vec<StepReport> {
+        self.journal
+            .steps
+            .iter()
+            .map(|s| StepReport {
+                summary: s.summary.clone(),
+                status: s.status.clone(),
+                seconds: s.seconds,
+                undo: s.undo.clone(),
+            })
+            .collect()
+    }
+
     fn roll_back(
         &mut self,
         ctx: &ApplyContext<'_>,
         progress: &mut dyn FnMut(Progress<'_>),
     ) -> Vec<String> {
-        progress(Progress::RollingBack);
-        let mut not_restored = Vec::new();
-        let mut waiting: Vec<(usize, Action)> = Vec::new();
-        while let Some((index, actions)) = self.undo.pop() {
-            if let Some(step) = self.steps.get_mut(index)
-                && step.status == StepStatus::Done
-            {
-                step.status = StepStatus::Undone;
-            }
-            for action in actions {
-                if action.rereads_files() {
-                    waiting.push((index, action));
-                    continue;
-                }
-                if !action.changes_only_files() {
-                    self.undo_waiting(&mut waiting, ctx, progress, &mut not_restored);
-                }
-                self.undo_one(index, &action, ctx, progress, &mut not_restored);
-            }
-            self.write_journal("rolling-back");
-        }
-        self.undo_waiting(&mut waiting, ctx, progress, &mut not_restored);
-        self.write_journal("rolling-back");
-        not_restored
+        let undo = std::mem::take(&mut self.undo);
+        undo_steps(
+            &mut self.journal,
+            undo,
+            ctx,
+            progress,
+            RunState::RollingBack,
+        )
     }
+}
 
-    /// Run the undo actions that waited for file restores: reloads first.
-    fn undo_waiting(
-        &mut self,
-        waiting: &mut Vec<(usize, Action)>,
-        ctx: &ApplyContext<'_>,
-        progress: &mut dyn FnMut(Progress<'_>),
-        not_restored: &mut Vec<String>,
-    ) {
-        waiting.sort_by_key(|(_, a)| *a != Action::ReloadUnits);
-        for (index, action) in std::mem::take(waiting) {
-            self.undo_one(index, &action, ctx, progress, not_restored);
+/// Undo steps of a run, newest first, saving the journal after each. A
+/// systemd reload or a daemon restart in the undo list waits until the file
+/// restores of the older steps are done (it runs before the next unit,
+/// package or firewall operation, or at the end): in plain reverse order it
+/// would run first and make systemd or the daemon read the files this run
+/// wrote, not the ones put back. Returns what could not be undone.
+fn undo_steps(
+    journal: &mut Journal,
+    mut undo: Vec<(usize, Vec<Action>)>,
+    ctx: &ApplyContext<'_>,
+    progress: &mut dyn FnMut(Progress<'_>),
+    state: RunState,
+) -> Vec<String> {
+    progress(Progress::RollingBack);
+    journal.state = state;
+    let save = |j: &Journal| {
+        let _ = j.save(&ctx.host.files);
+    };
+    save(journal);
+    let mut not_restored = Vec::new();
+    let mut waiting: Vec<(usize, Action)> = Vec::new();
+    while let Some((index, actions)) = undo.pop() {
+        for action in actions {
+            if action.rereads_files() {
+                waiting.push((index, action));
+                continue;
+            }
+            if !action.changes_only_files() {
+                undo_waiting(journal, &mut waiting, ctx, progress, &mut not_restored);
+            }
+            undo_one(journal, index, &action, ctx, progress, &mut not_restored);
+        }
+        if let Some(step) = journal.steps.get_mut(index)
+            && matches!(step.status, StepStatus::Done | StepStatus::Started)
+        {
+            step.status = StepStatus::Undone;
+        }
+        save(journal);
+    }
+    undo_waiting(journal, &mut waiting, ctx, progress, &mut not_restored);
+    save(journal);
+    not_restored
+}
+
+/// Run the undo actions that waited for file restores: reloads first.
+fn undo_waiting(
+    journal: &mut Journal,
+    waiting: &mut Vec<(usize, Action)>,
+    ctx: &ApplyContext<'_>,
+    progress: &mut dyn FnMut(Progress<'_>),
+    not_restored: &mut Vec<String>,
+) {
+    waiting.sort_by_key(|(_, a)| *a != Action::ReloadUnits);
+    for (index, action) in std::mem::take(waiting) {
+        undo_one(journal, index, &action, ctx, progress, not_restored);
+    }
+}
+
+/// Run one undo action of step `index`; a failure marks the step.
+fn undo_one(
+    journal: &mut Journal,
+    index: usize,
+    action: &Action,
+    ctx: &ApplyContext<'_>,
+    progress: &mut dyn FnMut(Progress<'_>),
+    not_restored: &mut Vec<String>,
+) {
+    let summary = action.describe();
+    let result = action.execute(ctx);
+    progress(Progress::Undo {
+        summary: &summary,
+        ok: result.is_ok(),
+    });
+    if let Err(e) = result {
+        not_restored.push(format!("{summary}: {e}"));
+        // The failed step itself keeps saying why it failed.
+        if let Some(step) = journal.steps.get_mut(index)
+            && !matches!(step.status, StepStatus::Failed(_))
+        {
+            step.status = StepStatus::UndoFailed(e.to_string());
         }
     }
+}
 
-    /// Run one undo action of step `index`; a failure marks the step.
-    fn undo_one(
-        &mut self,
-        index: usize,
-        action: &Action,
-        ctx: &ApplyContext<'_>,
-        progress: &mut dyn FnMut(Progress<'_>),
-        not_restored: &mut Vec<String>,
-    ) {
-        let summary = action.describe();
-        let result = action.execute(ctx);
-        progress(Progress::Undo {
-            summary: &summary,
-            ok: result.is_ok(),
-        });
-        if let Err(e) = result {
-            not_restored.push(format!("{summary}: {e}"));
-            // The failed step itself keeps saying why it failed.
-            if let Some(step) = self.steps.get_mut(index)
-                && !matches!(step.status, StepStatus::Failed(_))
-            {
-                step.status = StepStatus::UndoFailed(e.to_string());
+/// Remove the temporary files a killed run left next to the files this plan
+/// and interrupted runs write (and their backups), and in the journal
+/// directory.
+fn remove_stale_temps(host: &Host, plan: Option<&Plan>, interrupted: &[Journal]) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = plan
+        .iter()
+        .flat_map(|p| &p.changes)
+        .flat_map(|c| c.action.paths())
+        .collect();
+    for run in interrupted {
+        for step in &run.steps {
+            for path in step.paths.iter().chain(
+                step.undo_actions
+                    .iter()
+                    .flat_map(Action::paths)
+                    .collect::<Vec<_>>()
+                    .iter(),
+            ) {
+                paths.push(path.clone());
+                paths.push(run.backups.join(path.strip_prefix("/").unwrap_or(path)));
             }
         }
     }
+    paths.sort();
+    paths.dedup();
+    let mut removed = Vec::new();
+    for path in paths {
+        if let Ok(r) = host.files.remove_stale_temps(&path) {
+            removed.extend(r);
+        }
+    }
+    if let Ok(r) = host.files.remove_stale_temps_in(&journal::runs_dir()) {
+        removed.extend(r);
+    }
+    removed
 }
 
 /// The whole of `timectl apply`: take the lock, plan, check a saved plan
@@ -284,19 +346,48 @@ pub fn run(
     confirm: &mut dyn FnMut(&Plan) -> bool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Option<Report>, ApplyError> {
-    let _lock = Lock::acquire(&host.state_dir()).map_err(|e| ApplyError::Refused(e.to_string()))?;
+    let _lock = Lock::acquire(&host.files).map_err(|e| ApplyError::Refused(e.to_string()))?;
+    // Holding the lock, every unfinished journal is a run that died.
+    let interrupted = journal::interrupted(&host.files, true).map_err(|e| ApplyError::Host {
+        context: "reading the run journals".into(),
+        cause: e,
+    })?;
     let fresh = plan::build(spec, host)?;
-    let plan = match saved {
+    let mut plan = match saved {
         Some(saved) => {
             saved.check_still_valid(&fresh)?;
-            saved
+            saved.clone()
         }
-        None => &fresh,
+        None => fresh,
     };
-    if !plan.changes.is_empty() && !confirm(plan) {
+    plan.notes
+        .retain(|n| !n.starts_with("run ") || !n.contains(" was interrupted "));
+    for run in &interrupted {
+        plan.notes.insert(0, run.describe_interruption());
+    }
+    if !plan.changes.is_empty() && !confirm(&plan) {
         return Ok(None);
     }
-    apply(plan, spec, host, progress).map(Some)
+    for run in &interrupted {
+        if run.state != RunState::Interrupted {
+            let mut marked = run.clone();
+            marked.state = RunState::Interrupted;
+            let _ = marked.save(&host.files);
+        }
+    }
+    let removed = remove_stale_temps(host, Some(&plan), &interrupted);
+    if !removed.is_empty() {
+        plan.notes.push(format!(
+            "removed {} temporary file(s) a killed run left: {}",
+            removed.len(),
+            removed
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    apply(&plan, spec, host, progress).map(Some)
 }
 
 /// Apply a plan made for `spec` on `host`. The caller holds the lock and
@@ -342,19 +433,20 @@ pub fn apply(
         });
     }
 
-    let state_dir = host.state_dir();
-    let runs = state_dir.join("runs");
+    // Paths under the host's root, reached through host.files (inside the
+    // root when it is an offline one).
+    let state_dir = Path::new(crate::host::STATE_DIR);
     let backup_dir = state_dir.join("backups").join(&run_id);
-    for dir in [&runs, &backup_dir] {
-        std::fs::create_dir_all(dir).map_err(|e| ApplyError::Host {
-            context: "preparing the run".into(),
-            cause: HostError::io(dir, "cannot create", e),
-        })?;
+    let preparing = |cause| ApplyError::Host {
+        context: "preparing the run".into(),
+        cause,
+    };
+    for dir in [&journal::runs_dir(), &backup_dir] {
+        host.files.create_dir_all(dir).map_err(preparing)?;
     }
-    let _ = std::fs::set_permissions(
-        state_dir.join("backups"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o700),
-    );
+    host.files
+        .chmod(&state_dir.join("backups"), 0o700)
+        .map_err(preparing)?;
     let firewall = host
         .firewall_backend(spec.timesync.firewall)
         .map_err(|e| ApplyError::Host {
@@ -368,23 +460,38 @@ pub fn apply(
     };
     let mut run = Run {
         host,
-        plan,
-        run_id: run_id.clone(),
-        journal_path: runs.join(format!("{run_id}.json")),
-        backup_dir: backup_dir.clone(),
-        steps: plan
-            .changes
-            .iter()
-            .map(|c| StepReport {
-                summary: c.summary.clone(),
-                status: StepStatus::NotRun,
-                seconds: 0.0,
-                undo: Vec::new(),
-            })
-            .collect(),
+        journal: Journal {
+            format_version: journal::JOURNAL_FORMAT,
+            run_id: run_id.clone(),
+            timectl_version: env!("CARGO_PKG_VERSION").to_string(),
+            root: host.root.clone(),
+            mode: host.mode,
+            spec_path: plan.spec_path.clone(),
+            plan_fingerprint: plan.fingerprint.clone(),
+            started_at: journal::now(),
+            started_ns: journal::now_ns(),
+            pid: std::process::id(),
+            state: RunState::Running,
+            steps: plan
+                .changes
+                .iter()
+                .map(|c| JournalStep {
+                    summary: c.summary.clone(),
+                    status: StepStatus::NotRun,
+                    seconds: 0.0,
+                    undo: Vec::new(),
+                    undo_actions: Vec::new(),
+                    paths: c.action.paths(),
+                })
+                .collect(),
+            backups: backup_dir.clone(),
+            firewall: spec.timesync.firewall,
+            error: None,
+            rollback: None,
+        },
         undo: Vec::new(),
     };
-    run.write_journal("running");
+    run.write_journal(RunState::Running).map_err(preparing)?;
 
     let total = plan.changes.len();
     let mut failure: Option<String> = None;
@@ -396,26 +503,43 @@ pub fn apply(
         });
         let if_it_fails = change.action.undo_if_it_fails(&ctx);
         let t = Instant::now();
-        let result = change.action.execute(&ctx);
-        run.steps[index].seconds = t.elapsed().as_secs_f64();
+        // Backups and undo first, then "started" on disk, then the change.
+        let result = change.action.prepare(&ctx).and_then(|undo| {
+            let step = &mut run.journal.steps[index];
+            step.status = StepStatus::Started;
+            step.undo = undo.iter().map(Action::describe).collect();
+            step.undo_actions = undo.clone();
+            run.write_journal(RunState::Running).map_err(|e| {
+                HostError::msg(format!("not started: cannot record it in the journal: {e}"))
+            })?;
+            crash_point(&format!("started:{}", index + 1));
+            CURRENT_STEP.store(index + 1, Ordering::Relaxed);
+            let done = change.action.perform(&ctx);
+            CURRENT_STEP.store(0, Ordering::Relaxed);
+            done.map(|()| undo)
+        });
+        run.journal.steps[index].seconds = t.elapsed().as_secs_f64();
         match result {
             Ok(undo) => {
                 progress(Progress::StepDone {
-                    seconds: run.steps[index].seconds,
+                    seconds: run.journal.steps[index].seconds,
                 });
-                run.steps[index].status = StepStatus::Done;
-                run.steps[index].undo = undo.iter().map(Action::describe).collect();
+                run.journal.steps[index].status = StepStatus::Done;
                 run.undo.push((index, undo));
-                run.write_journal("running");
+                let _ = run.write_journal(RunState::Running);
+                crash_point(&format!("done:{}", index + 1));
             }
             Err(e) => {
                 let message = format!("{}: {e}", change.summary);
                 progress(Progress::StepFailed { error: &message });
-                run.steps[index].status = StepStatus::Failed(e.to_string());
+                let step = &mut run.journal.steps[index];
+                step.status = StepStatus::Failed(e.to_string());
+                step.undo = if_it_fails.iter().map(Action::describe).collect();
+                step.undo_actions = if_it_fails.clone();
                 if !if_it_fails.is_empty() {
-                    run.steps[index].undo = if_it_fails.iter().map(Action::describe).collect();
                     run.undo.push((index, if_it_fails));
                 }
+                let _ = run.write_journal(RunState::Running);
                 failure = Some(message);
                 break;
             }
@@ -476,28 +600,211 @@ pub fn apply(
             }
         }
     };
-    run.write_journal(match outcome {
-        Outcome::Converged | Outcome::NoChanges => "succeeded",
-        Outcome::RolledBack => "rolled-back",
-        Outcome::RollbackIncomplete => "rollback-incomplete",
-        Outcome::VerifyFailed => "verify-failed",
+    run.journal.error = failure.clone();
+    let _ = run.write_journal(match outcome {
+        Outcome::Converged | Outcome::NoChanges => RunState::Succeeded,
+        Outcome::RolledBack => RunState::RolledBack,
+        Outcome::RollbackIncomplete => RunState::RollbackIncomplete,
+        Outcome::VerifyFailed => RunState::VerifyFailed,
     });
     Ok(Report {
         format_version: plan::FORMAT_VERSION,
-        run_id,
+        run_id: run_id.clone(),
         root: host.root.clone(),
         mode: host.mode,
         outcome,
-        steps: run.steps.clone(),
+        steps: run.steps(),
         error: failure,
         not_restored,
         verify,
         step_now,
         notes,
-        journal: Some(run.journal_path.clone()),
-        backups: Some(backup_dir),
+        journal: host.files.resolve(&journal::journal_path(&run_id)).ok(),
+        backups: host.files.resolve(&backup_dir).ok(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A step's index and the actions that undo it.
+pub type StepUndo = (usize, Vec<Action>);
+/// Steps to undo, oldest first.
+pub type UndoList = Vec<StepUndo>;
+
+/// What `timectl rollback` did.
+#[derive(Clone, Debug, Serialize)]
+pub struct RollbackReport {
+    pub run_id: String,
+    pub root: PathBuf,
+    /// The run's state before the rollback.
+    pub was: RunState,
+    pub steps: Vec<StepReport>,
+    pub undone: usize,
+    pub not_restored: Vec<String>,
+    pub journal: Option<PathBuf>,
+}
+
+impl RollbackReport {
+    pub fn complete(&self) -> bool {
+        self.not_restored.is_empty()
+    }
+}
+
+/// The run `timectl rollback` would undo (the last one when no id is
+/// given), and the undo actions per step, oldest step first. Refuses runs
+/// that are already undone and runs that a later run built on.
+pub fn rollback_target(
+    host: &Host,
+    run_id: Option<&str>,
+) -> Result<(Journal, UndoList), ApplyError> {
+    let refused = |m: String| ApplyError::Refused(m);
+    let host_err = |cause| ApplyError::Host {
+        context: "reading the run journals".into(),
+        cause,
+    };
+    let (runs, _) = Journal::list(&host.files).map_err(host_err)?;
+    let journal = match run_id {
+        Some(id) => Journal::load(&host.files, id).map_err(host_err)?,
+        // The last run that left something to undo.
+        None => runs
+            .iter()
+            .rev()
+            .find(|r| {
+                r.state != RunState::RolledBack && !r.rollback.as_ref().is_some_and(|b| b.complete)
+            })
+            .cloned()
+            .ok_or_else(|| {
+                refused("no run under this root has anything left to roll back".into())
+            })?,
+    };
+    if journal.format_version < journal::JOURNAL_FORMAT {
+        return Err(refused(format!(
+            "run {} was recorded by an older timectl (journal format {}) without the actions that undo it: it cannot be rolled back automatically; its backups are in {}",
+            journal.run_id,
+            journal.format_version,
+            journal.backups.display()
+        )));
+    }
+    if let Some(done) = &journal.rollback
+        && done.complete
+    {
+        return Err(refused(format!(
+            "run {} was already rolled back ({})",
+            journal.run_id,
+            journal::format_time(done.at)
+        )));
+    }
+    if journal.state == RunState::RolledBack && journal.rollback.is_none() {
+        return Err(refused(format!(
+            "run {} was rolled back when it failed: nothing of it is left to undo",
+            journal.run_id
+        )));
+    }
+    let position = runs.iter().position(|r| r.run_id == journal.run_id);
+    let later: Vec<&Journal> = runs
+        .iter()
+        .skip(position.map_or(runs.len(), |p| p + 1))
+        .filter(|r| {
+            r.state != RunState::RolledBack
+                && !r.rollback.as_ref().is_some_and(|b| b.complete)
+                && r.steps.iter().any(|s| {
+                    matches!(
+                        s.status,
+                        StepStatus::Done | StepStatus::Started | StepStatus::UndoFailed(_)
+                    )
+                })
+        })
+        .collect();
+    if let Some(last) = later.last() {
+        return Err(refused(format!(
+            "run {} changed this host after run {}: roll that back first (`timectl rollback {}`), newest first",
+            last.run_id, journal.run_id, last.run_id
+        )));
+    }
+    let undo: Vec<(usize, Vec<Action>)> = journal
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| match &s.status {
+            StepStatus::Done | StepStatus::Started | StepStatus::UndoFailed(_) => true,
+            // A failed step's own clean-up (stop a unit whose start failed)
+            // is repeated: it is harmless when it already ran.
+            StepStatus::Failed(_) => journal.state.unfinished(),
+            StepStatus::Undone | StepStatus::NotRun => false,
+        })
+        .map(|(i, s)| (i, s.undo_actions.clone()))
+        .collect();
+    Ok((journal, undo))
+}
+
+/// The whole of `timectl rollback`: take the lock, find the run, confirm,
+/// undo its steps newest first from the journal and backups.
+pub fn rollback(
+    host: &Host,
+    run_id: Option<&str>,
+    confirm: &mut dyn FnMut(&Journal, &[StepUndo]) -> bool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Option<RollbackReport>, ApplyError> {
+    let _lock = Lock::acquire(&host.files).map_err(|e| ApplyError::Refused(e.to_string()))?;
+    let (mut journal, undo) = rollback_target(host, run_id)?;
+    if !confirm(&journal, &undo) {
+        return Ok(None);
+    }
+    let was = journal.state;
+    remove_stale_temps(host, None, std::slice::from_ref(&journal));
+    let needs_firewall = undo
+        .iter()
+        .flat_map(|(_, a)| a)
+        .any(|a| matches!(a, Action::OpenFirewall | Action::CloseFirewall));
+    let firewall = if needs_firewall {
+        host.firewall_backend(journal.firewall)
+            .map_err(|e| ApplyError::Host {
+                context: "choosing the firewall backend".into(),
+                cause: e,
+            })?
+    } else {
+        None
+    };
+    // Files only: nothing of the plan is redone, no backups are taken.
+    let ctx = ApplyContext {
+        host,
+        backup_dir: journal.backups.clone(),
+        firewall: firewall.as_deref(),
+    };
+    let undone = undo.len();
+    let state = journal.state;
+    let not_restored = undo_steps(&mut journal, undo, &ctx, progress, state);
+    journal.rollback = Some(journal::RollbackRecord {
+        at: journal::now(),
+        complete: not_restored.is_empty(),
+        not_restored: not_restored.clone(),
+    });
+    journal.state = if not_restored.is_empty() {
+        RunState::RolledBack
+    } else {
+        RunState::RollbackIncomplete
+    };
+    let _ = journal.save(&host.files);
+    Ok(Some(RollbackReport {
+        run_id: journal.run_id.clone(),
+        root: host.root.clone(),
+        was,
+        steps: journal
+            .steps
+            .iter()
+            .map(|s| StepReport {
+                summary: s.summary.clone(),
+                status: s.status.clone(),
+                seconds: s.seconds,
+                undo: s.undo.clone(),
+            })
+            .collect(),
+        undone,
+        not_restored,
+        journal: host
+            .files
+            .resolve(&journal::journal_path(&journal.run_id))
+            .ok(),
+    }))
 }
 
 struct VerifyResult {

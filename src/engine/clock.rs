@@ -110,12 +110,24 @@ impl EngineClock {
     }
 
     /// Raw and realtime nanoseconds read back to back (realtime between two
-    /// raw readings, so the pair is consistent to a few tens of ns).
+    /// raw readings). A process descheduled between the readings (a loaded
+    /// machine, a VM) would pair instants milliseconds apart, which looks
+    /// like a clock jump: read again, and keep the tightest of a few tries.
     fn pair() -> (i128, i128) {
-        let raw1 = nanos(ClockId::CLOCK_MONOTONIC_RAW);
-        let real = nanos(ClockId::CLOCK_REALTIME);
-        let raw2 = nanos(ClockId::CLOCK_MONOTONIC_RAW);
-        ((raw1 + raw2) / 2, real)
+        let mut best: Option<(i128, i128, i128)> = None;
+        for _ in 0..5 {
+            let raw1 = nanos(ClockId::CLOCK_MONOTONIC_RAW);
+            let real = nanos(ClockId::CLOCK_REALTIME);
+            let raw2 = nanos(ClockId::CLOCK_MONOTONIC_RAW);
+            let gap = raw2 - raw1;
+            if best.is_none_or(|(g, _, _)| gap < g) {
+                best = Some((gap, (raw1 + raw2) / 2, real));
+            }
+            if gap < 20_000 {
+                break;
+            }
+        }
+        best.map_or((0, 0), |(_, raw, real)| (raw, real))
     }
 
     /// The engine's instant now (raw seconds since start).

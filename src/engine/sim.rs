@@ -601,6 +601,13 @@ impl Simulation {
         Ok(offset)
     }
 
+    /// Moves server `index`'s time (its clock stepped, or a spike).
+    pub fn set_server_offset(&mut self, index: usize, time_offset: f64) {
+        if let Some(s) = self.config.servers.get_mut(index) {
+            s.time_offset = time_offset;
+        }
+    }
+
     /// Changes the loss probability of every path (e.g. 1.0: all servers gone).
     pub fn set_loss(&mut self, loss: f64) {
         for s in &mut self.config.servers {

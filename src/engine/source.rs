@@ -19,6 +19,12 @@ pub const BURST_COUNT: u8 = 4;
 const POLL_ADJUST_LIMIT: i32 = 30;
 /// A sample is "good" when within this many jitters of the prediction.
 const POLL_GATE: f64 = 4.0;
+/// A sample further than this from the source's line (and than ten times
+/// its jitter, and its own round trip) is held back as a suspect: a single
+/// one is a spike and is dropped; two in a row that agree mean the source's
+/// time really moved (a server stepped), and the line restarts from them
+/// instead of bending through the jump for a whole window.
+const SUSPECT_MIN: f64 = 0.010;
 
 /// Lowest and highest poll exponents accepted anywhere (chrony's range is
 /// -6..24; below -4 is pointless over a real network, above 17 is 36 h).
@@ -87,6 +93,8 @@ pub struct Source {
     stopped: Option<Stopped>,
     server: Option<ServerInfo>,
     filter: SampleFilter,
+    /// Samples held back as too far from the line (see SUSPECT_MIN).
+    suspects: Vec<Sample>,
     last_measurement: Option<(f64, Measurement)>,
     last_reject: Option<Reject>,
 }
@@ -114,6 +122,7 @@ impl Source {
             stopped: None,
             server: None,
             filter: SampleFilter::new(),
+            suspects: Vec::new(),
             last_measurement: None,
             last_reject: None,
         }
@@ -265,16 +274,29 @@ impl Source {
         self.last_reject = None;
         let measured_at = now - received_age - m.delay / 2.0;
         let natural_offset = m.offset + correction_at(measured_at);
-        if let Some(prior) = self.filter.estimate(now, default_slope) {
-            let residual = (natural_offset - prior.natural_offset).abs();
-            let gate = POLL_GATE * prior.jitter.max(m.delay / 4.0).max(1e-6);
-            self.adapt_poll(now, residual < gate);
-        }
-        self.filter.add(Sample {
+        let sample = Sample {
             time: measured_at,
             natural_offset,
             delay: m.delay,
-        });
+        };
+        match self.filter.estimate(measured_at, default_slope) {
+            Some(prior) => {
+                let residual = (natural_offset - prior.natural_offset).abs();
+                let gate = POLL_GATE * prior.jitter.max(m.delay / 4.0).max(1e-6);
+                self.adapt_poll(now, residual < gate);
+                let limit = SUSPECT_MIN
+                    .max(10.0 * prior.jitter)
+                    .max(m.delay)
+                    .max(3.0 * prior.offset_sd);
+                if residual > limit {
+                    self.hold_suspect(sample, prior.slope.unwrap_or(default_slope), limit);
+                } else {
+                    self.suspects.clear();
+                    self.filter.add(sample);
+                }
+            }
+            None => self.filter.add(sample),
+        }
         self.server = Some(ServerInfo {
             stratum: m.stratum,
             leap: m.leap,
@@ -320,6 +342,25 @@ impl Source {
     /// side of the jump, so its reply would give a bogus sample.
     pub fn forget_pending(&mut self) {
         self.pending = None;
+    }
+
+    /// A sample far from the line: kept aside; two that agree replace the
+    /// line (the source's time moved), one alone is forgotten by the next
+    /// good sample.
+    fn hold_suspect(&mut self, sample: Sample, slope: f64, limit: f64) {
+        if let Some(last) = self.suspects.last() {
+            let predicted = last.natural_offset + slope * (sample.time - last.time);
+            if (sample.natural_offset - predicted).abs() > limit {
+                self.suspects.clear();
+            }
+        }
+        self.suspects.push(sample);
+        if self.suspects.len() >= 2 {
+            self.filter.clear();
+            for s in self.suspects.drain(..) {
+                self.filter.add(s);
+            }
+        }
     }
 
     /// Whether this source is of no more use: refused us, or unreachable

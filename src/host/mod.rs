@@ -39,6 +39,20 @@ pub enum HostError {
     /// The backend does not exist here (no systemd, no package database).
     #[error("not available: {0}")]
     Unavailable(String),
+    /// A symlink under an offline root whose target does not resolve inside
+    /// the root: nothing is read or changed through it.
+    #[error(
+        "{} is a symlink to {}, which does not resolve inside the root {}: symlinks under --root are followed inside it as in a chroot, never out of it; fix or remove the link",
+        link.display(),
+        target.display(),
+        root.display()
+    )]
+    OutsideRoot {
+        /// The link, as a path on the managed host (`/etc`).
+        link: PathBuf,
+        target: PathBuf,
+        root: PathBuf,
+    },
 }
 
 impl HostError {
@@ -261,6 +275,10 @@ pub trait Firewall {
     fn close(&self) -> Result<(), HostError>;
 }
 
+/// timectl's state directory on a managed host: the apply lock, run
+/// journals, backups, the firewall record.
+pub const STATE_DIR: &str = "/var/lib/timectl";
+
 /// The running executable (for installing the embedded engine).
 fn own_executable() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
@@ -335,14 +353,15 @@ impl Host {
     /// An offline root: files under `root`, enablement as unit symlinks,
     /// packages read from the root's database, nothing started.
     pub fn offline(root: &Path) -> Host {
+        let files = Files::new(root);
         Host {
             root: root.to_path_buf(),
             mode: Mode::Offline,
             manage_owners: nix::unistd::geteuid().is_root(),
             timectl_binary: own_executable(),
-            files: Files::new(root),
-            services: Box::new(units_offline::OfflineUnits::new(root)),
-            packages: packages::for_root(root, Mode::Offline),
+            services: Box::new(units_offline::OfflineUnits::new(files.clone())),
+            packages: packages::for_root(&files, Mode::Offline),
+            files,
         }
     }
 
@@ -355,10 +374,11 @@ impl Host {
             Err(HostError::Unavailable(why)) => Box::new(NoServiceManager { why }),
             Err(e) => Box::new(NoServiceManager { why: e.to_string() }),
         };
+        let files = Files::new(&root);
         Host {
-            files: Files::new(&root),
+            packages: packages::for_root(&files, Mode::Live),
+            files,
             services,
-            packages: packages::for_root(&root, Mode::Live),
             mode: Mode::Live,
             manage_owners: nix::unistd::geteuid().is_root(),
             timectl_binary: own_executable(),
@@ -372,7 +392,7 @@ impl Host {
         &self,
         preference: crate::spec::FirewallMode,
     ) -> Result<Option<Box<dyn Firewall>>, HostError> {
-        firewall::select(&self.root, self.mode, &self.state_dir(), preference)
+        firewall::select(&self.files, self.mode, preference)
     }
 
     /// Numeric owner for a file: the named one when owners are managed,
@@ -395,8 +415,10 @@ impl Host {
         })
     }
 
-    /// The root's timectl state directory (locks, journals, backups).
+    /// The root's timectl state directory (locks, journals, backups), as a
+    /// real path for messages; files in it are reached through
+    /// [`Host::files`] and [`STATE_DIR`].
     pub fn state_dir(&self) -> PathBuf {
-        self.root.join("var/lib/timectl")
+        self.root.join(STATE_DIR.trim_start_matches('/'))
     }
 }

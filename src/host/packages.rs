@@ -15,29 +15,40 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::command;
-use super::{HostError, InstallPreview, Mode, PackageManager, PackageState};
+use super::{Files, HostError, InstallPreview, Mode, PackageManager, PackageState};
+
+const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+const RPM_DBS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
 
 /// Pick the package backend that matches what the root contains.
-pub fn for_root(root: &Path, mode: Mode) -> Box<dyn PackageManager> {
-    if root.join("var/lib/dpkg/status").is_file() {
+pub fn for_root(files: &Files, mode: Mode) -> Box<dyn PackageManager> {
+    let root = files.root().to_path_buf();
+    let is_file = |p: &str| {
+        files
+            .stat(Path::new(p))
+            .is_ok_and(|m| m.is_some_and(|m| m.is_file()))
+    };
+    let is_dir = |p: &str| files.is_dir(Path::new(p)).unwrap_or(false);
+    if is_file(DPKG_STATUS) {
         Box::new(Dpkg {
-            root: root.to_path_buf(),
+            files: files.clone(),
+            root,
             mode,
         })
-    } else if root.join("var/lib/rpm").is_dir() || root.join("usr/lib/sysimage/rpm").is_dir() {
+    } else if RPM_DBS.iter().any(|d| is_dir(d)) {
         Box::new(Rpm {
-            root: root.to_path_buf(),
+            files: files.clone(),
+            root,
             mode,
         })
     } else {
-        Box::new(NoDatabase {
-            root: root.to_path_buf(),
-        })
+        Box::new(NoDatabase { root })
     }
 }
 
 /// Debian family: /var/lib/dpkg/status, apt-get.
 pub struct Dpkg {
+    files: Files,
     root: PathBuf,
     mode: Mode,
 }
@@ -87,10 +98,15 @@ impl PackageManager for Dpkg {
     }
 
     fn query(&self, name: &str) -> Result<PackageState, HostError> {
-        let path = self.root.join("var/lib/dpkg/status");
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| HostError::io(&path, "cannot read", e))?;
-        Ok(dpkg_lookup(&text, name))
+        let state = self.files.read(Path::new(DPKG_STATUS))?.ok_or_else(|| {
+            HostError::msg(format!(
+                "{} vanished",
+                self.root
+                    .join(DPKG_STATUS.trim_start_matches('/'))
+                    .display()
+            ))
+        })?;
+        Ok(dpkg_lookup(&String::from_utf8_lossy(&state.content), name))
     }
 
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError> {
@@ -187,6 +203,7 @@ pub fn parse_apt_simulation(text: &str) -> InstallPreview {
 
 /// RHEL family: the rpm database, dnf (or yum).
 pub struct Rpm {
+    files: Files,
     root: PathBuf,
     mode: Mode,
 }
@@ -200,6 +217,11 @@ impl PackageManager for Rpm {
     }
 
     fn query(&self, name: &str) -> Result<PackageState, HostError> {
+        // rpm --root opens the database by its path joined under the root:
+        // refuse when a symlink would take that lookup out of the root.
+        for db in RPM_DBS {
+            self.files.check_host_view(Path::new(db), "rpm --root")?;
+        }
         let root = self.root.display().to_string();
         let out = command::run(
             &[
@@ -406,10 +428,11 @@ mod tests {
     #[test]
     fn backend_follows_the_root() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(for_root(dir.path(), Mode::Offline).query("chrony").is_err());
+        let files = Files::new(dir.path());
+        assert!(for_root(&files, Mode::Offline).query("chrony").is_err());
         std::fs::create_dir_all(dir.path().join("var/lib/dpkg")).unwrap();
         std::fs::write(dir.path().join("var/lib/dpkg/status"), STATUS).unwrap();
-        let pm = for_root(dir.path(), Mode::Offline);
+        let pm = for_root(&files, Mode::Offline);
         assert!(matches!(
             pm.query("chrony").unwrap(),
             PackageState::Installed(_)

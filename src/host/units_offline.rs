@@ -4,24 +4,25 @@
 //! `<root>/etc/systemd/system`, masked when `/etc/systemd/system/<unit>`
 //! points to /dev/null. Nothing runs on an offline root.
 
-use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use super::{Enablement, HostError, ServiceManager, UnitStatus};
+use super::{Enablement, Files, HostError, ServiceManager, UnitStatus};
 
 /// Unit file directories in systemd's order of precedence (without /run,
 /// which does not exist in an image).
 const UNIT_DIRS: [&str; 4] = [
-    "etc/systemd/system",
-    "usr/local/lib/systemd/system",
-    "usr/lib/systemd/system",
-    "lib/systemd/system",
+    "/etc/systemd/system",
+    "/usr/local/lib/systemd/system",
+    "/usr/lib/systemd/system",
+    "/lib/systemd/system",
 ];
 
-const ETC_UNITS: &str = "etc/systemd/system";
+const ETC_UNITS: &str = "/etc/systemd/system";
 
+/// Unit enablement under an offline root. Every path goes through the
+/// root's [`Files`], so links and directories resolve inside the root.
 pub struct OfflineUnits {
-    root: PathBuf,
+    files: Files,
 }
 
 /// The `[Install]` section of a unit file.
@@ -69,77 +70,81 @@ fn parse_install(text: &str) -> Install {
     install
 }
 
+/// A unit or target name as one path component: never `..` or a path.
+fn unit_name(name: &str) -> Result<&str, HostError> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(HostError::msg(format!("{name:?} is not a unit name")));
+    }
+    Ok(name)
+}
+
 impl OfflineUnits {
-    pub fn new(root: &Path) -> OfflineUnits {
-        OfflineUnits {
-            root: root.to_path_buf(),
-        }
+    pub fn new(files: Files) -> OfflineUnits {
+        OfflineUnits { files }
     }
 
-    fn etc(&self) -> PathBuf {
-        self.root.join(ETC_UNITS)
+    fn etc(&self, name: &str) -> Result<PathBuf, HostError> {
+        Ok(Path::new(ETC_UNITS).join(unit_name(name)?))
     }
 
-    /// The unit file (root-relative host path, real path), skipping the
-    /// symlinks in /etc that enable or mask units.
-    fn unit_file(&self, unit: &str) -> Option<(String, PathBuf)> {
+    /// The unit file (as a host path), skipping the symlinks in /etc that
+    /// enable or mask units.
+    fn unit_file(&self, unit: &str) -> Result<Option<PathBuf>, HostError> {
+        let unit = unit_name(unit)?;
         for dir in UNIT_DIRS {
-            let real = self.root.join(dir).join(unit);
-            let Ok(meta) = real.symlink_metadata() else {
+            let path = Path::new(dir).join(unit);
+            let Some(meta) = self.files.lstat(&path)? else {
                 continue;
             };
             if dir == ETC_UNITS && meta.file_type().is_symlink() {
                 continue;
             }
             if meta.file_type().is_symlink() || meta.is_file() {
-                return Some((format!("/{dir}/{unit}"), real));
+                return Ok(Some(path));
             }
         }
-        None
+        Ok(None)
     }
 
-    fn is_masked(&self, unit: &str) -> bool {
-        std::fs::read_link(self.etc().join(unit))
-            .map(|t| t == Path::new("/dev/null"))
-            .unwrap_or(false)
+    fn is_masked(&self, unit: &str) -> Result<bool, HostError> {
+        Ok(self
+            .files
+            .read_link(&self.etc(unit)?)?
+            .is_some_and(|t| t == Path::new("/dev/null")))
     }
 
     /// An alias symlink in /etc pointing at another unit (enabled alias).
-    fn alias_target(&self, unit: &str) -> Option<String> {
-        let target = std::fs::read_link(self.etc().join(unit)).ok()?;
+    fn alias_target(&self, unit: &str) -> Result<Option<String>, HostError> {
+        let Some(target) = self.files.read_link(&self.etc(unit)?)? else {
+            return Ok(None);
+        };
         if target == Path::new("/dev/null") {
-            return None;
+            return Ok(None);
         }
-        target
+        Ok(target
             .file_name()
             .and_then(|n| n.to_str())
-            .map(str::to_string)
+            .map(str::to_string))
     }
 
-    fn install_of(&self, unit: &str) -> Result<(String, Install), HostError> {
-        let (host_path, real) = self.unit_file(unit).ok_or_else(|| {
+    fn install_of(&self, unit: &str) -> Result<(PathBuf, Install), HostError> {
+        let path = self.unit_file(unit)?.ok_or_else(|| {
             HostError::msg(format!(
                 "unit {unit} not found under {}",
-                self.root.display()
+                self.files.root().display()
             ))
         })?;
-        let text =
-            std::fs::read_to_string(&real).map_err(|e| HostError::io(&real, "cannot read", e))?;
-        Ok((host_path, parse_install(&text)))
-    }
-
-    fn link(&self, link: &Path, target: &str) -> Result<(), HostError> {
-        if let Some(dir) = link.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| HostError::io(dir, "cannot create directory", e))?;
-        }
-        if let Ok(existing) = std::fs::read_link(link) {
-            if existing == Path::new(target) {
-                return Ok(());
-            }
-            std::fs::remove_file(link).map_err(|e| HostError::io(link, "cannot replace", e))?;
-        }
-        symlink(target, link).map_err(|e| HostError::io(link, "cannot create symlink", e))
+        let state = self.files.read(&path)?.ok_or_else(|| {
+            HostError::msg(format!(
+                "unit {unit}: {} is a link that leads nowhere under {}",
+                path.display(),
+                self.files.root().display()
+            ))
+        })?;
+        Ok((
+            path,
+            parse_install(&String::from_utf8_lossy(&state.content)),
+        ))
     }
 
     fn enable_inner(&self, unit: &str, depth: usize) -> Result<(), HostError> {
@@ -149,20 +154,17 @@ impl OfflineUnits {
                 "{unit} has no [Install] section (a static unit) and cannot be enabled"
             )));
         }
+        let unit = unit_name(unit)?;
         for target in &install.wanted_by {
-            self.link(
-                &self.etc().join(format!("{target}.wants")).join(unit),
-                &host_path,
-            )?;
+            let dir = self.etc(&format!("{}.wants", unit_name(target)?))?;
+            self.files.symlink(&host_path, &dir.join(unit))?;
         }
         for target in &install.required_by {
-            self.link(
-                &self.etc().join(format!("{target}.requires")).join(unit),
-                &host_path,
-            )?;
+            let dir = self.etc(&format!("{}.requires", unit_name(target)?))?;
+            self.files.symlink(&host_path, &dir.join(unit))?;
         }
         for alias in &install.alias {
-            self.link(&self.etc().join(alias), &host_path)?;
+            self.files.symlink(&host_path, &self.etc(alias)?)?;
         }
         if depth < 4 {
             for also in &install.also {
@@ -173,26 +175,29 @@ impl OfflineUnits {
     }
 
     /// Every `*.wants/<unit>` and `*.requires/<unit>` link under /etc.
-    fn install_links(&self, unit: &str) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.etc()) else {
-            return Vec::new();
+    fn install_links(&self, unit: &str) -> Result<Vec<PathBuf>, HostError> {
+        let unit = unit_name(unit)?;
+        let Some(names) = self.files.list_dir(Path::new(ETC_UNITS))? else {
+            return Ok(Vec::new());
         };
-        entries
-            .filter_map(Result::ok)
-            .filter(|e| {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                name.ends_with(".wants") || name.ends_with(".requires")
-            })
-            .map(|e| e.path().join(unit))
-            .filter(|p| p.symlink_metadata().is_ok())
-            .collect()
+        let mut links = Vec::new();
+        for name in names {
+            let name = name.to_string_lossy();
+            if !(name.ends_with(".wants") || name.ends_with(".requires")) {
+                continue;
+            }
+            let link = Path::new(ETC_UNITS).join(name.as_ref()).join(unit);
+            if self.files.lstat(&link)?.is_some() {
+                links.push(link);
+            }
+        }
+        Ok(links)
     }
 }
 
 impl ServiceManager for OfflineUnits {
     fn describe(&self) -> String {
-        format!("systemd unit files under {}", self.root.display())
+        format!("systemd unit files under {}", self.files.root().display())
     }
 
     fn runs_units(&self) -> bool {
@@ -200,24 +205,23 @@ impl ServiceManager for OfflineUnits {
     }
 
     fn status(&self, unit: &str) -> Result<UnitStatus, HostError> {
-        let enablement = if self.is_masked(unit) {
+        let enablement = if self.is_masked(unit)? {
             Enablement::Masked
-        } else if self.unit_file(unit).is_none() {
-            if self.alias_target(unit).is_some() {
+        } else if self.unit_file(unit)?.is_none() {
+            if self.alias_target(unit)?.is_some() {
                 Enablement::Indirect
             } else {
                 Enablement::NotFound
             }
         } else {
             let (_, install) = self.install_of(unit)?;
+            let mut aliased = false;
+            for alias in &install.alias {
+                aliased |= self.files.lstat(&self.etc(alias)?)?.is_some();
+            }
             if install.is_empty() {
                 Enablement::Static
-            } else if !self.install_links(unit).is_empty()
-                || install
-                    .alias
-                    .iter()
-                    .any(|a| self.etc().join(a).symlink_metadata().is_ok())
-            {
+            } else if aliased || !self.install_links(unit)?.is_empty() {
                 Enablement::Enabled
             } else {
                 Enablement::Disabled
@@ -253,15 +257,14 @@ impl ServiceManager for OfflineUnits {
     }
 
     fn disable(&self, unit: &str) -> Result<(), HostError> {
-        for link in self.install_links(unit) {
-            std::fs::remove_file(&link).map_err(|e| HostError::io(&link, "cannot remove", e))?;
+        for link in self.install_links(unit)? {
+            self.files.remove(&link)?;
         }
         if let Ok((host_path, install)) = self.install_of(unit) {
             for alias in install.alias {
-                let link = self.etc().join(&alias);
-                if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(&host_path)) {
-                    std::fs::remove_file(&link)
-                        .map_err(|e| HostError::io(&link, "cannot remove", e))?;
+                let link = self.etc(&alias)?;
+                if self.files.read_link(&link)?.is_some_and(|t| t == host_path) {
+                    self.files.remove(&link)?;
                 }
             }
         }
@@ -269,22 +272,21 @@ impl ServiceManager for OfflineUnits {
     }
 
     fn mask(&self, unit: &str) -> Result<(), HostError> {
-        let link = self.etc().join(unit);
-        if let Ok(meta) = link.symlink_metadata()
+        let link = self.etc(unit)?;
+        if let Some(meta) = self.files.lstat(&link)?
             && !meta.file_type().is_symlink()
         {
             return Err(HostError::msg(format!(
                 "cannot mask {unit}: {} is a unit file, not a link",
-                link.display()
+                self.files.resolve(&link)?.display()
             )));
         }
-        self.link(&link, "/dev/null")
+        self.files.symlink(Path::new("/dev/null"), &link)
     }
 
     fn unmask(&self, unit: &str) -> Result<(), HostError> {
-        if self.is_masked(unit) {
-            let link = self.etc().join(unit);
-            std::fs::remove_file(&link).map_err(|e| HostError::io(&link, "cannot remove", e))?;
+        if self.is_masked(unit)? {
+            self.files.remove(&self.etc(unit)?)?;
         }
         Ok(())
     }
@@ -321,7 +323,7 @@ mod tests {
     #[test]
     fn enable_and_disable_like_systemctl_root() {
         let dir = root_with(&[("chrony.service", CHRONY)]);
-        let units = OfflineUnits::new(dir.path());
+        let units = OfflineUnits::new(Files::new(dir.path()));
         assert_eq!(
             units.status("chrony.service").unwrap().enablement,
             Enablement::Disabled
@@ -363,7 +365,7 @@ mod tests {
     #[test]
     fn mask_and_unmask() {
         let dir = root_with(&[("ntpd.service", "[Install]\nWantedBy=multi-user.target\n")]);
-        let units = OfflineUnits::new(dir.path());
+        let units = OfflineUnits::new(Files::new(dir.path()));
         units.mask("ntpd.service").unwrap();
         assert_eq!(
             units.status("ntpd.service").unwrap().enablement,
@@ -379,7 +381,7 @@ mod tests {
     #[test]
     fn missing_and_static_units() {
         let dir = root_with(&[("helper.service", "[Service]\nExecStart=/bin/true\n")]);
-        let units = OfflineUnits::new(dir.path());
+        let units = OfflineUnits::new(Files::new(dir.path()));
         assert_eq!(
             units.status("nope.service").unwrap().enablement,
             Enablement::NotFound

@@ -76,23 +76,40 @@ impl Plan {
     }
 
     /// Save for a later `apply PLANFILE`. The file may hold key material,
-    /// so only its owner can read it.
+    /// so only its owner can read it: it is always written as a new file,
+    /// mode 0600, that atomically replaces what was there (an existing
+    /// 0644 file is not reused, and a reader never sees half a plan).
     pub fn save(&self, path: &Path) -> Result<(), PlanError> {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| PlanError::Other(format!("cannot encode plan: {e}")))?;
         let io =
             |e: std::io::Error| PlanError::Other(format!("cannot write {}: {e}", path.display()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .ok_or_else(|| PlanError::Other(format!("{}: not a file name", path.display())))?;
+        // tempfile creates the file with O_EXCL and mode 0600.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.timectl-", name.to_string_lossy()))
+            .tempfile_in(dir)
             .map_err(io)?;
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.write_all(b"\n").map_err(io)?;
+        tmp.write_all(text.as_bytes())
+            .and_then(|()| tmp.write_all(b"\n"))
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io)?;
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
         Ok(())
     }
 
@@ -226,7 +243,7 @@ fn group_blockers(blockers: Vec<String>) -> Vec<String> {
 
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
-    let facts = Facts::detect(&host.root)?;
+    let facts = Facts::detect_in(&host.files)?;
     let desired = provider::compile(spec, &facts, &host.timectl_binary)?;
     let mut changes: Vec<Change> = Vec::new();
     let mut notes = desired.notes.clone();
@@ -238,6 +255,20 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
             "offline root {}: services are not started, stopped or restarted, only enabled or disabled at boot",
             host.root.display()
         ));
+    }
+
+    // A run that was killed is reported until it is rolled back or a later
+    // run converges.
+    match crate::apply::journal::interrupted(&host.files, false) {
+        Ok(runs) => {
+            for (i, run) in runs.iter().enumerate() {
+                notes.insert(i, run.describe_interruption());
+            }
+        }
+        Err(e @ HostError::OutsideRoot { .. }) => {
+            return Err(host_err("reading the run journals")(e));
+        }
+        Err(e) => notes.push(format!("the run journals could not be read: {e}")),
     }
 
     if !host.manage_owners {

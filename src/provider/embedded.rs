@@ -35,15 +35,12 @@ pub(super) fn resources(
     timectl_binary: &Path,
 ) -> Result<(Vec<Resource>, Vec<String>), SpecError> {
     let ts = &spec.timesync;
-    if ts.extra_config.is_some() {
-        let at = ts
-            .provider
-            .as_ref()
-            .map(|p| p.referenced)
-            .unwrap_or(ts.sources.referenced);
+    // Spec validation refuses it; kept here so no config is ever built
+    // without it.
+    if let Some(extra) = &ts.extra_config {
         return Err(SpecError::Invalid(vec![spec.diagnostic(
-            &at,
-            "extraConfig is not supported with the embedded engine (its config is a YAML file timectl owns): remove it, or use provider chrony",
+            &extra.referenced,
+            crate::spec::EMBEDDED_EXTRA_CONFIG,
         )]));
     }
     let sources: Vec<EngineSource> = ts

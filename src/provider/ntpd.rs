@@ -144,7 +144,7 @@ pub(super) fn files(
     context.insert("serve", &serve);
     context.insert(
         "extra_config",
-        &ts.extra_config.as_deref().map(str::trim_end),
+        &ts.extra_config.as_ref().map(|e| e.value.trim_end()),
     );
     let whole = render("ntp.conf", TEMPLATE, &context);
 

@@ -354,15 +354,15 @@ fn embedded_installs_this_timectl_and_restarts_on_any_of_its_files() {
 
 #[test]
 fn embedded_refuses_extra_config() {
-    let err = compile(
-        &spec("timesync:\n  extraConfig: \"x: 1\"\n  sources:\n    - server: a.example\n"),
-        &debian12(),
-        Path::new("/usr/bin/timectl"),
+    // Validation refuses it (so `validate` and `plan` agree), at the value.
+    let err = Spec::parse(
+        Path::new("site.yaml"),
+        "timesync:\n  extraConfig: \"x: 1\"\n  sources:\n    - server: a.example\n".to_string(),
     )
     .unwrap_err();
     assert!(
         err.to_string()
-            .contains("extraConfig is not supported with the embedded engine"),
+            .contains("site.yaml:2:16: extraConfig is not supported with the embedded engine"),
         "{err}"
     );
 }

@@ -35,12 +35,13 @@ impl BinaryResource {
     pub fn plan(&self, host: &Host) -> Result<(BinaryObservation, Vec<Change>), HostError> {
         let source = std::fs::read(&self.source)
             .map_err(|e| HostError::io(&self.source, "cannot read", e))?;
-        let real = host.files.resolve(&self.path)?;
-        let (observation, current) = match std::fs::metadata(&real) {
-            Ok(meta) => {
+        let (observation, current) = match host.files.stat(&self.path)? {
+            Some(meta) => {
                 let same = meta.len() == source.len() as u64
-                    && std::fs::read(&real).map_err(|e| HostError::io(&real, "cannot read", e))?
-                        == source;
+                    && host
+                        .files
+                        .read(&self.path)?
+                        .is_some_and(|installed| installed.content == source);
                 (
                     BinaryObservation {
                         exists: true,
@@ -53,7 +54,7 @@ impl BinaryResource {
                     Some((meta.len(), meta.mode() & 0o7777)),
                 )
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            None => (
                 BinaryObservation {
                     exists: false,
                     size: 0,
@@ -63,7 +64,6 @@ impl BinaryResource {
                 },
                 None,
             ),
-            Err(e) => return Err(HostError::io(&real, "cannot inspect", e)),
         };
         let action = Action::InstallBinary {
             source: self.source.clone(),

@@ -129,6 +129,10 @@ pub enum Action {
     RemoveFile {
         path: PathBuf,
     },
+    /// Remove a directory this run created, if it is empty (undo only).
+    RemoveEmptyDir {
+        path: PathBuf,
+    },
     /// Copy an executable (the running timectl) into place, mode 0755.
     InstallBinary {
         source: PathBuf,
@@ -189,7 +193,8 @@ pub enum Restore {
 /// What an action needs besides the host: where to keep backups.
 pub struct ApplyContext<'a> {
     pub host: &'a Host,
-    /// `<root>/var/lib/timectl/backups/<run-id>` as a real path.
+    /// `/var/lib/timectl/backups/<run-id>`, a path under the host's root
+    /// (reached through `host.files`, like every other file).
     pub backup_dir: PathBuf,
     pub firewall: Option<&'a dyn crate::host::Firewall>,
 }
@@ -203,13 +208,110 @@ impl ApplyContext<'_> {
 
 impl Action {
     /// Carry the action out; return the actions that undo it, in the order
-    /// they must run.
+    /// they must run: [`Action::prepare`], then [`Action::perform`].
     pub fn execute(&self, ctx: &ApplyContext<'_>) -> Result<Vec<Action>, HostError> {
+        let undo = self.prepare(ctx)?;
+        self.perform(ctx)?;
+        Ok(undo)
+    }
+
+    /// Everything before the change itself: back up what it replaces and
+    /// return the actions that undo it. They are right whether or not the
+    /// change then happens (restoring a file from its backup, disabling a
+    /// unit that was disabled before), so a run killed in the middle of a
+    /// step can still be rolled back from its journal. Changes nothing on
+    /// the host but timectl's own backups.
+    pub fn prepare(&self, ctx: &ApplyContext<'_>) -> Result<Vec<Action>, HostError> {
+        let host = ctx.host;
+        let svc = &host.services;
+        match self {
+            Action::WriteFile(w) => backup(ctx, &w.path),
+            Action::SetFileMeta { path, .. } => {
+                let before = host
+                    .files
+                    .read(path)?
+                    .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
+                Ok(vec![Action::RestoreFile {
+                    path: path.clone(),
+                    from: Restore::MetaOnly,
+                    mode: before.mode,
+                    uid: before.uid,
+                    gid: before.gid,
+                }])
+            }
+            Action::RestoreFile { .. } | Action::RemoveEmptyDir { .. } => Ok(Vec::new()),
+            Action::RemoveFile { path } => backup(ctx, path),
+            Action::InstallBinary { path, .. } => backup(ctx, path),
+            Action::InstallPackages {
+                names,
+                also_removes,
+            } => {
+                let mut undo = vec![Action::RemovePackages {
+                    names: names.clone(),
+                }];
+                if !also_removes.is_empty() {
+                    undo.push(Action::InstallPackages {
+                        names: also_removes.clone(),
+                        also_removes: Vec::new(),
+                    });
+                }
+                Ok(undo)
+            }
+            Action::RemovePackages { names } => Ok(vec![Action::InstallPackages {
+                names: names.clone(),
+                also_removes: Vec::new(),
+            }]),
+            Action::EnableUnit { unit } => Ok(if svc.status(unit)?.enablement.is_enabled() {
+                vec![]
+            } else {
+                vec![Action::DisableUnit { unit: unit.clone() }]
+            }),
+            Action::DisableUnit { unit } => Ok(if svc.status(unit)?.enablement.is_enabled() {
+                vec![Action::EnableUnit { unit: unit.clone() }]
+            } else {
+                vec![]
+            }),
+            Action::MaskUnit { unit } => Ok(vec![Action::UnmaskUnit { unit: unit.clone() }]),
+            Action::UnmaskUnit { unit } => Ok(vec![Action::MaskUnit { unit: unit.clone() }]),
+            Action::StartUnit {
+                unit,
+                restart_if_running,
+            } => {
+                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
+                Ok(if running && *restart_if_running {
+                    // The old process with the old config is gone; undo
+                    // restarts it once the old config is back.
+                    vec![Action::RestartUnit { unit: unit.clone() }]
+                } else if running {
+                    vec![]
+                } else {
+                    vec![Action::StopUnit { unit: unit.clone() }]
+                })
+            }
+            Action::StopUnit { unit } => {
+                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
+                Ok(if running {
+                    vec![Action::StartUnit {
+                        unit: unit.clone(),
+                        restart_if_running: false,
+                    }]
+                } else {
+                    vec![]
+                })
+            }
+            Action::RestartUnit { unit } => Ok(vec![Action::RestartUnit { unit: unit.clone() }]),
+            Action::ReloadUnits => Ok(vec![Action::ReloadUnits]),
+            Action::OpenFirewall => Ok(vec![Action::CloseFirewall]),
+            Action::CloseFirewall => Ok(vec![Action::OpenFirewall]),
+        }
+    }
+
+    /// The change itself.
+    pub fn perform(&self, ctx: &ApplyContext<'_>) -> Result<(), HostError> {
         let host = ctx.host;
         let svc = &host.services;
         match self {
             Action::WriteFile(w) => {
-                let undo = backup(ctx, &w.path)?;
                 let (uid, gid) = host.owner_ids(&w.path, &w.owner, &w.group)?;
                 // The daemon's own parser checks the new file on live hosts;
                 // in an offline root the host's tools do not apply.
@@ -225,8 +327,7 @@ impl Action {
                     uid,
                     gid,
                     Some(&check),
-                )?;
-                Ok(vec![undo])
+                )
             }
             Action::SetFileMeta {
                 path,
@@ -234,19 +335,8 @@ impl Action {
                 owner,
                 group,
             } => {
-                let before = host
-                    .files
-                    .read(path)?
-                    .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
                 let (uid, gid) = host.owner_ids(path, owner, group)?;
-                host.files.set_meta(path, *mode, uid, gid)?;
-                Ok(vec![Action::RestoreFile {
-                    path: path.clone(),
-                    from: Restore::MetaOnly,
-                    mode: before.mode,
-                    uid: before.uid,
-                    gid: before.gid,
-                }])
+                host.files.set_meta(path, *mode, uid, gid)
             }
             Action::RestoreFile {
                 path,
@@ -254,23 +344,26 @@ impl Action {
                 mode,
                 uid,
                 gid,
-            } => {
-                match from {
-                    Restore::MetaOnly => host.files.set_meta(path, *mode, *uid, *gid)?,
-                    Restore::Backup(b) => {
-                        let content = std::fs::read(b)
-                            .map_err(|e| HostError::io(b, "cannot read backup", e))?;
-                        host.files.write_atomic(path, &content, *mode, *uid, *gid)?;
-                    }
-                    Restore::Absent => host.files.remove(path)?,
+            } => match from {
+                Restore::MetaOnly => host.files.set_meta(path, *mode, *uid, *gid),
+                Restore::Backup(b) => {
+                    let content = host
+                        .files
+                        .read(b)?
+                        .ok_or_else(|| {
+                            HostError::msg(format!(
+                                "the backup {} of {} is missing",
+                                b.display(),
+                                path.display()
+                            ))
+                        })?
+                        .content;
+                    host.files.write_atomic(path, &content, *mode, *uid, *gid)
                 }
-                Ok(Vec::new())
-            }
-            Action::RemoveFile { path } => {
-                let undo = backup(ctx, path)?;
-                host.files.remove(path)?;
-                Ok(vec![undo])
-            }
+                Restore::Absent => host.files.remove(path),
+            },
+            Action::RemoveEmptyDir { path } => host.files.remove_empty_dir(path),
+            Action::RemoveFile { path } => host.files.remove(path),
             Action::InstallBinary { source, path, size } => {
                 let content =
                     std::fs::read(source).map_err(|e| HostError::io(source, "cannot read", e))?;
@@ -281,105 +374,46 @@ impl Action {
                         content.len()
                     )));
                 }
-                let undo = backup(ctx, path)?;
                 let (uid, gid) = host.owner_ids(path, "root", "root")?;
-                host.files.write_atomic(path, &content, 0o755, uid, gid)?;
-                Ok(vec![undo])
+                host.files.write_atomic(path, &content, 0o755, uid, gid)
             }
-            Action::InstallPackages {
-                names,
-                also_removes,
-            } => {
-                host.packages.install(names)?;
-                let mut undo = vec![Action::RemovePackages {
-                    names: names.clone(),
-                }];
-                if !also_removes.is_empty() {
-                    undo.push(Action::InstallPackages {
-                        names: also_removes.clone(),
-                        also_removes: Vec::new(),
-                    });
-                }
-                Ok(undo)
-            }
-            Action::RemovePackages { names } => {
-                host.packages.remove(names)?;
-                Ok(vec![Action::InstallPackages {
-                    names: names.clone(),
-                    also_removes: Vec::new(),
-                }])
-            }
-            Action::EnableUnit { unit } => {
-                let before = svc.status(unit)?;
-                svc.enable(unit)?;
-                Ok(if before.enablement.is_enabled() {
-                    vec![]
-                } else {
-                    vec![Action::DisableUnit { unit: unit.clone() }]
-                })
-            }
-            Action::DisableUnit { unit } => {
-                let before = svc.status(unit)?;
-                svc.disable(unit)?;
-                Ok(if before.enablement.is_enabled() {
-                    vec![Action::EnableUnit { unit: unit.clone() }]
-                } else {
-                    vec![]
-                })
-            }
-            Action::MaskUnit { unit } => {
-                svc.mask(unit)?;
-                Ok(vec![Action::UnmaskUnit { unit: unit.clone() }])
-            }
-            Action::UnmaskUnit { unit } => {
-                svc.unmask(unit)?;
-                Ok(vec![Action::MaskUnit { unit: unit.clone() }])
-            }
+            Action::InstallPackages { names, .. } => host.packages.install(names),
+            Action::RemovePackages { names } => host.packages.remove(names),
+            Action::EnableUnit { unit } => svc.enable(unit),
+            Action::DisableUnit { unit } => svc.disable(unit),
+            Action::MaskUnit { unit } => svc.mask(unit),
+            Action::UnmaskUnit { unit } => svc.unmask(unit),
             Action::StartUnit {
                 unit,
                 restart_if_running,
             } => {
                 let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
                 if running && *restart_if_running {
-                    svc.restart(unit)?;
-                    // The old process with the old config is gone; undo
-                    // restarts it once the old config is back.
-                    Ok(vec![Action::RestartUnit { unit: unit.clone() }])
+                    svc.restart(unit)
                 } else if running {
-                    Ok(vec![])
+                    Ok(())
                 } else {
-                    svc.start(unit)?;
-                    Ok(vec![Action::StopUnit { unit: unit.clone() }])
+                    svc.start(unit)
                 }
             }
-            Action::StopUnit { unit } => {
-                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
-                svc.stop(unit)?;
-                Ok(if running {
-                    vec![Action::StartUnit {
-                        unit: unit.clone(),
-                        restart_if_running: false,
-                    }]
-                } else {
-                    vec![]
-                })
-            }
-            Action::RestartUnit { unit } => {
-                svc.restart(unit)?;
-                Ok(vec![Action::RestartUnit { unit: unit.clone() }])
-            }
-            Action::ReloadUnits => {
-                svc.reload()?;
-                Ok(vec![Action::ReloadUnits])
-            }
-            Action::OpenFirewall => {
-                ctx.firewall()?.open()?;
-                Ok(vec![Action::CloseFirewall])
-            }
-            Action::CloseFirewall => {
-                ctx.firewall()?.close()?;
-                Ok(vec![Action::OpenFirewall])
-            }
+            Action::StopUnit { unit } => svc.stop(unit),
+            Action::RestartUnit { unit } => svc.restart(unit),
+            Action::ReloadUnits => svc.reload(),
+            Action::OpenFirewall => ctx.firewall()?.open(),
+            Action::CloseFirewall => ctx.firewall()?.close(),
+        }
+    }
+
+    /// The host files this action writes or removes (for the journal, and
+    /// to find temporary files a killed run left next to them).
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Action::WriteFile(w) => vec![w.path.clone()],
+            Action::SetFileMeta { path, .. }
+            | Action::RestoreFile { path, .. }
+            | Action::RemoveFile { path }
+            | Action::InstallBinary { path, .. } => vec![path.clone()],
+            _ => Vec::new(),
         }
     }
 
@@ -417,6 +451,7 @@ impl Action {
                 | Action::SetFileMeta { .. }
                 | Action::RestoreFile { .. }
                 | Action::RemoveFile { .. }
+                | Action::RemoveEmptyDir { .. }
                 | Action::InstallBinary { .. }
         )
     }
@@ -445,6 +480,9 @@ impl Action {
                 Restore::Absent => format!("remove {} (it did not exist before)", path.display()),
             },
             Action::RemoveFile { path } => format!("remove {}", path.display()),
+            Action::RemoveEmptyDir { path } => {
+                format!("remove the directory {} if empty", path.display())
+            }
             Action::InstallBinary { path, .. } => format!("install {}", path.display()),
             Action::InstallPackages { names, .. } => format!("install {}", names.join(" ")),
             Action::RemovePackages { names } => format!("remove package {}", names.join(" ")),
@@ -491,34 +529,47 @@ fn validate_file(command: Option<&Vec<String>>, path: &Path, tmp: &Path) -> Resu
 
 /// Copy a file into the run's backup directory before it is replaced, and
 /// return how to put it back. A file that does not exist yet is undone by
-/// removing it.
-fn backup(ctx: &ApplyContext<'_>, path: &Path) -> Result<Action, HostError> {
+/// removing it, and the directories its write will create with it.
+fn backup(ctx: &ApplyContext<'_>, path: &Path) -> Result<Vec<Action>, HostError> {
     let Some(before) = ctx.host.files.read(path)? else {
-        return Ok(Action::RestoreFile {
+        let mut undo = vec![Action::RestoreFile {
             path: path.to_path_buf(),
             from: Restore::Absent,
             mode: 0,
             uid: 0,
             gid: 0,
-        });
+        }];
+        // Deepest first.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == Path::new("/") || ctx.host.files.lstat(d)?.is_some() {
+                break;
+            }
+            undo.push(Action::RemoveEmptyDir {
+                path: d.to_path_buf(),
+            });
+            dir = d.parent();
+        }
+        return Ok(undo);
     };
     let relative = path.strip_prefix("/").unwrap_or(path);
     let copy = ctx.backup_dir.join(relative);
-    if let Some(dir) = copy.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| HostError::io(dir, "cannot create backup directory", e))?;
-    }
     // Plain bytes only: attributes and xattrs are not needed to restore and
-    // some filesystems (overlayfs in containers) refuse them.
-    std::fs::write(&copy, &before.content)
-        .map_err(|e| HostError::io(&copy, "cannot write backup", e))?;
-    // Backups may hold key material: only root reads them.
-    let _ = std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600));
-    Ok(Action::RestoreFile {
+    // some filesystems (overlayfs in containers) refuse them. Written like
+    // every managed file (atomically, inside the root); backups may hold
+    // key material: only their owner reads them.
+    ctx.host.files.write_atomic(
+        &copy,
+        &before.content,
+        0o600,
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )?;
+    Ok(vec![Action::RestoreFile {
         path: path.to_path_buf(),
         from: Restore::Backup(copy),
         mode: before.mode,
         uid: before.uid,
         gid: before.gid,
-    })
+    }])
 }

@@ -96,7 +96,8 @@ pub struct TimeSync {
 
     /// Lines appended verbatim to the daemon's config file.
     #[serde(default)]
-    pub extra_config: Option<String>,
+    #[schemars(with = "Option<String>")]
+    pub extra_config: Option<Spanned<String>>,
 
     /// Let the daemon adjust the system clock (default true). `false` runs it
     /// like `chronyd -x`: it computes and serves but never touches the clock;
@@ -386,11 +387,13 @@ impl std::fmt::Debug for Spec {
 impl Spec {
     /// Read, parse and validate a desired-state file.
     pub fn load(path: &Path) -> Result<Spec, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError::Io {
-            path: path.to_path_buf(),
-            cause: e,
-        })?;
-        Spec::parse(path, text)
+        Spec::parse(path, read_text(path)?)
+    }
+
+    /// Parse and validate bytes (a file's content): text that is not UTF-8
+    /// is an error at the line and column of its first bad byte.
+    pub fn parse_bytes(path: &Path, bytes: Vec<u8>) -> Result<Spec, SpecError> {
+        Spec::parse(path, utf8_text(path, bytes)?)
     }
 
     /// Parse and validate text; `path` is used only in messages.
@@ -565,10 +568,13 @@ impl Spec {
                 "clockControl: false is not supported with provider ntpd (ntpd has no no-clock-control mode); use chrony or the embedded engine",
             ));
         }
-        if let Some(extra) = &ts.extra_config
-            && extra.contains('\0')
-        {
-            out.push(self.diagnostic(&provider_at, "extraConfig contains a NUL byte"));
+        if let Some(extra) = &ts.extra_config {
+            if extra.value.contains('\0') {
+                out.push(self.diagnostic(&extra.referenced, "extraConfig contains a NUL byte"));
+            }
+            if provider == ProviderKind::Embedded {
+                out.push(self.diagnostic(&extra.referenced, EMBEDDED_EXTRA_CONFIG));
+            }
         }
         out
     }
@@ -689,6 +695,48 @@ impl Spec {
             ));
         }
     }
+}
+
+/// Why the embedded engine takes no `extraConfig`.
+pub const EMBEDDED_EXTRA_CONFIG: &str = "extraConfig is not supported with the embedded engine (its config is a YAML file timectl owns): remove it, or use provider chrony";
+
+/// A file's content as text. Not UTF-8: an error at the line and column
+/// of the first bad byte.
+pub fn read_text(path: &Path) -> Result<String, SpecError> {
+    let bytes = std::fs::read(path).map_err(|e| SpecError::Io {
+        path: path.to_path_buf(),
+        cause: e,
+    })?;
+    utf8_text(path, bytes)
+}
+
+fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String, SpecError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let bad = e.utf8_error().valid_up_to();
+        let before = &bytes[..bad];
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        let line = before.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+        // Valid UTF-8 up to `bad`: the column counts characters.
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count() as u64
+            + 1;
+        let lossy = String::from_utf8_lossy(bytes);
+        SpecError::Invalid(vec![Diagnostic::new(
+            &path.display().to_string(),
+            &lossy,
+            line,
+            column,
+            format!(
+                "invalid UTF-8 (byte 0x{:02x}): expected a UTF-8 text file",
+                bytes[bad]
+            ),
+        )])
+    })
 }
 
 /// The JSON Schema of the desired-state file, as `timectl schema` prints it.

@@ -261,3 +261,50 @@ fn secrets_are_not_in_debug_output() {
     .unwrap();
     assert!(!format!("{spec:?}").contains("topsecretvalue"));
 }
+
+#[test]
+fn secret_values_are_masked_in_place() {
+    use super::error::mask_secrets;
+    let text = "keys:\n  - { id: 1, secret: abcdef, type: SHA1 }\n  - {id: 2,secret: x}\n  - id: 3\n    secret: \"q u o\" # comment\n    'secret': 'it''s'\n    secret:\n      on the next line\n    secret: >\n      folded\n      more\n  - id: 4\n    notsecret: visible\n    secret_x: visible\n";
+    let (masked, found) = mask_secrets(text);
+    assert_eq!(masked.lines().count(), text.lines().count());
+    for (a, b) in text.lines().zip(masked.lines()) {
+        assert_eq!(a.chars().count(), b.chars().count(), "{a:?} / {b:?}");
+    }
+    assert!(
+        masked.contains("{ id: 1, secret: ******, type: SHA1 }"),
+        "{masked}"
+    );
+    assert!(
+        masked.contains("{id: 2,secret: *}"),
+        "flow without a space after the comma: {masked}"
+    );
+    assert!(masked.contains("secret: ******* # comment"), "{masked}");
+    assert!(masked.contains("'secret': *******\n"), "{masked}");
+    assert!(masked.contains("      ** *** **** ****\n"), "{masked}");
+    assert!(masked.contains("      ******\n      ****\n"), "{masked}");
+    assert!(masked.contains("notsecret: visible") && masked.contains("secret_x: visible"));
+    for value in ["abcdef", "q u o", "on the next line", "folded"] {
+        assert!(!masked.contains(value), "{value}: {masked}");
+        assert!(
+            found.iter().any(|f| f.contains(value)),
+            "{value}: {found:?}"
+        );
+    }
+}
+
+#[test]
+fn diagnostics_cut_long_values_and_never_quote_secrets() {
+    let long = "b".repeat(5000);
+    let d = Diagnostic::new(
+        "t.yaml",
+        &format!("x: {long}\n  secret: hunter2hunter2\n"),
+        1,
+        4,
+        format!("bad value {long} and hunter2hunter2"),
+    );
+    let shown = d.to_string();
+    assert!(shown.len() < 400, "{shown}");
+    assert!(shown.contains('…'));
+    assert!(!shown.contains("hunter2"), "{shown}");
+}

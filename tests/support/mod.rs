@@ -23,6 +23,7 @@ pub mod live;
 pub mod netns;
 pub mod ntpdig;
 pub mod uml;
+pub mod uml_host;
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

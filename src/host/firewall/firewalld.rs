@@ -11,7 +11,7 @@ use zbus::{OwnedObjectPath, proxy};
 
 use super::{FIREWALLD_BUS_NAME, FIREWALLD_SERVICE, FirewalldRecord};
 use crate::host::bus::{SystemBus, error as bus_error};
-use crate::host::{Firewall, FirewallState, HostError};
+use crate::host::{Files, Firewall, FirewallState, HostError};
 
 #[proxy(
     interface = "org.fedoraproject.FirewallD1",
@@ -63,7 +63,9 @@ trait PermanentZone {
 pub struct Firewalld {
     bus: SystemBus,
     zone: String,
+    /// The state directory, a path on this (live) host.
     state_dir: PathBuf,
+    files: Files,
 }
 
 /// firewalld reports "already there" and "not there" as errors whose
@@ -110,6 +112,7 @@ impl Firewalld {
             bus,
             zone,
             state_dir: state_dir.to_path_buf(),
+            files: Files::new(Path::new("/")),
         }))
     }
 
@@ -160,7 +163,7 @@ impl Firewall for Firewalld {
 
     fn observe(&self) -> Result<FirewallState, HostError> {
         let seen = self.seen()?;
-        let record = FirewalldRecord::load(&self.state_dir, &self.zone);
+        let record = FirewalldRecord::load(&self.files, &self.state_dir, &self.zone);
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         Ok(FirewallState {
             ntp_open: seen.runtime && seen.permanent,
@@ -194,7 +197,13 @@ impl Firewall for Firewalld {
             Ok((added_runtime, added_permanent))
         })?;
         if added_runtime || added_permanent {
-            FirewalldRecord::add(&self.state_dir, &self.zone, added_runtime, added_permanent)?;
+            FirewalldRecord::add(
+                &self.files,
+                &self.state_dir,
+                &self.zone,
+                added_runtime,
+                added_permanent,
+            )?;
         }
         Ok(())
     }
@@ -202,12 +211,13 @@ impl Firewall for Firewalld {
     fn close(&self) -> Result<(), HostError> {
         // Only what timectl added; without a record (an explicit close),
         // both.
-        let record =
-            FirewalldRecord::load(&self.state_dir, &self.zone).unwrap_or(FirewalldRecord {
+        let record = FirewalldRecord::load(&self.files, &self.state_dir, &self.zone).unwrap_or(
+            FirewalldRecord {
                 zone: self.zone.clone(),
                 runtime: true,
                 permanent: true,
-            });
+            },
+        );
         self.bus.block_on(async {
             if record.runtime {
                 let runtime = RuntimeZoneProxy::new(self.bus.conn())
@@ -229,6 +239,6 @@ impl Firewall for Firewalld {
             }
             Ok::<_, HostError>(())
         })?;
-        FirewalldRecord::forget(&self.state_dir)
+        FirewalldRecord::forget(&self.files, &self.state_dir)
     }
 }

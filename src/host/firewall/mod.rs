@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Firewall, HostError, Mode};
+use super::{Files, Firewall, HostError, Mode, STATE_DIR};
 use crate::spec::FirewallMode;
 
 /// The firewalld service that opens UDP 123.
@@ -42,47 +42,45 @@ pub struct FirewalldRecord {
 }
 
 impl FirewalldRecord {
+    /// `state_dir` is a path under `files`' root (`/var/lib/timectl`).
     fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("firewall/firewalld-ntp.json")
     }
 
     /// The record, if timectl opened the service in `zone`.
-    pub fn load(state_dir: &Path, zone: &str) -> Option<FirewalldRecord> {
-        let text = std::fs::read_to_string(Self::path(state_dir)).ok()?;
-        let record: FirewalldRecord = serde_json::from_str(&text).ok()?;
+    pub fn load(files: &Files, state_dir: &Path, zone: &str) -> Option<FirewalldRecord> {
+        let state = files.read(&Self::path(state_dir)).ok()??;
+        let record: FirewalldRecord = serde_json::from_slice(&state.content).ok()?;
         (record.zone == zone && (record.runtime || record.permanent)).then_some(record)
     }
 
     /// Remember what was just added, on top of what was recorded before.
     pub fn add(
+        files: &Files,
         state_dir: &Path,
         zone: &str,
         runtime: bool,
         permanent: bool,
     ) -> Result<(), HostError> {
-        let mut record = Self::load(state_dir, zone).unwrap_or_else(|| FirewalldRecord {
+        let mut record = Self::load(files, state_dir, zone).unwrap_or_else(|| FirewalldRecord {
             zone: zone.to_string(),
             ..FirewalldRecord::default()
         });
         record.runtime |= runtime;
         record.permanent |= permanent;
-        let path = Self::path(state_dir);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| HostError::io(dir, "cannot create directory", e))?;
-        }
         let text = serde_json::to_string_pretty(&record)
             .map_err(|e| HostError::msg(format!("cannot encode the firewall record: {e}")))?;
-        std::fs::write(&path, text).map_err(|e| HostError::io(&path, "cannot write", e))
+        files.write_atomic(
+            &Self::path(state_dir),
+            text.as_bytes(),
+            0o644,
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
     }
 
-    pub fn forget(state_dir: &Path) -> Result<(), HostError> {
-        let path = Self::path(state_dir);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(HostError::io(&path, "cannot remove", e)),
-        }
+    pub fn forget(files: &Files, state_dir: &Path) -> Result<(), HostError> {
+        files.remove(&Self::path(state_dir))
     }
 }
 
@@ -90,15 +88,16 @@ impl FirewalldRecord {
 /// `Ok(None)`: there is nothing to manage (`firewall: none`, or `auto` found
 /// no firewall).
 pub fn select(
-    root: &Path,
+    files: &Files,
     mode: Mode,
-    state_dir: &Path,
     preference: FirewallMode,
 ) -> Result<Option<Box<dyn Firewall>>, HostError> {
+    let root = files.root();
+    let state_dir = Path::new(STATE_DIR);
     match (mode, preference) {
         (_, FirewallMode::None) => Ok(None),
         (Mode::Offline, FirewallMode::Firewalld) => {
-            permanent::PermanentFirewalld::open_root(root, state_dir, None)
+            permanent::PermanentFirewalld::open_root(files, state_dir, None)
                 .map(|f| Some(Box::new(f) as Box<dyn Firewall>))
         }
         (Mode::Offline, FirewallMode::Nftables) => Err(HostError::Unavailable(format!(
@@ -106,8 +105,8 @@ pub fn select(
             root.display()
         ))),
         (Mode::Offline, FirewallMode::Auto) => {
-            if permanent::firewalld_enabled_in(root) {
-                permanent::PermanentFirewalld::open_root(root, state_dir, None)
+            if permanent::firewalld_enabled_in(files)? {
+                permanent::PermanentFirewalld::open_root(files, state_dir, None)
                     .map(|f| Some(Box::new(f) as Box<dyn Firewall>))
             } else {
                 Ok(None)
@@ -115,13 +114,13 @@ pub fn select(
         }
         (Mode::Live, preference) => {
             if preference != FirewallMode::Nftables {
-                match firewalld::Firewalld::connect_if_running(state_dir)? {
+                match firewalld::Firewalld::connect_if_running(&files.resolve(state_dir)?)? {
                     Some(f) => return Ok(Some(Box::new(f))),
                     None if preference == FirewallMode::Firewalld => {
                         // Installed but not running: change the permanent
                         // configuration, which it loads when it starts.
                         return permanent::PermanentFirewalld::open_root(
-                            root,
+                            files,
                             state_dir,
                             Some("firewalld is not running"),
                         )
@@ -148,11 +147,13 @@ mod tests {
     #[test]
     fn record_accumulates_and_is_per_zone() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(FirewalldRecord::load(dir.path(), "public"), None);
-        FirewalldRecord::add(dir.path(), "public", false, true).unwrap();
-        FirewalldRecord::add(dir.path(), "public", true, false).unwrap();
+        let files = Files::new(dir.path());
+        let state = Path::new(STATE_DIR);
+        assert_eq!(FirewalldRecord::load(&files, state, "public"), None);
+        FirewalldRecord::add(&files, state, "public", false, true).unwrap();
+        FirewalldRecord::add(&files, state, "public", true, false).unwrap();
         assert_eq!(
-            FirewalldRecord::load(dir.path(), "public"),
+            FirewalldRecord::load(&files, state, "public"),
             Some(FirewalldRecord {
                 zone: "public".into(),
                 runtime: true,
@@ -160,10 +161,10 @@ mod tests {
             })
         );
         // A record for another zone does not count for this one.
-        assert_eq!(FirewalldRecord::load(dir.path(), "internal"), None);
-        FirewalldRecord::forget(dir.path()).unwrap();
-        FirewalldRecord::forget(dir.path()).unwrap();
-        assert_eq!(FirewalldRecord::load(dir.path(), "public"), None);
+        assert_eq!(FirewalldRecord::load(&files, state, "internal"), None);
+        FirewalldRecord::forget(&files, state).unwrap();
+        FirewalldRecord::forget(&files, state).unwrap();
+        assert_eq!(FirewalldRecord::load(&files, state, "public"), None);
     }
 
     #[test]
@@ -171,7 +172,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for mode in [Mode::Live, Mode::Offline] {
             assert!(
-                select(dir.path(), mode, dir.path(), FirewallMode::None)
+                select(&Files::new(dir.path()), mode, FirewallMode::None)
                     .unwrap()
                     .is_none()
             );
@@ -182,14 +183,13 @@ mod tests {
     fn offline_auto_without_firewalld_manages_nothing() {
         let dir = tempfile::tempdir().unwrap();
         assert!(
-            select(dir.path(), Mode::Offline, dir.path(), FirewallMode::Auto)
+            select(&Files::new(dir.path()), Mode::Offline, FirewallMode::Auto)
                 .unwrap()
                 .is_none()
         );
         let err = select(
-            dir.path(),
+            &Files::new(dir.path()),
             Mode::Offline,
-            dir.path(),
             FirewallMode::Nftables,
         )
         .err()

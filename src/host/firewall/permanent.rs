@@ -16,16 +16,18 @@ const CONF: &str = "/etc/firewalld/firewalld.conf";
 const ETC_ZONES: &str = "/etc/firewalld/zones";
 const SHIPPED_ZONES: [&str; 2] = ["/usr/lib/firewalld/zones", "/lib/firewalld/zones"];
 
-/// Whether firewalld is installed in `root` and enabled at boot there.
-pub fn firewalld_enabled_in(root: &Path) -> bool {
-    let installed = SHIPPED_ZONES
-        .iter()
-        .any(|d| root.join(d.trim_start_matches('/')).is_dir());
-    let enabled = root
-        .join("etc/systemd/system/multi-user.target.wants/firewalld.service")
-        .symlink_metadata()
-        .is_ok();
-    installed && enabled
+/// Whether firewalld is installed in the root and enabled at boot there.
+pub fn firewalld_enabled_in(files: &Files) -> Result<bool, HostError> {
+    let mut installed = false;
+    for dir in SHIPPED_ZONES {
+        installed |= files.is_dir(Path::new(dir))?;
+    }
+    let enabled = files
+        .lstat(Path::new(
+            "/etc/systemd/system/multi-user.target.wants/firewalld.service",
+        ))?
+        .is_some();
+    Ok(installed && enabled)
 }
 
 pub struct PermanentFirewalld {
@@ -78,12 +80,14 @@ pub fn remove_service(xml: &str, service: &str) -> String {
 
 impl PermanentFirewalld {
     /// The permanent configuration under `root`.
+    /// `state_dir` is timectl's state directory as a path under the root.
     pub fn open_root(
-        root: &Path,
+        files: &Files,
         state_dir: &Path,
         live_note: Option<&str>,
     ) -> Result<PermanentFirewalld, HostError> {
-        let files = Files::new(root);
+        let files = files.clone();
+        let root = files.root().to_path_buf();
         let zone = files
             .read(Path::new(CONF))?
             .and_then(|s| {
@@ -101,7 +105,7 @@ impl PermanentFirewalld {
         }
         Ok(PermanentFirewalld {
             files,
-            root: root.to_path_buf(),
+            root,
             state_dir: state_dir.to_path_buf(),
             zone,
             live_note: live_note.map(str::to_string),
@@ -180,7 +184,8 @@ impl Firewall for PermanentFirewalld {
 
     fn observe(&self) -> Result<FirewallState, HostError> {
         let open = self.has_service()?;
-        let ours = FirewalldRecord::load(&self.state_dir, &self.zone).is_some_and(|r| r.permanent);
+        let ours = FirewalldRecord::load(&self.files, &self.state_dir, &self.zone)
+            .is_some_and(|r| r.permanent);
         Ok(FirewallState {
             ntp_open: open,
             detail: format!(
@@ -197,7 +202,7 @@ impl Firewall for PermanentFirewalld {
         let updated = add_service(&xml, FIREWALLD_SERVICE)?;
         if updated != xml {
             self.write_zone(&updated)?;
-            FirewalldRecord::add(&self.state_dir, &self.zone, false, true)?;
+            FirewalldRecord::add(&self.files, &self.state_dir, &self.zone, false, true)?;
         }
         Ok(())
     }
@@ -211,7 +216,7 @@ impl Firewall for PermanentFirewalld {
                 self.write_zone(&updated)?;
             }
         }
-        FirewalldRecord::forget(&self.state_dir)
+        FirewalldRecord::forget(&self.files, &self.state_dir)
     }
 }
 
@@ -259,7 +264,13 @@ mod tests {
             "# comment\nDefaultZone=internal\n",
         )
         .unwrap();
-        let fw = PermanentFirewalld::open_root(dir.path(), &state, None).unwrap();
+        let _ = state;
+        let fw = PermanentFirewalld::open_root(
+            &Files::new(dir.path()),
+            Path::new(crate::host::STATE_DIR),
+            None,
+        )
+        .unwrap();
         assert!(fw.rule().contains("zone internal"));
         let before = fw.observe().unwrap();
         assert!(!before.ntp_open && !before.opened_by_timectl);
@@ -291,8 +302,8 @@ mod tests {
             add_service(PUBLIC, "ntp").unwrap(),
         )
         .unwrap();
-        let fw =
-            PermanentFirewalld::open_root(dir.path(), &dir.path().join("state"), None).unwrap();
+        let fw = PermanentFirewalld::open_root(&Files::new(dir.path()), Path::new("/state"), None)
+            .unwrap();
         let state = fw.observe().unwrap();
         assert!(state.ntp_open);
         assert!(!state.opened_by_timectl);
@@ -304,7 +315,8 @@ mod tests {
     #[test]
     fn missing_zone_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let fw = PermanentFirewalld::open_root(dir.path(), dir.path(), None).unwrap();
+        let fw =
+            PermanentFirewalld::open_root(&Files::new(dir.path()), Path::new("/"), None).unwrap();
         let err = fw.observe().unwrap_err().to_string();
         assert!(err.contains("zone public not found"), "{err}");
     }
@@ -312,7 +324,7 @@ mod tests {
     #[test]
     fn enabled_means_installed_and_wanted() {
         let dir = root();
-        assert!(!firewalld_enabled_in(dir.path()));
+        assert!(!firewalld_enabled_in(&Files::new(dir.path())).unwrap());
         let wants = dir
             .path()
             .join("etc/systemd/system/multi-user.target.wants");
@@ -322,6 +334,6 @@ mod tests {
             wants.join("firewalld.service"),
         )
         .unwrap();
-        assert!(firewalld_enabled_in(dir.path()));
+        assert!(firewalld_enabled_in(&Files::new(dir.path())).unwrap());
     }
 }
