@@ -1125,3 +1125,85 @@ fn record_line(line: &str) {
         }
     }
 }
+
+/// The bench's arithmetic on a made-up console (plain `cargo test`, no
+/// root): which lines are samples, settle time, final-third median,
+/// noisy readings, steps, the start check and the ntpdig cross-check.
+#[test]
+fn bench_figures_from_a_console() {
+    let line = |at: f64, text: &str| ConsoleLine {
+        at: Duration::from_secs_f64(at),
+        text: text.to_string(),
+    };
+    let status = |offset: f64, steps: u32| {
+        format!("@@ STATUS {{\"offset_seconds\": {offset}, \"steps\": {steps}}}")
+    };
+    let mut console = vec![
+        line(1.0, "@@ READY"),
+        line(2.0, "@@ PHASE start +0.5 s"),
+        line(2.1, "@@ JUDGE -0.002 0.0003 4"), // before the shift
+        line(2.2, "@@ SHIFTED 0.502"),
+        line(2.3, "@@ CROSSCHECK"),
+        line(2.4, "@@ JUDGE 0.5001 0.0003 4"),
+        line(
+            2.5,
+            r#"@@ NTPDIG {"time":"x","offset":-0.5003,"precision":0.0,"host":"h","ip":"i","stratum":1,"leap":"no-leap","adjusted":false}"#,
+        ),
+        line(2.6, "@@ JUDGE 0.5002 0.0003 4"),
+        line(10.0, "@@ DAEMON_START"),
+    ];
+    // t = 1, 6, 11, ...: 0.4 s, then 3 ms, then within 1 ms except a noisy
+    // reading (delay 2 ms) at t = 21 that must not count.
+    let judged = [
+        0.4, 0.003, 0.0008, 0.0025, 0.0002, -0.0003, 0.0001, 0.0004, -0.0002,
+    ];
+    for (i, j) in judged.iter().enumerate() {
+        let t = 11.0 + 5.0 * i as f64;
+        let delay = if i == 3 { 0.002 } else { 0.0003 };
+        console.push(line(t, &format!("@@ JUDGE {j} {delay} 4")));
+        console.push(line(t + 0.2, &status(*j + 0.0001, 0)));
+    }
+    console.push(line(60.0, "@@ CROSSCHECK"));
+    console.push(line(60.1, "@@ JUDGE 5.0 0.0003 4")); // not a sample
+    console.push(line(60.2, "@@ END"));
+    let phases = parse_console(Daemon::Engine, &console, "=== PHASE start +0.5 s\nlog\n");
+    assert_eq!(phases.len(), 1);
+    let run = &phases[0];
+    assert_eq!(run.start_judge, Some(0.5002));
+    assert_eq!(run.samples.len(), judged.len());
+    assert_eq!(run.noisy, 1);
+    assert_eq!(run.samples[3].judge, None);
+    assert!((run.samples[1].t - 6.0).abs() < 1e-9);
+    let phase = Phase::new("start +0.5 s", 0.5, 45);
+    let f = figures(Daemon::Engine, &phase, run);
+    // Settled from the sample at t = 11 (0.8 ms; the 2.5 ms reading at
+    // t = 16 was noisy and is left out).
+    assert_eq!(f.settle.map(|s| s.round()), Some(11.0));
+    assert_eq!(f.steps, 0);
+    assert!((f.max - 0.0004).abs() < 1e-9, "{f:?}");
+    assert!(f.status_vs_judge.is_some_and(|d| (d - 0.0001).abs() < 1e-9));
+    let scenario = Scenario {
+        name: "test",
+        phases: vec![phase],
+        extra: Extra::None,
+        reference: Reference::Host,
+    };
+    let daemon_run = DaemonRun {
+        daemon: Daemon::Engine,
+        phases,
+        console: String::new(),
+        log: String::new(),
+    };
+    assert!(bench_checks(&scenario, &daemon_run).is_empty());
+    // A start 0.1 s away from the scenario's offset is a broken bench.
+    let mut off = Scenario {
+        phases: vec![Phase::new("start +0.6 s", 0.6, 45)],
+        ..scenario
+    };
+    off.name = "off";
+    let failures = bench_checks(&off, &daemon_run);
+    assert!(
+        failures.iter().any(|f| f.contains("bench broken")),
+        "{failures:?}"
+    );
+}
