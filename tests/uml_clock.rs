@@ -1,8 +1,11 @@
 //! The real-kernel clock bench (issue 8): the embedded engine and chronyd
 //! each discipline the clock of their own User-Mode Linux kernel, side by
 //! side, in the same scenario at the same time, against a reference chronyd
-//! serving this machine's clock; an independent judge (`ntpdig` inside each
-//! UML, against a second reference) measures the true offset every ~5 s.
+//! serving this machine's clock (or, for the frequency scenarios, an
+//! undisciplined reference kernel whose clock runs at a preset rate); an
+//! independent judge inside each UML (best of four SNTP exchanges with a
+//! second reference, cross-checked with ntpdig) measures the true offset
+//! every ~5 s.
 //!
 //! One test per scenario (`uml_bench_<scenario>`); each boots two UMLs (the
 //! engine's and chronyd's) in parallel. Run one with
@@ -995,8 +998,10 @@ fn write_outputs(scenario: &Scenario, rows: &str, runs: &[DaemonRun]) {
     ];
     let mut combined = String::from(
         "Real-kernel clock bench (tests/uml_clock.rs): engine and chronyd 4.3 side by side, \
-         each disciplining its own User-Mode Linux kernel clock against the same reference; \
-         offsets by an independent ntpdig judge every ~5 s. Settled: every later sample < 1 ms.\n\n",
+         each disciplining its own User-Mode Linux kernel clock against the same kind of reference; \
+         offsets by an independent judge inside each UML every ~5 s (best of 4 SNTP exchanges, \
+         cross-checked with ntpdig). Settled: every later sample < 1 ms; final: the last third \
+         of the phase (or of the time after the disturbance).\n\n",
     );
     combined.push_str(TABLE_HEADER);
     for name in order {
