@@ -393,6 +393,11 @@ wait_synced() {
         s.push_str("crosscheck\n");
         let _ = writeln!(s, "echo '=== PHASE {}' >>\"$BENCH/daemon.log\"", phase.name);
         s.push_str("daemon_start\nsay DAEMON_START\nnow_s; T0=$NOW; NEXT=$T0\n");
+        // A daemon that could not start would look like one that does
+        // nothing: stop the bench instead.
+        s.push_str(
+            "sleep 1\nkill -0 \"$DPID\" 2>/dev/null || say FATAL \"the daemon exited at once: $(tail -n 3 \"$BENCH/daemon.log\" | tr '\\n' ' ')\"\n",
+        );
         for i in 0..phase.actions.len() {
             let _ = writeln!(s, "A{i}=");
         }
@@ -465,7 +470,10 @@ struct DaemonRun {
 
 fn run_daemon(daemon: Daemon, scenario: &Scenario, timeout: Duration) -> DaemonRun {
     let timectl = PathBuf::from(env!("CARGO_BIN_EXE_timectl"));
-    let mut options = UmlOptions::new(daemon.name(), &script(daemon, scenario, &timectl));
+    let mut options = UmlOptions::new(
+        daemon.name(),
+        &script(daemon, scenario, &uml::guest_path(&timectl)),
+    );
     options.files = vec![
         ("engine.yaml".to_string(), engine_config()),
         ("chrony.conf".to_string(), chrony_config()),
@@ -678,6 +686,15 @@ fn bench_checks(scenario: &Scenario, run: &DaemonRun) -> Vec<String> {
                 "{what}: no judge sample before the start: bench broken"
             )),
             _ => {}
+        }
+        let answered = match run.daemon {
+            Daemon::Engine => p.samples.iter().any(|s| s.steps.is_some()),
+            Daemon::Chronyd => p.samples.iter().any(|s| s.status_offset.is_some()),
+        };
+        if !answered {
+            failures.push(format!(
+                "{what}: the daemon never answered a status request: bench broken"
+            ));
         }
         // ntpdig ran between two judge readings: compare it with their mean.
         for (index, error, text) in &p.ntpdig {

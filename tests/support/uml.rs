@@ -70,6 +70,19 @@ pub const BENCH_DIR: &str = "/run/bench";
 /// needs the same one).
 pub const PYTHON: &str = "/usr/bin/python3";
 
+/// Where the host's /tmp is inside UML (UML mounts its own tmpfs on /tmp).
+pub const HOST_TMP_IN_UML: &str = "/run/host-tmp";
+
+/// The path inside UML of a host file: the same (the root is the host's,
+/// through hostfs), except under /tmp, which is at [`HOST_TMP_IN_UML`].
+/// E.g. a binary built with CARGO_TARGET_DIR under /tmp.
+pub fn guest_path(host: &Path) -> PathBuf {
+    match host.strip_prefix("/tmp") {
+        Ok(rest) => Path::new(HOST_TMP_IN_UML).join(rest),
+        Err(_) => host.to_path_buf(),
+    }
+}
+
 /// Host commands the fixture needs (check with `require_root_and`).
 pub const UML_TOOLS: &[&str] = &[
     "linux.uml",
@@ -671,8 +684,10 @@ if ! grep -q '^vendor_id.*User Mode Linux' /proc/cpuinfo; then
 fi
 mount -t sysfs sysfs /sys
 mount -t tmpfs -o mode=0755 tmpfs /run
-mkdir /run/bench
+mkdir /run/bench /run/host-tmp
 mount --bind {host_dir} /run/bench
+# The tmpfs on /tmp hides the host's /tmp: keep it reachable (guest_path).
+mount --bind /tmp /run/host-tmp
 mount -t tmpfs tmpfs /tmp
 BENCH=/run/bench
 ip link set lo up
