@@ -945,15 +945,17 @@ fn target_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("target"), Path::to_path_buf)
 }
 
-const TABLE_HEADER: &str = "| scenario | phase | daemon | settled after (s) | final median abs offset (us) | final max (us) | steps (expected) | status vs judge, settled (us) | holdover max (us) | overshoot (us) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+const TABLE_HEADER: &str = "| scenario | phase | daemon | settled after (s) | final median abs offset (us) | final max (us) | steps (expected) | status vs judge, settled (us) | holdover max (us) | overshoot (us) | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
 
-fn table_rows(scenario: &Scenario, rows: &[(usize, Daemon, Figures)]) -> String {
+/// One row per (phase, daemon); the engine's rows carry the verdict:
+/// "ok", "target missed" (issue 8's chronyd-relative targets) or "FAIL".
+fn table_rows(scenario: &Scenario, rows: &[(usize, Daemon, Figures, &str)]) -> String {
     let mut out = String::new();
-    for (i, daemon, f) in rows {
+    for (i, daemon, f, verdict) in rows {
         let phase = &scenario.phases[*i];
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} | {verdict} |",
             scenario.name,
             phase.name,
             daemon.name(),
@@ -1080,9 +1082,17 @@ fn run_scenario(scenario: Scenario) {
         let e = figures(Daemon::Engine, phase, &engine.phases[i]);
         let c = figures(Daemon::Chronyd, phase, &chronyd.phases[i]);
         engine_figures.push(e.clone());
-        failures.extend(criteria(&scenario, i, &e, &c, &engine_figures));
-        rows.push((i, Daemon::Engine, e));
-        rows.push((i, Daemon::Chronyd, c));
+        let found = criteria(&scenario, i, &e, &c, &engine_figures);
+        let verdict = if found.iter().any(|f| !f.starts_with(TARGET)) {
+            "FAIL"
+        } else if found.is_empty() {
+            "ok"
+        } else {
+            "target missed"
+        };
+        failures.extend(found);
+        rows.push((i, Daemon::Engine, e, verdict));
+        rows.push((i, Daemon::Chronyd, c, ""));
     }
     let table = table_rows(&scenario, &rows);
     eprintln!(
@@ -1118,7 +1128,7 @@ fn run_scenario(scenario: Scenario) {
     }
     write_outputs(&scenario, &table, &[engine, chronyd]);
     record_timing(&format!("uml bench {}", scenario.name), wall);
-    for (i, daemon, f) in &rows {
+    for (i, daemon, f, _) in &rows {
         record_line(&format!(
             "uml bench {} / {} / {}: settled {} s, final median {} us, max {} us, steps {}{}",
             scenario.name,
