@@ -288,43 +288,51 @@ impl Files {
     }
 
     /// The file's content and metadata, or None when it does not exist.
+    /// What is checked (a regular file) is what is read: a file replaced
+    /// in between (an atomic rename by someone else) is looked up again.
     pub fn read(&self, path: &Path) -> Result<Option<FileState>, HostError> {
         let rel = self.rel(path)?;
-        let Some(meta) = self.stat(path)? else {
-            return Ok(None);
-        };
-        if !meta.is_file() {
-            return Err(HostError::msg(format!(
-                "{}: exists but is not a regular file",
-                self.shown(&rel).display()
-            )));
-        }
-        let fd = self
-            .open_rel(
+        for _ in 0..3 {
+            let Some(meta) = self.stat(path)? else {
+                return Ok(None);
+            };
+            if !meta.is_file() {
+                return Err(HostError::msg(format!(
+                    "{}: exists but is not a regular file",
+                    self.shown(&rel).display()
+                )));
+            }
+            let fd = match self.open_rel(
                 &rel,
                 OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
                 0,
-            )
-            .map_err(|e| self.fail(&rel, "cannot read", e))?;
-        let mut file = File::from(fd);
-        let now = file
-            .metadata()
-            .map_err(|e| HostError::io(&self.shown(&rel), "cannot inspect", e))?;
-        if now.dev() != meta.dev() || now.ino() != meta.ino() {
-            return Err(HostError::msg(format!(
-                "{}: replaced while it was being read; try again",
-                self.shown(&rel).display()
-            )));
+            ) {
+                Ok(fd) => fd,
+                // Removed in between: look again.
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(self.fail(&rel, "cannot read", e)),
+            };
+            let mut file = File::from(fd);
+            let now = file
+                .metadata()
+                .map_err(|e| HostError::io(&self.shown(&rel), "cannot inspect", e))?;
+            if now.dev() != meta.dev() || now.ino() != meta.ino() {
+                continue;
+            }
+            let mut content = Vec::with_capacity(now.len() as usize);
+            std::io::Read::read_to_end(&mut file, &mut content)
+                .map_err(|e| HostError::io(&self.shown(&rel), "cannot read", e))?;
+            return Ok(Some(FileState {
+                content,
+                mode: now.mode() & 0o7777,
+                uid: now.uid(),
+                gid: now.gid(),
+            }));
         }
-        let mut content = Vec::with_capacity(now.len() as usize);
-        std::io::Read::read_to_end(&mut file, &mut content)
-            .map_err(|e| HostError::io(&self.shown(&rel), "cannot read", e))?;
-        Ok(Some(FileState {
-            content,
-            mode: now.mode() & 0o7777,
-            uid: now.uid(),
-            gid: now.gid(),
-        }))
+        Err(HostError::msg(format!(
+            "{}: replaced again and again while it was being read; try again",
+            self.shown(&rel).display()
+        )))
     }
 
     /// Whether something (a file, directory or symlink) is at `path`.
