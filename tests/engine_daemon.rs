@@ -487,3 +487,25 @@ fn rate_limit_from_the_command_line() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `timectl daemon --check` and `timectl status` never panic on a full or
+/// closed standard output: exit 1 with the reason.
+#[test]
+fn engine_commands_fail_cleanly_on_a_full_stdout() {
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let out = Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["daemon", "--check", "--listen", "127.0.0.1:1"])
+        .env("TIMECTL_NO_CLOCK_CONTROL", "1")
+        .stdout(full)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot write to standard output"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -128,11 +128,11 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
 pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<i32> {
     let config = effective_config(&args)?;
     if args.check {
-        println!(
-            "configuration ok: {} source(s), serving: {}",
+        crate::cli::out(&format!(
+            "configuration ok: {} source(s), serving: {}\n",
             config.sources.len(),
             config.serve.is_some()
-        );
+        ))?;
         return Ok(0);
     }
     let filter = tracing_subscriber::EnvFilter::try_from_env("TIMECTL_LOG")
@@ -179,25 +179,25 @@ pub fn run_status(args: StatusArgs) -> anyhow::Result<i32> {
     if args.step_now {
         let doc = control::step_now(&args.control, timeout)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&doc)?);
+            crate::cli::out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
         } else if doc.ok {
-            println!(
-                "stepped the clock by {:+.9} seconds",
+            crate::cli::out(&format!(
+                "stepped the clock by {:+.9} seconds\n",
                 doc.stepped_seconds.unwrap_or(0.0)
-            );
+            ))?;
         } else {
-            println!(
-                "not stepped: {}",
+            crate::cli::out(&format!(
+                "not stepped: {}\n",
                 doc.error.as_deref().unwrap_or("unknown reason")
-            );
+            ))?;
         }
         return Ok(if doc.ok { 0 } else { 1 });
     }
     let doc = control::status(&args.control, timeout)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::cli::out(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        print!("{}", control::render_status(&doc));
+        crate::cli::out(&control::render_status(&doc))?;
     }
     Ok(0)
 }
