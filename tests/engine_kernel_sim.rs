@@ -12,7 +12,9 @@
 //! User-Mode Linux, which the earlier simulation (an ideal clock) could not.
 
 use timectl::engine::discipline::StepPolicy;
-use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, SimResult, Simulation, Wiring};
+use timectl::engine::sim::{
+    ClockParams, ServerParams, SimConfig, SimResult, Simulation, Wiring, run,
+};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
 
@@ -85,7 +87,7 @@ fn assert_converges(name: &str, r: &SimResult, initial: f64, by: f64, end: f64) 
 #[test]
 fn half_second_ahead_is_slewed_away_fast_without_overshoot() {
     for seed in SEEDS {
-        let r = Simulation::run_config(bench(seed, start(0.5)), 300.0);
+        let r = run(bench(seed, start(0.5)), 300.0);
         assert_eq!(r.steps, 0, "seed {seed}: 0.5 s is below the threshold");
         // chronyd 4.3 settled in ~10 s on the bench; the target is
         // chronyd + 30 s, aiming for faster.
@@ -96,7 +98,7 @@ fn half_second_ahead_is_slewed_away_fast_without_overshoot() {
 #[test]
 fn a_third_of_a_second_behind_is_slewed_away() {
     for seed in SEEDS {
-        let r = Simulation::run_config(bench(seed, start(-0.3)), 300.0);
+        let r = run(bench(seed, start(-0.3)), 300.0);
         assert_eq!(r.steps, 0);
         assert_converges(&format!("-0.3 s seed {seed}"), &r, -0.3, 30.0, 300.0);
     }
@@ -105,7 +107,7 @@ fn a_third_of_a_second_behind_is_slewed_away() {
 #[test]
 fn three_seconds_ahead_is_stepped_once() {
     for seed in SEEDS {
-        let r = Simulation::run_config(bench(seed, start(3.0)), 300.0);
+        let r = run(bench(seed, start(3.0)), 300.0);
         assert_eq!(r.steps, 1, "seed {seed}");
         assert_converges(&format!("+3 s seed {seed}"), &r, 3.0, 30.0, 300.0);
     }
@@ -120,7 +122,7 @@ fn kernel_frequency_preset_is_measured_and_corrected() {
             kernel_frequency: 150e-6,
             ..start(0.0)
         };
-        let r = Simulation::run_config(bench(seed, clock), 600.0);
+        let r = run(bench(seed, clock), 600.0);
         assert!(
             r.frequency.abs() < 3e-6,
             "seed {seed}: frequency estimate {} ppm, truth 0",
@@ -142,7 +144,7 @@ fn drift_file_makes_the_restart_settle_faster() {
         frequency_error: 80e-6,
         ..start(0.2)
     };
-    let first = Simulation::run_config(bench(5, hardware.clone()), 1_000.0);
+    let first = run(bench(5, hardware.clone()), 1_000.0);
     assert!(
         (first.frequency + 80e-6).abs() < 2e-6,
         "learnt {} ppm",
@@ -154,8 +156,8 @@ fn drift_file_makes_the_restart_settle_faster() {
     };
     let mut warm = noisy(bench(6, hardware.clone()));
     warm.engine.initial_frequency = Some(first.frequency);
-    let warm = Simulation::run_config(warm, 300.0);
-    let cold = Simulation::run_config(noisy(bench(6, hardware)), 300.0);
+    let warm = run(warm, 300.0);
+    let cold = run(noisy(bench(6, hardware)), 300.0);
     let (w, c) = (
         warm.settled_at(1.0 * MS).expect("warm settled"),
         cold.settled_at(1.0 * MS).expect("cold settled"),
@@ -285,13 +287,13 @@ fn after_the_step_limit_a_two_second_error_is_slewed() {
 fn old_wiring_is_off_by_the_slew_error() {
     let mut config = bench(1, start(0.5));
     config.wiring = Wiring::MonotonicUnmeasured;
-    let old = Simulation::run_config(config, 300.0);
+    let old = run(config, 300.0);
     let (max_old, _) = old.error_stats(30.0);
     assert!(
         max_old > 10.0 * MS,
         "the old wiring should be off on a kernel clock; max error after 30 s {max_old}"
     );
-    let new = Simulation::run_config(bench(1, start(0.5)), 300.0);
+    let new = run(bench(1, start(0.5)), 300.0);
     let (max_new, _) = new.error_stats(30.0);
     assert!(max_new < 1.0 * MS, "{max_new}");
 }

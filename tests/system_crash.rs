@@ -16,87 +16,30 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::live::{apply, boot, chrony_selected, converge, loopback_peer, put_spec, text, unit};
+use support::live::{
+    ENGINE, SwitchState, apply, boot, converge, engine_spec, hand_configured_chrony, loopback_peer,
+    put_spec, switch_state, text, wait_chrony_selects_loopback,
+};
 use support::{Container, record_timing, wait_for};
 
-const ENGINE: &str = "timectl-engine.service";
 const TIMECTL: &str = "/opt/timectl/timectl";
-const INSTALLED: &str = "/usr/local/libexec/timectl/timectl";
-const ENGINE_CONF: &str = "/etc/timectl/engine.yaml";
-const ENGINE_UNIT: &str = "/etc/systemd/system/timectl-engine.service";
-const CHRONY_CONF: &str = "/etc/chrony/chrony.conf";
 /// stop chrony, disable chrony, install the binary, engine.yaml, the unit,
 /// reload, enable and start the engine.
 const STEPS: usize = 8;
 /// The steps that write a file (where a kill can leave a temporary file).
 const WRITES: [usize; 3] = [3, 4, 5];
 
-fn engine_spec() -> String {
-    "timesync:\n  sources:\n    - server: 127.0.0.1\n      port: 11123\n      iburst: true\n      minpoll: -2\n      maxpoll: 0\n  clockControl: false\n  verify: { synchronized: true, within: 20s, maxOffset: 100ms }\n".to_string()
-}
-
-/// chrony installed and pointed at the loopback peer by the administrator,
-/// running and synchronised.
-fn hand_configured_chrony(c: &Container) {
-    c.apt_get(&["install", "chrony"]);
-    c.write_file(
-        CHRONY_CONF,
-        "# Written by the administrator.\n\
-         server 127.0.0.1 port 11123 iburst minpoll -2 maxpoll 0\n\
-         driftfile /var/lib/chrony/chrony.drift\n\
-         makestep 1 3\n",
-    );
-    c.exec_ok(&["systemctl", "restart", "chrony.service"]);
-    chrony_synchronised(c);
-}
-
-fn chrony_synchronised(c: &Container) {
-    wait_for(
-        "chronyd to select the loopback peer",
-        Duration::from_secs(20),
-        || match chrony_selected(c) {
-            Some(s) if s == "127.0.0.1" => Ok(()),
-            other => Err(format!("selected {other:?}")),
-        },
-    );
-}
-
-/// Units, managed files (hash or absent) and timectl's temporary files.
+/// The switch's state plus the directories it creates and any stray
+/// temporary files.
 #[derive(Debug, PartialEq, Clone)]
 struct HostState {
-    units: Vec<(String, String, String)>,
-    files: Vec<(String, Option<String>)>,
-    wants: String,
+    switch: SwitchState,
     dirs: String,
 }
 
 fn host_state(c: &Container) -> HostState {
-    let units = ["chrony.service", ENGINE]
-        .iter()
-        .map(|u| {
-            let (active, file) = unit(c, u);
-            (u.to_string(), active, file)
-        })
-        .collect();
-    let files = [CHRONY_CONF, ENGINE_CONF, ENGINE_UNIT, INSTALLED]
-        .iter()
-        .map(|path| {
-            let out = c.exec(&["sha256sum", path]);
-            let sum = out.status.success().then(|| {
-                text(&out.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            });
-            (path.to_string(), sum)
-        })
-        .collect();
     HostState {
-        units,
-        files,
-        wants: c.exec_ok(&["ls", "/etc/systemd/system/multi-user.target.wants"]),
-        // Directories the switch creates, and stray temporary files.
+        switch: switch_state(c),
         dirs: c.exec_ok(&[
             "sh",
             "-c",
@@ -108,9 +51,9 @@ fn host_state(c: &Container) -> HostState {
 
 /// Every managed file is as before or as after, never something else.
 fn assert_not_torn(label: &str, now: &HostState, before: &HostState, after: &HostState) {
-    for (i, (path, sum)) in now.files.iter().enumerate() {
+    for (i, (path, sum)) in now.switch.files.iter().enumerate() {
         assert!(
-            *sum == before.files[i].1 || *sum == after.files[i].1,
+            *sum == before.switch.files[i].1 || *sum == after.switch.files[i].1,
             "{label}: {path} is neither as before nor as after ({sum:?})"
         );
     }
@@ -153,12 +96,12 @@ fn recover(c: &Container, spec: &str, label: &str, before: &HostState, after: &H
     assert_reported(c, spec, label);
     rollback(c, label);
     assert_eq!(&host_state(c), before, "{label}: rollback");
-    chrony_synchronised(c);
+    wait_chrony_selects_loopback(c);
     converge(c, spec, &format!("after a kill ({label})"));
     assert_eq!(&host_state(c), after, "{label}: converged");
     rollback(c, label);
     assert_eq!(&host_state(c), before, "{label}: reset");
-    chrony_synchronised(c);
+    wait_chrony_selects_loopback(c);
 }
 
 #[test]
@@ -167,17 +110,17 @@ fn chrony_to_embedded_killed_at_every_step_boundary() {
     let c = boot(false);
     let _peer = loopback_peer(&c);
     hand_configured_chrony(&c);
-    let spec = put_spec(&c, "engine", &engine_spec());
+    let spec = put_spec(&c, "engine", &engine_spec(""));
     let before = host_state(&c);
     converge(&c, &spec, "chrony -> embedded (reference)");
     let after = host_state(&c);
     assert_eq!(
-        after.units[1],
+        after.switch.units[1],
         (ENGINE.to_string(), "active".into(), "enabled".into())
     );
     rollback(&c, "reference");
     assert_eq!(host_state(&c), before, "rollback of a finished run");
-    chrony_synchronised(&c);
+    wait_chrony_selects_loopback(&c);
 
     let mut points = Vec::new();
     for step in 1..=STEPS {
@@ -252,14 +195,14 @@ fn chrony_to_embedded_killed_at_random_moments() {
     let c = boot(false);
     let _peer = loopback_peer(&c);
     hand_configured_chrony(&c);
-    let spec = put_spec(&c, "engine", &engine_spec());
+    let spec = put_spec(&c, "engine", &engine_spec(""));
     let before = host_state(&c);
     let t = Instant::now();
     converge(&c, &spec, "chrony -> embedded (reference)");
     let took = t.elapsed();
     let after = host_state(&c);
     rollback(&c, "reference");
-    chrony_synchronised(&c);
+    wait_chrony_selects_loopback(&c);
 
     let rounds = 6;
     let mut mid_run = 0;
@@ -305,7 +248,7 @@ fn chrony_to_embedded_killed_at_random_moments() {
             assert_eq!(host_state(&c), after, "{label}");
             rollback(&c, &label);
             assert_eq!(host_state(&c), before, "{label}: reset");
-            chrony_synchronised(&c);
+            wait_chrony_selects_loopback(&c);
             continue;
         }
         mid_run += 1;

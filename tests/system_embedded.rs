@@ -25,26 +25,14 @@ use support::live::{
     chrony_spec, converge, drop_by_default_firewall, expect_converged, loopback_peer, plan,
     plan_json, put_spec, served_upstream, summaries, text, unit,
 };
+use support::live::{
+    ENGINE, ENGINE_CONF, ENGINE_UNIT, INSTALLED, engine_spec, hand_configured_chrony, switch_state,
+};
 use support::{Container, ContainerOptions, ntpdig, record_timing, wait_for};
-
-const ENGINE: &str = "timectl-engine.service";
-const INSTALLED: &str = "/usr/local/libexec/timectl/timectl";
-const ENGINE_CONF: &str = "/etc/timectl/engine.yaml";
-const ENGINE_UNIT: &str = "/etc/systemd/system/timectl-engine.service";
-const CHRONY_CONF: &str = "/etc/chrony/chrony.conf";
 
 /// systemd's range for DynamicUser= uids.
 const DYNAMIC_UIDS: std::ops::RangeInclusive<u32> = 61184..=65519;
 const CAP_NET_BIND_SERVICE: u64 = 1 << 10;
-
-/// An embedded spec (the default provider: no `provider:` key) for the
-/// loopback peer, polling fast, without clock control; `extra` is appended
-/// under `timesync:`.
-fn engine_spec(extra: &str) -> String {
-    format!(
-        "timesync:\n  sources:\n    - server: 127.0.0.1\n      port: 11123\n      iburst: true\n      minpoll: -2\n      maxpoll: 0\n  clockControl: false\n  verify: {{ synchronized: true, within: 20s, maxOffset: 100ms }}\n{extra}"
-    )
-}
 
 /// `timectl status --json` from the installed copy inside the container:
 /// the engine's own view through its control socket.
@@ -119,27 +107,10 @@ fn assert_syscall_filter(c: &Container) {
     assert!(seccomp.contains("\nSeccomp:\t2\n"), "{seccomp}");
 }
 
-/// A host where the administrator installed chrony from the repository and
-/// pointed it at the loopback peer by hand (the image's chrony drop-in runs
-/// chronyd with -x); waits until chronyd selected the peer.
-fn hand_configured_chrony(c: &Container) {
-    c.apt_get(&["install", "chrony"]);
-    c.write_file(
-        CHRONY_CONF,
-        "# Written by the administrator.\n\
-         server 127.0.0.1 port 11123 iburst minpoll -2 maxpoll 0\n\
-         driftfile /var/lib/chrony/chrony.drift\n\
-         makestep 1 3\n",
-    );
-    c.exec_ok(&["systemctl", "restart", "chrony.service"]);
-    wait_for(
-        "chronyd to select the loopback peer",
-        Duration::from_secs(15),
-        || match chrony_selected(c) {
-            Some(s) if s == "127.0.0.1" => Ok(()),
-            other => Err(format!("selected {other:?}")),
-        },
-    );
+/// chrony configured by hand and synchronised (live::hand_configured_chrony),
+/// running and enabled.
+fn chrony_running_by_hand(c: &Container) {
+    hand_configured_chrony(c);
     assert_eq!(
         unit(c, "chrony.service"),
         ("active".into(), "enabled".into())
@@ -185,50 +156,12 @@ fn assert_verified(applied: &Applied) {
     assert!(offset.abs() < 0.1, "{}", applied.context());
 }
 
-/// What a rollback must put back: unit states and the managed files.
-#[derive(Debug, PartialEq)]
-struct HostState {
-    units: Vec<(String, String, String)>,
-    files: Vec<(String, Option<String>)>,
-    wants: String,
-}
-
-fn host_state(c: &Container) -> HostState {
-    let units = ["chrony.service", ENGINE]
-        .iter()
-        .map(|u| {
-            let (active, file) = unit(c, u);
-            (u.to_string(), active, file)
-        })
-        .collect();
-    let files = [CHRONY_CONF, ENGINE_CONF, ENGINE_UNIT, INSTALLED]
-        .iter()
-        .map(|path| {
-            let out = c.exec(&["sha256sum", path]);
-            let sum = out.status.success().then(|| {
-                text(&out.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            });
-            (path.to_string(), sum)
-        })
-        .collect();
-    let wants = c.exec_ok(&["ls", "/etc/systemd/system/multi-user.target.wants"]);
-    HostState {
-        units,
-        files,
-        wants,
-    }
-}
-
 #[test]
 #[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
 fn embedded_replaces_running_chrony() {
     let c = boot(false);
     let _peer = loopback_peer(&c);
-    hand_configured_chrony(&c);
+    chrony_running_by_hand(&c);
     let spec = put_spec(&c, "engine", &engine_spec(""));
 
     let (code, stdout, stderr) = plan(&c, &spec);
@@ -499,8 +432,8 @@ fn assert_rolled_back(failed: &Applied, failing_step: &str) {
 fn embedded_failing_start_rolls_back_to_chrony() {
     let c = boot(false);
     let _peer = loopback_peer(&c);
-    hand_configured_chrony(&c);
-    let before = host_state(&c);
+    chrony_running_by_hand(&c);
+    let before = switch_state(&c);
 
     // An engine that cannot start for a real reason: it must listen on an
     // address this host does not have, so it exits before READY=1 and
@@ -549,9 +482,9 @@ fn embedded_failing_start_rolls_back_to_chrony() {
 
     // chrony keeps time again, and nothing of the engine is left: not even
     // a unit that systemd keeps restarting (Restart=on-failure, RestartSec=2s).
-    assert_eq!(host_state(&c), before);
+    assert_eq!(switch_state(&c), before);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(host_state(&c), before);
+    assert_eq!(switch_state(&c), before);
     assert_eq!(
         unit(&c, "chrony.service"),
         ("active".into(), "enabled".into())
@@ -573,16 +506,16 @@ fn embedded_failing_start_rolls_back_to_chrony() {
     // rollback brings the engine back with its old config.
     let good = put_spec(&c, "engine", &engine_spec(""));
     converge(&c, &good, "chrony -> embedded engine (setup)");
-    let engine_before = host_state(&c);
+    let engine_before = switch_state(&c);
     let failed = apply(&c, &broken);
     record_timing("apply failing engine restart + rollback", failed.took);
     assert_rolled_back(&failed, "restart timectl-engine.service");
     // Running again at once (the rollback restarted it once its old files
     // were back), not merely waiting for its next Restart= attempt.
     assert_eq!(c.unit_property(ENGINE, "SubState"), "running");
-    assert_eq!(host_state(&c), engine_before);
+    assert_eq!(switch_state(&c), engine_before);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(host_state(&c), engine_before);
+    assert_eq!(switch_state(&c), engine_before);
     assert_eq!(unit(&c, ENGINE), ("active".into(), "enabled".into()));
     assert_engine_synchronised(&c);
     let (code, stdout, _) = plan(&c, &good);

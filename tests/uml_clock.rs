@@ -1129,7 +1129,7 @@ fn run_scenario(scenario: Scenario) {
     write_outputs(&scenario, &table, &[engine, chronyd]);
     record_timing(&format!("uml bench {}", scenario.name), wall);
     for (i, daemon, f, _) in &rows {
-        record_line(&format!(
+        support::record_figure(&format!(
             "uml bench {} / {} / {}: settled {} s, final median {} us, max {} us, steps {}{}",
             scenario.name,
             scenario.phases[*i].name,
@@ -1145,7 +1145,7 @@ fn run_scenario(scenario: Scenario) {
     let (targets, failures): (Vec<String>, Vec<String>) =
         failures.into_iter().partition(|f| f.starts_with(TARGET));
     for t in &targets {
-        record_line(&format!("uml bench {}: {t}", scenario.name));
+        support::record_figure(&format!("uml bench {}: {t}", scenario.name));
     }
     assert!(
         failures.is_empty(),
@@ -1154,21 +1154,6 @@ fn run_scenario(scenario: Scenario) {
         target_dir().join("uml-bench").display(),
         failures.join("\n  ")
     );
-}
-
-/// Appends a line to $TIMECTL_TIMINGS_FILE (ci/system-tests.sh prints it).
-fn record_line(line: &str) {
-    eprintln!("{line}");
-    if let Some(path) = std::env::var_os("TIMECTL_TIMINGS_FILE") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            let _ = writeln!(f, "{line}");
-        }
-    }
 }
 
 /// The bench's arithmetic on a made-up console (plain `cargo test`, no

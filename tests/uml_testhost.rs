@@ -13,9 +13,9 @@ mod support;
 
 use std::time::Duration;
 
-use support::uml_host::{
-    GuestFile, HostClockMark, REFERENCE_ADDR, UML_TOOLS, UmlHost, record_figure, tail,
-};
+use support::record_figure;
+
+use support::uml_host::{GuestFile, HostClockMark, REFERENCE_ADDR, UML_TOOLS, UmlHost, tail};
 
 const SCENARIO_SCRIPT: &str = include_str!("uml_testhost/scenario.py");
 const SCENARIO_IN_GUEST: &str = "/usr/local/libexec/timectl-uml/scenario";

@@ -636,11 +636,6 @@ impl Simulation {
         )
     }
 
-    /// Runs a whole simulation for `duration` simulated seconds.
-    pub fn run_config(config: SimConfig, duration: f64) -> SimResult {
-        run(config, duration)
-    }
-
     /// What the run recorded so far.
     pub fn result(&self) -> &SimResult {
         &self.result

@@ -242,3 +242,87 @@ pub fn assert_step_now_ignored(applied: &Applied) {
         applied.context()
     );
 }
+
+// --- the chrony -> embedded switch (system_embedded.rs, system_crash.rs) ---
+
+pub const ENGINE: &str = "timectl-engine.service";
+pub const INSTALLED: &str = "/usr/local/libexec/timectl/timectl";
+pub const ENGINE_CONF: &str = "/etc/timectl/engine.yaml";
+pub const ENGINE_UNIT: &str = "/etc/systemd/system/timectl-engine.service";
+pub const CHRONY_CONF: &str = "/etc/chrony/chrony.conf";
+
+/// An embedded spec (the default provider: no `provider:` key) for the
+/// loopback peer, polling fast, without clock control; `extra` is appended
+/// under `timesync:`.
+pub fn engine_spec(extra: &str) -> String {
+    format!(
+        "timesync:\n  sources:\n    - server: 127.0.0.1\n      port: 11123\n      iburst: true\n      minpoll: -2\n      maxpoll: 0\n  clockControl: false\n  verify: {{ synchronized: true, within: 20s, maxOffset: 100ms }}\n{extra}"
+    )
+}
+
+/// A host where the administrator installed chrony from the repository and
+/// pointed it at the loopback peer by hand (the image's chrony drop-in runs
+/// chronyd with -x); waits until chronyd selected the peer.
+pub fn hand_configured_chrony(c: &Container) {
+    c.apt_get(&["install", "chrony"]);
+    c.write_file(
+        CHRONY_CONF,
+        "# Written by the administrator.\n\
+         server 127.0.0.1 port 11123 iburst minpoll -2 maxpoll 0\n\
+         driftfile /var/lib/chrony/chrony.drift\n\
+         makestep 1 3\n",
+    );
+    c.exec_ok(&["systemctl", "restart", "chrony.service"]);
+    wait_chrony_selects_loopback(c);
+}
+
+/// Waits until chronyd in the container selected the loopback peer.
+pub fn wait_chrony_selects_loopback(c: &Container) {
+    super::wait_for(
+        "chronyd to select the loopback peer",
+        Duration::from_secs(20),
+        || match chrony_selected(c) {
+            Some(s) if s == "127.0.0.1" => Ok(()),
+            other => Err(format!("selected {other:?}")),
+        },
+    );
+}
+
+/// What the switch changes and a rollback must put back: chrony's and the
+/// engine's unit states, the managed files (sha256, or absent) and the
+/// units wanted by multi-user.target.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwitchState {
+    pub units: Vec<(String, String, String)>,
+    pub files: Vec<(String, Option<String>)>,
+    pub wants: String,
+}
+
+pub fn switch_state(c: &Container) -> SwitchState {
+    let units = ["chrony.service", ENGINE]
+        .iter()
+        .map(|u| {
+            let (active, file) = unit(c, u);
+            (u.to_string(), active, file)
+        })
+        .collect();
+    let files = [CHRONY_CONF, ENGINE_CONF, ENGINE_UNIT, INSTALLED]
+        .iter()
+        .map(|path| {
+            let out = c.exec(&["sha256sum", path]);
+            let sum = out.status.success().then(|| {
+                text(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            });
+            (path.to_string(), sum)
+        })
+        .collect();
+    SwitchState {
+        units,
+        files,
+        wants: c.exec_ok(&["ls", "/etc/systemd/system/multi-user.target.wants"]),
+    }
+}

@@ -297,15 +297,26 @@ pub fn cgroup_roots() -> Vec<PathBuf> {
 pub fn record_timing(label: &str, took: Duration) {
     let line = format!("{label}: {:.3} s", took.as_secs_f64());
     eprintln!("timing: {line}");
-    if let Some(path) = std::env::var_os("TIMECTL_TIMINGS_FILE") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
+    append_to_timings_file(&line);
+}
+
+/// Reports a measured figure (a bench result, a judged offset): on stderr
+/// and in $TIMECTL_TIMINGS_FILE, like `record_timing`.
+pub fn record_figure(line: &str) {
+    eprintln!("figure: {line}");
+    append_to_timings_file(line);
+}
+
+fn append_to_timings_file(line: &str) {
+    use std::io::Write;
+    if let Some(path) = std::env::var_os("TIMECTL_TIMINGS_FILE")
+        && let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-        {
-            let _ = writeln!(f, "{line}");
-        }
+    {
+        // One write: several tests may append at once.
+        let _ = f.write_all(format!("{line}\n").as_bytes());
     }
 }
 

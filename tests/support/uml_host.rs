@@ -417,18 +417,3 @@ impl HostClockMark {
         (stepped, slewed)
     }
 }
-
-/// Appends a line to $TIMECTL_TIMINGS_FILE (ci/system-tests.sh prints it in
-/// its summary) and prints it on stderr.
-pub fn record_figure(line: &str) {
-    eprintln!("figure: {line}");
-    if let Some(path) = std::env::var_os("TIMECTL_TIMINGS_FILE")
-        && let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-    {
-        // One write: several tests may append at once.
-        let _ = f.write_all(format!("{line}\n").as_bytes());
-    }
-}
