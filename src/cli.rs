@@ -148,6 +148,30 @@ pub struct FactsArgs {
 }
 
 /// Write to standard output; a closed pipe or a full disk is an error, not
+/// The outcome of a run that asked for confirmation (apply, rollback): its
+/// report, or the exit code after saying why nothing was `done` (refused,
+/// the question could not be shown, or an error).
+fn confirmed<T, E: std::fmt::Display>(
+    result: Result<Option<T>, E>,
+    not_shown: Option<anyhow::Error>,
+    done: &str,
+) -> anyhow::Result<Result<T, i32>> {
+    match result {
+        Ok(Some(report)) => Ok(Ok(report)),
+        Ok(None) => match not_shown {
+            Some(e) => Err(e.context(format!("nothing was {done}"))),
+            None => {
+                err_line(&format!("Nothing was {done}."));
+                Ok(Err(EXIT_ERROR))
+            }
+        },
+        Err(e) => {
+            err_line(&format!("error: {e}"));
+            Ok(Err(EXIT_ERROR))
+        }
+    }
+}
+
 /// a panic (`println!` panics on them).
 pub fn out(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
@@ -351,19 +375,9 @@ fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
     };
     let mut progress = |p: Progress<'_>| print_progress(&p);
     let result = apply::run(&spec, &host, saved.as_ref(), &mut confirm, &mut progress);
-    let report = match result {
-        Ok(Some(report)) => report,
-        Ok(None) => {
-            if let Some(e) = not_shown {
-                return Err(e.context("nothing was applied"));
-            }
-            err_line("Nothing was applied.");
-            return Ok(EXIT_ERROR);
-        }
-        Err(e) => {
-            err_line(&format!("error: {e}"));
-            return Ok(EXIT_ERROR);
-        }
+    let report = match confirmed(result, not_shown, "applied")? {
+        Ok(report) => report,
+        Err(code) => return Ok(code),
     };
     let text = if json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
@@ -452,19 +466,10 @@ fn rollback_command(args: &RollbackArgs) -> anyhow::Result<i32> {
         )
     };
     let mut progress = |p: Progress<'_>| print_progress(&p);
-    let report = match apply::rollback(&host, args.run_id.as_deref(), &mut confirm, &mut progress) {
-        Ok(Some(report)) => report,
-        Ok(None) => {
-            if let Some(e) = not_shown {
-                return Err(e.context("nothing was rolled back"));
-            }
-            err_line("Nothing was rolled back.");
-            return Ok(EXIT_ERROR);
-        }
-        Err(e) => {
-            err_line(&format!("error: {e}"));
-            return Ok(EXIT_ERROR);
-        }
+    let result = apply::rollback(&host, args.run_id.as_deref(), &mut confirm, &mut progress);
+    let report = match confirmed(result, not_shown, "rolled back")? {
+        Ok(report) => report,
+        Err(code) => return Ok(code),
     };
     if json {
         out(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;

@@ -187,16 +187,7 @@ impl Run<'_> {
     }
 
     fn steps(&self) -> Vec<StepReport> {
-        self.journal
-            .steps
-            .iter()
-            .map(|s| StepReport {
-                summary: s.summary.clone(),
-                status: s.status.clone(),
-                seconds: s.seconds,
-                undo: s.undo.clone(),
-            })
-            .collect()
+        step_reports(&self.journal)
     }
 
     fn roll_back(
@@ -788,16 +779,7 @@ pub fn rollback(
         run_id: journal.run_id.clone(),
         root: host.root.clone(),
         was,
-        steps: journal
-            .steps
-            .iter()
-            .map(|s| StepReport {
-                summary: s.summary.clone(),
-                status: s.status.clone(),
-                seconds: s.seconds,
-                undo: s.undo.clone(),
-            })
-            .collect(),
+        steps: step_reports(&journal),
         undone,
         not_restored,
         journal: host
@@ -892,6 +874,20 @@ fn finish_live(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The journal's steps as the report shows them.
+fn step_reports(journal: &journal::Journal) -> Vec<StepReport> {
+    journal
+        .steps
+        .iter()
+        .map(|s| StepReport {
+            summary: s.summary.clone(),
+            status: s.status.clone(),
+            seconds: s.seconds,
+            undo: s.undo.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

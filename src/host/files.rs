@@ -340,6 +340,20 @@ impl Files {
         self.lstat(path).is_ok_and(|m| m.is_some())
     }
 
+    /// The directory `parent` (relative to the root) opened with `flags`,
+    /// or None when it does not exist inside the root; a missing parent
+    /// reached through a link that leaves the root is that link's error.
+    fn open_parent(&self, parent: &Path, flags: OFlag) -> Result<Option<OwnedFd>, HostError> {
+        match self.open_rel(parent, flags | OFlag::O_DIRECTORY, 0) {
+            Ok(dir) => Ok(Some(dir)),
+            Err(e) if is_missing(e) => match self.blame(parent) {
+                Some(escape) => Err(escape),
+                None => Ok(None),
+            },
+            Err(e) => Err(self.fail(parent, "cannot open directory", e)),
+        }
+    }
+
     /// The target of the symlink at `path`; None when there is no symlink
     /// there.
     pub fn read_link(&self, path: &Path) -> Result<Option<PathBuf>, HostError> {
@@ -347,15 +361,8 @@ impl Files {
         let Some((parent, name)) = split(&rel) else {
             return Ok(None);
         };
-        let dir = match self.open_rel(parent, OFlag::O_PATH | OFlag::O_DIRECTORY, 0) {
-            Ok(dir) => dir,
-            Err(e) if is_missing(e) => {
-                return match self.blame(parent) {
-                    Some(escape) => Err(escape),
-                    None => Ok(None),
-                };
-            }
-            Err(e) => return Err(self.fail(parent, "cannot open directory", e)),
+        let Some(dir) = self.open_parent(parent, OFlag::O_PATH)? else {
+            return Ok(None);
         };
         match nix::fcntl::readlinkat(dir.as_fd(), name) {
             Ok(target) => Ok(Some(PathBuf::from(target))),
@@ -617,15 +624,8 @@ impl Files {
                 self.shown(&rel).display()
             )));
         };
-        let dir = match self.open_rel(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) {
-            Ok(dir) => dir,
-            Err(e) if is_missing(e) => {
-                return match self.blame(parent) {
-                    Some(escape) => Err(escape),
-                    None => Ok(()),
-                };
-            }
-            Err(e) => return Err(self.fail(parent, "cannot open directory", e)),
+        let Some(dir) = self.open_parent(parent, OFlag::O_RDONLY)? else {
+            return Ok(());
         };
         match nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
             Ok(()) => {
@@ -644,15 +644,8 @@ impl Files {
         let Some((parent, name)) = split(&rel) else {
             return Ok(());
         };
-        let dir = match self.open_rel(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, 0) {
-            Ok(dir) => dir,
-            Err(e) if is_missing(e) => {
-                return match self.blame(parent) {
-                    Some(escape) => Err(escape),
-                    None => Ok(()),
-                };
-            }
-            Err(e) => return Err(self.fail(parent, "cannot open directory", e)),
+        let Some(dir) = self.open_parent(parent, OFlag::O_RDONLY)? else {
+            return Ok(());
         };
         match nix::unistd::unlinkat(dir.as_fd(), name, nix::unistd::UnlinkatFlags::RemoveDir) {
             Ok(()) => {
