@@ -298,17 +298,19 @@ pub async fn run(
                 // A pool's source that refused us or went silent is replaced
                 // by asking the pool's name again.
                 let source_configs: Vec<usize> = sources.iter().map(|h| h.config_index).collect();
-                for config_index in pools_to_refresh(&config, &source_configs, &engine.dead_sources()) {
-                    for (i, h) in sources.iter().enumerate() {
-                        if h.config_index == config_index && engine.source(i).is_some_and(|s| s.is_dead()) {
-                            tracing::info!("pool {}: replacing {}", h.name, h.address);
-                            engine.retire_source(i);
-                            h.task.abort();
-                            retired.insert(h.address);
-                            known.remove(&h.address);
-                        }
+                let dead = engine.dead_sources();
+                let pools = pools_to_refresh(&config, &source_configs, &dead);
+                for &i in &dead {
+                    let Some(h) = sources.get(i) else { continue };
+                    if pools.contains(&h.config_index) {
+                        tracing::info!("pool {}: replacing {}", h.name, h.address);
+                        engine.retire_source(i);
+                        h.task.abort();
+                        retired.insert(h.address);
                     }
-                    resolvers.retain(|t| !t.is_finished());
+                }
+                resolvers.retain(|t| !t.is_finished());
+                for config_index in pools {
                     resolvers.push(tokio::spawn(resolve(config_index, config.sources[config_index].clone(), resolved_tx.clone())));
                 }
             }
