@@ -314,6 +314,21 @@ fn idle_control_connections_cannot_starve_status() {
     let port = free_udp_port();
     let mut engine = EngineProcess::start(&["--listen", &format!("127.0.0.1:{port}")]);
     let socket = engine.control();
+    if nix::unistd::geteuid().is_root() {
+        // As root (CI), the 500 connections below would come from root:
+        // first the same from an unprivileged user, as the issue has it.
+        let mut holder = UnprivilegedHolder::start(&engine, 500);
+        let started = std::time::Instant::now();
+        let doc = timectl::engine::control::status(&socket, Duration::from_secs(5))
+            .expect("status answers while an unprivileged user holds 500 connections");
+        let took = started.elapsed();
+        assert_eq!(doc.format_version, 1);
+        assert!(
+            took < Duration::from_secs(1),
+            "status took {took:?} while nobody held 500 connections"
+        );
+        holder.stop();
+    }
     let idle: Vec<UnixStream> = (0..500)
         .filter_map(|_| UnixStream::connect(&socket).ok())
         .collect();
@@ -380,6 +395,73 @@ fn idle_control_connections_cannot_starve_status() {
         "the daemon used {used} ticks of CPU in 1 s while idle"
     );
     assert_eq!(engine.status().format_version, 1);
+}
+
+/// 500 idle connections held by user `nobody` (a python3 process started
+/// with uid/gid 65534), for tests that run as root.
+struct UnprivilegedHolder {
+    child: std::process::Child,
+}
+
+impl UnprivilegedHolder {
+    const SCRIPT: &str = r#"
+import socket, sys
+held = []
+for _ in range(int(sys.argv[2])):
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(sys.argv[1])
+        held.append(s)
+    except OSError as e:
+        print("error", e, flush=True)
+        break
+print("held", len(held), flush=True)
+sys.stdin.read()
+"#;
+
+    fn start(engine: &EngineProcess, n: usize) -> UnprivilegedHolder {
+        use std::io::BufRead;
+        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::process::CommandExt;
+        use std::process::{Command, Stdio};
+        let python = engine_support::require_program("python3", "python3");
+        // nobody must reach the socket (0666) through its directory.
+        std::fs::set_permissions(engine.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod the state directory");
+        let mut child = Command::new(python)
+            .arg("-c")
+            .arg(Self::SCRIPT)
+            .arg(engine.control())
+            .arg(n.to_string())
+            .uid(65534)
+            .gid(65534)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3 as nobody");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the holder's report");
+        let held: usize = line
+            .strip_prefix("held ")
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("the unprivileged holder said {line:?}"));
+        assert!(held >= 64, "nobody could open only {held} connections");
+        UnprivilegedHolder { child }
+    }
+
+    fn stop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for UnprivilegedHolder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Under systemd with `WatchdogSec=` the clock loop feeds the watchdog:
