@@ -147,9 +147,11 @@ impl Phase {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Extra {
     None,
-    /// The second phase (restart with the drift file) settles no later than
-    /// the first (cold start).
-    WarmNotSlower,
+    /// The second phase (restart with the drift file) starts from the
+    /// frequency the first (cold start) learned, and settles no later than
+    /// the first (within one judge period: settling is only seen at judge
+    /// samples, 5 s apart, with their start at random).
+    DriftFileRestart,
     /// From the outage to the end of the phase the engine's max |offset|
     /// stays within max(this, 2 x chronyd's).
     Holdover(f64),
@@ -216,6 +218,11 @@ fn holdover_source_lost() -> Scenario {
     }
 }
 
+/// drift_file_restart's clock error, and how close the engine's frequency
+/// must come to it (learned) and to what it learned (after the restart).
+const DRIFT_PPM: f64 = 400.0;
+const FREQUENCY_AGREEMENT_PPM: f64 = 20.0;
+
 fn drift_file_restart() -> Scenario {
     // A cold start with the clock 400 ppm fast (at 150 ppm both daemons
     // stay within 1 ms from the first sample, so the drift file could not
@@ -230,8 +237,8 @@ fn drift_file_restart() -> Scenario {
     Scenario {
         name: "drift_file_restart",
         phases: vec![cold, warm],
-        extra: Extra::WarmNotSlower,
-        reference: Reference::Drifting { ppm: -400.0 },
+        extra: Extra::DriftFileRestart,
+        reference: Reference::Drifting { ppm: -DRIFT_PPM },
     }
 }
 
@@ -439,6 +446,8 @@ struct Sample {
     status_offset: Option<f64>,
     /// Engine status `steps`.
     steps: Option<u32>,
+    /// Engine status `frequency_ppm`.
+    frequency_ppm: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -637,18 +646,20 @@ fn parse_console(daemon: Daemon, console: &[ConsoleLine], log: &str) -> Vec<Phas
             }
             "STATUS" | "TRACKING" if started => {
                 let (jt, judge) = pending_judge.take().unwrap_or((t, None));
-                let (status_offset, steps) = if daemon == Daemon::Engine {
+                let (status_offset, steps, frequency_ppm) = if daemon == Daemon::Engine {
                     let v: serde_json::Value =
                         serde_json::from_str(rest).unwrap_or(serde_json::Value::Null);
                     (
                         v["offset_seconds"].as_f64(),
                         v["steps"].as_u64().map(|s| s as u32),
+                        v["frequency_ppm"].as_f64(),
                     )
                 } else {
                     (
                         ChronyTracking::parse_csv(rest)
                             .ok()
                             .map(|tr| tr.system_offset),
+                        None,
                         None,
                     )
                 };
@@ -657,6 +668,7 @@ fn parse_console(daemon: Daemon, console: &[ConsoleLine], log: &str) -> Vec<Phas
                     judge,
                     status_offset,
                     steps,
+                    frequency_ppm,
                 });
             }
             "ACTION" => phase.actions.push((t, rest.to_string())),
@@ -727,6 +739,9 @@ struct Figures {
     steps: u32,
     /// Engine: max |status - judge| once settled.
     status_vs_judge: Option<f64>,
+    /// Engine: status frequency (ppm) at the first and the last status.
+    first_frequency: Option<f64>,
+    last_frequency: Option<f64>,
     /// Max |offset| from the first source-down to the end (holdover).
     holdover_max: Option<f64>,
     /// Largest error of the opposite sign to the start offset (overshoot).
@@ -824,6 +839,8 @@ fn figures(daemon: Daemon, phase: &Phase, run: &PhaseRun) -> Figures {
         max,
         steps,
         status_vs_judge,
+        first_frequency: run.samples.iter().find_map(|s| s.frequency_ppm),
+        last_frequency: run.samples.iter().rev().find_map(|s| s.frequency_ppm),
         holdover_max,
         overshoot,
         samples: judged.len(),
@@ -899,13 +916,31 @@ fn criteria(
         ));
     }
     match scenario.extra {
-        Extra::WarmNotSlower if index == 1 => {
-            if let (Some(warm), Some(cold)) = (engine.settle, engine_phases[0].settle)
-                && warm > cold
+        Extra::DriftFileRestart if index == 1 => {
+            let cold = &engine_phases[0];
+            if let (Some(warm), Some(cold)) = (engine.settle, cold.settle)
+                && warm > cold + f64::from(JUDGE_EVERY)
             {
                 failures.push(format!(
                     "{what}: restarting with the drift file settled after {warm:.0} s, the cold start after {cold:.0} s"
                 ));
+            }
+            match (cold.last_frequency, engine.first_frequency) {
+                (Some(learned), Some(restart)) => {
+                    if (learned.abs() - DRIFT_PPM).abs() > FREQUENCY_AGREEMENT_PPM {
+                        failures.push(format!(
+                            "{what}: the cold start learned {learned:.1} ppm for a clock {DRIFT_PPM} ppm fast"
+                        ));
+                    }
+                    if (restart - learned).abs() > FREQUENCY_AGREEMENT_PPM {
+                        failures.push(format!(
+                            "{what}: the restart's first status said {restart:.1} ppm, the cold start had learned {learned:.1} ppm (drift file not used?)"
+                        ));
+                    }
+                }
+                _ => failures.push(format!(
+                    "{what}: the engine's status reported no frequency: bench broken"
+                )),
             }
         }
         Extra::Holdover(floor) => {
