@@ -303,6 +303,97 @@ fn pool_and_host_names_resolve_and_ipv6_works() {
     assert!(s.offset_seconds.is_some_and(|o| o.abs() < 1e-3));
 }
 
+/// Issue 9 item 6, end to end: a pool whose only source goes silent is
+/// asked again, and the new address it gives is used. The daemon runs in a
+/// mount namespace of its own whose /etc/hosts is a file the test rewrites:
+/// `pool.timectl.test` first names 127.0.0.2, then 127.0.0.3 (an upstream
+/// engine on each, on this machine's loopback).
+#[test]
+#[ignore = "needs root (a mount namespace for /etc/hosts): run ci/system-tests.sh"]
+fn a_silent_pool_member_is_replaced_by_asking_the_pool_again() {
+    engine_support::require_root();
+    let unshare = engine_support::require_program("unshare", "util-linux");
+    let port = free_udp_port();
+    let upstream = |ip: &str| {
+        EngineProcess::start(&["--listen", &format!("{ip}:{port}"), "--local-stratum", "9"])
+    };
+    let first = upstream("127.0.0.2");
+    let second = upstream("127.0.0.3");
+    let dir = engine_support::state_dir();
+    let hosts = dir.path().join("hosts");
+    // Rewritten in place below (same inode), so the bind mount sees it.
+    let name_it = |ip: &str| {
+        std::fs::write(
+            &hosts,
+            format!("127.0.0.1 localhost\n{ip} pool.timectl.test\n"),
+        )
+        .expect("write hosts")
+    };
+    name_it("127.0.0.2");
+    let config = dir.path().join("engine.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "sources:\n  - pool: pool.timectl.test\n    port: {port}\n    maxSources: 1\n    minpoll: 0\n    maxpoll: 0\n"
+        ),
+    )
+    .expect("write config");
+    let mut engine =
+        EngineProcess::start_via(&["--config", config.to_str().expect("utf-8")], |bin| {
+            let mut c = Command::new(&unshare);
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg(r#"mount --bind "$0" /etc/hosts && exec "$@""#)
+                .arg(&hosts)
+                .arg(bin);
+            c
+        });
+    let synced_to = |engine: &mut EngineProcess, ip: &str| {
+        let s = engine.status();
+        (s.synchronized && s.reference_address.as_deref() == Some(&format!("{ip}:{port}")))
+            .then_some(s)
+    };
+    engine_support::wait_for("synchronised to 127.0.0.2", Duration::from_secs(20), || {
+        synced_to(&mut engine, "127.0.0.2")
+    });
+    name_it("127.0.0.3");
+    drop(first);
+    let started = std::time::Instant::now();
+    // Silent after 8 polls (1 s each), replaced at the next pool check
+    // (every 60 s).
+    let s = engine_support::wait_for(
+        "the pool's new address in use",
+        Duration::from_secs(150),
+        || synced_to(&mut engine, "127.0.0.3"),
+    );
+    eprintln!(
+        "timing: pool member replaced {:.0} s after it went silent",
+        started.elapsed().as_secs_f64()
+    );
+    let old = s
+        .sources
+        .iter()
+        .find(|x| x.address == format!("127.0.0.2:{port}"));
+    assert!(
+        old.is_none_or(|o| o.report.reach == 0),
+        "the silent member is still counted: {old:?}"
+    );
+    assert_eq!(
+        s.sources
+            .iter()
+            .filter(|x| x.name == "pool.timectl.test" && x.report.reach != 0)
+            .count(),
+        1,
+        "maxSources 1: one live member ({:?})",
+        s.sources
+    );
+    let log = engine.guard.log_text();
+    assert!(
+        log.contains(&format!("replacing 127.0.0.2:{port}")),
+        "the log says nothing about replacing the member:\n{log}"
+    );
+    drop(second);
+}
+
 /// Issue 9: a local user holding hundreds of idle control connections (and
 /// one sending an endless line) cannot starve `timectl status`: connections
 /// are capped, idle ones closed, over-long lines refused, and the daemon does

@@ -236,12 +236,19 @@ impl EngineProcess {
     }
 
     pub fn start_in(args: &[&str], netns: Option<&Netns>) -> EngineProcess {
+        EngineProcess::start_via(args, |bin| match netns {
+            Some(ns) => ns.command(bin),
+            None => Command::new(bin),
+        })
+    }
+
+    /// Starts the daemon through `command(timectl binary)`, a command that
+    /// must exec the binary (so the child's PID is the daemon's) with the
+    /// arguments appended to it.
+    pub fn start_via(args: &[&str], command: impl FnOnce(&Path) -> Command) -> EngineProcess {
         let bin = env!("CARGO_BIN_EXE_timectl");
         let dir = state_dir();
-        let mut cmd = match netns {
-            Some(ns) => ns.command(Path::new(bin)),
-            None => Command::new(bin),
-        };
+        let mut cmd = command(Path::new(bin));
         cmd.arg("daemon")
             .args(args)
             .arg("--no-clock-control")
