@@ -39,6 +39,13 @@ pub const PHI: f64 = 15e-6;
 /// restarted machine differs a little): chrony's drift files hold a skew of
 /// this order once settled.
 const DRIFT_PRIOR_SD: f64 = 1e-6;
+/// The error assumed for the kernel's frequency at start without a drift
+/// file: whatever set it (a previous daemon, or nobody; a crystal is
+/// within 100 ppm) is trusted little.
+const UNKNOWN_FREQUENCY_SD: f64 = 1e-4;
+/// A slope less certain than this is not used at all (chrony's
+/// maxupdateskew, 1000 ppm).
+const MAX_UPDATE_SKEW: f64 = 1e-3;
 /// A measured correction further than this from the model means the clock
 /// was moved by something else (another program's step, a leap second).
 const JUMP_THRESHOLD: f64 = 0.010;
@@ -169,6 +176,8 @@ pub struct Discipline {
     policy: StepPolicy,
     /// The drift file's frequency, set once at start.
     drift_frequency: Option<f64>,
+    /// The frequency started from and its error, until a slope is better.
+    prior: Option<(f64, f64)>,
     base_frequency: f64,
     base_frequency_sd: f64,
     /// The kernel frequency now (as set by us; without clock control, as
@@ -201,17 +210,21 @@ impl Discipline {
         now: f64,
     ) -> Discipline {
         let drift_frequency = drift_frequency.map(|f| f.clamp(-MAX_FREQUENCY, MAX_FREQUENCY));
-        let f = drift_frequency.unwrap_or(kernel_frequency);
+        let f = drift_frequency
+            .unwrap_or(kernel_frequency)
+            .clamp(-MAX_FREQUENCY, MAX_FREQUENCY);
+        let f_sd = if drift_frequency.is_some() {
+            DRIFT_PRIOR_SD
+        } else {
+            UNKNOWN_FREQUENCY_SD
+        };
         Discipline {
             control,
             policy,
             drift_frequency,
-            base_frequency: f.clamp(-MAX_FREQUENCY, MAX_FREQUENCY),
-            base_frequency_sd: if drift_frequency.is_some() {
-                1e-6
-            } else {
-                1e-4
-            },
+            prior: Some((f, f_sd)),
+            base_frequency: f,
+            base_frequency_sd: f_sd,
             applied_frequency: f,
             previous_frequency: f,
             anchor_at: now,
@@ -363,22 +376,7 @@ impl Discipline {
         self.updates += 1;
         self.updates_since_step += 1;
         if let Some((s, sd)) = slope {
-            let (f, f_sd) = match self.drift_frequency {
-                // The drift file's frequency is a prior worth as much as
-                // its error says: while the regression's slope is still
-                // noisy (a few samples), the two are combined by inverse
-                // variance; once the regression is better, it alone counts.
-                Some(prior) if sd > DRIFT_PRIOR_SD => {
-                    let (wp, ws) = (DRIFT_PRIOR_SD.powi(-2), sd.powi(-2));
-                    ((prior * wp + s * ws) / (wp + ws), (wp + ws).powf(-0.5))
-                }
-                _ => {
-                    self.drift_frequency = None;
-                    (s, sd)
-                }
-            };
-            self.base_frequency = f.clamp(-MAX_FREQUENCY, MAX_FREQUENCY);
-            self.base_frequency_sd = f_sd;
+            self.track_frequency(s, sd);
         }
         if !self.control {
             return vec![];
@@ -398,6 +396,38 @@ impl Discipline {
         self.slew_end = (rate != 0.0).then(|| now + remaining / rate);
         actions.push(ClockAction::SetFrequency(frequency));
         actions
+    }
+
+    /// Folds a regression slope `measured` (standard error `measured_sd`)
+    /// into the frequency estimate. The regression already sums up every
+    /// sample in its window, so it is not averaged with earlier estimates
+    /// (they came from the same samples); only the frequency the engine
+    /// started from is a prior worth its own error: the drift file's (1 ppm)
+    /// or the kernel's register (100 ppm, whatever set it). While the slope
+    /// is less certain than the prior, the two are combined by inverse
+    /// variance: a slope from a few burst samples, some queued or taken
+    /// during a fast slew, must not replace a good drift file, nor move the
+    /// kernel's frequency by its full error. Once the slope is better, it
+    /// alone counts, for good.
+    fn track_frequency(&mut self, measured: f64, measured_sd: f64) {
+        if !measured.is_finite() || !measured_sd.is_finite() || measured_sd > MAX_UPDATE_SKEW {
+            return;
+        }
+        let (f, f_sd) = match self.prior {
+            Some((prior, prior_sd)) if measured_sd > prior_sd => {
+                let (wp, wm) = (prior_sd.powi(-2), measured_sd.powi(-2));
+                (
+                    (prior * wp + measured * wm) / (wp + wm),
+                    (wp + wm).powf(-0.5),
+                )
+            }
+            _ => {
+                self.prior = None;
+                (measured, measured_sd)
+            }
+        };
+        self.base_frequency = f.clamp(-MAX_FREQUENCY, MAX_FREQUENCY);
+        self.base_frequency_sd = f_sd;
     }
 
     /// Ends a slew whose time has come.
@@ -582,7 +612,7 @@ mod tests {
             0.0,
             "nothing observed, nothing applied"
         );
-        assert!((d.frequency() + 100e-6).abs() < 1e-15);
+        assert!((d.frequency() + 100e-6).abs() < 1e-10);
         assert_eq!(
             d.step_now(1.0, Some(5.0)),
             Err(StepNowError::ClockControlOff { would_step: 5.0 })
@@ -696,15 +726,42 @@ mod tests {
         let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
         d.update(0.0, 0.5, Some((20e-6, 1e-7)), 2.0);
         assert!(d.next_timer().is_some());
+        let f = d.frequency();
+        assert!((f - 20e-6).abs() < 1e-10, "{f}");
         let a = d.step_now(3.0, Some(-0.25)).expect("steps");
         assert_eq!(
             a,
-            vec![ClockAction::Step(-0.25), ClockAction::SetFrequency(20e-6)]
+            vec![ClockAction::Step(-0.25), ClockAction::SetFrequency(f)]
         );
         assert_eq!(d.next_timer(), None);
-        assert_eq!(d.applied_frequency(), 20e-6);
+        assert_eq!(d.applied_frequency(), f);
         assert_eq!(d.updates_since_step(), 0);
         d.update(5.0, 0.0, None, 2.0);
         assert_eq!(d.updates_since_step(), 1);
+    }
+
+    #[test]
+    fn a_noisy_slope_barely_moves_a_good_prior_but_a_better_slope_replaces_it() {
+        // A drift file's 100 ppm (skew 1 ppm) and a slope from a few burst
+        // samples 300 ppm off with a 100 ppm error: hardly moved.
+        let mut d = Discipline::new(true, StepPolicy::default(), Some(100e-6), 0.0, 0.0);
+        d.update(1.0, 0.0, Some((400e-6, 100e-6)), 2.0);
+        assert!((d.frequency() - 100e-6).abs() < 0.1e-6, "{}", d.frequency());
+        // Without a drift file the kernel's frequency is trusted little:
+        // the first slope replaces it almost entirely.
+        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
+        d.update(1.0, 0.0, Some((150e-6, 5e-6)), 2.0);
+        assert!((d.frequency() - 150e-6).abs() < 1e-6, "{}", d.frequency());
+        // A slope more certain than the drift file replaces it (the machine
+        // now runs 20 ppm faster than when the file was written).
+        let mut d = Discipline::new(true, StepPolicy::default(), Some(100e-6), 0.0, 0.0);
+        for i in 0..20 {
+            d.update(f64::from(i), 0.0, Some((120e-6, 0.5e-6)), 16.0);
+        }
+        assert!((d.frequency() - 120e-6).abs() < 0.5e-6, "{}", d.frequency());
+        // A slope beyond 1000 ppm of error is not used at all.
+        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
+        d.update(1.0, 0.0, Some((400e-6, 2e-3)), 2.0);
+        assert_eq!(d.frequency(), 0.0);
     }
 }

@@ -19,6 +19,9 @@ const MIN_WINDOW: usize = 6;
 /// Fewest samples (and their span, s) before a slope is trusted.
 const MIN_SLOPE_SAMPLES: usize = 3;
 const MIN_SLOPE_SPAN: f64 = 4.0;
+/// The offset error assumed for a sample without queueing delay (timestamp
+/// noise, path jitter): 10 us, the order seen on a LAN and in UML.
+const SAMPLE_NOISE_FLOOR: f64 = 10e-6;
 
 /// One accepted measurement, in the natural frame.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -206,7 +209,14 @@ fn regress<'a>(samples: impl Iterator<Item = &'a Sample> + Clone, min_delay: f64
     // queueing, a sample's offset error is at most half its excess delay,
     // so the few least-queued samples deserve most of the weight (the 1/8
     // quantile measured best across 10 us .. 10 ms jitter in the benchmark).
-    let scale = sorted[n / 8].max(1e-7);
+    //
+    // Weights are 1 / (1 + (excess / scale)^2) = scale^2 / sigma_i^2 with
+    // sigma_i^2 = scale^2 + excess^2: a sample of weight 1 has an error of
+    // `scale`. The scale has a floor (the noise of even the best sample),
+    // or, with fewer than 8 samples (the 1/8 quantile is then the best
+    // sample's own excess, 0), the other samples' weights collapse and a
+    // slope through them looked far more certain than it was.
+    let scale = sorted[n / 8].max(SAMPLE_NOISE_FLOOR);
     for e in excess.iter_mut() {
         *e = 1.0 / (1.0 + (*e / scale).powi(2));
     }
@@ -245,9 +255,10 @@ fn regress<'a>(samples: impl Iterator<Item = &'a Sample> + Clone, min_delay: f64
         min_d = min_d.min(s.delay);
     }
     let dof = (n as f64 - 2.0).max(1.0);
-    // Weighted residual variance per unit weight; floor it so a perfect
-    // fit (simulation without noise) still reports some uncertainty.
-    let sigma2 = (ssr / dof).max(1e-18);
+    // Weighted residual variance per unit weight, at least what the weights
+    // assume (scale^2): residuals of 3 or 4 samples may fit a line by
+    // chance, and a queued sample's error is known from its delay.
+    let sigma2 = (ssr / dof).max(scale * scale);
     let mean_w = sw / n as f64;
     Some(Fit {
         mean_time,
@@ -362,5 +373,36 @@ mod tests {
     fn window_is_bounded() {
         let f = line(MAX_SAMPLES + 10, 0.0, |_| 0.0);
         assert_eq!(f.len(), MAX_SAMPLES);
+    }
+
+    /// The samples of the UML bench's +0.5 s run that set a 91 ppm
+    /// frequency on a clock without frequency error: the burst's first
+    /// exchange waited for ARP (1.6 ms round trip, its offset 0.6 ms off),
+    /// the second queued for 63 ms, only the third was clean. Whatever
+    /// slope the regression draws through them, its standard error must
+    /// cover the truth (0) — before the fix it claimed 91 +- 3 ppm.
+    #[test]
+    fn a_slope_through_queued_samples_is_not_trusted() {
+        let mut f = SampleFilter::new();
+        for (time, bias, delay) in [
+            (0.0, -0.6e-3, 1.6e-3),
+            (2.0, 20e-3, 62.7e-3),
+            (3.7, 0.01e-3, 0.22e-3),
+            (5.5, 0.17e-3, 0.9e-3),
+        ] {
+            f.add(Sample {
+                time,
+                natural_offset: 0.5 + bias,
+                delay,
+            });
+        }
+        let e = f.estimate(5.5, 0.0).expect("estimate");
+        let slope = e.slope.expect("4 samples over 5.5 s give a slope");
+        assert!(
+            slope.abs() <= 2.0 * e.slope_sd,
+            "slope {:.1} ppm claimed +- {:.1} ppm",
+            slope * 1e6,
+            e.slope_sd * 1e6
+        );
     }
 }

@@ -14,6 +14,9 @@ use super::proto::{
 pub const BURST_INTERVAL: f64 = 2.0;
 /// Requests in an initial burst (chrony sends 4).
 pub const BURST_COUNT: u8 = 4;
+/// Extra requests, one at a time at the burst interval, while the engine's
+/// frequency is still uncertain after a burst (see `poll_soon_while_settling`).
+pub const SETTLE_POLLS: u8 = 4;
 /// Poll adaptation: a good sample adds the poll exponent to a counter, a bad
 /// one subtracts twice that; crossing +-LIMIT moves the poll (as in ntpd).
 const POLL_ADJUST_LIMIT: i32 = 30;
@@ -86,6 +89,7 @@ pub struct Source {
     reach: u8,
     next_poll: f64,
     burst_left: u8,
+    settle_polls_left: u8,
     pending: Option<PendingRequest>,
     last_server_transmit: Option<NtpTimestamp>,
     poll_counter: i32,
@@ -114,6 +118,7 @@ impl Source {
             reach: 0,
             next_poll: now,
             burst_left: if settings.iburst { BURST_COUNT } else { 0 },
+            settle_polls_left: if settings.iburst { SETTLE_POLLS } else { 0 },
             settings,
             pending: None,
             last_server_transmit: None,
@@ -385,7 +390,23 @@ impl Source {
             return;
         }
         self.burst_left = BURST_COUNT;
+        self.settle_polls_left = SETTLE_POLLS;
         self.next_poll = self.next_poll.min(now + BURST_INTERVAL);
+    }
+
+    /// After a burst, while the engine's frequency estimate is still
+    /// uncertain (the burst's few samples were taken during a fast slew, or
+    /// the first one waited for ARP), polls once more at the burst interval
+    /// instead of a whole poll interval later: the clock would run on the
+    /// uncertain frequency until then. At most SETTLE_POLLS times per burst.
+    pub fn poll_soon_while_settling(&mut self, now: f64) {
+        if self.stopped.is_some() || self.burst_left > 0 || self.settle_polls_left == 0 {
+            return;
+        }
+        if self.next_poll > now + BURST_INTERVAL {
+            self.settle_polls_left -= 1;
+            self.next_poll = now + BURST_INTERVAL;
+        }
     }
 
     /// Forgets all samples (e.g. after a step when not in the natural frame).

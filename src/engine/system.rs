@@ -14,6 +14,11 @@ use super::discipline::{ClockAction, Discipline, Observed, PHI, StepNowError, St
 /// few microseconds of path asymmetry, the majority is lost and selection
 /// flaps. A falseticker milliseconds off is still rejected.
 const MIN_DISTANCE: f64 = 1e-3;
+/// While the frequency estimate is less certain than this (s/s), or the
+/// offset than SETTLE_OFFSET_SD (s), the selected sources poll again at the
+/// burst interval (a few times, see Source::poll_soon_while_settling).
+const SETTLE_SKEW: f64 = 5e-6;
+const SETTLE_OFFSET_SD: f64 = 100e-6;
 
 /// Half-width of a source's correctness interval (RFC 5905's root
 /// distance): half the round trip to the reference clock (at least
@@ -614,21 +619,32 @@ impl Engine {
             Some(t) => (now - t).clamp(1.0, 1024.0),
             None => 2.0,
         };
-        let slope = combined.slope.unwrap_or(default_slope);
-        self.estimate = Some(SystemEstimate {
-            at: now,
-            natural_offset: combined.offset + correction,
-            slope,
-            measured_offset: combined.offset,
-            bound: peer.distance,
-        });
         let mut actions = self.discipline.update(
             now,
             combined.offset,
             combined.slope.map(|s| (s, combined.slope_sd)),
             slew_time,
         );
+        // The offset is carried forward with the frequency the discipline
+        // settled on (what the clock now runs by), not with this update's
+        // raw slope: a few samples after a burst give a slope hundreds of
+        // ppm off, and the status would drift away from the clock's real
+        // offset by that much until the next update.
+        self.estimate = Some(SystemEstimate {
+            at: now,
+            natural_offset: combined.offset + correction,
+            slope: self.discipline.natural_slope(),
+            measured_offset: combined.offset,
+            bound: peer.distance,
+        });
         self.after_step(now, &actions);
+        let settling =
+            self.discipline.frequency_sd() > SETTLE_SKEW || combined.offset_sd > SETTLE_OFFSET_SD;
+        if self.discipline.clock_control() && settling {
+            for c in &chosen {
+                self.sources[c.index].poll_soon_while_settling(now);
+            }
+        }
         let leap = majority_leap(
             chosen
                 .iter()
