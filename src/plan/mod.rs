@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::facts::{Facts, FactsError};
 use crate::host::{Host, HostError, Mode};
 use crate::provider::{self, VerifyPlan};
+use crate::resource::binary::{self, EngineBinary};
 use crate::resource::file::sha256_hex;
 use crate::resource::{Action, Change, ChangeKind, Resource, ServiceRole};
-use crate::spec::{ConflictPolicy, Spec, SpecError};
+use crate::spec::{ConflictPolicy, ProviderKind, Spec, SpecError};
 
 /// Version of the saved-plan and `--json` formats (docs/json-format.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -48,6 +49,10 @@ pub struct Plan {
     /// Step the clock once after the changes.
     pub step_now: bool,
     pub verify: Option<VerifyPlan>,
+    /// The executable the embedded engine's unit runs (embedded provider
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_binary: Option<EngineBinary>,
 }
 
 /// Counts for the summary line.
@@ -244,11 +249,30 @@ fn group_blockers(blockers: Vec<String>) -> Vec<String> {
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
     let facts = Facts::detect_in(&host.files)?;
-    let desired = provider::compile(spec, &facts, &host.timectl_binary)?;
+    let copy_to = Path::new(provider::INSTALLED_BINARY);
+    let (engine, engine_note) = if spec.provider() == ProviderKind::Embedded {
+        binary::choose(host, copy_to)
+    } else {
+        // Not used: no package queries for the other providers.
+        (
+            EngineBinary::Copy {
+                path: copy_to.to_path_buf(),
+                source: host.timectl_binary.clone(),
+            },
+            None,
+        )
+    };
+    let desired = provider::compile(spec, &facts, &engine)?;
     let mut changes: Vec<Change> = Vec::new();
     let mut notes = desired.notes.clone();
+    notes.extend(engine_note);
     let mut blockers = Vec::new();
     let mut observed = BTreeMap::new();
+    let engine_binary = (spec.provider() == ProviderKind::Embedded).then_some(engine);
+    if let Some(engine) = &engine_binary {
+        // A package installed or removed after the plan makes it stale.
+        observed.insert("engine-binary".to_string(), hash_of(engine));
+    }
     let live = host.services.runs_units();
     if host.mode == Mode::Offline {
         notes.push(format!(
@@ -446,6 +470,7 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         fingerprint,
         step_now: desired.step_now,
         verify: desired.verify,
+        engine_binary,
     })
 }
 
