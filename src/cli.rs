@@ -61,6 +61,21 @@ pub enum Command {
     /// Show the running engine's synchronisation state and sources, like
     /// `chronyc tracking` and `chronyc sources`.
     Status(crate::engine::cli::StatusArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    #[command(
+        long_about = "Print a shell completion script for timectl's subcommands and options.\n\n\
+The packages install them already (bash: /usr/share/bash-completion/completions/timectl, \
+zsh: _timectl in the vendor completions directory, fish: vendor_completions.d/timectl.fish). \
+Without a package: `timectl completions bash > ~/.local/share/bash-completion/completions/timectl`."
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: crate::manual::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -217,6 +232,12 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Facts(a) => facts_command(&a),
         Command::Daemon(a) => crate::engine::cli::run_daemon(a),
         Command::Status(a) => crate::engine::cli::run_status(a),
+        Command::Completions(a) => {
+            out(&String::from_utf8_lossy(&crate::manual::completions(
+                a.shell,
+            )))?;
+            Ok(EXIT_OK)
+        }
     }
 }
 

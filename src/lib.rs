@@ -21,6 +21,7 @@ pub mod cli;
 pub mod engine;
 pub mod facts;
 pub mod host;
+pub mod manual;
 pub mod plan;
 pub mod provider;
 pub mod render;
