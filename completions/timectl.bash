@@ -103,13 +103,17 @@ _timectl() {
             return 0
             ;;
         timectl__subcmd__apply)
-            opts="-y -h --root --yes --json --help"
+            opts="-y -h --root --yes --json --metrics-textfile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-textfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -371,7 +375,7 @@ _timectl() {
             return 0
             ;;
         timectl__subcmd__plan)
-            opts="-h --root --out --json --markdown --detailed-exitcode --no-color --help"
+            opts="-h --root --out --json --markdown --detailed-exitcode --no-color --metrics-textfile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -382,6 +386,10 @@ _timectl() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-textfile)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,12 +41,14 @@ complete -c timectl -n "__fish_timectl_using_subcommand validate" -s h -l help -
 complete -c timectl -n "__fish_timectl_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l root -d 'Manage an offline root (image or chroot) instead of the running host' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l out -d 'Save the plan for `timectl apply PLANFILE` (refused there if the host changes in between)' -r -F
+complete -c timectl -n "__fish_timectl_using_subcommand plan" -l metrics-textfile -d 'Write the run\'s metrics for node_exporter\'s textfile collector to PATH (replaced atomically; name it *.prom in the collector\'s directory): last run time, result, changes made, drift detected' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l json -d 'Print the plan as versioned JSON (docs/json-format.md)'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l markdown -d 'Print the plan as markdown, for a pull-request comment'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l detailed-exitcode -d 'Exit 2 when there are changes, 0 when there are none, 1 on error'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l no-color -d 'No colours, even on a terminal (also: NO_COLOR=1)'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -s h -l help -d 'Print help'
 complete -c timectl -n "__fish_timectl_using_subcommand apply" -l root -d 'Manage an offline root (image or chroot) instead of the running host' -r -F
+complete -c timectl -n "__fish_timectl_using_subcommand apply" -l metrics-textfile -d 'Write the run\'s metrics for node_exporter\'s textfile collector to PATH (replaced atomically; name it *.prom in the collector\'s directory): last run time, result, changes made, drift detected' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand apply" -s y -l yes -d 'Do not ask for confirmation (needed when stdin is not a terminal)'
 complete -c timectl -n "__fish_timectl_using_subcommand apply" -l json -d 'Print the report as JSON'
 complete -c timectl -n "__fish_timectl_using_subcommand apply" -s h -l help -d 'Print help'

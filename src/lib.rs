@@ -28,3 +28,4 @@ pub mod render;
 pub mod resource;
 pub mod spec;
 pub mod sync;
+pub mod textfile;

@@ -662,3 +662,179 @@ fn applying_to_the_running_host_needs_root() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
 }
+
+/// The samples of a Prometheus textfile: `name{labels}` -> value.
+fn samples(path: &Path) -> std::collections::BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').unwrap();
+            (key.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn apply_and_plan_write_metrics_textfiles() {
+    let root = copy_root("debian12");
+    let r = root_arg(root.path());
+    let metrics = tempfile::tempdir().unwrap();
+    let apply_prom = metrics.path().join("timectl-apply.prom");
+    let plan_prom = metrics.path().join("timectl-plan.prom");
+    let m = apply_prom.display().to_string();
+    let spec = "examples/embedded.yaml";
+
+    let before = unix_now();
+    let out = timectl(&[
+        "apply",
+        spec,
+        "--root",
+        &r,
+        "--yes",
+        "--metrics-textfile",
+        &m,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let s = samples(&apply_prom);
+    let at = s["timectl_last_run_timestamp_seconds{command=\"apply\"}"];
+    assert!(
+        at >= before.floor() && at <= unix_now() + 1.0,
+        "{at} vs {before}"
+    );
+    assert_eq!(s["timectl_last_run_success{command=\"apply\"}"], 1.0);
+    assert_eq!(
+        s["timectl_last_run_result{command=\"apply\",result=\"success\"}"],
+        1.0
+    );
+    assert_eq!(
+        s["timectl_last_run_result{command=\"apply\",result=\"failure\"}"],
+        0.0
+    );
+    assert_eq!(
+        s["timectl_last_run_result{command=\"apply\",result=\"rolled_back\"}"],
+        0.0
+    );
+    assert_eq!(s["timectl_drift_detected{command=\"apply\"}"], 1.0);
+    // disable chrony, install the copy, config, unit, enable the engine.
+    let planned = s["timectl_last_run_planned_changes{command=\"apply\"}"];
+    assert_eq!(planned, 5.0, "{s:?}");
+    assert_eq!(s["timectl_last_run_changes{command=\"apply\"}"], planned);
+    // Only the .prom file: the temporary file was renamed over it.
+    assert_eq!(std::fs::read_dir(metrics.path()).unwrap().count(), 1);
+
+    // Converged: no drift, nothing changed.
+    let out = timectl(&[
+        "apply",
+        spec,
+        "--root",
+        &r,
+        "--yes",
+        "--metrics-textfile",
+        &m,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let s = samples(&apply_prom);
+    assert_eq!(s["timectl_drift_detected{command=\"apply\"}"], 0.0);
+    assert_eq!(s["timectl_last_run_changes{command=\"apply\"}"], 0.0);
+    assert_eq!(s["timectl_last_run_success{command=\"apply\"}"], 1.0);
+
+    // A hand edit is drift that plan reports without changing anything.
+    std::fs::write(root.path().join("etc/timectl/engine.yaml"), "edited\n").unwrap();
+    let p = plan_prom.display().to_string();
+    let out = timectl(&["plan", spec, "--root", &r, "--metrics-textfile", &p]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let s = samples(&plan_prom);
+    assert_eq!(s["timectl_drift_detected{command=\"plan\"}"], 1.0);
+    assert_eq!(s["timectl_last_run_planned_changes{command=\"plan\"}"], 1.0);
+    assert_eq!(s["timectl_last_run_changes{command=\"plan\"}"], 0.0);
+    assert_eq!(s["timectl_last_run_success{command=\"plan\"}"], 1.0);
+
+    // A spec that does not load: a failure, drift unknown (not reported).
+    let bad = write_spec(metrics.path(), "bad.yaml", "timesync:\n  sourcez: []\n");
+    let out = timectl(&[
+        "plan",
+        &bad.display().to_string(),
+        "--root",
+        &r,
+        "--metrics-textfile",
+        &p,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let s = samples(&plan_prom);
+    assert_eq!(
+        s["timectl_last_run_result{command=\"plan\",result=\"failure\"}"],
+        1.0
+    );
+    assert!(
+        !s.keys().any(|k| k.starts_with("timectl_drift_detected")),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_rolled_back_apply_says_so_in_its_metrics() {
+    let root = copy_root("rhel9-ntpd");
+    let r = root_arg(root.path());
+    break_enable(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("timectl.prom");
+    let m = prom.display().to_string();
+    let out = timectl(&[
+        "apply",
+        RHEL9_SPEC,
+        "--root",
+        &r,
+        "--yes",
+        "--metrics-textfile",
+        &m,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let s = samples(&prom);
+    assert_eq!(
+        s["timectl_last_run_result{command=\"apply\",result=\"rolled_back\"}"],
+        1.0
+    );
+    assert_eq!(
+        s["timectl_last_run_result{command=\"apply\",result=\"failure\"}"],
+        0.0
+    );
+    assert_eq!(s["timectl_last_run_success{command=\"apply\"}"], 0.0);
+    assert_eq!(s["timectl_drift_detected{command=\"apply\"}"], 1.0);
+    assert_eq!(
+        s["timectl_last_run_planned_changes{command=\"apply\"}"],
+        3.0
+    );
+    // Everything done was undone: no change kept.
+    assert_eq!(s["timectl_last_run_changes{command=\"apply\"}"], 0.0);
+}
+
+#[test]
+fn an_unwritable_metrics_textfile_fails_the_command_after_the_run() {
+    let root = copy_root("debian12");
+    let r = root_arg(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir/timectl.prom");
+    let out = timectl(&[
+        "plan",
+        "examples/embedded.yaml",
+        "--root",
+        &r,
+        "--metrics-textfile",
+        &missing.display().to_string(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.starts_with("Plan: "), "{stdout}");
+    assert!(
+        stderr.contains("cannot write the metrics textfile") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+}

@@ -85,37 +85,10 @@ impl Plan {
     /// mode 0600, that atomically replaces what was there (an existing
     /// 0644 file is not reused, and a reader never sees half a plan).
     pub fn save(&self, path: &Path) -> Result<(), PlanError> {
-        use std::io::Write;
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| PlanError::Other(format!("cannot encode plan: {e}")))?;
-        let io =
-            |e: std::io::Error| PlanError::Other(format!("cannot write {}: {e}", path.display()));
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| PlanError::Other(format!("{}: not a file name", path.display())))?;
-        // tempfile creates the file with O_EXCL and mode 0600.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.timectl-", name.to_string_lossy()))
-            .tempfile_in(dir)
-            .map_err(io)?;
-        tmp.write_all(text.as_bytes())
-            .and_then(|()| tmp.write_all(b"\n"))
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(io)?;
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::textfile::replace_file(path, format!("{text}\n").as_bytes(), 0o600)
+            .map_err(|e| PlanError::Other(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Whether a file looks like a saved plan rather than a spec.
