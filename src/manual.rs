@@ -136,6 +136,16 @@ fn prose(text: &str) -> Vec<Inline> {
         .collect()
 }
 
+/// The strings of a JSON array (none when it is not one).
+fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 /// The definition a `$ref` points to.
 fn definition<'a>(schema: &'a Value, reference: &str) -> Option<(&'a str, &'a Value)> {
     let name = reference.strip_prefix("#/$defs/")?;
@@ -232,12 +242,7 @@ fn describe_keys(
     parent: &str,
     nested: &mut Vec<Nested>,
 ) {
-    let required: Vec<&str> = def["required"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
+    let required = strings(&def["required"]);
     for (key, property) in def["properties"].as_object().into_iter().flatten() {
         let (kind, opens) = value_kind(schema, property);
         let path = nested_path(parent, key, &kind);
@@ -351,12 +356,7 @@ pub fn spec_page(schema: &Value) -> String {
         roff.control("TP", []);
         roff.text([italic(name.to_lowercase())]);
         let mut body = prose(def["description"].as_str().unwrap_or_default());
-        let examples: Vec<&str> = def["examples"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect();
+        let examples = strings(&def["examples"]);
         if !examples.is_empty() {
             body.push(roman(" Examples: "));
             body.push(bold(examples.join(", ")));

@@ -4,6 +4,7 @@
 
 mod util;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use util::{copy_root, differences, snapshot, text, timectl, write_spec};
@@ -663,16 +664,38 @@ fn applying_to_the_running_host_needs_root() {
     assert!(stderr.contains("needs root"), "{stderr}");
 }
 
-/// The samples of a Prometheus textfile: `name{labels}` -> value.
-fn samples(path: &Path) -> std::collections::BTreeMap<String, f64> {
-    let text = std::fs::read_to_string(path).unwrap();
-    text.lines()
+/// Runs timectl with `--metrics-textfile PROM` added, expecting exit
+/// `code`; returns the samples written, `name{labels}` -> value.
+fn with_textfile(args: &[&str], prom: &Path, code: i32) -> BTreeMap<String, f64> {
+    let prom_arg = prom.display().to_string();
+    let mut argv = args.to_vec();
+    argv.extend(["--metrics-textfile", &prom_arg]);
+    let out = timectl(&argv);
+    assert_eq!(out.status.code(), Some(code), "{argv:?}: {:?}", text(&out));
+    std::fs::read_to_string(prom)
+        .unwrap()
+        .lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| {
             let (key, value) = l.rsplit_once(' ').unwrap();
             (key.to_string(), value.parse().unwrap())
         })
         .collect()
+}
+
+/// The `result` a run of `command` ended with (the one sample that is 1),
+/// checking that `timectl_last_run_success` agrees.
+fn result_of(s: &BTreeMap<String, f64>, command: &str) -> String {
+    let prefix = format!("timectl_last_run_result{{command=\"{command}\",result=\"");
+    let set: Vec<&str> = s
+        .iter()
+        .filter(|(k, v)| k.starts_with(&prefix) && **v == 1.0)
+        .map(|(k, _)| k[prefix.len()..].trim_end_matches("\"}"))
+        .collect();
+    assert_eq!(set.len(), 1, "{s:?}");
+    let success = s[&format!("timectl_last_run_success{{command=\"{command}\"}}")];
+    assert_eq!(success == 1.0, set[0] == "success", "{s:?}");
+    set[0].to_string()
 }
 
 fn unix_now() -> f64 {
@@ -682,6 +705,10 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
+const DRIFT: &str = "timectl_drift_detected{command=\"apply\"}";
+const CHANGES: &str = "timectl_last_run_changes{command=\"apply\"}";
+const PLANNED: &str = "timectl_last_run_planned_changes{command=\"apply\"}";
+
 #[test]
 fn apply_and_plan_write_metrics_textfiles() {
     let root = copy_root("debian12");
@@ -689,90 +716,45 @@ fn apply_and_plan_write_metrics_textfiles() {
     let metrics = tempfile::tempdir().unwrap();
     let apply_prom = metrics.path().join("timectl-apply.prom");
     let plan_prom = metrics.path().join("timectl-plan.prom");
-    let m = apply_prom.display().to_string();
-    let spec = "examples/embedded.yaml";
+    let apply = ["apply", "examples/embedded.yaml", "--root", &r, "--yes"];
 
     let before = unix_now();
-    let out = timectl(&[
-        "apply",
-        spec,
-        "--root",
-        &r,
-        "--yes",
-        "--metrics-textfile",
-        &m,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
-    let s = samples(&apply_prom);
+    let s = with_textfile(&apply, &apply_prom, 0);
     let at = s["timectl_last_run_timestamp_seconds{command=\"apply\"}"];
     assert!(
         at >= before.floor() && at <= unix_now() + 1.0,
         "{at} vs {before}"
     );
-    assert_eq!(s["timectl_last_run_success{command=\"apply\"}"], 1.0);
-    assert_eq!(
-        s["timectl_last_run_result{command=\"apply\",result=\"success\"}"],
-        1.0
-    );
-    assert_eq!(
-        s["timectl_last_run_result{command=\"apply\",result=\"failure\"}"],
-        0.0
-    );
-    assert_eq!(
-        s["timectl_last_run_result{command=\"apply\",result=\"rolled_back\"}"],
-        0.0
-    );
-    assert_eq!(s["timectl_drift_detected{command=\"apply\"}"], 1.0);
+    assert_eq!(result_of(&s, "apply"), "success");
+    assert_eq!(s[DRIFT], 1.0);
     // disable chrony, install the copy, config, unit, enable the engine.
-    let planned = s["timectl_last_run_planned_changes{command=\"apply\"}"];
-    assert_eq!(planned, 5.0, "{s:?}");
-    assert_eq!(s["timectl_last_run_changes{command=\"apply\"}"], planned);
+    assert_eq!(s[PLANNED], 5.0, "{s:?}");
+    assert_eq!(s[CHANGES], 5.0);
     // Only the .prom file: the temporary file was renamed over it.
     assert_eq!(std::fs::read_dir(metrics.path()).unwrap().count(), 1);
 
     // Converged: no drift, nothing changed.
-    let out = timectl(&[
-        "apply",
-        spec,
-        "--root",
-        &r,
-        "--yes",
-        "--metrics-textfile",
-        &m,
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
-    let s = samples(&apply_prom);
-    assert_eq!(s["timectl_drift_detected{command=\"apply\"}"], 0.0);
-    assert_eq!(s["timectl_last_run_changes{command=\"apply\"}"], 0.0);
-    assert_eq!(s["timectl_last_run_success{command=\"apply\"}"], 1.0);
+    let s = with_textfile(&apply, &apply_prom, 0);
+    assert_eq!((s[DRIFT], s[CHANGES]), (0.0, 0.0));
+    assert_eq!(result_of(&s, "apply"), "success");
 
     // A hand edit is drift that plan reports without changing anything.
     std::fs::write(root.path().join("etc/timectl/engine.yaml"), "edited\n").unwrap();
-    let p = plan_prom.display().to_string();
-    let out = timectl(&["plan", spec, "--root", &r, "--metrics-textfile", &p]);
-    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
-    let s = samples(&plan_prom);
+    let s = with_textfile(
+        &["plan", "examples/embedded.yaml", "--root", &r],
+        &plan_prom,
+        0,
+    );
     assert_eq!(s["timectl_drift_detected{command=\"plan\"}"], 1.0);
     assert_eq!(s["timectl_last_run_planned_changes{command=\"plan\"}"], 1.0);
     assert_eq!(s["timectl_last_run_changes{command=\"plan\"}"], 0.0);
-    assert_eq!(s["timectl_last_run_success{command=\"plan\"}"], 1.0);
+    assert_eq!(result_of(&s, "plan"), "success");
 
     // A spec that does not load: a failure, drift unknown (not reported).
     let bad = write_spec(metrics.path(), "bad.yaml", "timesync:\n  sourcez: []\n");
-    let out = timectl(&[
-        "plan",
-        &bad.display().to_string(),
-        "--root",
-        &r,
-        "--metrics-textfile",
-        &p,
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
-    let s = samples(&plan_prom);
-    assert_eq!(
-        s["timectl_last_run_result{command=\"plan\",result=\"failure\"}"],
-        1.0
-    );
+    let bad = bad.display().to_string();
+    let s = with_textfile(&["plan", &bad, "--root", &r], &plan_prom, 1);
+    assert_eq!(result_of(&s, "plan"), "failure");
     assert!(
         !s.keys().any(|k| k.starts_with("timectl_drift_detected")),
         "{s:?}"
@@ -786,36 +768,12 @@ fn a_rolled_back_apply_says_so_in_its_metrics() {
     break_enable(root.path());
     let dir = tempfile::tempdir().unwrap();
     let prom = dir.path().join("timectl.prom");
-    let m = prom.display().to_string();
-    let out = timectl(&[
-        "apply",
-        RHEL9_SPEC,
-        "--root",
-        &r,
-        "--yes",
-        "--metrics-textfile",
-        &m,
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
-    let s = samples(&prom);
-    assert_eq!(
-        s["timectl_last_run_result{command=\"apply\",result=\"rolled_back\"}"],
-        1.0
-    );
-    assert_eq!(
-        s["timectl_last_run_result{command=\"apply\",result=\"failure\"}"],
-        0.0
-    );
-    assert_eq!(s["timectl_last_run_success{command=\"apply\"}"], 0.0);
-    assert_eq!(s["timectl_drift_detected{command=\"apply\"}"], 1.0);
-    assert_eq!(
-        s["timectl_last_run_planned_changes{command=\"apply\"}"],
-        3.0
-    );
+    let s = with_textfile(&["apply", RHEL9_SPEC, "--root", &r, "--yes"], &prom, 1);
+    assert_eq!(result_of(&s, "apply"), "rolled_back");
+    assert_eq!((s[DRIFT], s[PLANNED]), (1.0, 3.0));
     // Everything done was undone: no change kept.
-    assert_eq!(s["timectl_last_run_changes{command=\"apply\"}"], 0.0);
+    assert_eq!(s[CHANGES], 0.0);
 }
-
 #[test]
 fn an_unwritable_metrics_textfile_fails_the_command_after_the_run() {
     let root = copy_root("debian12");

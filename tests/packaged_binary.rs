@@ -16,6 +16,9 @@ use util::{copy_root, text, timectl};
 const SPEC: &str = "examples/embedded.yaml";
 const COPY: &str = "usr/local/libexec/timectl/timectl";
 const UNIT: &str = "etc/systemd/system/timectl-engine.service";
+const RUNS_COPY: &str =
+    "/usr/local/libexec/timectl/timectl daemon --config /etc/timectl/engine.yaml";
+const RUNS_PACKAGED: &str = "/usr/bin/timectl daemon --config /etc/timectl/engine.yaml";
 
 /// What `dpkg -i timectl_*.deb` leaves in a root, as far as timectl looks:
 /// the status stanza, the file list, and /usr/bin/timectl (`with_file`).
@@ -36,6 +39,15 @@ fn install_package(root: &Path, with_file: bool) {
     if with_file {
         put_executable(root, "usr/bin/timectl");
     }
+}
+
+/// A copy of the Debian 12 example root with the package installed (and
+/// its executable, `with_file`), and the root as an argument.
+fn debian12_with_package(with_file: bool) -> (tempfile::TempDir, String) {
+    let root = copy_root("debian12");
+    install_package(root.path(), with_file);
+    let r = root.path().display().to_string();
+    (root, r)
 }
 
 fn put_executable(root: &Path, relative: &str) {
@@ -111,18 +123,13 @@ fn without_the_package_the_engine_runs_an_installed_copy() {
     );
     apply(&r);
     assert!(root.path().join(COPY).is_file());
-    assert_eq!(
-        exec_start(root.path()),
-        "/usr/local/libexec/timectl/timectl daemon --config /etc/timectl/engine.yaml"
-    );
+    assert_eq!(exec_start(root.path()), RUNS_COPY);
     assert_nothing_to_do(&r);
 }
 
 #[test]
 fn with_the_package_the_engine_runs_the_packaged_binary_and_nothing_is_copied() {
-    let root = copy_root("debian12");
-    install_package(root.path(), true);
-    let r = root.path().display().to_string();
+    let (root, r) = debian12_with_package(true);
     let plan = plan_json(&r);
     assert_eq!(
         plan["engine_binary"],
@@ -148,18 +155,13 @@ fn with_the_package_the_engine_runs_the_packaged_binary_and_nothing_is_copied() 
     );
     apply(&r);
     assert!(!root.path().join("usr/local/libexec").exists());
-    assert_eq!(
-        exec_start(root.path()),
-        "/usr/bin/timectl daemon --config /etc/timectl/engine.yaml"
-    );
+    assert_eq!(exec_start(root.path()), RUNS_PACKAGED);
     assert_nothing_to_do(&r);
 }
 
 #[test]
 fn a_package_without_its_executable_falls_back_to_a_copy_and_says_why() {
-    let root = copy_root("debian12");
-    install_package(root.path(), false);
-    let r = root.path().display().to_string();
+    let (_root, r) = debian12_with_package(false);
     let plan = plan_json(&r);
     assert_eq!(plan["engine_binary"]["from"], "copy", "{plan}");
     assert!(
@@ -219,18 +221,12 @@ fn installing_the_package_later_replaces_the_copy_and_rollback_brings_it_back() 
     );
     apply(&r);
     assert!(!root.path().join(COPY).exists());
-    assert_eq!(
-        exec_start(root.path()),
-        "/usr/bin/timectl daemon --config /etc/timectl/engine.yaml"
-    );
+    assert_eq!(exec_start(root.path()), RUNS_PACKAGED);
     assert_nothing_to_do(&r);
 
     // Undoing that run puts the copy and the unit back as they were.
     let out = timectl(&["rollback", "--root", &r, "--yes"]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     assert_eq!(std::fs::read(root.path().join(COPY)).unwrap(), copy);
-    assert_eq!(
-        exec_start(root.path()),
-        "/usr/local/libexec/timectl/timectl daemon --config /etc/timectl/engine.yaml"
-    );
+    assert_eq!(exec_start(root.path()), RUNS_COPY);
 }

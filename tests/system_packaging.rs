@@ -167,7 +167,7 @@ fn example_sources(c: &Container) -> Vec<ChronyPeer> {
                 .start()
         })
         .collect();
-    let hosts = c.read_file("/etc/hosts");
+    let hosts = text(&c.exec(&["cat", "/etc/hosts"]).stdout);
     c.write_file(
         "/etc/hosts",
         &format!(
@@ -197,7 +197,7 @@ fn complete(c: &Container, words: &[&str]) -> Vec<String> {
     );
     let out = c.exec_ok(&["bash", "-c", &script]);
     assert!(
-        out.contains("complete -F _timectl"),
+        out.contains(" -F _timectl timectl"),
         "not registered: {out}"
     );
     out.lines()
@@ -237,8 +237,15 @@ fn packaging_deb_installs_man_and_completion_work_and_the_example_runs_the_packa
         format!("timectl {}", env!("CARGO_PKG_VERSION"))
     );
 
-    // man timectl renders, and so does the spec's page.
-    let man = c.exec_ok(&["env", "MANWIDTH=100", "man", "-P", "cat", "timectl"]);
+    // man timectl renders, and so does the spec's page (words compared
+    // with single spaces: man justifies lines).
+    let man_page = |args: &[&str]| -> String {
+        let mut argv = vec!["env", "MANWIDTH=100", "man", "-P", "cat"];
+        argv.extend_from_slice(args);
+        let page = c.exec_ok(&argv);
+        page.split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let man = man_page(&["timectl"]);
     assert!(
         man.contains("NAME") && man.contains("timectl - Declarative time synchronisation"),
         "{man}"
@@ -260,7 +267,7 @@ fn packaging_deb_installs_man_and_completion_work_and_the_example_runs_the_packa
         spec_page.contains("minSources (non-negative integer)"),
         "{spec_page}"
     );
-    let apply_page = c.exec_ok(&["env", "MANWIDTH=100", "man", "-P", "cat", "timectl-apply"]);
+    let apply_page = man_page(&["timectl-apply"]);
     assert!(apply_page.contains("--metrics-textfile"), "{apply_page}");
 
     // Bash completes subcommands, a prefix, and options of a subcommand.
