@@ -14,7 +14,7 @@ set -euo pipefail
 # PIDs of the time and firewall daemons running now, space separated.
 daemon_pids() {
     local name
-    for name in chronyd firewalld ntpd; do
+    for name in chronyd firewalld ntpd prometheus; do
         pgrep -x "$name" || true
     done | tr '\n' ' '
 }
@@ -50,6 +50,8 @@ packages=(
     systemd           # busctl
     user-mode-linux   # linux.uml: a real kernel clock for clock-control tests (uml_leap, the uml_clock bench)
     python3           # UML init scripts (clock_settime, adjtimex), the leap reference, the bench judge
+    prometheus        # promtool check metrics (the apply/plan metrics textfile)
+    rpm               # rpm -qlp / rpm -K on the built .rpm
 )
 
 missing=()
@@ -78,7 +80,7 @@ else
 fi
 
 for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
-    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3; do
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 promtool rpm; do
     if ! command -v "$tool" >/dev/null; then
         echo "install-deps: $tool still missing after install" >&2
         exit 1

@@ -73,6 +73,17 @@ rm -f "$rootfs_out"
 export TIMECTL_TESTHOST_ROOTFS
 export TIMECTL_TIMINGS_FILE=$timings
 
+# The .deb and .rpm for the packaging tests (tests/system_packaging.rs),
+# unless a filter leaves those tests out.
+if [[ $# -eq 0 || "$*" == *packag* ]]; then
+    packages_out=$(mktemp /tmp/timectl-system-tests-packages.XXXXXX)
+    build_packages() { "$here/build-packages.sh" >"$packages_out"; }
+    phase "packages (.deb, .rpm)" build_packages
+    TIMECTL_PACKAGES_DIR=$(dirname "$(tail -n1 "$packages_out")")
+    rm -f "$packages_out"
+    export TIMECTL_PACKAGES_DIR
+fi
+
 # --tests: the library's and binaries' unit tests and every integration test
 # (tests/*.rs); benches and examples have no system tests.
 phase "cargo build (tests)" cargo test --tests --no-run --quiet

@@ -61,6 +61,21 @@ pub enum Command {
     /// Show the running engine's synchronisation state and sources, like
     /// `chronyc tracking` and `chronyc sources`.
     Status(crate::engine::cli::StatusArgs),
+    /// Print a shell completion script (bash, zsh or fish).
+    #[command(
+        long_about = "Print a shell completion script for timectl's subcommands and options.\n\n\
+The packages install them already (bash: /usr/share/bash-completion/completions/timectl, \
+zsh: _timectl in the vendor completions directory, fish: vendor_completions.d/timectl.fish). \
+Without a package: `timectl completions bash > ~/.local/share/bash-completion/completions/timectl`."
+    )]
+    Completions(CompletionsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: crate::manual::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -74,6 +89,15 @@ pub struct TargetArgs {
     /// Manage an offline root (image or chroot) instead of the running host.
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Write the run's metrics for node_exporter's textfile collector to
+    /// PATH (replaced atomically; name it *.prom in the collector's
+    /// directory): last run time, result, changes made, drift detected.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +122,8 @@ pub struct PlanArgs {
     /// No colours, even on a terminal (also: NO_COLOR=1).
     #[arg(long)]
     pub no_color: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -112,6 +138,8 @@ pub struct ApplyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[derive(Args, Debug)]
@@ -210,13 +238,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             ))?;
             Ok(EXIT_OK)
         }
-        Command::Plan(a) => plan_command(&a),
-        Command::Apply(a) => apply_command(&a),
+        Command::Plan(a) => with_metrics("plan", &a.metrics, |record| plan_command(&a, record)),
+        Command::Apply(a) => with_metrics("apply", &a.metrics, |record| apply_command(&a, record)),
         Command::Runs(a) => runs_command(&a),
         Command::Rollback(a) => rollback_command(&a),
         Command::Facts(a) => facts_command(&a),
         Command::Daemon(a) => crate::engine::cli::run_daemon(a),
         Command::Status(a) => crate::engine::cli::run_status(a),
+        Command::Completions(a) => {
+            out(&String::from_utf8_lossy(&crate::manual::completions(
+                a.shell,
+            )))?;
+            Ok(EXIT_OK)
+        }
     }
 }
 
@@ -267,12 +301,57 @@ fn load_spec(path: &Path) -> anyhow::Result<Option<Spec>> {
     }
 }
 
-fn plan_command(args: &PlanArgs) -> anyhow::Result<i32> {
+/// What a plan or apply run did, for its metrics textfile.
+#[derive(Debug, Default)]
+struct RunRecord {
+    planned_changes: Option<usize>,
+    changes_made: usize,
+    rolled_back: bool,
+}
+
+/// Run a plan or apply command and, with --metrics-textfile, write its
+/// metrics however it ended. A textfile that cannot be written fails the
+/// command (exit 1), after the run: monitoring that silently stops is worse.
+fn with_metrics(
+    command: &'static str,
+    args: &MetricsArgs,
+    run: impl FnOnce(&mut RunRecord) -> anyhow::Result<i32>,
+) -> anyhow::Result<i32> {
+    let started = std::time::Instant::now();
+    let mut record = RunRecord::default();
+    let outcome = run(&mut record);
+    let Some(path) = &args.metrics_textfile else {
+        return outcome;
+    };
+    let metrics = crate::textfile::RunMetrics {
+        command,
+        finished: std::time::SystemTime::now(),
+        duration: started.elapsed(),
+        result: match &outcome {
+            _ if record.rolled_back => crate::textfile::RunResult::RolledBack,
+            Ok(code) if *code != EXIT_ERROR => crate::textfile::RunResult::Success,
+            _ => crate::textfile::RunResult::Failure,
+        },
+        planned_changes: record.planned_changes,
+        changes_made: record.changes_made,
+    };
+    if let Err(e) = crate::textfile::write(path, &metrics) {
+        err_line(&format!(
+            "error: cannot write the metrics textfile {}: {e}",
+            path.display()
+        ));
+        return outcome.map(|_| EXIT_ERROR);
+    }
+    outcome
+}
+
+fn plan_command(args: &PlanArgs, record: &mut RunRecord) -> anyhow::Result<i32> {
     let Some(spec) = load_spec(&args.file)? else {
         return Ok(EXIT_ERROR);
     };
     let host = host_for(&args.target)?;
     let plan = plan::build(&spec, &host)?;
+    record.planned_changes = Some(plan.changes.len());
     if let Some(out) = &args.out {
         plan.save(out)?;
     }
@@ -301,7 +380,7 @@ fn plan_command(args: &PlanArgs) -> anyhow::Result<i32> {
     })
 }
 
-fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
+fn apply_command(args: &ApplyArgs, record: &mut RunRecord) -> anyhow::Result<i32> {
     let text = match crate::spec::read_text(&args.file) {
         Ok(text) => text,
         Err(crate::spec::SpecError::Io { path, cause }) => {
@@ -354,6 +433,7 @@ fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
     // cannot be written, nothing is.
     let mut not_shown: Option<anyhow::Error> = None;
     let mut confirm = |plan: &Plan| -> bool {
+        record.planned_changes = Some(plan.changes.len());
         if !json && let Err(e) = out(&render::plan_text(plan, use_color(false))) {
             not_shown = Some(e);
             return false;
@@ -379,6 +459,13 @@ fn apply_command(args: &ApplyArgs) -> anyhow::Result<i32> {
         Ok(report) => report,
         Err(code) => return Ok(code),
     };
+    record.planned_changes = Some(report.steps.len());
+    record.changes_made = report
+        .steps
+        .iter()
+        .filter(|s| s.status == apply::journal::StepStatus::Done)
+        .count();
+    record.rolled_back = report.outcome == apply::Outcome::RolledBack;
     let text = if json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {

@@ -47,6 +47,9 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         plan.unit,
         plan.provider
     ));
+    if let Some(engine) = &plan.engine_binary {
+        out.push_str(&format!("Engine executable: {}\n", engine.describe()));
+    }
     for (i, change) in plan.changes.iter().enumerate() {
         let c = match change.kind {
             ChangeKind::Add => green,
@@ -158,6 +161,8 @@ struct JsonPlan<'a> {
     changes: Vec<JsonChange<'a>>,
     step_now: bool,
     verify: Option<&'a crate::provider::VerifyPlan>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    engine_binary: Option<&'a crate::resource::binary::EngineBinary>,
     notes: &'a [String],
     blockers: &'a [String],
     fingerprint: &'a str,
@@ -212,6 +217,7 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
             .collect(),
         step_now: plan.step_now,
         verify: plan.verify.as_ref(),
+        engine_binary: plan.engine_binary.as_ref(),
         notes: &plan.notes,
         blockers: &plan.blockers,
         fingerprint: &plan.fingerprint,

@@ -4,6 +4,7 @@
 
 mod util;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use util::{copy_root, differences, snapshot, text, timectl, write_spec};
@@ -661,4 +662,137 @@ fn applying_to_the_running_host_needs_root() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
+}
+
+/// Runs timectl with `--metrics-textfile PROM` added, expecting exit
+/// `code`; returns the samples written, `name{labels}` -> value.
+fn with_textfile(args: &[&str], prom: &Path, code: i32) -> BTreeMap<String, f64> {
+    let prom_arg = prom.display().to_string();
+    let mut argv = args.to_vec();
+    argv.extend(["--metrics-textfile", &prom_arg]);
+    let out = timectl(&argv);
+    assert_eq!(out.status.code(), Some(code), "{argv:?}: {:?}", text(&out));
+    std::fs::read_to_string(prom)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let (key, value) = l.rsplit_once(' ').unwrap();
+            (key.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The `result` a run of `command` ended with (the one sample that is 1),
+/// checking that `timectl_last_run_success` agrees.
+fn result_of(s: &BTreeMap<String, f64>, command: &str) -> String {
+    let prefix = format!("timectl_last_run_result{{command=\"{command}\",result=\"");
+    let set: Vec<&str> = s
+        .iter()
+        .filter(|(k, v)| k.starts_with(&prefix) && **v == 1.0)
+        .map(|(k, _)| k[prefix.len()..].trim_end_matches("\"}"))
+        .collect();
+    assert_eq!(set.len(), 1, "{s:?}");
+    let success = s[&format!("timectl_last_run_success{{command=\"{command}\"}}")];
+    assert_eq!(success == 1.0, set[0] == "success", "{s:?}");
+    set[0].to_string()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+const DRIFT: &str = "timectl_drift_detected{command=\"apply\"}";
+const CHANGES: &str = "timectl_last_run_changes{command=\"apply\"}";
+const PLANNED: &str = "timectl_last_run_planned_changes{command=\"apply\"}";
+
+#[test]
+fn apply_and_plan_write_metrics_textfiles() {
+    let root = copy_root("debian12");
+    let r = root_arg(root.path());
+    let metrics = tempfile::tempdir().unwrap();
+    let apply_prom = metrics.path().join("timectl-apply.prom");
+    let plan_prom = metrics.path().join("timectl-plan.prom");
+    let apply = ["apply", "examples/embedded.yaml", "--root", &r, "--yes"];
+
+    let before = unix_now();
+    let s = with_textfile(&apply, &apply_prom, 0);
+    let at = s["timectl_last_run_timestamp_seconds{command=\"apply\"}"];
+    assert!(
+        at >= before.floor() && at <= unix_now() + 1.0,
+        "{at} vs {before}"
+    );
+    assert_eq!(result_of(&s, "apply"), "success");
+    assert_eq!(s[DRIFT], 1.0);
+    // disable chrony, install the copy, config, unit, enable the engine.
+    assert_eq!(s[PLANNED], 5.0, "{s:?}");
+    assert_eq!(s[CHANGES], 5.0);
+    // Only the .prom file: the temporary file was renamed over it.
+    assert_eq!(std::fs::read_dir(metrics.path()).unwrap().count(), 1);
+
+    // Converged: no drift, nothing changed.
+    let s = with_textfile(&apply, &apply_prom, 0);
+    assert_eq!((s[DRIFT], s[CHANGES]), (0.0, 0.0));
+    assert_eq!(result_of(&s, "apply"), "success");
+
+    // A hand edit is drift that plan reports without changing anything.
+    std::fs::write(root.path().join("etc/timectl/engine.yaml"), "edited\n").unwrap();
+    let s = with_textfile(
+        &["plan", "examples/embedded.yaml", "--root", &r],
+        &plan_prom,
+        0,
+    );
+    assert_eq!(s["timectl_drift_detected{command=\"plan\"}"], 1.0);
+    assert_eq!(s["timectl_last_run_planned_changes{command=\"plan\"}"], 1.0);
+    assert_eq!(s["timectl_last_run_changes{command=\"plan\"}"], 0.0);
+    assert_eq!(result_of(&s, "plan"), "success");
+
+    // A spec that does not load: a failure, drift unknown (not reported).
+    let bad = write_spec(metrics.path(), "bad.yaml", "timesync:\n  sourcez: []\n");
+    let bad = bad.display().to_string();
+    let s = with_textfile(&["plan", &bad, "--root", &r], &plan_prom, 1);
+    assert_eq!(result_of(&s, "plan"), "failure");
+    assert!(
+        !s.keys().any(|k| k.starts_with("timectl_drift_detected")),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn a_rolled_back_apply_says_so_in_its_metrics() {
+    let root = copy_root("rhel9-ntpd");
+    let r = root_arg(root.path());
+    break_enable(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let prom = dir.path().join("timectl.prom");
+    let s = with_textfile(&["apply", RHEL9_SPEC, "--root", &r, "--yes"], &prom, 1);
+    assert_eq!(result_of(&s, "apply"), "rolled_back");
+    assert_eq!((s[DRIFT], s[PLANNED]), (1.0, 3.0));
+    // Everything done was undone: no change kept.
+    assert_eq!(s[CHANGES], 0.0);
+}
+#[test]
+fn an_unwritable_metrics_textfile_fails_the_command_after_the_run() {
+    let root = copy_root("debian12");
+    let r = root_arg(root.path());
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir/timectl.prom");
+    let out = timectl(&[
+        "plan",
+        "examples/embedded.yaml",
+        "--root",
+        &r,
+        "--metrics-textfile",
+        &missing.display().to_string(),
+    ]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.starts_with("Plan: "), "{stdout}");
+    assert!(
+        stderr.contains("cannot write the metrics textfile") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
 }

@@ -246,6 +246,9 @@ pub struct InstallPreview {
 pub trait PackageManager {
     fn describe(&self) -> String;
     fn query(&self, name: &str) -> Result<PackageState, HostError>;
+    /// Whether the installed package `name` owns the file `path` (a path
+    /// on the managed host), by the package database's file lists.
+    fn owns(&self, name: &str, path: &Path) -> Result<bool, HostError>;
     /// What installing these would change, without changing anything.
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError>;
     fn install(&self, names: &[String]) -> Result<(), HostError>;

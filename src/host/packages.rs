@@ -18,6 +18,7 @@ use super::command;
 use super::{Files, HostError, InstallPreview, Mode, PackageManager, PackageState};
 
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
+const DPKG_INFO: &str = "/var/lib/dpkg/info";
 const RPM_DBS: [&str; 2] = ["/var/lib/rpm", "/usr/lib/sysimage/rpm"];
 
 /// Pick the package backend that matches what the root contains.
@@ -107,6 +108,23 @@ impl PackageManager for Dpkg {
             ))
         })?;
         Ok(dpkg_lookup(&String::from_utf8_lossy(&state.content), name))
+    }
+
+    fn owns(&self, name: &str, path: &Path) -> Result<bool, HostError> {
+        // dpkg keeps each package's files in info/NAME.list (NAME:ARCH.list
+        // for Multi-Arch: same packages), one absolute path a line.
+        let wanted = path.to_string_lossy();
+        for list in [
+            format!("{DPKG_INFO}/{name}.list"),
+            format!("{DPKG_INFO}/{name}:{}.list", std::env::consts::ARCH),
+        ] {
+            if let Some(state) = self.files.read(Path::new(&list))? {
+                return Ok(String::from_utf8_lossy(&state.content)
+                    .lines()
+                    .any(|l| l == wanted));
+            }
+        }
+        Ok(false)
     }
 
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError> {
@@ -250,6 +268,21 @@ impl PackageManager for Rpm {
         }
     }
 
+    fn owns(&self, name: &str, path: &Path) -> Result<bool, HostError> {
+        for db in RPM_DBS {
+            self.files.check_host_view(Path::new(db), "rpm --root")?;
+        }
+        let root = self.root.display().to_string();
+        let path = path.display().to_string();
+        let out = command::run(
+            &["rpm", "--root", &root, "-qf", "--qf", "%{NAME}\n", &path],
+            &[("LC_ALL", "C")],
+            Duration::from_secs(60),
+        )?;
+        // Not owned by any package: exit 1 and "not owned" on stdout.
+        Ok(out.success() && out.stdout.lines().any(|l| l.trim() == name))
+    }
+
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError> {
         if self.mode == Mode::Offline {
             return Ok(InstallPreview {
@@ -390,6 +423,10 @@ impl PackageManager for NoDatabase {
         )))
     }
 
+    fn owns(&self, name: &str, _path: &Path) -> Result<bool, HostError> {
+        self.query(name).map(|_| false)
+    }
+
     fn preview_install(&self, names: &[String]) -> Result<InstallPreview, HostError> {
         Ok(InstallPreview {
             installs: names.to_vec(),
@@ -438,6 +475,33 @@ mod tests {
             PackageState::Installed(_)
         ));
         assert!(pm.install(&["chrony".into()]).is_err());
+    }
+
+    #[test]
+    fn dpkg_file_lists_say_which_package_owns_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = Files::new(dir.path());
+        let info = dir.path().join("var/lib/dpkg/info");
+        std::fs::create_dir_all(&info).unwrap();
+        std::fs::write(dir.path().join("var/lib/dpkg/status"), STATUS).unwrap();
+        std::fs::write(
+            info.join("chrony.list"),
+            "/.\n/usr/sbin\n/usr/sbin/chronyd\n",
+        )
+        .unwrap();
+        let pm = for_root(&files, Mode::Offline);
+        assert!(pm.owns("chrony", Path::new("/usr/sbin/chronyd")).unwrap());
+        // A directory prefix or another file is not ownership of the file.
+        assert!(!pm.owns("chrony", Path::new("/usr/sbin/chrony")).unwrap());
+        assert!(!pm.owns("chrony", Path::new("/usr/bin/chronyc")).unwrap());
+        assert!(!pm.owns("ntp", Path::new("/usr/sbin/chronyd")).unwrap());
+        // No database at all: unknown, not "no".
+        let bare = tempfile::tempdir().unwrap();
+        assert!(
+            for_root(&Files::new(bare.path()), Mode::Offline)
+                .owns("chrony", Path::new("/usr/sbin/chronyd"))
+                .is_err()
+        );
     }
 
     #[test]

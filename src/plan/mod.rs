@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::facts::{Facts, FactsError};
 use crate::host::{Host, HostError, Mode};
 use crate::provider::{self, VerifyPlan};
+use crate::resource::binary::{self, EngineBinary};
 use crate::resource::file::sha256_hex;
 use crate::resource::{Action, Change, ChangeKind, Resource, ServiceRole};
-use crate::spec::{ConflictPolicy, Spec, SpecError};
+use crate::spec::{ConflictPolicy, ProviderKind, Spec, SpecError};
 
 /// Version of the saved-plan and `--json` formats (docs/json-format.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -48,6 +49,10 @@ pub struct Plan {
     /// Step the clock once after the changes.
     pub step_now: bool,
     pub verify: Option<VerifyPlan>,
+    /// The executable the embedded engine's unit runs (embedded provider
+    /// only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_binary: Option<EngineBinary>,
 }
 
 /// Counts for the summary line.
@@ -80,37 +85,10 @@ impl Plan {
     /// mode 0600, that atomically replaces what was there (an existing
     /// 0644 file is not reused, and a reader never sees half a plan).
     pub fn save(&self, path: &Path) -> Result<(), PlanError> {
-        use std::io::Write;
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| PlanError::Other(format!("cannot encode plan: {e}")))?;
-        let io =
-            |e: std::io::Error| PlanError::Other(format!("cannot write {}: {e}", path.display()));
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let name = path
-            .file_name()
-            .ok_or_else(|| PlanError::Other(format!("{}: not a file name", path.display())))?;
-        // tempfile creates the file with O_EXCL and mode 0600.
-        let mut tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.timectl-", name.to_string_lossy()))
-            .tempfile_in(dir)
-            .map_err(io)?;
-        tmp.write_all(text.as_bytes())
-            .and_then(|()| tmp.write_all(b"\n"))
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(io)?;
-        std::fs::set_permissions(
-            tmp.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        crate::textfile::replace_file(path, format!("{text}\n").as_bytes(), 0o600)
+            .map_err(|e| PlanError::Other(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Whether a file looks like a saved plan rather than a spec.
@@ -244,11 +222,30 @@ fn group_blockers(blockers: Vec<String>) -> Vec<String> {
 /// Observe the host and compute the changes that converge it to `spec`.
 pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
     let facts = Facts::detect_in(&host.files)?;
-    let desired = provider::compile(spec, &facts, &host.timectl_binary)?;
+    let copy_to = Path::new(provider::INSTALLED_BINARY);
+    let (engine, engine_note) = if spec.provider() == ProviderKind::Embedded {
+        binary::choose(host, copy_to)
+    } else {
+        // Not used: no package queries for the other providers.
+        (
+            EngineBinary::Copy {
+                path: copy_to.to_path_buf(),
+                source: host.timectl_binary.clone(),
+            },
+            None,
+        )
+    };
+    let desired = provider::compile(spec, &facts, &engine)?;
     let mut changes: Vec<Change> = Vec::new();
     let mut notes = desired.notes.clone();
+    notes.extend(engine_note);
     let mut blockers = Vec::new();
     let mut observed = BTreeMap::new();
+    let engine_binary = (spec.provider() == ProviderKind::Embedded).then_some(engine);
+    if let Some(engine) = &engine_binary {
+        // A package installed or removed after the plan makes it stale.
+        observed.insert("engine-binary".to_string(), hash_of(engine));
+    }
     let live = host.services.runs_units();
     if host.mode == Mode::Offline {
         notes.push(format!(
@@ -446,6 +443,7 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         fingerprint,
         step_now: desired.step_now,
         verify: desired.verify,
+        engine_binary,
     })
 }
 

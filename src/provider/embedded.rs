@@ -1,22 +1,26 @@
 //! The embedded engine: timectl's own NTP daemon (`timectl daemon`) run by
-//! a hardened systemd unit from an installed copy of this timectl, with its
-//! config file (docs/engine-config.md) rendered from the desired state.
+//! a hardened systemd unit, from the timectl package's executable where the
+//! host has the package, else from an installed copy of this timectl (see
+//! [`crate::resource::binary::choose`]), with its config file
+//! (docs/engine-config.md) rendered from the desired state.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use super::chrony::serve_context;
 use super::{config_file, render, seconds};
 use crate::facts::DaemonPaths;
+use crate::resource::binary::EngineBinary;
 use crate::resource::{BinaryResource, FileContent, Resource};
 use crate::spec::{Spec, SpecError};
 
 const CONFIG_TEMPLATE: &str = include_str!("templates/engine.yaml.tera");
 const UNIT_TEMPLATE: &str = include_str!("templates/timectl-engine.service.tera");
 
-/// Where the unit runs timectl from: an installed copy, so that the unit
-/// does not depend on wherever the admin ran timectl from.
+/// Where the unit runs timectl from on a host without the timectl package:
+/// an installed copy, so that the unit does not depend on wherever the
+/// admin ran timectl from.
 pub const INSTALLED_BINARY: &str = "/usr/local/libexec/timectl/timectl";
 /// The engine's control socket (RuntimeDirectory=timectl).
 pub const CONTROL_SOCKET: &str = "/run/timectl/engine.sock";
@@ -32,7 +36,7 @@ struct EngineSource {
 pub(super) fn resources(
     spec: &Spec,
     paths: &DaemonPaths,
-    timectl_binary: &Path,
+    engine: &EngineBinary,
 ) -> Result<(Vec<Resource>, Vec<String>), SpecError> {
     let ts = &spec.timesync;
     // Spec validation refuses it; kept here so no config is ever built
@@ -124,7 +128,7 @@ pub(super) fn resources(
     let mut unit_context = tera::Context::new();
     unit_context.insert("header", "Managed by timectl.");
     unit_context.insert("spec_path", &spec.path.display().to_string());
-    unit_context.insert("binary", INSTALLED_BINARY);
+    unit_context.insert("binary", &engine.path().display().to_string());
     unit_context.insert("config", &paths.config.display().to_string());
     unit_context.insert("caps", &caps.join(" "));
     unit_context.insert(
@@ -144,19 +148,34 @@ pub(super) fn resources(
         format!("the systemd unit of the {}", paths.label),
     );
     unit_file.unit_file = true;
-    let resources = vec![
-        Resource::Binary(BinaryResource {
-            path: PathBuf::from(INSTALLED_BINARY),
-            source: timectl_binary.to_path_buf(),
-            label: format!("timectl {}", env!("CARGO_PKG_VERSION")),
-            purpose: format!("the {} runs from an installed copy of timectl", paths.label),
-        }),
-        Resource::File(config_file(
-            paths.config.clone(),
-            FileContent::Whole(config),
-            format!("{} configuration", paths.label),
-        )),
-        Resource::File(unit_file),
-    ];
+    let config_resource = Resource::File(config_file(
+        paths.config.clone(),
+        FileContent::Whole(config),
+        format!("{} configuration", paths.label),
+    ));
+    let resources = match engine {
+        EngineBinary::Copy { path, source } => vec![
+            Resource::Binary(BinaryResource {
+                path: path.clone(),
+                source: Some(source.clone()),
+                label: format!("timectl {}", env!("CARGO_PKG_VERSION")),
+                purpose: format!("the {} runs from an installed copy of timectl", paths.label),
+            }),
+            config_resource,
+            Resource::File(unit_file),
+        ],
+        // A copy left from before the package: removed once the unit no
+        // longer runs it.
+        EngineBinary::Package { path, .. } => vec![
+            config_resource,
+            Resource::File(unit_file),
+            Resource::Binary(BinaryResource {
+                path: PathBuf::from(INSTALLED_BINARY),
+                source: None,
+                label: "an earlier copy of timectl".into(),
+                purpose: format!("the {} runs the packaged {}", paths.label, path.display()),
+            }),
+        ],
+    };
     Ok((resources, Vec::new()))
 }

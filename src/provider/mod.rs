@@ -10,11 +10,12 @@ mod ntpd;
 
 pub use embedded::{CONTROL_SOCKET, INSTALLED_BINARY};
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::facts::{Daemon, DaemonPaths, Facts};
+use crate::resource::binary::EngineBinary;
 use crate::resource::{
     FileContent, FileResource, FirewallResource, PackageResource, Resource, ServiceResource,
     ServiceRole,
@@ -50,9 +51,9 @@ fn yes() -> bool {
     true
 }
 
-/// Compile the spec for this host. `timectl_binary` is the executable the
-/// embedded engine's unit will run a copy of.
-pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desired, SpecError> {
+/// Compile the spec for this host. `engine` is the executable the embedded
+/// engine's unit runs (unused by the other providers).
+pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desired, SpecError> {
     let ts = &spec.timesync;
     let files = |(files, notes): (Vec<FileResource>, Vec<String>)| {
         (
@@ -73,7 +74,7 @@ pub fn compile(spec: &Spec, facts: &Facts, timectl_binary: &Path) -> Result<Desi
         }
         ProviderKind::Embedded => {
             let paths = facts.daemon(Daemon::Embedded);
-            let (own, notes) = embedded::resources(spec, &paths, timectl_binary)?;
+            let (own, notes) = embedded::resources(spec, &paths, engine)?;
             (paths, own, notes)
         }
     };

@@ -7,6 +7,14 @@ use super::*;
 use crate::facts::Facts;
 use crate::resource::{FileContent, Resource, ServiceRole};
 
+/// The engine run from a copy of `source` (a host without the package).
+fn copy_of(source: &str) -> crate::resource::binary::EngineBinary {
+    crate::resource::binary::EngineBinary::Copy {
+        path: INSTALLED_BINARY.into(),
+        source: source.into(),
+    }
+}
+
 fn spec(text: &str) -> Spec {
     Spec::parse(Path::new("site.yaml"), text.to_string()).unwrap()
 }
@@ -48,7 +56,7 @@ fn chrony_on_rhel_client() {
             "timesync:\n  provider: chrony\n  sources:\n    - server: ntp1.example.com\n      prefer: true\n      minpoll: 4\n      maxpoll: 8\n    - pool: 2.rhel.pool.ntp.org\n      maxSources: 2\n      iburst: false\n  minSources: 2\n  step: { threshold: 0.5s, limit: -1 }\n",
         ),
         &rhel9(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let expected = "\
@@ -88,7 +96,7 @@ fn chrony_on_debian_serving_with_keys_and_nts() {
             "timesync:\n  provider: chrony\n  keys:\n    - { id: 5, type: SHA1, secret: HEX:0123ABCD }\n  sources:\n    - server: 192.0.2.1\n      key: 5\n      port: 10123\n    - server: nts.example.net\n      nts: true\n  rtcsync: false\n  serve:\n    allow: [10.0.0.0/8]\n    deny: [10.9.0.0/16]\n    localStratum: 10\n  extraConfig: |\n    log tracking\n",
         ),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let expected = "\
@@ -141,7 +149,7 @@ fn ntpsec_serving_uses_restrict_source() {
             "timesync:\n  provider: ntpd\n  sources:\n    - pool: 2.debian.pool.ntp.org\n  serve:\n    allow: [192.168.1.0/24, \"2001:db8::/32\"]\n    localStratum: 12\n",
         ),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let expected = "\
@@ -183,7 +191,7 @@ fn classic_ntp_serving_restricts_each_server() {
             "timesync:\n  provider: ntpd\n  sources:\n    - server: 0.centos.pool.ntp.org\n    - server: 1.centos.pool.ntp.org\n  serve: { allow: [10.0.0.0/8], rateLimit: false }\n",
         ),
         &centos7(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let text = whole(file(&d, "/etc/ntp.conf"));
@@ -203,7 +211,7 @@ fn nts_with_classic_ntp_is_an_error_at_the_value() {
             "timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n      nts: true\n",
         ),
         &centos7(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap_err();
     let d = &err.diagnostics()[0];
@@ -214,7 +222,7 @@ fn nts_with_classic_ntp_is_an_error_at_the_value() {
         compile(
             &spec("timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n      nts: true\n"),
             &debian12(),
-            Path::new("/usr/bin/timectl"),
+            &copy_of("/usr/bin/timectl"),
         )
         .is_ok()
     );
@@ -225,7 +233,7 @@ fn conflicting_daemons_come_first_and_the_chosen_one_last() {
     let d = compile(
         &spec("timesync:\n  provider: chrony\n  conflicts: mask\n  sources:\n    - server: a.example\n"),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let services: Vec<_> = d
@@ -258,7 +266,7 @@ fn clock_control_off_adds_a_chronyd_x_drop_in() {
     let on = compile(
         &spec("timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n"),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let drop_in = "/etc/systemd/system/chrony.service.d/timectl-no-clock-control.conf";
@@ -266,7 +274,7 @@ fn clock_control_off_adds_a_chronyd_x_drop_in() {
     let off = compile(
         &spec("timesync:\n  provider: chrony\n  clockControl: false\n  sources:\n    - server: a.example\n"),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let text = whole(file(&off, drop_in));
@@ -278,7 +286,7 @@ fn clock_control_off_adds_a_chronyd_x_drop_in() {
 #[test]
 fn embedded_unit_holds_only_the_capabilities_it_needs() {
     let unit_of = |text: &str| {
-        let d = compile(&spec(text), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+        let d = compile(&spec(text), &debian12(), &copy_of("/usr/bin/timectl")).unwrap();
         whole(file(&d, "/etc/systemd/system/timectl-engine.service")).to_string()
     };
     let client = unit_of("timesync:\n  sources:\n    - server: a.example\n");
@@ -320,7 +328,7 @@ fn embedded_installs_this_timectl_and_restarts_on_any_of_its_files() {
     let d = compile(
         &spec("timesync:\n  sources:\n    - server: 192.0.2.1\n      port: 11123\n"),
         &rhel9(),
-        Path::new("/opt/build/timectl"),
+        &copy_of("/opt/build/timectl"),
     )
     .unwrap();
     let binary = d
@@ -332,7 +340,10 @@ fn embedded_installs_this_timectl_and_restarts_on_any_of_its_files() {
         })
         .unwrap();
     assert_eq!(binary.path, Path::new("/usr/local/libexec/timectl/timectl"));
-    assert_eq!(binary.source, Path::new("/opt/build/timectl"));
+    assert_eq!(
+        binary.source.as_deref(),
+        Some(Path::new("/opt/build/timectl"))
+    );
     let Some(Resource::Service(engine)) = d.resources.last() else {
         panic!("the engine's service must come last");
     };
@@ -377,7 +388,7 @@ fn embedded_config_is_what_the_engine_reads() {
             "timesync:\n  clockControl: false\n  sources:\n    - server: 192.0.2.1\n      port: 11123\n      minpoll: -2\n      maxpoll: 0\n      prefer: true\n    - pool: pool.example.org\n      maxSources: 3\n      iburst: false\n  minSources: 2\n  step: { threshold: 250ms, limit: -1 }\n  serve:\n    allow: [10.0.0.0/8, \"2001:db8::/32\"]\n    deny: [10.1.0.0/16]\n    localStratum: 9\n",
         ),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let text = whole(file(&d, "/etc/timectl/engine.yaml"));
@@ -416,7 +427,7 @@ fn embedded_config_is_what_the_engine_reads() {
     let d = compile(
         &spec("timesync:\n  sources:\n    - pool: 2.debian.pool.ntp.org\n"),
         &debian12(),
-        Path::new("/usr/bin/timectl"),
+        &copy_of("/usr/bin/timectl"),
     )
     .unwrap();
     let config =
@@ -431,7 +442,7 @@ fn listen_addresses_for_each_daemon() {
     let chrony = compile(
         &spec(&text.replace("PROVIDER", "chrony")),
         &debian12(),
-        Path::new("/t"),
+        &copy_of("/t"),
     )
     .unwrap();
     let conf = whole(file(&chrony, "/etc/chrony/chrony.conf"));
@@ -442,7 +453,7 @@ fn listen_addresses_for_each_daemon() {
     let ntpd = compile(
         &spec(&text.replace("PROVIDER", "ntpd")),
         &debian12(),
-        Path::new("/t"),
+        &copy_of("/t"),
     )
     .unwrap();
     let conf = whole(file(&ntpd, "/etc/ntpsec/ntp.conf"));
@@ -455,7 +466,7 @@ fn listen_addresses_for_each_daemon() {
     let engine = compile(
         &spec(&text.replace("PROVIDER", "embedded")),
         &debian12(),
-        Path::new("/t"),
+        &copy_of("/t"),
     )
     .unwrap();
     let conf = whole(file(&engine, "/etc/timectl/engine.yaml"));
@@ -483,7 +494,7 @@ fn step_now_is_dropped_with_a_note_without_clock_control() {
     let d = compile(
         &spec("timesync:\n  provider: chrony\n  clockControl: false\n  step: { now: true }\n  sources:\n    - server: a.example\n"),
         &debian12(),
-        Path::new("/t"),
+        &copy_of("/t"),
     )
     .unwrap();
     assert!(!d.step_now);
@@ -495,7 +506,7 @@ fn step_now_is_dropped_with_a_note_without_clock_control() {
     let d = compile(
         &spec("timesync:\n  provider: chrony\n  step: { now: true }\n  sources:\n    - server: a.example\n"),
         &debian12(),
-        Path::new("/t"),
+        &copy_of("/t"),
     )
     .unwrap();
     assert!(d.step_now);
@@ -506,7 +517,7 @@ fn leaving_chrony_removes_timectls_chrony_drop_in() {
     let d = compile(
         &spec("timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n"),
         &debian12(),
-        Path::new("/t"),
+        &copy_of("/t"),
     )
     .unwrap();
     let drop_in = file(

@@ -1,22 +1,127 @@
-//! An executable installed as a copy of another file: the embedded engine's
-//! unit runs an installed copy of this very timectl. Compared byte for byte
-//! (no hashing of megabytes on every plan); the plan's fingerprint uses the
-//! installed file's identity (size, modification time, inode).
+//! The executable the embedded engine's unit runs: the timectl package's
+//! own `/usr/bin/timectl` where the managed host has the package, otherwise
+//! an installed copy of this very timectl. [`choose`] decides which from the
+//! host (its package database and files); a copy is compared byte for byte
+//! (no hashing of megabytes on every plan), and the plan's fingerprint uses
+//! the installed file's identity (size, modification time, inode). A copy
+//! left from before the package was installed is removed.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Action, Change, ChangeKind};
-use crate::host::{Host, HostError};
+use crate::host::{Host, HostError, Mode, PackageState};
+
+/// Where the timectl package (ci/build-packages.sh) installs its executable.
+pub const PACKAGED_BINARY: &str = "/usr/bin/timectl";
+/// The name of that package, in dpkg's and rpm's databases.
+pub const PACKAGE_NAME: &str = "timectl";
+
+/// Which timectl executable the engine's unit runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum EngineBinary {
+    /// The host's timectl package's executable: nothing to install.
+    Package { path: PathBuf, version: String },
+    /// A copy of `source` (the running timectl) installed at `path`.
+    Copy { path: PathBuf, source: PathBuf },
+}
+
+impl EngineBinary {
+    /// The executable on the managed host (the unit's ExecStart).
+    pub fn path(&self) -> &Path {
+        match self {
+            EngineBinary::Package { path, .. } | EngineBinary::Copy { path, .. } => path,
+        }
+    }
+
+    /// One line for the plan: which executable, and why.
+    pub fn describe(&self) -> String {
+        match self {
+            EngineBinary::Package { path, version } => format!(
+                "{} from the {PACKAGE_NAME} package {version} (no copy is installed)",
+                path.display()
+            ),
+            EngineBinary::Copy { path, source } => {
+                format!("{}, a copy of {}", path.display(), source.display())
+            }
+        }
+    }
+}
+
+/// Decide which executable the engine runs on `host`: the packaged one when
+/// the host's package database has the timectl package owning
+/// [`PACKAGED_BINARY`] and the file is there, and, on a live host, when this
+/// timectl *is* that file (an administrator running another build, say
+/// `./target/release/timectl`, gets that build installed as a copy, as
+/// without a package). In an offline root the running timectl is never the
+/// root's, so the root's package decides alone. Returns the choice and, when
+/// a package exists but is not used, a note saying why.
+pub fn choose(host: &Host, copy_to: &Path) -> (EngineBinary, Option<String>) {
+    let copy = EngineBinary::Copy {
+        path: copy_to.to_path_buf(),
+        source: host.timectl_binary.clone(),
+    };
+    let packaged = Path::new(PACKAGED_BINARY);
+    let version = match host.packages.query(PACKAGE_NAME) {
+        Ok(PackageState::Installed(version)) => version,
+        // No package, or no database to ask (a bare example tree): a copy.
+        _ => return (copy, None),
+    };
+    let unused = |why: String| {
+        Some(format!(
+            "the {PACKAGE_NAME} package {version} is installed, but {why}: the engine runs a copy of this timectl at {}",
+            copy_to.display()
+        ))
+    };
+    match host.packages.owns(PACKAGE_NAME, packaged) {
+        Ok(true) => {}
+        Ok(false) => return (copy, unused(format!("it does not own {PACKAGED_BINARY}"))),
+        Err(e) => return (copy, unused(format!("its files could not be listed ({e})"))),
+    }
+    let installed = match host.files.stat(packaged) {
+        Ok(Some(meta)) if meta.is_file() => meta,
+        Ok(_) => return (copy, unused(format!("{PACKAGED_BINARY} is missing"))),
+        Err(e) => {
+            return (
+                copy,
+                unused(format!("{PACKAGED_BINARY} cannot be read ({e})")),
+            );
+        }
+    };
+    if host.mode == Mode::Live {
+        let running = std::fs::metadata(&host.timectl_binary);
+        let same = running
+            .as_ref()
+            .is_ok_and(|m| m.dev() == installed.dev() && m.ino() == installed.ino());
+        if !same {
+            return (
+                copy,
+                unused(format!(
+                    "this is {}, not {PACKAGED_BINARY}",
+                    host.timectl_binary.display()
+                )),
+            );
+        }
+    }
+    (
+        EngineBinary::Package {
+            path: packaged.to_path_buf(),
+            version,
+        },
+        None,
+    )
+}
 
 #[derive(Debug, Clone)]
 pub struct BinaryResource {
     /// Where it is installed on the host (`/usr/local/libexec/timectl/timectl`).
     pub path: PathBuf,
-    /// The real path of the file to copy (the running timectl).
-    pub source: PathBuf,
+    /// The real path of the file to copy (the running timectl); None: the
+    /// file must not exist (a copy the packaged executable replaced).
+    pub source: Option<PathBuf>,
     /// What it is, for reasons: "timectl 0.1.0".
     pub label: String,
     pub purpose: String,
@@ -33,15 +138,24 @@ pub struct BinaryObservation {
 
 impl BinaryResource {
     pub fn plan(&self, host: &Host) -> Result<(BinaryObservation, Vec<Change>), HostError> {
-        let source = std::fs::read(&self.source)
-            .map_err(|e| HostError::io(&self.source, "cannot read", e))?;
+        let source = match &self.source {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| HostError::io(path, "cannot read", e))?)
+            }
+            None => None,
+        };
         let (observation, current) = match host.files.stat(&self.path)? {
             Some(meta) => {
-                let same = meta.len() == source.len() as u64
-                    && host
-                        .files
-                        .read(&self.path)?
-                        .is_some_and(|installed| installed.content == source);
+                let same = match &source {
+                    Some(source) => {
+                        meta.len() == source.len() as u64
+                            && host
+                                .files
+                                .read(&self.path)?
+                                .is_some_and(|installed| installed.content == *source)
+                    }
+                    None => false,
+                };
                 (
                     BinaryObservation {
                         exists: true,
@@ -65,13 +179,30 @@ impl BinaryResource {
                 None,
             ),
         };
+        let resource = format!("binary:{}", self.path.display());
+        let shown = self.path.display();
+        let (Some(source_path), Some(source)) = (&self.source, source) else {
+            // The copy must go.
+            let changes = match current {
+                Some((size, _)) => vec![Change {
+                    resource,
+                    kind: ChangeKind::Remove,
+                    summary: format!("remove {shown} ({size} bytes)"),
+                    reason: format!("{}; this copy is no longer used", self.purpose),
+                    diff: None,
+                    action: Action::RemoveFile {
+                        path: self.path.clone(),
+                    },
+                }],
+                None => Vec::new(),
+            };
+            return Ok((observation, changes));
+        };
         let action = Action::InstallBinary {
-            source: self.source.clone(),
+            source: source_path.clone(),
             path: self.path.clone(),
             size: source.len() as u64,
         };
-        let resource = format!("binary:{}", self.path.display());
-        let shown = self.path.display();
         let changes = match current {
             None => vec![Change {
                 resource,

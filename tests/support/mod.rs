@@ -92,6 +92,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("pgrep", "procps"),
     ("zstd", "zstd"),
     ("dpkg-scanpackages", "dpkg-dev"),
+    ("promtool", "prometheus"),
+    ("rpm", "rpm"),
 ];
 
 /// Everything a [`Container`] needs on the host.
