@@ -49,6 +49,11 @@ pub enum DaemonError {
         addr: SocketAddr,
         cause: std::io::Error,
     },
+    #[error("metrics endpoint {addr}: {cause}")]
+    Metrics {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
     #[error("control socket {path}: {cause}")]
     Control {
         path: PathBuf,
@@ -178,6 +183,25 @@ pub async fn run(
     }
 
     let (control_tx, mut control_rx) = mpsc::channel::<Incoming>(16);
+    // Bound before the control socket, so that a client that sees the
+    // control socket also finds the metrics endpoint listening.
+    let metrics_task = match &config.metrics {
+        Some(m) => {
+            let listener = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .map_err(|cause| DaemonError::Metrics {
+                    addr: m.listen,
+                    cause,
+                })?;
+            let bound = listener.local_addr().unwrap_or(m.listen);
+            tracing::info!("serving metrics on http://{bound}{}", super::metrics::PATH);
+            Some(tokio::spawn(super::metrics::serve(
+                listener,
+                control_tx.clone(),
+            )))
+        }
+        None => None,
+    };
     let control_path = config.control_socket.clone();
     let control_task = match &control_path {
         Some(path) => {
@@ -327,6 +351,7 @@ pub async fn run(
         .iter()
         .chain(resolvers.iter())
         .chain(control_task.iter())
+        .chain(metrics_task.iter())
     {
         t.abort();
     }
