@@ -516,3 +516,73 @@ fn leaving_chrony_removes_timectls_chrony_drop_in() {
     assert!(matches!(drop_in.content, FileContent::Absent));
     assert!(drop_in.unit_file);
 }
+
+#[test]
+fn embedded_metrics_reach_the_engine_config_and_never_the_firewall() {
+    use crate::engine::config::{EngineConfig, MetricsConfig};
+    let base = "timesync:\n  sources:\n    - server: 192.0.2.1\n  serve: { allow: [10.0.0.0/8] }\n";
+    let d = compile(
+        &spec(&format!("{base}  metrics: {{ listen: 127.0.0.1:9975 }}\n")),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
+    let config =
+        EngineConfig::parse(text, Path::new("e")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        config.metrics,
+        Some(MetricsConfig {
+            listen: "127.0.0.1:9975".parse().unwrap(),
+            allow_remote: false
+        })
+    );
+    let d = compile(
+        &spec(&format!(
+            "{base}  metrics: {{ listen: \"[2001:db8::5]:9100\", allowRemote: true }}\n"
+        )),
+        &debian12(),
+        Path::new("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
+    let config =
+        EngineConfig::parse(text, Path::new("e")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        config
+            .metrics
+            .map(|m| (m.listen.to_string(), m.allow_remote)),
+        Some(("[2001:db8::5]:9100".to_string(), true))
+    );
+    // The firewall step is about NTP (UDP 123) only: nothing but the
+    // engine's own config mentions the metrics port.
+    for r in &d.resources {
+        let shown = format!("{r:?}");
+        if !shown.contains("/etc/timectl/engine.yaml") {
+            assert!(!shown.contains("9100"), "{shown}");
+        }
+    }
+    let firewall: Vec<_> = d
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Firewall(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(firewall.len(), 1);
+    assert!(
+        firewall[0].reason.contains("serves time"),
+        "{:?}",
+        firewall[0]
+    );
+
+    // No metrics: no section.
+    let d = compile(&spec(base), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
+    assert!(!text.contains("metrics"), "{text}");
+    assert_eq!(
+        EngineConfig::parse(text, Path::new("e")).unwrap().metrics,
+        None
+    );
+}

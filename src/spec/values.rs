@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
@@ -298,6 +298,54 @@ impl JsonSchema for Cidr {
     }
 }
 
+/// A socket address to listen on: an IP address and a port (`127.0.0.1:9975`,
+/// `[::1]:9975`). Host names are refused: a listener binds an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(ListenAddr).map_err(|_| {
+            format!(
+                "invalid address {s:?}: expected ADDR:PORT with an IP address, like 127.0.0.1:9975 or [::1]:9975"
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(deserializer)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for ListenAddr {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl JsonSchema for ListenAddr {
+    fn schema_name() -> Cow<'static, str> {
+        "ListenAddr".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An IP address and a port: ADDR:PORT, IPv6 in brackets.",
+            "examples": ["127.0.0.1:9975", "[::1]:9975"]
+        })
+    }
+}
+
 /// A secret (an NTP symmetric key). Its text is never shown: not in Debug,
 /// not in diffs, not in JSON plans.
 #[derive(Clone, PartialEq, Eq)]
@@ -429,6 +477,25 @@ mod tests {
                 .contains("10.0.0.0/8")
         );
         assert!("ten/8".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            "127.0.0.1:9975".parse::<ListenAddr>().unwrap().to_string(),
+            "127.0.0.1:9975"
+        );
+        assert_eq!("[::1]:9975".parse::<ListenAddr>().unwrap().0.port(), 9975);
+        for bad in [
+            "localhost:9975",
+            "127.0.0.1",
+            "::1:9975",
+            "127.0.0.1:99999",
+            "",
+        ] {
+            let e = bad.parse::<ListenAddr>().unwrap_err();
+            assert!(e.contains("expected ADDR:PORT"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
