@@ -135,6 +135,21 @@ fn metrics_agree_with_status_and_count_served_packets() {
         !text.contains("ntp_server_"),
         "a client-only engine has no server counters:\n{text}"
     );
+    // Not under systemd: plain text lines, the message alone (the SOURCE
+    // and OFFSET fields of this event are for the journal only).
+    let log = engine.guard.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("synchronised to"))
+        .unwrap_or_else(|| panic!("no synchronisation line in:\n{log}"));
+    assert!(
+        line.ends_with(&format!("INFO timectl::engine::daemon: synchronised to {addr}")),
+        "{line:?}"
+    );
+    assert!(
+        !log.contains("source=") && !log.contains("offset="),
+        "{log}"
+    );
 
     // The upstream engine counts what it served: the client's polls and
     // one malformed datagram of ours.

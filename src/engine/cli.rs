@@ -155,14 +155,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<i32> {
         ))?;
         return Ok(0);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIMECTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::logging::init();
     // A panic anywhere in the daemon ends the process (systemd restarts it)
     // rather than leaving it half-working with one task gone.
     let default_hook = std::panic::take_hook();

@@ -23,7 +23,7 @@ use super::config::{EngineConfig, SourceConfig};
 use super::control::{
     self, FORMAT_VERSION, Incoming, ServerStatus, SourceStatus, StatusDocument, StepDocument,
 };
-use super::discipline::{ClockControl, LocalClock, StepNowError, StepPolicy};
+use super::discipline::{ClockAction, ClockControl, LocalClock, StepNowError, StepPolicy};
 use super::drift;
 use super::net::TimestampedSocket;
 use super::proto::NtpTimestamp;
@@ -278,7 +278,12 @@ pub async fn run(
                 if engine.synchronized() != was_synchronized {
                     was_synchronized = engine.synchronized();
                     match engine.system_peer() {
-                        Some(p) if was_synchronized => tracing::info!("synchronised to {}", sources[p].address),
+                        Some(p) if was_synchronized => tracing::info!(
+                            source = %sources[p].address,
+                            offset = engine.current_offset(now).map(|o| -o),
+                            "synchronised to {}",
+                            sources[p].address
+                        ),
                         _ => tracing::warn!("lost synchronisation"),
                     }
                 }
@@ -300,11 +305,11 @@ pub async fn run(
                     let index = engine.add_source(settings, engine_clock.now());
                     match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
                         Ok((tx, task)) => {
-                            tracing::info!("source {} ({})", addr, sc.host());
+                            tracing::info!(source = %addr, "source {} ({})", addr, sc.host());
                             sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task });
                         }
                         Err(e) => {
-                            tracing::error!("source {addr}: {e}");
+                            tracing::error!(source = %addr, "source {addr}: {e}");
                             // Keep indices aligned: a handle whose channel is closed.
                             let (tx, _) = mpsc::channel(1);
                             sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task: tokio::spawn(async {}) });
@@ -327,7 +332,7 @@ pub async fn run(
                 for &i in &dead {
                     let Some(h) = sources.get(i) else { continue };
                     if pools.contains(&h.config_index) {
-                        tracing::info!("pool {}: replacing {}", h.name, h.address);
+                        tracing::info!(source = %h.address, "pool {}: replacing {}", h.name, h.address);
                         engine.retire_source(i);
                         h.task.abort();
                         retired.insert(h.address);
@@ -440,9 +445,12 @@ fn apply_actions(
         match action {
             Action::Clock(a) => {
                 if engine.discipline().clock_control() {
-                    match a.apply(kernel) {
-                        Ok(()) => tracing::debug!("clock: {a:?}"),
-                        Err(e) => tracing::error!("clock: {a:?}: {e}"),
+                    match (a.apply(kernel), a) {
+                        (Ok(()), ClockAction::Step(by)) => {
+                            tracing::info!(step = by, "stepped the clock by {by:+.9} s");
+                        }
+                        (Ok(()), _) => tracing::debug!("clock: {a:?}"),
+                        (Err(e), _) => tracing::error!("clock: {a:?}: {e}"),
                     }
                 }
             }
@@ -533,8 +541,9 @@ fn answer_control(
             } else {
                 match engine.step_now(now) {
                     Ok((offset, actions)) => {
+                        // apply_actions logs the step itself (with STEP).
+                        tracing::info!("stepping the clock on request");
                         apply_actions(engine, actions, kernel, sources, clock, engine_clock);
-                        tracing::info!("stepped the clock by {offset:+.9} s on request");
                         StepDocument {
                             format_version: FORMAT_VERSION,
                             ok: true,
