@@ -143,7 +143,9 @@ fn metrics_agree_with_status_and_count_served_packets() {
         .find(|l| l.contains("synchronised to"))
         .unwrap_or_else(|| panic!("no synchronisation line in:\n{log}"));
     assert!(
-        line.ends_with(&format!("INFO timectl::engine::daemon: synchronised to {addr}")),
+        line.ends_with(&format!(
+            "INFO timectl::engine::daemon: synchronised to {addr}"
+        )),
         "{line:?}"
     );
     assert!(
@@ -415,7 +417,7 @@ fn promtool_check(text: &str) -> (bool, String) {
 
 #[test]
 #[ignore = "needs root, chronyd and prometheus (promtool): run ci/system-tests.sh metrics"]
-fn prometheus_scrapes_the_engine_synchronised_to_chronyd() {
+fn metrics_scraped_by_prometheus_from_an_engine_synchronised_to_chronyd() {
     require_root();
     let chronyd = Chronyd::server(free_udp_port());
     let addr = format!("127.0.0.1:{}", chronyd.port);

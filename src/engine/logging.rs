@@ -11,6 +11,7 @@
 use std::io::IsTerminal;
 
 use tracing::field::Field;
+use tracing_journald::{Priority, PriorityMappings};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{Writer, debug_fn};
 use tracing_subscriber::layer::SubscriberExt;
@@ -50,9 +51,18 @@ pub fn init() {
     if stderr_is_journal() {
         match tracing_journald::layer() {
             Ok(journal) => {
+                // info is syslog's "informational" (6), as systemd files
+                // a service's stderr lines; the crate's default is notice.
                 let journal = journal
                     .with_field_prefix(None)
-                    .with_syslog_identifier(SYSLOG_IDENTIFIER.to_string());
+                    .with_syslog_identifier(SYSLOG_IDENTIFIER.to_string())
+                    .with_priority_mappings(PriorityMappings {
+                        error: Priority::Error,
+                        warn: Priority::Warning,
+                        info: Priority::Informational,
+                        debug: Priority::Debug,
+                        trace: Priority::Debug,
+                    });
                 let _ = tracing_subscriber::registry()
                     .with(filter())
                     .with(journal)
