@@ -15,7 +15,6 @@
 //! positive when the local clock is behind. That is the opposite of the
 //! status document's chrony-style sign.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +31,8 @@ use prometheus::{Encoder, Gauge, GaugeVec, IntCounter, Opts, Registry, TextEncod
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::control::{ControlRequest, Incoming, MAX_CONNECTIONS, StatusDocument};
+use super::control::{Connections, ControlRequest, Incoming, StatusDocument};
+use super::system::SourceReport;
 
 /// How long one status report serves scrapes.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -40,8 +40,6 @@ pub const REFRESH: Duration = Duration::from_secs(1);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request header accepted (a scrape's is a few hundred bytes).
 const MAX_REQUEST: usize = 8192;
-/// How long to wait after a failed accept before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// The path Prometheus scrapes.
 pub const PATH: &str = "/metrics";
 
@@ -57,32 +55,14 @@ struct Cache {
 /// served by hyper's HTTP/1 connection with keep-alive.
 pub async fn serve(listener: TcpListener, engine: mpsc::Sender<Incoming>) {
     let cache = Arc::new(Mutex::new(Cache::default()));
-    let mut open: VecDeque<tokio::task::AbortHandle> = VecDeque::new();
-    let mut accept_error_logged = false;
+    let mut connections = Connections::new("metrics");
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                accept_error_logged = false;
-                stream
-            }
-            Err(e) => {
-                if !accept_error_logged {
-                    tracing::warn!("metrics: accept failed: {e}; retrying");
-                    accept_error_logged = true;
-                }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
+        let Some(stream) = connections.accepted(listener.accept().await).await else {
+            continue;
         };
-        open.retain(|h| !h.is_finished());
-        if open.len() >= MAX_CONNECTIONS
-            && let Some(oldest) = open.pop_front()
-        {
-            oldest.abort();
-        }
         let engine = engine.clone();
         let cache = cache.clone();
-        let task = tokio::spawn(async move {
+        connections.spawn(async move {
             let service = service_fn(move |request| {
                 let engine = engine.clone();
                 let cache = cache.clone();
@@ -98,7 +78,6 @@ pub async fn serve(listener: TcpListener, engine: mpsc::Sender<Incoming>) {
                 tracing::debug!("metrics connection: {e}");
             }
         });
-        open.push_back(task.abort_handle());
     }
 }
 
@@ -236,6 +215,51 @@ pub fn unanswered_polls(reach: u8) -> u32 {
     reach.trailing_zeros()
 }
 
+/// One `ntp_source_*` gauge: name, help, and its value for a source
+/// (None: not known yet, the sample is left out).
+type SourceGauge = (&'static str, &'static str, fn(&SourceReport) -> Option<f64>);
+
+const SOURCE_GAUGES: [SourceGauge; 8] = [
+    (
+        "ntp_source_offset_seconds",
+        "Offset between the upstream source and system time (positive: the source is ahead)",
+        |r| r.last_offset_seconds.map(|o| -o),
+    ),
+    (
+        "ntp_source_delay_seconds",
+        "Current round-trip delay to the upstream source",
+        |r| r.delay_seconds,
+    ),
+    (
+        "ntp_source_uncertainty_seconds",
+        "Estimated error of the source clock (the jitter of its samples)",
+        |r| r.jitter_seconds,
+    ),
+    (
+        "ntp_source_poll_interval_seconds",
+        "Time between polls of the source",
+        |r| Some(2f64.powi(i32::from(r.poll))),
+    ),
+    (
+        "ntp_source_unanswered_polls",
+        "Number of polls since the last successful poll with a maximum of eight",
+        |r| Some(f64::from(unanswered_polls(r.reach))),
+    ),
+    (
+        "ntp_source_reach",
+        "Reachability register of the source: one bit per poll of the last eight, 1 answered (255: all answered)",
+        |r| Some(f64::from(r.reach)),
+    ),
+    (
+        "ntp_source_selected",
+        "Whether the source is the one the clock follows (1) or not (0)",
+        |r| Some(flag(r.selected)),
+    ),
+    ("ntp_source_stratum", "Stratum the source reports", |r| {
+        r.stratum.map(f64::from)
+    }),
+];
+
 /// The Prometheus text exposition of a status document. Absent values
 /// (no measurement yet) are left out rather than reported as zero.
 pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
@@ -249,126 +273,67 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
         .set(doc.uptime_seconds);
     f.add(uptime)?;
 
-    f.gauge(
-        "ntp_system_synchronized",
-        "Whether the clock is synchronised to a selected source (1) or not (0)",
-        flag(doc.synchronized),
-    )?;
-    f.gauge(
-        "ntp_system_clock_control",
-        "Whether the engine adjusts the system clock (1) or only estimates (0)",
-        flag(doc.clock_control),
-    )?;
-    if let Some(offset) = doc.offset_seconds {
-        f.gauge(
+    let system_gauges = [
+        (
+            "ntp_system_synchronized",
+            "Whether the clock is synchronised to a selected source (1) or not (0)",
+            Some(flag(doc.synchronized)),
+        ),
+        (
+            "ntp_system_clock_control",
+            "Whether the engine adjusts the system clock (1) or only estimates (0)",
+            Some(flag(doc.clock_control)),
+        ),
+        (
             "ntp_system_offset_seconds",
             "Estimated offset of the reference time from the local clock (positive: the local clock is behind)",
-            -offset,
-        )?;
-    }
-    f.gauge(
-        "ntp_system_frequency_ppm",
-        "Frequency correction the local clock needs, in parts per million (positive: it runs slow)",
-        doc.frequency_ppm,
-    )?;
-    f.gauge(
-        "ntp_system_stratum",
-        "Stratum of our clock",
-        f64::from(doc.stratum),
-    )?;
-    f.gauge(
-        "ntp_system_root_delay_seconds",
-        "Distance to the closest root time source",
-        doc.root_delay_seconds,
-    )?;
-    f.gauge(
-        "ntp_system_root_dispersion_seconds",
-        "Estimate of how precise our time is",
-        doc.root_dispersion_seconds,
-    )?;
-    f.gauge(
-        "ntp_system_leap_indicator",
-        "Indicates that a leap second will take place (NTP leap indicator: 0 none, 1 insert, 2 delete, 3 unsynchronised)",
-        leap_indicator(&doc.leap),
-    )?;
-    f.counter(
-        "ntp_system_steps_total",
-        "Number of times the clock was stepped",
-        doc.steps,
-    )?;
-    f.counter(
-        "ntp_system_updates_total",
-        "Number of clock updates from the selected sources",
-        doc.updates,
-    )?;
-
-    let offset = f.gauges(
-        "ntp_source_offset_seconds",
-        "Offset between the upstream source and system time (positive: the source is ahead)",
-        &SOURCE_LABELS,
-    )?;
-    let delay = f.gauges(
-        "ntp_source_delay_seconds",
-        "Current round-trip delay to the upstream source",
-        &SOURCE_LABELS,
-    )?;
-    let uncertainty = f.gauges(
-        "ntp_source_uncertainty_seconds",
-        "Estimated error of the source clock (the jitter of its samples)",
-        &SOURCE_LABELS,
-    )?;
-    let poll = f.gauges(
-        "ntp_source_poll_interval_seconds",
-        "Time between polls of the source",
-        &SOURCE_LABELS,
-    )?;
-    let unanswered = f.gauges(
-        "ntp_source_unanswered_polls",
-        "Number of polls since the last successful poll with a maximum of eight",
-        &SOURCE_LABELS,
-    )?;
-    let reach = f.gauges(
-        "ntp_source_reach",
-        "Reachability register of the source: one bit per poll of the last eight, 1 answered (255: all answered)",
-        &SOURCE_LABELS,
-    )?;
-    let selected = f.gauges(
-        "ntp_source_selected",
-        "Whether the source is the one the clock follows (1) or not (0)",
-        &SOURCE_LABELS,
-    )?;
-    let stratum = f.gauges(
-        "ntp_source_stratum",
-        "Stratum the source reports",
-        &SOURCE_LABELS,
-    )?;
-    for (id, s) in doc.sources.iter().enumerate() {
-        let id = id.to_string();
-        let labels = [s.name.as_str(), s.address.as_str(), id.as_str()];
-        let r = &s.report;
-        if let Some(o) = r.last_offset_seconds {
-            offset.with_label_values(&labels).set(-o);
-        }
-        if let Some(d) = r.delay_seconds {
-            delay.with_label_values(&labels).set(d);
-        }
-        if let Some(j) = r.jitter_seconds {
-            uncertainty.with_label_values(&labels).set(j);
-        }
-        poll.with_label_values(&labels)
-            .set(2f64.powi(i32::from(r.poll)));
-        unanswered
-            .with_label_values(&labels)
-            .set(f64::from(unanswered_polls(r.reach)));
-        reach.with_label_values(&labels).set(f64::from(r.reach));
-        selected.with_label_values(&labels).set(flag(r.selected));
-        if let Some(st) = r.stratum {
-            stratum.with_label_values(&labels).set(f64::from(st));
+            doc.offset_seconds.map(|o| -o),
+        ),
+        (
+            "ntp_system_frequency_ppm",
+            "Frequency correction the local clock needs, in parts per million (positive: it runs slow)",
+            Some(doc.frequency_ppm),
+        ),
+        (
+            "ntp_system_stratum",
+            "Stratum of our clock",
+            Some(f64::from(doc.stratum)),
+        ),
+        (
+            "ntp_system_root_delay_seconds",
+            "Distance to the closest root time source",
+            Some(doc.root_delay_seconds),
+        ),
+        (
+            "ntp_system_root_dispersion_seconds",
+            "Estimate of how precise our time is",
+            Some(doc.root_dispersion_seconds),
+        ),
+        (
+            "ntp_system_leap_indicator",
+            "Indicates that a leap second will take place (NTP leap indicator: 0 none, 1 insert, 2 delete, 3 unsynchronised)",
+            Some(leap_indicator(&doc.leap)),
+        ),
+    ];
+    for (name, help, value) in system_gauges {
+        if let Some(value) = value {
+            f.gauge(name, help, value)?;
         }
     }
-
+    let mut counters = vec![
+        (
+            "ntp_system_steps_total",
+            "Number of times the clock was stepped",
+            doc.steps,
+        ),
+        (
+            "ntp_system_updates_total",
+            "Number of clock updates from the selected sources",
+            doc.updates,
+        ),
+    ];
     if let Some(server) = &doc.server {
-        for (name, help, value) in [
+        counters.extend([
             (
                 "ntp_server_received_packets_total",
                 "Number of incoming packets",
@@ -399,8 +364,21 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
                 "Number of packets ignored (not an NTPv3 or v4 client request)",
                 server.malformed,
             ),
-        ] {
-            f.counter(name, help, value)?;
+        ]);
+    }
+    for (name, help, value) in counters {
+        f.counter(name, help, value)?;
+    }
+
+    for (name, help, value) in SOURCE_GAUGES {
+        let family = f.gauges(name, help, &SOURCE_LABELS)?;
+        for (id, s) in doc.sources.iter().enumerate() {
+            if let Some(v) = value(&s.report) {
+                let id = id.to_string();
+                family
+                    .with_label_values(&[s.name.as_str(), s.address.as_str(), id.as_str()])
+                    .set(v);
+            }
         }
     }
 

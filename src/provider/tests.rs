@@ -517,19 +517,21 @@ fn leaving_chrony_removes_timectls_chrony_drop_in() {
     assert!(drop_in.unit_file);
 }
 
+/// The embedded provider's resources for `text` on Debian 12, and the
+/// engine config it renders, read back as the engine reads it.
+fn embedded_config(text: &str) -> (Desired, crate::engine::config::EngineConfig) {
+    let d = compile(&spec(text), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+    let rendered = whole(file(&d, "/etc/timectl/engine.yaml")).to_string();
+    let config = crate::engine::config::EngineConfig::parse(&rendered, Path::new("e"))
+        .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    (d, config)
+}
+
 #[test]
 fn embedded_metrics_reach_the_engine_config_and_never_the_firewall() {
-    use crate::engine::config::{EngineConfig, MetricsConfig};
+    use crate::engine::config::MetricsConfig;
     let base = "timesync:\n  sources:\n    - server: 192.0.2.1\n  serve: { allow: [10.0.0.0/8] }\n";
-    let d = compile(
-        &spec(&format!("{base}  metrics: {{ listen: 127.0.0.1:9975 }}\n")),
-        &debian12(),
-        Path::new("/usr/bin/timectl"),
-    )
-    .unwrap();
-    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
-    let config =
-        EngineConfig::parse(text, Path::new("e")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (_, config) = embedded_config(&format!("{base}  metrics: {{ listen: 127.0.0.1:9975 }}\n"));
     assert_eq!(
         config.metrics,
         Some(MetricsConfig {
@@ -537,17 +539,9 @@ fn embedded_metrics_reach_the_engine_config_and_never_the_firewall() {
             allow_remote: false
         })
     );
-    let d = compile(
-        &spec(&format!(
-            "{base}  metrics: {{ listen: \"[2001:db8::5]:9100\", allowRemote: true }}\n"
-        )),
-        &debian12(),
-        Path::new("/usr/bin/timectl"),
-    )
-    .unwrap();
-    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
-    let config =
-        EngineConfig::parse(text, Path::new("e")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let (d, config) = embedded_config(&format!(
+        "{base}  metrics: {{ listen: \"[2001:db8::5]:9100\", allowRemote: true }}\n"
+    ));
     assert_eq!(
         config
             .metrics
@@ -578,11 +572,8 @@ fn embedded_metrics_reach_the_engine_config_and_never_the_firewall() {
     );
 
     // No metrics: no section.
-    let d = compile(&spec(base), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+    let (d, config) = embedded_config(base);
     let text = whole(file(&d, "/etc/timectl/engine.yaml"));
     assert!(!text.contains("metrics"), "{text}");
-    assert_eq!(
-        EngineConfig::parse(text, Path::new("e")).unwrap().metrics,
-        None
-    );
+    assert_eq!(config.metrics, None);
 }

@@ -12,6 +12,35 @@ use ipnet::IpNet;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Serde and JSON Schema for a value written as a string: parsed with its
+/// `FromStr` (whose message the loader reports at the value), written with
+/// its `Display`, described by the given schema.
+macro_rules! string_value {
+    ($type:ident, $name:literal, $schema:tt) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl JsonSchema for $type {
+            fn schema_name() -> Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
+
 /// A length of time written with a unit: `250ms`, `1s`, `1.5s`, `2m`, `1h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Duration(pub std::time::Duration);
@@ -214,31 +243,11 @@ impl FromStr for HostName {
     }
 }
 
-impl<'de> Deserialize<'de> for HostName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for HostName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl JsonSchema for HostName {
-    fn schema_name() -> Cow<'static, str> {
-        "HostName".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A DNS host name (RFC 1123) or an IPv4/IPv6 address.",
-            "examples": ["time.example.com", "192.0.2.10", "2001:db8::123"]
-        })
-    }
-}
+string_value!(HostName, "HostName", {
+    "type": "string",
+    "description": "A DNS host name (RFC 1123) or an IPv4/IPv6 address.",
+    "examples": ["time.example.com", "192.0.2.10", "2001:db8::123"]
+});
 
 /// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`) or a single
 /// address (taken as /32 or /128).
@@ -272,31 +281,11 @@ impl FromStr for Cidr {
     }
 }
 
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for Cidr {
-    fn schema_name() -> Cow<'static, str> {
-        "Cidr".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A network in CIDR notation, or a single address.",
-            "examples": ["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32"]
-        })
-    }
-}
+string_value!(Cidr, "Cidr", {
+    "type": "string",
+    "description": "A network in CIDR notation, or a single address.",
+    "examples": ["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32"]
+});
 
 /// A socket address to listen on: an IP address and a port (`127.0.0.1:9975`,
 /// `[::1]:9975`). Host names are refused: a listener binds an address.
@@ -320,31 +309,11 @@ impl FromStr for ListenAddr {
     }
 }
 
-impl<'de> Deserialize<'de> for ListenAddr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for ListenAddr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for ListenAddr {
-    fn schema_name() -> Cow<'static, str> {
-        "ListenAddr".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "An IP address and a port: ADDR:PORT, IPv6 in brackets.",
-            "examples": ["127.0.0.1:9975", "[::1]:9975"]
-        })
-    }
-}
+string_value!(ListenAddr, "ListenAddr", {
+    "type": "string",
+    "description": "An IP address and a port: ADDR:PORT, IPv6 in brackets.",
+    "examples": ["127.0.0.1:9975", "[::1]:9975"]
+});
 
 /// A secret (an NTP symmetric key). Its text is never shown: not in Debug,
 /// not in diffs, not in JSON plans.
