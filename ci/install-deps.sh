@@ -6,8 +6,9 @@
 #   machine PID 1 is not systemd and nothing should own the host clock.
 # - Installs the tools the harness uses: systemd-nspawn, mmdebstrap, nftables,
 #   chrony/ntpdig/firewalld as host-side test peers, dbus-daemon, busctl,
-#   user-mode-linux (a kernel clock of its own for the clock bench).
-# - Stops any chronyd/firewalld that the install itself started (by PID),
+#   user-mode-linux (a kernel clock of its own for the clock bench),
+#   prometheus/promtool (scrape the engine's metrics endpoint, lint its output).
+# - Stops any chronyd/firewalld/prometheus that the install itself started (by PID),
 #   never one that was running before.
 set -euo pipefail
 
@@ -50,7 +51,7 @@ packages=(
     systemd           # busctl
     user-mode-linux   # linux.uml: a real kernel clock for clock-control tests (uml_leap, the uml_clock bench)
     python3           # UML init scripts (clock_settime, adjtimex), the leap reference, the bench judge
-    prometheus        # promtool check metrics (the apply/plan metrics textfile)
+    prometheus        # prometheus and promtool: a real scraper of the engine's metrics (tests/engine_metrics.rs), promtool check metrics on the apply textfile
     rpm               # rpm -qlp / rpm -K on the built .rpm
 )
 
@@ -80,7 +81,7 @@ else
 fi
 
 for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
-    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 promtool rpm; do
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 prometheus promtool rpm; do
     if ! command -v "$tool" >/dev/null; then
         echo "install-deps: $tool still missing after install" >&2
         exit 1

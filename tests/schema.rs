@@ -34,6 +34,7 @@ fn schema_rejects_unknown_keys_and_knows_the_design_keys() {
         "conflicts",
         "config",
         "verify",
+        "metrics",
     ] {
         assert!(
             ts["properties"].get(key).is_some(),
@@ -54,4 +55,14 @@ fn schema_rejects_unknown_keys_and_knows_the_design_keys() {
     ] {
         assert!(source.get(key).is_some(), "{key} missing from Source");
     }
+}
+
+#[test]
+fn schema_describes_the_metrics_endpoint() {
+    let schema = timectl::spec::json_schema();
+    let metrics = &schema["$defs"]["Metrics"];
+    assert_eq!(metrics["additionalProperties"], false);
+    assert_eq!(metrics["required"], serde_json::json!(["listen"]));
+    assert!(metrics["properties"].get("allowRemote").is_some());
+    assert_eq!(schema["$defs"]["ListenAddr"]["type"], "string");
 }

@@ -622,3 +622,130 @@ fn embedded_binary_update_restarts_the_engine() {
     assert_eq!(code, 2, "{stdout}");
     assert!(stdout.contains(&format!("update {INSTALLED}")), "{stdout}");
 }
+
+#[test]
+#[ignore = "needs root, systemd-nspawn and the test image; run ci/system-tests.sh"]
+fn embedded_metrics_and_journal_fields_under_the_hardened_unit() {
+    let c = boot(true);
+    let _peer = loopback_peer(&c);
+    drop_by_default_firewall(&c);
+    let spec = put_spec(
+        &c,
+        "metrics",
+        &engine_spec(
+            "  serve: { allow: [127.0.0.0/8, 192.0.2.0/24] }\n  firewall: nftables\n  metrics: { listen: 127.0.0.1:9975 }\n",
+        ),
+    );
+    let steps = summaries(&plan_json(&c, &spec));
+    assert!(
+        steps
+            .iter()
+            .all(|s| !s.contains("9975") && !s.contains("tcp")),
+        "the plan touches the metrics port: {steps:?}"
+    );
+    let applied = converge(&c, &spec, "embedded engine with metrics");
+    assert_verified(&applied);
+    assert!(
+        c.read_file(ENGINE_CONF)
+            .contains("metrics:\n  listen: \"127.0.0.1:9975\"\n"),
+        "{}",
+        c.read_file(ENGINE_CONF)
+    );
+    // The firewall has the NTP rule and nothing for the metrics port.
+    let ruleset = c.netns().nft_ruleset().to_string();
+    assert_eq!(ruleset.matches("timectl: NTP (UDP 123)").count(), 1);
+    assert!(!ruleset.contains("9975"), "{ruleset}");
+
+    // The engine, as the unit runs it (dynamic user, no capability but
+    // CAP_NET_BIND_SERVICE), serves its metrics on the container's loopback.
+    let url = "http://127.0.0.1:9975/metrics";
+    let text = wait_for(
+        "the engine's metrics to show the selected loopback peer",
+        Duration::from_secs(15),
+        || {
+            let (code, body) = c.netns().http_get(url)?;
+            let selected =
+                r#"ntp_source_selected{address="127.0.0.1:11123",id="0",name="127.0.0.1"} 1"#;
+            if code == 200 && body.contains(selected) {
+                Ok(body)
+            } else {
+                Err(format!("{code}: {body}"))
+            }
+        },
+    );
+    assert!(text.contains("\nntp_system_synchronized 1\n"), "{text}");
+    assert!(text.contains("\nntp_system_stratum 9\n"), "{text}");
+    assert!(
+        text.contains("\nntp_server_accepted_packets_total "),
+        "{text}"
+    );
+    // Loopback only: the uplink cannot reach it.
+    let remote = c.uplink().netns().http_get("http://192.0.2.1:9975/metrics");
+    assert!(remote.is_err(), "reached from the uplink: {remote:?}");
+
+    // The journal has the engine's events with their fields, sent by the
+    // native protocol (not lines read from stderr).
+    let entries = wait_for(
+        "the journal to hold the engine's synchronisation event",
+        Duration::from_secs(10),
+        || {
+            let out = c.exec_ok(&["journalctl", "--no-pager", "-o", "json", "-u", ENGINE]);
+            let entries: Vec<Value> = out
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if entries
+                .iter()
+                .any(|e| e["MESSAGE"] == "synchronised to 127.0.0.1:11123")
+            {
+                Ok(entries)
+            } else {
+                Err(out)
+            }
+        },
+    );
+    let event = |message: &str| -> &Value {
+        entries
+            .iter()
+            .find(|e| e["MESSAGE"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in {entries:#?}"))
+    };
+    let synced = event("synchronised to 127.0.0.1:11123");
+    assert_eq!(synced["SOURCE"], "127.0.0.1:11123", "{synced:#}");
+    let offset: f64 = synced["OFFSET"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("OFFSET is not a number: {synced:#}"));
+    assert!(offset.abs() < 0.1, "{synced:#}");
+    assert_eq!(synced["PRIORITY"], "6", "{synced:#}");
+    assert_eq!(synced["SYSLOG_IDENTIFIER"], "timectl", "{synced:#}");
+    assert_eq!(synced["_TRANSPORT"], "journal", "{synced:#}");
+    let added = event("source 127.0.0.1:11123 (127.0.0.1)");
+    assert_eq!(added["SOURCE"], "127.0.0.1:11123", "{added:#}");
+    let metrics_line = event("serving metrics on http://127.0.0.1:9975/metrics");
+    assert_eq!(metrics_line["_TRANSPORT"], "journal");
+    assert!(
+        entries
+            .iter()
+            .filter(|e| e["_PID"] == synced["_PID"])
+            .all(|e| e["_TRANSPORT"] == "journal"),
+        "the engine also wrote to stderr: {entries:#?}"
+    );
+
+    // A non-loopback metrics address without allowRemote is refused at
+    // its line and column, and nothing changes.
+    let bad = put_spec(
+        &c,
+        "metrics-remote",
+        &engine_spec("  metrics:\n    listen: 0.0.0.0:9975\n"),
+    );
+    let (code, _, stderr) = plan(&c, &bad);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{bad}:11:13: metrics address 0.0.0.0:9975 is not a loopback address"
+        )),
+        "{stderr}"
+    );
+    assert_idempotent(&c, &spec);
+}

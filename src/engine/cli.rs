@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::config::{
-    DEFAULT_CONTROL_SOCKET, EngineConfig, RateLimitConfig, ServeConfig, SourceConfig,
-    parse_host_port,
+    DEFAULT_CONTROL_SOCKET, EngineConfig, MetricsConfig, RateLimitConfig, ServeConfig,
+    SourceConfig, check_metrics_listen, parse_host_port,
 };
 use super::control;
 
@@ -48,6 +48,14 @@ pub struct DaemonArgs {
     /// (serve.rateLimit in the config file).
     #[arg(long, value_name = "INTERVAL")]
     pub rate_limit: Option<f64>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`, e.g.
+    /// 127.0.0.1:9975); replaces the file's `metrics.listen`.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<SocketAddr>,
+    /// Allow a --metrics address other than loopback (the endpoint has no
+    /// authentication).
+    #[arg(long, requires = "metrics")]
+    pub metrics_allow_remote: bool,
     /// Check the configuration and exit.
     #[arg(long)]
     pub check: bool,
@@ -120,6 +128,18 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
     if let Some(d) = &args.drift_file {
         config.drift_file = Some(d.clone());
     }
+    if let Some(listen) = args.metrics {
+        check_metrics_listen(listen, args.metrics_allow_remote).map_err(|p| {
+            anyhow::anyhow!(
+                "--metrics: {}",
+                p.with_remedy("add --metrics-allow-remote to serve it beyond this host")
+            )
+        })?;
+        config.metrics = Some(MetricsConfig {
+            listen,
+            allow_remote: args.metrics_allow_remote,
+        });
+    }
     config.validate().map_err(|m| anyhow::anyhow!("{m}"))?;
     Ok(config)
 }
@@ -135,14 +155,7 @@ pub fn run_daemon(args: DaemonArgs) -> anyhow::Result<i32> {
         ))?;
         return Ok(0);
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TIMECTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    super::logging::init();
     // A panic anywhere in the daemon ends the process (systemd restarts it)
     // rather than leaving it half-working with one task gone.
     let default_hook = std::panic::take_hook();

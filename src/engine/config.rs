@@ -41,6 +41,78 @@ pub struct EngineConfig {
     /// Unix socket answering `timectl status` (and `step_now`).
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP (docs/metrics.md); absent: no
+    /// endpoint.
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// The Prometheus endpoint: `GET /metrics` on `listen`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `ADDR:PORT` to listen on, e.g. `127.0.0.1:9975`.
+    pub listen: SocketAddr,
+    /// Allow an address other than loopback. The endpoint has no
+    /// authentication: only set this with a firewall in front of it.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+/// The default metrics port (the one ntpd-rs's exporter uses).
+pub const DEFAULT_METRICS_PORT: u16 = 9975;
+
+/// Why an address is refused for the metrics endpoint. The endpoint has no
+/// authentication, so it stays on loopback unless the operator allows more
+/// (`allowRemote: true` here and in the desired-state file,
+/// `--metrics-allow-remote` on the command line: each caller names its own
+/// remedy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricsListenProblem {
+    PortZero(SocketAddr),
+    NotLoopback(SocketAddr),
+}
+
+impl std::fmt::Display for MetricsListenProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetricsListenProblem::PortZero(a) => write!(
+                f,
+                "metrics address {a} has port 0: expected ADDR:PORT with a port 1..65535, like 127.0.0.1:{DEFAULT_METRICS_PORT}"
+            ),
+            MetricsListenProblem::NotLoopback(a) => write!(
+                f,
+                "metrics address {a} is not a loopback address (127.0.0.1, ::1): the endpoint has no authentication"
+            ),
+        }
+    }
+}
+
+/// The remedy for [`MetricsListenProblem::NotLoopback`] in a YAML file.
+pub const ALLOW_REMOTE_HINT: &str = "set `allowRemote: true` to serve it beyond this host, and restrict who reaches it in the firewall";
+
+/// Checks a metrics address: a port, and loopback unless `allow_remote`.
+pub fn check_metrics_listen(
+    listen: SocketAddr,
+    allow_remote: bool,
+) -> Result<(), MetricsListenProblem> {
+    if listen.port() == 0 {
+        return Err(MetricsListenProblem::PortZero(listen));
+    }
+    if !listen.ip().is_loopback() && !allow_remote {
+        return Err(MetricsListenProblem::NotLoopback(listen));
+    }
+    Ok(())
+}
+
+impl MetricsListenProblem {
+    /// The problem followed by `remedy` where one applies.
+    pub fn with_remedy(&self, remedy: &str) -> String {
+        match self {
+            MetricsListenProblem::NotLoopback(_) => format!("{self}; {remedy}"),
+            MetricsListenProblem::PortZero(_) => self.to_string(),
+        }
+    }
 }
 
 fn default_min_sources() -> usize {
@@ -314,6 +386,14 @@ impl EngineConfig {
                 );
             }
         }
+        if let Some(m) = &self.metrics
+            && let Err(problem) = check_metrics_listen(m.listen, m.allow_remote)
+        {
+            return Err(format!(
+                "metrics.listen: {}",
+                problem.with_remedy(ALLOW_REMOTE_HINT)
+            ));
+        }
         Ok(())
     }
 
@@ -448,11 +528,59 @@ mod tests {
             ("step: { threshold: -1 }\n", "step.threshold"),
             ("serve: { localStratum: 16 }\n", "localStratum"),
             ("serve: { rateLimit: { burst: 0 } }\n", "rateLimit"),
+            (
+                "metrics: { listen: \"0.0.0.0:9975\" }\n",
+                "metrics.listen: metrics address 0.0.0.0:9975 is not a loopback address",
+            ),
+            ("metrics: { listen: \"127.0.0.1:0\" }\n", "port 0"),
         ];
         for (text, want) in bad {
             let e = EngineConfig::parse(text, Path::new("c.yaml")).expect_err(text);
             assert!(e.to_string().contains(want), "{text:?} gave {e}");
         }
+    }
+
+    #[test]
+    fn metrics_endpoint() {
+        let c = EngineConfig::parse("metrics: { listen: 127.0.0.1:9975 }\n", Path::new("c.yaml"))
+            .expect("loopback is fine");
+        assert_eq!(
+            c.metrics,
+            Some(MetricsConfig {
+                listen: "127.0.0.1:9975".parse().expect("addr"),
+                allow_remote: false
+            })
+        );
+        let c = EngineConfig::parse("metrics:\n  listen: \"[::1]:9100\"\n", Path::new("c.yaml"))
+            .expect("IPv6 loopback");
+        assert_eq!(c.metrics.map(|m| m.listen.port()), Some(9100));
+        let c = EngineConfig::parse(
+            "metrics: { listen: \"[::]:9975\", allowRemote: true }\n",
+            Path::new("c.yaml"),
+        )
+        .expect("remote when asked for");
+        assert!(c.metrics.is_some_and(|m| m.allow_remote));
+        assert_eq!(
+            EngineConfig::parse("", Path::new("c.yaml"))
+                .expect("empty")
+                .metrics,
+            None
+        );
+        let e = EngineConfig::parse(
+            "sources: []\nmetrics:\n  listen: localhost:9975\n",
+            Path::new("/etc/timectl/engine.yaml"),
+        )
+        .expect_err("not an address");
+        assert!(
+            e.to_string().starts_with("/etc/timectl/engine.yaml:3:"),
+            "located: {e}"
+        );
+        let e = EngineConfig::parse(
+            "metrics: { listen: 127.0.0.1:9975, port: 1 }\n",
+            Path::new("c.yaml"),
+        )
+        .expect_err("unknown key");
+        assert!(e.to_string().contains("unknown field `port`"), "{e}");
     }
 
     #[test]
@@ -485,6 +613,7 @@ mod tests {
             "controlSocket",
             "localStratum",
             "maxSources",
+            "allowRemote",
         ] {
             assert!(schema.contains(key), "{key} missing from schema");
         }

@@ -193,32 +193,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// when a request line exceeds 4096 bytes. The clock loop only computes
 /// answers; reading and writing are the connection's own task.
 pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
-    let mut open: std::collections::VecDeque<tokio::task::AbortHandle> =
-        std::collections::VecDeque::new();
-    let mut accept_error_logged = false;
+    let mut connections = Connections::new("control socket");
     loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                accept_error_logged = false;
-                stream
-            }
-            Err(e) => {
-                if !accept_error_logged {
-                    tracing::warn!("control socket: accept failed: {e}; retrying");
-                    accept_error_logged = true;
-                }
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
-                continue;
-            }
+        let Some(stream) = connections.accepted(listener.accept().await).await else {
+            continue;
         };
-        open.retain(|h| !h.is_finished());
-        if open.len() >= MAX_CONNECTIONS
-            && let Some(oldest) = open.pop_front()
-        {
-            oldest.abort();
-        }
         let engine = engine.clone();
-        let task = tokio::spawn(async move {
+        connections.spawn(async move {
             let privileged = stream
                 .peer_cred()
                 .map(|c| c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw())
@@ -259,7 +240,57 @@ pub async fn serve(listener: UnixListener, engine: mpsc::Sender<Incoming>) {
                 }
             }
         });
-        open.push_back(task.abort_handle());
+    }
+}
+
+/// The connections a listener serves, each its own task: at most
+/// `MAX_CONNECTIONS` at once, the oldest closed to make room (so a client
+/// that holds connections cannot lock others out), and a pause after a
+/// failed accept (EMFILE and the like) so that an error that repeats is
+/// neither spun on nor logged more than once in a row.
+pub struct Connections {
+    what: &'static str,
+    open: std::collections::VecDeque<tokio::task::AbortHandle>,
+    accept_error_logged: bool,
+}
+
+impl Connections {
+    /// `what` names the listener in the log.
+    pub fn new(what: &'static str) -> Connections {
+        Connections {
+            what,
+            open: std::collections::VecDeque::new(),
+            accept_error_logged: false,
+        }
+    }
+
+    /// The stream of an accept's result; after a failed accept, None once
+    /// the pause is over (the error logged once in a row).
+    pub async fn accepted<S, A>(&mut self, result: std::io::Result<(S, A)>) -> Option<S> {
+        match result {
+            Ok((stream, _)) => Some(stream),
+            Err(e) => {
+                if !self.accept_error_logged {
+                    tracing::warn!("{}: accept failed: {e}; retrying", self.what);
+                    self.accept_error_logged = true;
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                None
+            }
+        }
+    }
+
+    /// Serves an accepted connection as its own task, closing the oldest
+    /// when the limit is reached.
+    pub fn spawn(&mut self, connection: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.accept_error_logged = false;
+        self.open.retain(|h| !h.is_finished());
+        if self.open.len() >= MAX_CONNECTIONS
+            && let Some(oldest) = self.open.pop_front()
+        {
+            oldest.abort();
+        }
+        self.open.push_back(tokio::spawn(connection).abort_handle());
     }
 }
 

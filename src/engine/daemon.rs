@@ -23,7 +23,7 @@ use super::config::{EngineConfig, SourceConfig};
 use super::control::{
     self, FORMAT_VERSION, Incoming, ServerStatus, SourceStatus, StatusDocument, StepDocument,
 };
-use super::discipline::{ClockControl, LocalClock, StepNowError, StepPolicy};
+use super::discipline::{ClockAction, ClockControl, LocalClock, StepNowError, StepPolicy};
 use super::drift;
 use super::net::TimestampedSocket;
 use super::proto::NtpTimestamp;
@@ -46,6 +46,11 @@ pub enum DaemonError {
     Drift(#[from] drift::DriftFileError),
     #[error("listening on {addr}: {cause}")]
     Listen {
+        addr: SocketAddr,
+        cause: std::io::Error,
+    },
+    #[error("metrics endpoint {addr}: {cause}")]
+    Metrics {
         addr: SocketAddr,
         cause: std::io::Error,
     },
@@ -178,6 +183,25 @@ pub async fn run(
     }
 
     let (control_tx, mut control_rx) = mpsc::channel::<Incoming>(16);
+    // Bound before the control socket, so that a client that sees the
+    // control socket also finds the metrics endpoint listening.
+    let metrics_task = match &config.metrics {
+        Some(m) => {
+            let listener = tokio::net::TcpListener::bind(m.listen)
+                .await
+                .map_err(|cause| DaemonError::Metrics {
+                    addr: m.listen,
+                    cause,
+                })?;
+            let bound = listener.local_addr().unwrap_or(m.listen);
+            tracing::info!("serving metrics on http://{bound}{}", super::metrics::PATH);
+            Some(tokio::spawn(super::metrics::serve(
+                listener,
+                control_tx.clone(),
+            )))
+        }
+        None => None,
+    };
     let control_path = config.control_socket.clone();
     let control_task = match &control_path {
         Some(path) => {
@@ -254,7 +278,12 @@ pub async fn run(
                 if engine.synchronized() != was_synchronized {
                     was_synchronized = engine.synchronized();
                     match engine.system_peer() {
-                        Some(p) if was_synchronized => tracing::info!("synchronised to {}", sources[p].address),
+                        Some(p) if was_synchronized => tracing::info!(
+                            source = %sources[p].address,
+                            offset = engine.current_offset(now).map(|o| -o),
+                            "synchronised to {}",
+                            sources[p].address
+                        ),
                         _ => tracing::warn!("lost synchronisation"),
                     }
                 }
@@ -276,11 +305,11 @@ pub async fn run(
                     let index = engine.add_source(settings, engine_clock.now());
                     match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
                         Ok((tx, task)) => {
-                            tracing::info!("source {} ({})", addr, sc.host());
+                            tracing::info!(source = %addr, "source {} ({})", addr, sc.host());
                             sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task });
                         }
                         Err(e) => {
-                            tracing::error!("source {addr}: {e}");
+                            tracing::error!(source = %addr, "source {addr}: {e}");
                             // Keep indices aligned: a handle whose channel is closed.
                             let (tx, _) = mpsc::channel(1);
                             sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task: tokio::spawn(async {}) });
@@ -303,7 +332,7 @@ pub async fn run(
                 for &i in &dead {
                     let Some(h) = sources.get(i) else { continue };
                     if pools.contains(&h.config_index) {
-                        tracing::info!("pool {}: replacing {}", h.name, h.address);
+                        tracing::info!(source = %h.address, "pool {}: replacing {}", h.name, h.address);
                         engine.retire_source(i);
                         h.task.abort();
                         retired.insert(h.address);
@@ -327,6 +356,7 @@ pub async fn run(
         .iter()
         .chain(resolvers.iter())
         .chain(control_task.iter())
+        .chain(metrics_task.iter())
     {
         t.abort();
     }
@@ -415,9 +445,12 @@ fn apply_actions(
         match action {
             Action::Clock(a) => {
                 if engine.discipline().clock_control() {
-                    match a.apply(kernel) {
-                        Ok(()) => tracing::debug!("clock: {a:?}"),
-                        Err(e) => tracing::error!("clock: {a:?}: {e}"),
+                    match (a.apply(kernel), a) {
+                        (Ok(()), ClockAction::Step(by)) => {
+                            tracing::info!(step = by, "stepped the clock by {by:+.9} s");
+                        }
+                        (Ok(()), _) => tracing::debug!("clock: {a:?}"),
+                        (Err(e), _) => tracing::error!("clock: {a:?}: {e}"),
                     }
                 }
             }
@@ -508,8 +541,9 @@ fn answer_control(
             } else {
                 match engine.step_now(now) {
                     Ok((offset, actions)) => {
+                        // apply_actions logs the step itself (with STEP).
+                        tracing::info!("stepping the clock on request");
                         apply_actions(engine, actions, kernel, sources, clock, engine_clock);
-                        tracing::info!("stepped the clock by {offset:+.9} s on request");
                         StepDocument {
                             format_version: FORMAT_VERSION,
                             ok: true,

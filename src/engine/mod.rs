@@ -6,7 +6,8 @@
 //!   algorithm, sans-IO; `system` ties them together. Inputs are samples
 //!   and instants, outputs are actions; time and the clock are injected.
 //! - `sim`: a simulated clock and network driving the same algorithm.
-//! - `config`, `daemon`, `server`, `clock`, `control`, `cli`: the daemon.
+//! - `config`, `daemon`, `server`, `clock`, `control`, `metrics`, `logging`,
+//!   `cli`: the daemon.
 
 mod adjtimex;
 pub mod cli;
@@ -18,6 +19,8 @@ pub mod daemon;
 pub mod discipline;
 pub mod drift;
 pub mod filter;
+pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod proto;

@@ -33,6 +33,12 @@ struct EngineSource {
     options: Vec<String>,
 }
 
+#[derive(Serialize)]
+struct EngineMetrics {
+    listen: String,
+    allow_remote: bool,
+}
+
 pub(super) fn resources(
     spec: &Spec,
     paths: &DaemonPaths,
@@ -116,6 +122,15 @@ pub(super) fn resources(
     context.insert("clock_control", &ts.clock_control);
     context.insert("driftfile", &driftfile);
     context.insert("control_socket", CONTROL_SOCKET);
+    // Validation keeps it on loopback unless allowRemote; the engine
+    // checks the same rule again when it reads the file.
+    context.insert(
+        "metrics",
+        &ts.metrics.as_ref().map(|m| EngineMetrics {
+            listen: m.listen.value.to_string(),
+            allow_remote: m.allow_remote,
+        }),
+    );
     let config = render("engine.yaml", CONFIG_TEMPLATE, &context);
 
     let mut caps = Vec::new();

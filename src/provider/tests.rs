@@ -527,3 +527,64 @@ fn leaving_chrony_removes_timectls_chrony_drop_in() {
     assert!(matches!(drop_in.content, FileContent::Absent));
     assert!(drop_in.unit_file);
 }
+
+/// The embedded provider's resources for `text` on Debian 12, and the
+/// engine config it renders, read back as the engine reads it.
+fn embedded_config(text: &str) -> (Desired, crate::engine::config::EngineConfig) {
+    let d = compile(&spec(text), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+    let rendered = whole(file(&d, "/etc/timectl/engine.yaml")).to_string();
+    let config = crate::engine::config::EngineConfig::parse(&rendered, Path::new("e"))
+        .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+    (d, config)
+}
+
+#[test]
+fn embedded_metrics_reach_the_engine_config_and_never_the_firewall() {
+    use crate::engine::config::MetricsConfig;
+    let base = "timesync:\n  sources:\n    - server: 192.0.2.1\n  serve: { allow: [10.0.0.0/8] }\n";
+    let (_, config) = embedded_config(&format!("{base}  metrics: {{ listen: 127.0.0.1:9975 }}\n"));
+    assert_eq!(
+        config.metrics,
+        Some(MetricsConfig {
+            listen: "127.0.0.1:9975".parse().unwrap(),
+            allow_remote: false
+        })
+    );
+    let (d, config) = embedded_config(&format!(
+        "{base}  metrics: {{ listen: \"[2001:db8::5]:9100\", allowRemote: true }}\n"
+    ));
+    assert_eq!(
+        config
+            .metrics
+            .map(|m| (m.listen.to_string(), m.allow_remote)),
+        Some(("[2001:db8::5]:9100".to_string(), true))
+    );
+    // The firewall step is about NTP (UDP 123) only: nothing but the
+    // engine's own config mentions the metrics port.
+    for r in &d.resources {
+        let shown = format!("{r:?}");
+        if !shown.contains("/etc/timectl/engine.yaml") {
+            assert!(!shown.contains("9100"), "{shown}");
+        }
+    }
+    let firewall: Vec<_> = d
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Firewall(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(firewall.len(), 1);
+    assert!(
+        firewall[0].reason.contains("serves time"),
+        "{:?}",
+        firewall[0]
+    );
+
+    // No metrics: no section.
+    let (d, config) = embedded_config(base);
+    let text = whole(file(&d, "/etc/timectl/engine.yaml"));
+    assert!(!text.contains("metrics"), "{text}");
+    assert_eq!(config.metrics, None);
+}

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub use error::{Diagnostic, SpecError};
-pub use values::{Cidr, Duration, HostName, Secret};
+pub use values::{Cidr, Duration, HostName, ListenAddr, Secret};
 
 /// The whole file: one `timesync` document.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -104,6 +104,12 @@ pub struct TimeSync {
     /// for containers, test hosts and pure servers.
     #[serde(default = "default_true")]
     pub clock_control: bool,
+
+    /// Serve Prometheus metrics from the embedded engine over HTTP
+    /// (docs/metrics.md). Absent: no endpoint. The firewall is never
+    /// opened for it.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
 }
 
 fn default_true() -> bool {
@@ -263,6 +269,20 @@ pub struct Serve {
     #[serde(default)]
     #[schemars(with = "Option<u8>")]
     pub local_stratum: Option<Spanned<u8>>,
+}
+
+/// The embedded engine's Prometheus endpoint.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metrics {
+    /// `ADDR:PORT` to serve `GET /metrics` on, e.g. `127.0.0.1:9975`. A
+    /// loopback address unless `allowRemote` is true.
+    #[schemars(with = "ListenAddr")]
+    pub listen: Spanned<ListenAddr>,
+    /// Allow an address other than loopback (default false). The endpoint
+    /// has no authentication: restrict who reaches it in the firewall.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// What a successful apply must show.
@@ -560,6 +580,27 @@ impl Spec {
                     drift.value
                 ),
             ));
+        }
+
+        if let Some(metrics) = &ts.metrics {
+            let at = &metrics.listen.referenced;
+            if provider != ProviderKind::Embedded {
+                out.push(self.diagnostic(
+                    at,
+                    format!(
+                        "metrics is served by the embedded engine only, not by provider {}: remove `metrics` or use the embedded provider",
+                        provider.name()
+                    ),
+                ));
+            } else if let Err(problem) = crate::engine::config::check_metrics_listen(
+                metrics.listen.value.0,
+                metrics.allow_remote,
+            ) {
+                out.push(self.diagnostic(
+                    at,
+                    problem.with_remedy(crate::engine::config::ALLOW_REMOTE_HINT),
+                ));
+            }
         }
 
         if !ts.clock_control && provider == ProviderKind::Ntpd {

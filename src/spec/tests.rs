@@ -308,3 +308,49 @@ fn diagnostics_cut_long_values_and_never_quote_secrets() {
     assert!(shown.contains('…'));
     assert!(!shown.contains("hunter2"), "{shown}");
 }
+
+#[test]
+fn metrics_endpoint_for_the_embedded_engine() {
+    let base = "timesync:\n  sources:\n    - server: 192.0.2.1\n";
+    let spec = parse(&format!("{base}  metrics: {{ listen: 127.0.0.1:9975 }}\n")).unwrap();
+    let m = spec.timesync.metrics.as_ref().expect("metrics");
+    assert_eq!(m.listen.value.to_string(), "127.0.0.1:9975");
+    assert!(!m.allow_remote);
+    let spec = parse(&format!(
+        "{base}  metrics:\n    listen: \"[::]:9975\"\n    allowRemote: true\n"
+    ))
+    .unwrap();
+    assert!(
+        spec.timesync
+            .metrics
+            .as_ref()
+            .is_some_and(|m| m.allow_remote)
+    );
+    assert!(parse(base).unwrap().timesync.metrics.is_none());
+
+    let (line, col, msg) = fails(&format!("{base}  metrics:\n    listen: 192.0.2.7:9975\n"));
+    assert_eq!((line, col), (5, 13));
+    assert!(
+        msg.contains("192.0.2.7:9975 is not a loopback address")
+            && msg.contains("allowRemote: true"),
+        "{msg}"
+    );
+    let (line, col, msg) = fails(&format!(
+        "{base}  metrics:\n    listen: time.example.com:9975\n"
+    ));
+    assert_eq!((line, col), (5, 13));
+    assert!(msg.contains("expected ADDR:PORT"), "{msg}");
+    let (line, _, msg) = fails(&format!("{base}  metrics:\n    listen: \"127.0.0.1:0\"\n"));
+    assert_eq!(line, 5);
+    assert!(msg.contains("port 0"), "{msg}");
+    let (line, col, msg) = fails(&format!(
+        "{base}  metrics:\n    listen: 127.0.0.1:9975\n    alowRemote: true\n"
+    ));
+    assert_eq!((line, col), (6, 5));
+    assert!(msg.contains("unknown field `alowRemote`"), "{msg}");
+    let (line, col, msg) = fails(
+        "timesync:\n  provider: chrony\n  sources:\n    - server: 192.0.2.1\n  metrics: { listen: 127.0.0.1:9975 }\n",
+    );
+    assert_eq!((line, col), (5, 22));
+    assert!(msg.contains("embedded engine only"), "{msg}");
+}

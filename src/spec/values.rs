@@ -5,12 +5,41 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
 use ipnet::IpNet;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Serde and JSON Schema for a value written as a string: parsed with its
+/// `FromStr` (whose message the loader reports at the value), written with
+/// its `Display`, described by the given schema.
+macro_rules! string_value {
+    ($type:ident, $name:literal, $schema:tt) => {
+        impl<'de> Deserialize<'de> for $type {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
+        impl Serialize for $type {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl JsonSchema for $type {
+            fn schema_name() -> Cow<'static, str> {
+                $name.into()
+            }
+            fn json_schema(_: &mut SchemaGenerator) -> Schema {
+                json_schema!($schema)
+            }
+        }
+    };
+}
 
 /// A length of time written with a unit: `250ms`, `1s`, `1.5s`, `2m`, `1h`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -214,31 +243,11 @@ impl FromStr for HostName {
     }
 }
 
-impl<'de> Deserialize<'de> for HostName {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-impl Serialize for HostName {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.0)
-    }
-}
-
-impl JsonSchema for HostName {
-    fn schema_name() -> Cow<'static, str> {
-        "HostName".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A DNS host name (RFC 1123) or an IPv4/IPv6 address.",
-            "examples": ["time.example.com", "192.0.2.10", "2001:db8::123"]
-        })
-    }
-}
+string_value!(HostName, "HostName", {
+    "type": "string",
+    "description": "A DNS host name (RFC 1123) or an IPv4/IPv6 address.",
+    "examples": ["time.example.com", "192.0.2.10", "2001:db8::123"]
+});
 
 /// A network in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`) or a single
 /// address (taken as /32 or /128).
@@ -272,31 +281,39 @@ impl FromStr for Cidr {
     }
 }
 
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
+string_value!(Cidr, "Cidr", {
+    "type": "string",
+    "description": "A network in CIDR notation, or a single address.",
+    "examples": ["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32"]
+});
+
+/// A socket address to listen on: an IP address and a port (`127.0.0.1:9975`,
+/// `[::1]:9975`). Host names are refused: a listener binds an address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenAddr(pub SocketAddr);
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 
-impl Serialize for Cidr {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl JsonSchema for Cidr {
-    fn schema_name() -> Cow<'static, str> {
-        "Cidr".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "type": "string",
-            "description": "A network in CIDR notation, or a single address.",
-            "examples": ["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32"]
+impl FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.parse().map(ListenAddr).map_err(|_| {
+            format!(
+                "invalid address {s:?}: expected ADDR:PORT with an IP address, like 127.0.0.1:9975 or [::1]:9975"
+            )
         })
     }
 }
+
+string_value!(ListenAddr, "ListenAddr", {
+    "type": "string",
+    "description": "An IP address and a port: ADDR:PORT, IPv6 in brackets.",
+    "examples": ["127.0.0.1:9975", "[::1]:9975"]
+});
 
 /// A secret (an NTP symmetric key). Its text is never shown: not in Debug,
 /// not in diffs, not in JSON plans.
@@ -429,6 +446,25 @@ mod tests {
                 .contains("10.0.0.0/8")
         );
         assert!("ten/8".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(
+            "127.0.0.1:9975".parse::<ListenAddr>().unwrap().to_string(),
+            "127.0.0.1:9975"
+        );
+        assert_eq!("[::1]:9975".parse::<ListenAddr>().unwrap().0.port(), 9975);
+        for bad in [
+            "localhost:9975",
+            "127.0.0.1",
+            "::1:9975",
+            "127.0.0.1:99999",
+            "",
+        ] {
+            let e = bad.parse::<ListenAddr>().unwrap_err();
+            assert!(e.contains("expected ADDR:PORT"), "{bad:?}: {e}");
+        }
     }
 
     #[test]

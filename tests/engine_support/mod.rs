@@ -118,7 +118,7 @@ impl Drop for Guard {
     }
 }
 
-fn spawn_logged(mut cmd: Command, name: &str, log: PathBuf) -> Guard {
+pub fn spawn_logged(mut cmd: Command, name: &str, log: PathBuf) -> Guard {
     let out = std::fs::File::create(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);

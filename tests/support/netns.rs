@@ -51,6 +51,35 @@ impl NetNs {
         cmd
     }
 
+    /// `GET url` from inside the namespace, by a thread that joins it (so
+    /// the namespace needs no HTTP tool): (status, body), or why it failed.
+    pub fn http_get(&self, url: &str) -> Result<(u16, String), String> {
+        let path = self.path();
+        let url = url.to_string();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("setns {}: {e}", path.display()))?;
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .proxy(None)
+                .timeout_global(Some(std::time::Duration::from_secs(5)))
+                .build()
+                .into();
+            let mut r = agent
+                .get(&url)
+                .call()
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            let body = r
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            Ok((r.status().as_u16(), body))
+        })
+        .join()
+        .map_err(|_| "the HTTP thread panicked".to_string())?
+    }
+
     /// Runs `args` inside the namespace.
     pub fn run(&self, args: &[&str]) -> Output {
         let (program, rest) = args.split_first().expect("empty command");
