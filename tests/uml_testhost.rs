@@ -26,9 +26,10 @@ const SPEC_IN_GUEST: &str = "/etc/timectl-uml/spec.yaml";
 const INTERVAL: f64 = 5.0;
 const DURATION: f64 = 250.0;
 /// Issue 14's target: every judge sample in [WINDOW_FROM, WINDOW_TO] s after
-/// the apply within LIMIT of the reference. Reported ("target missed") when
-/// missed; the test fails when a sample is beyond GUARD (the runaway of
-/// issue 14 reached 35 to 150 ms) or missing.
+/// the apply within LIMIT of the reference. The test fails when an engine
+/// sample is beyond LIMIT (the runaway of issue 14 reached 35 to 150 ms),
+/// when a sample is missing, or when chronyd (the reference figure) goes
+/// beyond GUARD; chronyd beyond LIMIT is reported ("target missed").
 const WINDOW_FROM: f64 = 10.0;
 const WINDOW_TO: f64 = 240.0;
 const LIMIT: f64 = 0.002;
@@ -231,13 +232,19 @@ fn failures(o: &Outcome) -> Vec<String> {
             .map(|s| format!("T+{:.0} {}", s.t, ms(s.judge)))
             .collect()
     };
-    let bad = beyond(GUARD);
+    // The engine (the default) must hold issue 14's 2 ms; chronyd is the
+    // reference figure, held to GUARD only (beyond it the bench is broken).
+    let engine = SCENARIOS
+        .iter()
+        .any(|s| s.label == o.label && s.provider.is_none());
+    let limit = if engine { LIMIT } else { GUARD };
+    let bad = beyond(limit);
     if !bad.is_empty() {
         out.push(format!(
             "{} of {} judge samples from T+{WINDOW_FROM} to T+{WINDOW_TO} s not within {} ms: {}",
             bad.len(),
             window.len(),
-            GUARD * 1e3,
+            limit * 1e3,
             bad.join(", ")
         ));
     }
@@ -476,8 +483,9 @@ fn uml_testhost_default_apply_holds_the_clock() {
     }
     assert!(
         report.is_empty(),
-        "the clock was not held within {} ms from T+{WINDOW_FROM} s to T+{WINDOW_TO} s \
-         (figures in {}):\n{}",
+        "the clock was not held within {} ms (chronyd: {} ms) from T+{WINDOW_FROM} s to \
+         T+{WINDOW_TO} s (figures in {}):\n{}",
+        LIMIT * 1e3,
         GUARD * 1e3,
         path.display(),
         report.join("\n\n")
