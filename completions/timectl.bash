@@ -139,7 +139,7 @@ _timectl() {
             return 0
             ;;
         timectl__subcmd__daemon)
-            opts="-h --config --source --listen --control --no-clock-control --drift-file --minpoll --maxpoll --local-stratum --rate-limit --check --help"
+            opts="-h --config --source --listen --control --no-clock-control --drift-file --minpoll --maxpoll --local-stratum --rate-limit --metrics --metrics-allow-remote --check --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,6 +178,10 @@ _timectl() {
                     return 0
                     ;;
                 --rate-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -71,7 +71,9 @@ complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l minpoll -d 'P
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l maxpoll -r
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l local-stratum -d 'Serve this stratum while unsynchronised (with --listen)' -r
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l rate-limit -d 'Rate-limit each client (with --listen): on average one request per INTERVAL seconds, bursts of 8; over it, a RATE kiss-o\'-death (serve.rateLimit in the config file)' -r
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l metrics -d 'Serve Prometheus metrics on this address (`GET /metrics`, e.g. 127.0.0.1:9975); replaces the file\'s `metrics.listen`' -r
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l no-clock-control -d 'Compute everything, never touch the system clock (like chronyd -x)'
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l metrics-allow-remote -d 'Allow a --metrics address other than loopback (the endpoint has no authentication)'
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l check -d 'Check the configuration and exit'
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -s h -l help -d 'Print help'
 complete -c timectl -n "__fish_timectl_using_subcommand status" -l control -d 'Control socket of the daemon' -r -F

@@ -531,7 +531,7 @@ fn leaving_chrony_removes_timectls_chrony_drop_in() {
 /// The embedded provider's resources for `text` on Debian 12, and the
 /// engine config it renders, read back as the engine reads it.
 fn embedded_config(text: &str) -> (Desired, crate::engine::config::EngineConfig) {
-    let d = compile(&spec(text), &debian12(), Path::new("/usr/bin/timectl")).unwrap();
+    let d = compile(&spec(text), &debian12(), &copy_of("/usr/bin/timectl")).unwrap();
     let rendered = whole(file(&d, "/etc/timectl/engine.yaml")).to_string();
     let config = crate::engine::config::EngineConfig::parse(&rendered, Path::new("e"))
         .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
