@@ -88,6 +88,8 @@ struct Outcome {
     apply_output: Vec<String>,
     samples: Vec<Sample>,
     log: Vec<String>,
+    /// The engine's journal entries' STEP fields (seconds).
+    journal_steps: Vec<String>,
     done: bool,
     errors: Vec<String>,
     /// Copying the image, and from starting UML until it powered off.
@@ -184,6 +186,7 @@ fn parse(label: &str, output: &str) -> Outcome {
                 None => o.errors.push(format!("unparseable line: {line}")),
             },
             Some("LOG|") => o.log.push(line.trim_start_matches("LOG| ").to_string()),
+            Some("JOURNAL_STEP") => o.journal_steps.extend(words.next().map(str::to_string)),
             Some("DONE") => o.done = true,
             Some("ERROR") => o.errors.push(line.to_string()),
             _ => {}
@@ -237,6 +240,9 @@ fn failures(o: &Outcome) -> Vec<String> {
     let engine = SCENARIOS
         .iter()
         .any(|s| s.label == o.label && s.provider.is_none());
+    if engine {
+        out.extend(journal_step_failures(o));
+    }
     let limit = if engine { LIMIT } else { GUARD };
     let bad = beyond(limit);
     if !bad.is_empty() {
@@ -262,6 +268,29 @@ fn failures(o: &Outcome) -> Vec<String> {
         record_figure(&line);
     }
     out
+}
+
+/// Issue 12 item 5 under systemd with clock control: the step that
+/// `step.now` made is in the journal with a STEP field equal (to the
+/// microsecond) to the step the apply reported.
+fn journal_step_failures(o: &Outcome) -> Vec<String> {
+    let reported: Option<f64> = o.apply_output.iter().find_map(|l| {
+        let rest = l.split("stepped the clock by ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    });
+    let steps: Vec<f64> = o
+        .journal_steps
+        .iter()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match reported {
+        None => vec!["the apply reported no clock step (step.now)".into()],
+        Some(r) if !steps.iter().any(|s| (s - r).abs() < 1e-6) => vec![format!(
+            "the journal's STEP fields {:?} do not include the apply's step {r:+.6} s",
+            o.journal_steps
+        )],
+        Some(_) => vec![],
+    }
 }
 
 fn ms(x: Option<f64>) -> String {

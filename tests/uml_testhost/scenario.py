@@ -121,6 +121,17 @@ def main():
                 say(f"LOG| {line}")
         except subprocess.TimeoutExpired:
             say(f"LOG| {' '.join(argv)}: timed out")
+    if provider != "chrony":
+        # The engine's structured journal fields (issue 12): every applied
+        # step carries STEP (seconds, positive: forward).
+        r = run(["journalctl", "-u", unit, "--no-pager", "-o", "json"], timeout=10)
+        for line in r.stdout.splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if "STEP" in entry:
+                say(f"JOURNAL_STEP {entry['STEP']}")
     say("DONE")
 
 
