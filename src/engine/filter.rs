@@ -89,6 +89,14 @@ impl SampleFilter {
         self.samples.back()
     }
 
+    /// Seconds from the oldest sample kept to the newest (0 without two).
+    pub fn span(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(a), Some(b)) => b.time - a.time,
+            _ => 0.0,
+        }
+    }
+
     /// The estimate at instant `at`. `default_slope` is used when there are
     /// too few samples for a slope of their own (the engine passes its
     /// current frequency estimate).

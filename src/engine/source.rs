@@ -170,6 +170,11 @@ impl Source {
         self.filter.len()
     }
 
+    /// Seconds spanned by the samples kept.
+    pub fn sample_span(&self) -> f64 {
+        self.filter.span()
+    }
+
     pub fn last_sample_time(&self) -> Option<f64> {
         self.filter.last().map(|s| s.time)
     }

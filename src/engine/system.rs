@@ -19,6 +19,8 @@ const MIN_DISTANCE: f64 = 1e-3;
 /// burst interval (a few times, see Source::poll_soon_while_settling).
 const SETTLE_SKEW: f64 = 5e-6;
 const SETTLE_OFFSET_SD: f64 = 100e-6;
+/// ... or while a selected source's samples span less than this (s).
+const SETTLE_SPAN: f64 = 12.0;
 
 /// Half-width of a source's correctness interval (RFC 5905's root
 /// distance): half the round trip to the reference clock (at least
@@ -638,11 +640,18 @@ impl Engine {
             bound: peer.distance,
         });
         self.after_step(now, &actions);
-        let settling =
+        let uncertain =
             self.discipline.frequency_sd() > SETTLE_SKEW || combined.offset_sd > SETTLE_OFFSET_SD;
-        if self.discipline.clock_control() && settling {
+        if self.discipline.clock_control() {
             for c in &chosen {
-                self.sources[c.index].poll_soon_while_settling(now);
+                // A burst's samples span 6 s: on a noisy path their slope
+                // may be 15 ppm off while its error looks small (seen on
+                // the UML test host after step.now), so a short span counts
+                // as uncertain too.
+                let source = &mut self.sources[c.index];
+                if uncertain || source.sample_span() < SETTLE_SPAN {
+                    source.poll_soon_while_settling(now);
+                }
             }
         }
         let leap = majority_leap(
