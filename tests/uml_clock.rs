@@ -59,9 +59,10 @@ const MAX_JUDGE_DELAY: f64 = 1e-3;
 /// The clock must start within this of the scenario's offset.
 const START_TOLERANCE: f64 = 0.02;
 /// ntpdig (one exchange) and the judge (best of four) must agree this well
-/// (a gross-error check: single ntpdig exchanges were seen 6.5 ms off while
-/// six UML kernels ran on two cores).
-const NTPDIG_TOLERANCE: f64 = 0.02;
+/// (a gross-error check against a judge measuring the wrong thing, whose
+/// errors would be the scenarios' 0.3-3 s: single ntpdig exchanges were seen
+/// 6.5 ms and once 31 ms off while several UML kernels ran on two cores).
+const NTPDIG_TOLERANCE: f64 = 0.1;
 /// Host CLOCK_REALTIME - CLOCK_MONOTONIC_RAW may move at most this much
 /// during a scenario (normal drift of an undisciplined host clock is far
 /// less; any step is far more).
