@@ -240,7 +240,6 @@ pub struct SystemReport {
 struct SystemEstimate {
     at: f64,
     natural_offset: f64,
-    slope: f64,
     measured_offset: f64,
     /// Root distance of the system peer at the update.
     bound: f64,
@@ -627,15 +626,9 @@ impl Engine {
             combined.slope.map(|s| (s, combined.slope_sd)),
             slew_time,
         );
-        // The offset is carried forward with the frequency the discipline
-        // settled on (what the clock now runs by), not with this update's
-        // raw slope: a few samples after a burst give a slope hundreds of
-        // ppm off, and the status would drift away from the clock's real
-        // offset by that much until the next update.
         self.estimate = Some(SystemEstimate {
             at: now,
             natural_offset: combined.offset + correction,
-            slope: self.discipline.natural_slope(),
             measured_offset: combined.offset,
             bound: peer.distance,
         });
@@ -715,7 +708,12 @@ impl Engine {
     /// Estimated offset (server minus local) now, if synchronised once.
     pub fn current_offset(&self, now: f64) -> Option<f64> {
         let e = self.estimate?;
-        Some(e.natural_offset + e.slope * (now - e.at) - self.discipline.correction(now))
+        // Carried forward with the frequency the discipline settled on (what
+        // the clock runs by), not the last update's raw slope: a few samples
+        // after a burst give a slope hundreds of ppm off, and the status
+        // would drift away from the clock's real offset by that much.
+        let slope = self.discipline.natural_slope();
+        Some(e.natural_offset + slope * (now - e.at) - self.discipline.correction(now))
     }
 
     /// One step by the current offset estimate (`step.now`).
