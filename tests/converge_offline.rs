@@ -145,6 +145,30 @@ fn bad_specs_fail_with_position_and_leave_the_root_identical() {
             "CIDR",
         ),
         (
+            "driftfile-newline.yaml",
+            "timesync:\n  provider: chrony\n  driftfile: \"/var/lib/x\\nserver evil.example\"\n  sources:\n    - server: a.example\n",
+            "3:14",
+            "invalid path \"/var/lib/x\\nserver evil.example\": it contains a newline",
+        ),
+        (
+            "driftfile-space.yaml",
+            "timesync:\n  provider: ntpd\n  driftfile: /var/lib/my drift\n  sources:\n    - server: a.example\n",
+            "3:14",
+            "it contains a space",
+        ),
+        (
+            "extra-config-control.yaml",
+            "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n  extraConfig: \"log tracking\\r\\nrtcsync\\n\"\n",
+            "5:16",
+            "extraConfig line 1 contains a carriage return",
+        ),
+        (
+            "ntpd-secret-hash.yaml",
+            "timesync:\n  provider: ntpd\n  keys:\n    - { id: 3, secret: \"ab#cd\" }\n  sources:\n    - server: a.example\n      key: 3\n",
+            "4:13",
+            "reads as the start of a comment",
+        ),
+        (
             "bad-yaml.yaml",
             "timesync:\n  sources: [a\n",
             "",
@@ -178,6 +202,38 @@ fn bad_specs_fail_with_position_and_leave_the_root_identical() {
         snapshot(root.path()),
         before,
         "the root must be byte-identical"
+    );
+}
+
+/// The spec's file name goes into the header comment of every config
+/// file: a newline in it cannot start a directive.
+#[test]
+fn a_spec_file_name_cannot_add_a_directive() {
+    let root = copy_root("rhel9-ntpd");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "site\nserver evil.example iburst\n.yaml",
+        "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n",
+    );
+    let out = timectl(&[
+        "apply",
+        &spec.display().to_string(),
+        "--root",
+        &root_arg(root.path()),
+        "--yes",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let conf = std::fs::read_to_string(root.path().join("etc/chrony.conf")).unwrap();
+    let servers: Vec<&str> = conf.lines().filter(|l| l.starts_with("server")).collect();
+    assert_eq!(servers, ["server a.example iburst"], "{conf}");
+    assert!(
+        conf.starts_with("# Managed by timectl. Desired state: "),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("site\\nserver evil.example iburst\\n.yaml\n"),
+        "{conf}"
     );
 }
 

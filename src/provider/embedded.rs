@@ -4,18 +4,21 @@
 //! [`crate::resource::binary::choose`]), with its config file
 //! (docs/engine-config.md) rendered from the desired state.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Serialize;
-
-use super::chrony::serve_context;
-use super::{config_file, render, seconds};
+use super::config_file;
+use super::shared::{
+    Serving, comment_text, driftfile, header_context, render, serving, step_limit,
+};
+use crate::engine::config::{
+    EngineConfig, MetricsConfig, RateLimitConfig, ServeConfig, SourceConfig, StepConfig,
+};
 use crate::facts::DaemonPaths;
 use crate::resource::binary::EngineBinary;
-use crate::resource::{BinaryResource, FileContent, Resource};
-use crate::spec::{Spec, SpecError};
+use crate::resource::{BinaryResource, FileContent, FileResource, Resource};
+use crate::spec::{Source, Spec, SpecError};
 
-const CONFIG_TEMPLATE: &str = include_str!("templates/engine.yaml.tera");
 const UNIT_TEMPLATE: &str = include_str!("templates/timectl-engine.service.tera");
 
 /// Where the unit runs timectl from on a host without the timectl package:
@@ -25,149 +28,25 @@ pub const INSTALLED_BINARY: &str = "/usr/local/libexec/timectl/timectl";
 /// The engine's control socket (RuntimeDirectory=timectl).
 pub const CONTROL_SOCKET: &str = "/run/timectl/engine.sock";
 
-#[derive(Serialize)]
-struct EngineSource {
-    directive: &'static str,
-    host: String,
-    /// `key: value` lines under the source.
-    options: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct EngineMetrics {
-    listen: String,
-    allow_remote: bool,
-}
-
 pub(super) fn resources(
     spec: &Spec,
     paths: &DaemonPaths,
     engine: &EngineBinary,
 ) -> Result<(Vec<Resource>, Vec<String>), SpecError> {
-    let ts = &spec.timesync;
     // Spec validation refuses it; kept here so no config is ever built
     // without it.
-    if let Some(extra) = &ts.extra_config {
+    if let Some(extra) = &spec.timesync.extra_config {
         return Err(SpecError::Invalid(vec![spec.diagnostic(
             &extra.referenced,
             crate::spec::EMBEDDED_EXTRA_CONFIG,
         )]));
     }
-    let sources: Vec<EngineSource> = ts
-        .sources
-        .value
-        .iter()
-        .map(|s| {
-            let mut options = vec![
-                format!("port: {}", s.port.unwrap_or(123)),
-                format!("iburst: {}", s.iburst),
-            ];
-            if s.prefer {
-                options.push("prefer: true".into());
-            }
-            if let Some(p) = &s.minpoll {
-                options.push(format!("minpoll: {}", p.value));
-            }
-            if let Some(p) = &s.maxpoll {
-                options.push(format!("maxpoll: {}", p.value));
-            }
-            if let Some(m) = &s.max_sources {
-                options.push(format!("maxSources: {}", m.value));
-            }
-            EngineSource {
-                directive: if s.is_pool() { "pool" } else { "server" },
-                host: s.host().to_string(),
-                options,
-            }
-        })
-        .collect();
-    let step = ts.step.as_ref();
-    let limit = step.map_or(3, |s| s.limit.value);
-    let driftfile = ts.driftfile.as_ref().map_or_else(
-        || paths.driftfile.display().to_string(),
-        |d| d.value.clone(),
-    );
-
-    let mut context = tera::Context::new();
-    context.insert("header", "Managed by timectl.");
-    context.insert("spec_path", &spec.path.display().to_string());
-    context.insert("sources", &sources);
-    context.insert("min_sources", &spec.min_sources());
-    context.insert(
-        "step_threshold",
-        &step.map_or_else(|| "1".to_string(), |s| seconds(&s.threshold)),
-    );
-    context.insert("step_limit", &limit);
-    context.insert(
-        "step_limit_text",
-        &if limit < 0 {
-            "at any update".to_string()
-        } else {
-            format!("only in the first {limit} update(s)")
-        },
-    );
-    let mut serve = serve_context(spec);
-    if let Some(serve) = serve.as_mut() {
-        // The engine takes socket addresses; NTP is served on port 123.
-        serve.listen = serve
-            .listen
-            .iter()
-            .map(|a| match a.parse::<std::net::IpAddr>() {
-                Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]:123"),
-                _ => format!("{a}:123"),
-            })
-            .collect();
-    }
-    context.insert("serve", &serve);
-    context.insert("clock_control", &ts.clock_control);
-    context.insert("driftfile", &driftfile);
-    context.insert("control_socket", CONTROL_SOCKET);
-    // Validation keeps it on loopback unless allowRemote; the engine
-    // checks the same rule again when it reads the file.
-    context.insert(
-        "metrics",
-        &ts.metrics.as_ref().map(|m| EngineMetrics {
-            listen: m.listen.value.to_string(),
-            allow_remote: m.allow_remote,
-        }),
-    );
-    let config = render("engine.yaml", CONFIG_TEMPLATE, &context);
-
-    let mut caps = Vec::new();
-    if ts.clock_control {
-        caps.push("CAP_SYS_TIME");
-    }
-    if ts.serve.is_some() {
-        caps.push("CAP_NET_BIND_SERVICE");
-    }
-    let mut unit_context = tera::Context::new();
-    unit_context.insert("header", "Managed by timectl.");
-    unit_context.insert("spec_path", &spec.path.display().to_string());
-    unit_context.insert("binary", &engine.path().display().to_string());
-    unit_context.insert("config", &paths.config.display().to_string());
-    unit_context.insert("caps", &caps.join(" "));
-    unit_context.insert(
-        "caps_text",
-        &if caps.is_empty() {
-            "none".to_string()
-        } else {
-            caps.join(", ")
-        },
-    );
-    unit_context.insert("clock_control", &ts.clock_control);
-    let unit = render("timectl-engine.service", UNIT_TEMPLATE, &unit_context);
-
-    let mut unit_file = config_file(
-        PathBuf::from(format!("/etc/systemd/system/{}", paths.unit)),
-        FileContent::Whole(unit),
-        format!("the systemd unit of the {}", paths.label),
-    );
-    unit_file.unit_file = true;
-    let config_resource = Resource::File(config_file(
+    let config = Resource::File(config_file(
         paths.config.clone(),
-        FileContent::Whole(config),
+        FileContent::Whole(config_text(spec, &engine_config(spec, paths))),
         format!("{} configuration", paths.label),
     ));
+    let unit = Resource::File(unit_file(spec, paths, engine));
     let resources = match engine {
         EngineBinary::Copy { path, source } => vec![
             Resource::Binary(BinaryResource {
@@ -176,14 +55,14 @@ pub(super) fn resources(
                 label: format!("timectl {}", env!("CARGO_PKG_VERSION")),
                 purpose: format!("the {} runs from an installed copy of timectl", paths.label),
             }),
-            config_resource,
-            Resource::File(unit_file),
+            config,
+            unit,
         ],
         // A copy left from before the package: removed once the unit no
         // longer runs it.
         EngineBinary::Package { path, .. } => vec![
-            config_resource,
-            Resource::File(unit_file),
+            config,
+            unit,
             Resource::Binary(BinaryResource {
                 path: PathBuf::from(INSTALLED_BINARY),
                 source: None,
@@ -193,4 +72,197 @@ pub(super) fn resources(
         ],
     };
     Ok((resources, Vec::new()))
+}
+
+/// The engine's configuration for this spec, as the engine reads it.
+pub(super) fn engine_config(spec: &Spec, paths: &DaemonPaths) -> EngineConfig {
+    let ts = &spec.timesync;
+    EngineConfig {
+        sources: ts.sources.value.iter().map(engine_source).collect(),
+        min_sources: spec.min_sources() as usize,
+        step: StepConfig {
+            threshold: ts.step.as_ref().map_or(1.0, |s| s.threshold.as_secs_f64()),
+            limit: step_limit(spec),
+        },
+        serve: serving(spec).map(engine_serve),
+        clock_control: ts.clock_control,
+        drift_file: Some(PathBuf::from(driftfile(spec, paths))),
+        control_socket: Some(PathBuf::from(CONTROL_SOCKET)),
+        // Validation keeps it on loopback unless allowRemote; the engine
+        // checks the same rule again when it reads the file.
+        metrics: ts.metrics.as_ref().map(|m| MetricsConfig {
+            listen: m.listen.value.0,
+            allow_remote: m.allow_remote,
+        }),
+    }
+}
+
+fn engine_source(s: &Source) -> SourceConfig {
+    let host = s.host().to_string();
+    let mut source = SourceConfig::server(&host, s.port.unwrap_or(123));
+    if s.is_pool() {
+        source.server = None;
+        source.pool = Some(host);
+    }
+    source.iburst = s.iburst;
+    source.prefer = s.prefer;
+    if let Some(p) = &s.minpoll {
+        source.minpoll = p.value;
+    }
+    if let Some(p) = &s.maxpoll {
+        source.maxpoll = p.value;
+    }
+    if let Some(m) = &s.max_sources {
+        source.max_sources = usize::from(m.value);
+    }
+    source
+}
+
+/// The engine takes socket addresses; NTP is served on port 123.
+fn engine_serve(s: Serving) -> ServeConfig {
+    ServeConfig {
+        listen: s
+            .listen
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 123))
+            .collect(),
+        allow: s.allow.into_iter().map(|c| c.0).collect(),
+        deny: s.deny.into_iter().map(|c| c.0).collect(),
+        rate_limit: s.rate_limit.then(RateLimitConfig::default),
+        local_stratum: s.local_stratum,
+    }
+}
+
+/// The file: a header, then each section of the serialised config under
+/// a comment that says what it is for. Absent sections are left out.
+pub(super) fn config_text(spec: &Spec, config: &EngineConfig) -> String {
+    let mut text = format!(
+        "# Managed by timectl. Desired state: {}\n# Changes made here are overwritten by the next `timectl apply`; edit the\n# desired-state file instead. Format: docs/engine-config.md.\n",
+        comment_text(&spec.path.display().to_string())
+    );
+    for section in sections(&without_nulls(&serialise(config))) {
+        let key = section.split(':').next().unwrap_or_default();
+        if let Some(comment) = section_comment(key, config) {
+            text.push('\n');
+            text.push_str(&comment);
+        }
+        text.push_str(&section);
+    }
+    text
+}
+
+fn serialise(config: &EngineConfig) -> String {
+    let options = serde_saphyr::ser_options! { compact_list_indent: false };
+    // Plain data (strings, numbers, lists, maps) always serialises.
+    serde_saphyr::to_string_with_options(config, options)
+        .unwrap_or_else(|e| panic!("serialising the engine config failed: {e}"))
+}
+
+/// The serialised config without its `key: null` entries: every optional
+/// field of the engine's config is absent by default, and the file reads
+/// better without them. (Simpler once `EngineConfig` skips `None` when
+/// serialising.) A list item whose first entry is null starts at its next
+/// entry instead. Every string the serialiser writes is one line (spec
+/// values hold no newlines), so a line is an entry or a list item.
+fn without_nulls(yaml: &str) -> String {
+    let mut out = String::new();
+    let mut item_at: Option<usize> = None;
+    for line in yaml.lines() {
+        let entry = line.trim_start();
+        let indent = line.len() - entry.len();
+        let (is_item, entry) = match entry.strip_prefix("- ") {
+            Some(rest) => (true, rest),
+            None => (false, entry),
+        };
+        let is_null = entry
+            .strip_suffix(": null")
+            .is_some_and(|key| key.chars().all(|c| c.is_ascii_alphanumeric()));
+        if is_null {
+            if is_item {
+                item_at = Some(indent);
+            }
+            continue;
+        }
+        match item_at.take() {
+            Some(at) => out.push_str(&format!("{}- {entry}", " ".repeat(at))),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The top-level entries of a YAML mapping: each starts with a key at the
+/// line's first column, followed by its indented lines.
+fn sections(yaml: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in yaml.lines() {
+        match out.last_mut() {
+            Some(last) if line.starts_with(' ') => last.push_str(line),
+            _ => out.push(line.to_string()),
+        }
+        if let Some(last) = out.last_mut() {
+            last.push('\n');
+        }
+    }
+    out
+}
+
+/// The comment above a section, if it has one.
+fn section_comment(key: &str, config: &EngineConfig) -> Option<String> {
+    Some(match key {
+        "sources" => "# Time sources.\n".to_string(),
+        "minSources" => "# Update the clock only when this many sources agree.\n".to_string(),
+        "step" => format!(
+            "# Step when the clock is off by more than threshold seconds, {}.\n",
+            if config.step.limit < 0 {
+                "at any update".to_string()
+            } else {
+                format!("only in the first {} update(s)", config.step.limit)
+            }
+        ),
+        "serve" => "# Serve time to these networks.\n".to_string(),
+        "clockControl" => {
+            "# false: compute and serve, never adjust the system clock (like chronyd -x).\n"
+                .to_string()
+        }
+        "metrics" => format!(
+            "# Prometheus metrics at http://{}/metrics (docs/metrics.md).\n# timectl never opens the firewall for them.\n",
+            config.metrics.as_ref()?.listen
+        ),
+        _ => return None,
+    })
+}
+
+/// The hardened systemd unit that runs the engine.
+fn unit_file(spec: &Spec, paths: &DaemonPaths, engine: &EngineBinary) -> FileResource {
+    let ts = &spec.timesync;
+    let mut caps = Vec::new();
+    if ts.clock_control {
+        caps.push("CAP_SYS_TIME");
+    }
+    if ts.serve.is_some() {
+        caps.push("CAP_NET_BIND_SERVICE");
+    }
+    let mut context = header_context(spec);
+    context.insert("binary", &engine.path().display().to_string());
+    context.insert("config", &paths.config.display().to_string());
+    context.insert("caps", &caps.join(" "));
+    context.insert(
+        "caps_text",
+        &if caps.is_empty() {
+            "none".to_string()
+        } else {
+            caps.join(", ")
+        },
+    );
+    context.insert("clock_control", &ts.clock_control);
+    FileResource {
+        unit_file: true,
+        ..config_file(
+            PathBuf::from(format!("/etc/systemd/system/{}", paths.unit)),
+            FileContent::Whole(render("timectl-engine.service", UNIT_TEMPLATE, &context)),
+            format!("the systemd unit of the {}", paths.label),
+        )
+    }
 }

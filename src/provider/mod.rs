@@ -7,6 +7,7 @@
 mod chrony;
 mod embedded;
 mod ntpd;
+mod shared;
 
 pub use embedded::{CONTROL_SOCKET, INSTALLED_BINARY};
 
@@ -181,77 +182,18 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
     })
 }
 
-/// A `server` or `pool` line of chrony.conf or ntp.conf: the same syntax,
-/// except that ntpd has no `port` and no per-pool `maxsources`.
-#[derive(Serialize)]
-pub(super) struct SourceLine {
-    pub directive: &'static str,
-    pub host: String,
-    /// Options with a leading space: " iburst prefer".
-    pub options: String,
-}
-
-impl SourceLine {
-    fn new(s: &crate::spec::Source, chrony: bool) -> SourceLine {
-        let mut options = String::new();
-        if let (Some(port), true) = (s.port, chrony) {
-            options.push_str(&format!(" port {port}"));
-        }
-        for (on, word) in [
-            (s.iburst, " iburst"),
-            (s.prefer, " prefer"),
-            (s.nts.as_ref().is_some_and(|n| n.value), " nts"),
-        ] {
-            if on {
-                options.push_str(word);
-            }
-        }
-        if let Some(key) = &s.key {
-            options.push_str(&format!(" key {}", key.value));
-        }
-        if let Some(p) = &s.minpoll {
-            options.push_str(&format!(" minpoll {}", p.value));
-        }
-        if let Some(p) = &s.maxpoll {
-            options.push_str(&format!(" maxpoll {}", p.value));
-        }
-        if let (Some(m), true) = (&s.max_sources, chrony) {
-            options.push_str(&format!(" maxsources {}", m.value));
-        }
-        SourceLine {
-            directive: if s.is_pool() { "pool" } else { "server" },
-            host: s.host().to_string(),
-            options,
-        }
-    }
-}
-
-/// Render one of the built-in templates.
-fn render(name: &str, template: &str, context: &tera::Context) -> String {
-    let mut tera = tera::Tera::default();
-    tera.autoescape_on(Vec::<&str>::new());
-    // The templates are part of the binary and covered by tests; a failure
-    // here is a programming error, not a user error.
-    tera.add_raw_template(name, template)
-        .and_then(|()| tera.render(name, context))
-        .unwrap_or_else(|e| panic!("built-in template {name} failed: {e:?}"))
-}
-
 /// The config file's content: the whole rendered file (`config: managed`),
 /// or an edit of the admin's file that swaps only its source lines.
 fn config_content(
     mode: crate::spec::ConfigMode,
     whole: String,
-    sources: &[SourceLine],
+    sources: &[shared::SourceLine],
 ) -> FileContent {
     match mode {
         crate::spec::ConfigMode::Managed => FileContent::Whole(whole),
         crate::spec::ConfigMode::Edit => FileContent::Edit(crate::resource::file::SourcesEdit {
             replaces: vec!["server".into(), "pool".into(), "peer".into()],
-            lines: sources
-                .iter()
-                .map(|s| format!("{} {}{}", s.directive, s.host, s.options))
-                .collect(),
+            lines: sources.iter().map(ToString::to_string).collect(),
             if_missing: whole,
         }),
     }
@@ -261,7 +203,7 @@ fn config_content(
 /// ntpd): sensitive, readable by root and the daemon's group only.
 fn key_file(
     path: PathBuf,
-    keys: &[chrony::KeyLine],
+    keys: &[shared::KeyLine],
     mode: u32,
     group: &str,
     purpose: &str,
@@ -275,7 +217,7 @@ fn key_file(
         sensitive: true,
         ..config_file(
             path,
-            FileContent::Whole(render(
+            FileContent::Whole(shared::render(
                 "keys",
                 include_str!("templates/keys.tera"),
                 &context,
@@ -303,18 +245,6 @@ fn config_file(path: PathBuf, content: FileContent, purpose: String) -> FileReso
 /// A diagnostic at a value of the spec.
 fn error_at(spec: &Spec, at: &serde_saphyr::Location, message: String) -> Diagnostic {
     spec.diagnostic(at, message)
-}
-
-/// Seconds as config files write them: `1`, `0.5`, `0.128`.
-fn seconds(d: &crate::spec::Duration) -> String {
-    let s = d.as_secs_f64();
-    let text = format!("{s:.6}");
-    let trimmed = text.trim_end_matches('0').trim_end_matches('.');
-    if trimmed.is_empty() {
-        "0".into()
-    } else {
-        trimmed.into()
-    }
 }
 
 #[cfg(test)]

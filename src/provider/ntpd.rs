@@ -5,8 +5,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::chrony::{key_lines, serve_context};
-use super::{SourceLine, config_content, config_file, error_at, key_file, render, seconds};
+use super::shared::{Dialect, Serving, daemon_context, key_lines, render, serving, source_lines};
+use super::{config_content, config_file, error_at, key_file};
 use crate::facts::{DaemonPaths, Facts};
 use crate::resource::FileResource;
 use crate::spec::{Cidr, Spec, SpecError};
@@ -23,24 +23,34 @@ fn restrict_address(net: &Cidr) -> String {
     }
 }
 
+/// Serving as ntp.conf writes it: networks as `restrict` addresses.
 #[derive(Serialize)]
 struct RestrictServe {
-    listen: Vec<String>,
+    listen: Vec<IpAddr>,
     allow: Vec<String>,
     deny: Vec<String>,
     rate_limit: bool,
     local_stratum: Option<u8>,
 }
 
-pub(super) fn files(
-    spec: &Spec,
-    _facts: &Facts,
-    paths: &DaemonPaths,
-) -> Result<(Vec<FileResource>, Vec<String>), SpecError> {
+impl From<Serving> for RestrictServe {
+    fn from(s: Serving) -> RestrictServe {
+        RestrictServe {
+            listen: s.listen,
+            allow: s.allow.iter().map(restrict_address).collect(),
+            deny: s.deny.iter().map(restrict_address).collect(),
+            rate_limit: s.rate_limit,
+            local_stratum: s.local_stratum,
+        }
+    }
+}
+
+/// What ntpd cannot do as asked: errors at the value, and notes for what
+/// it does differently.
+fn limits(spec: &Spec, paths: &DaemonPaths) -> Result<Vec<String>, SpecError> {
     let ts = &spec.timesync;
     let mut problems = Vec::new();
     let mut notes = Vec::new();
-    let mut sources = Vec::new();
     for s in &ts.sources.value {
         if let Some(nts) = &s.nts
             && nts.value
@@ -59,7 +69,6 @@ pub(super) fn files(
                 s.host()
             ));
         }
-        sources.push(SourceLine::new(s, false));
     }
     if !problems.is_empty() {
         return Err(SpecError::Invalid(problems));
@@ -72,41 +81,20 @@ pub(super) fn files(
             "ntpd has no step limit: it steps whenever the offset exceeds the threshold".into(),
         );
     }
+    Ok(notes)
+}
 
+pub(super) fn files(
+    spec: &Spec,
+    _facts: &Facts,
+    paths: &DaemonPaths,
+) -> Result<(Vec<FileResource>, Vec<String>), SpecError> {
+    let notes = limits(spec, paths)?;
     let keys = key_lines(spec);
     let keyfile = (!keys.is_empty()).then(|| paths.keyfile.clone()).flatten();
-    let serve = serve_context(spec).map(|_| {
-        let s = ts.serve.as_ref().map(|s| {
-            (
-                s.allow.value.iter().map(restrict_address).collect(),
-                s.deny.iter().map(restrict_address).collect(),
-            )
-        });
-        let (allow, deny) = s.unwrap_or_default();
-        RestrictServe {
-            listen: ts
-                .serve
-                .as_ref()
-                .map(|s| s.listen.iter().map(|a| a.value.to_string()).collect())
-                .unwrap_or_default(),
-            allow,
-            deny,
-            rate_limit: ts.serve.as_ref().is_some_and(|s| s.rate_limit),
-            local_stratum: ts
-                .serve
-                .as_ref()
-                .and_then(|s| s.local_stratum.as_ref().map(|l| l.value)),
-        }
-    });
-    let threshold = ts
-        .step
-        .as_ref()
-        .map_or_else(|| "1".to_string(), |s| seconds(&s.threshold));
+    let sources = source_lines(spec, Dialect::Ntpd);
 
-    let mut context = tera::Context::new();
-    context.insert("header", "Managed by timectl.");
-    context.insert("spec_path", &spec.path.display().to_string());
-    context.insert("sources", &sources);
+    let mut context = daemon_context(spec, paths, &sources, keyfile.as_deref());
     context.insert(
         "source_hosts",
         &sources.iter().map(|s| s.host.clone()).collect::<Vec<_>>(),
@@ -114,24 +102,11 @@ pub(super) fn files(
     // `restrict source` (ntp 4.2.8+, ntpsec) lets replies from servers and
     // pool members in; classic 4.2.6 needs one line per server instead.
     context.insert("restrict_source", &paths.ntpsec);
-    context.insert("min_sources", &spec.min_sources());
-    context.insert("step_threshold", &threshold);
-    context.insert(
-        "driftfile",
-        &ts.driftfile.as_ref().map_or_else(
-            || paths.driftfile.display().to_string(),
-            |d| d.value.clone(),
-        ),
-    );
     context.insert(
         "leapfile",
         &paths
             .ntpsec
             .then_some("/usr/share/zoneinfo/leap-seconds.list"),
-    );
-    context.insert(
-        "keyfile",
-        &keyfile.as_ref().map(|k| k.display().to_string()),
     );
     context.insert(
         "trusted_keys",
@@ -141,14 +116,10 @@ pub(super) fn files(
             .collect::<Vec<_>>()
             .join(" "),
     );
-    context.insert("serve", &serve);
-    context.insert(
-        "extra_config",
-        &ts.extra_config.as_ref().map(|e| e.value.trim_end()),
-    );
+    context.insert("serve", &serving(spec).map(RestrictServe::from));
     let whole = render("ntp.conf", TEMPLATE, &context);
 
-    let content = config_content(ts.config, whole, &sources);
+    let content = config_content(spec.timesync.config, whole, &sources);
     let mut files = vec![config_file(
         paths.config.clone(),
         content,

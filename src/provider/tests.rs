@@ -588,3 +588,91 @@ fn embedded_metrics_reach_the_engine_config_and_never_the_firewall() {
     assert!(!text.contains("metrics"), "{text}");
     assert_eq!(config.metrics, None);
 }
+
+/// The engine's file is the serialised `EngineConfig`: read back by the
+/// engine's own loader it is exactly the config built from the spec, for
+/// every shape of source, serving and metrics.
+#[test]
+fn embedded_config_round_trips_through_the_engine_loader() {
+    for text in [
+        "timesync:\n  sources:\n    - pool: 2.debian.pool.ntp.org\n",
+        "timesync:\n  sources:\n    - pool: pool.example.org\n      maxSources: 3\n      iburst: false\n    - server: \"2001:db8::1\"\n      port: 11123\n      minpoll: -2\n      maxpoll: 0\n      prefer: true\n  minSources: 2\n  step: { threshold: 250ms, limit: -1 }\n",
+        "timesync:\n  clockControl: false\n  driftfile: /srv/drift\n  sources:\n    - server: yes.example\n  serve:\n    allow: [10.0.0.0/8, \"2001:db8::/32\"]\n    deny: [10.1.0.0/16]\n    listen: [10.1.2.3]\n    rateLimit: false\n    localStratum: 9\n  metrics: { listen: \"[::1]:9100\" }\n",
+        "timesync:\n  sources: []\n  serve: { allow: [0.0.0.0/0], localStratum: 8 }\n",
+    ] {
+        let spec = spec(text);
+        let paths = debian12().daemon(crate::facts::Daemon::Embedded);
+        let built = embedded::engine_config(&spec, &paths);
+        let rendered = embedded::config_text(&spec, &built);
+        let read = crate::engine::config::EngineConfig::parse(&rendered, Path::new("e"))
+            .unwrap_or_else(|e| panic!("{e}\n{rendered}"));
+        assert_eq!(read, built, "{rendered}");
+        assert!(!rendered.contains("null"), "{rendered}");
+    }
+}
+
+/// The whole file for a typical server, checked by hand: every value the
+/// engine reads, under comments that say what each section is for.
+#[test]
+fn embedded_config_file_as_written() {
+    let d = compile(
+        &spec(
+            "timesync:\n  sources:\n    - pool: 2.debian.pool.ntp.org\n    - server: 192.0.2.1\n      prefer: true\n  serve:\n    allow: [10.0.0.0/8]\n  metrics: { listen: 127.0.0.1:9975 }\n",
+        ),
+        &debian12(),
+        &copy_of("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let expected = "\
+# Managed by timectl. Desired state: site.yaml
+# Changes made here are overwritten by the next `timectl apply`; edit the
+# desired-state file instead. Format: docs/engine-config.md.
+
+# Time sources.
+sources:
+  - pool: 2.debian.pool.ntp.org
+    port: 123
+    iburst: true
+    minpoll: 6
+    maxpoll: 10
+    prefer: false
+    maxSources: 4
+  - server: \"192.0.2.1\"
+    port: 123
+    iburst: true
+    minpoll: 6
+    maxpoll: 10
+    prefer: true
+    maxSources: 4
+
+# Update the clock only when this many sources agree.
+minSources: 1
+
+# Step when the clock is off by more than threshold seconds, only in the first 3 update(s).
+step:
+  threshold: 1.0
+  limit: 3
+
+# Serve time to these networks.
+serve:
+  listen: []
+  allow:
+    - 10.0.0.0/8
+  deny: []
+  rateLimit:
+    interval: 2.0
+    burst: 8
+
+# false: compute and serve, never adjust the system clock (like chronyd -x).
+clockControl: true
+driftFile: /var/lib/timectl-engine/drift
+controlSocket: /run/timectl/engine.sock
+
+# Prometheus metrics at http://127.0.0.1:9975/metrics (docs/metrics.md).
+# timectl never opens the firewall for them.
+metrics:
+  listen: 127.0.0.1:9975
+  allowRemote: false
+";
+    assert_eq!(whole(file(&d, "/etc/timectl/engine.yaml")), expected);
+}

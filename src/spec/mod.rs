@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 pub use error::{Diagnostic, SpecError};
-pub use values::{Cidr, Duration, HostName, ListenAddr, Secret};
+pub use values::{Cidr, ConfigPath, Duration, HostName, ListenAddr, Secret};
 
 /// The whole file: one `timesync` document.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -85,16 +85,19 @@ pub struct TimeSync {
     #[serde(default = "default_true")]
     pub rtcsync: bool,
 
-    /// Drift file path (default: the distribution's usual path).
+    /// Drift file path (default: the distribution's usual path): absolute,
+    /// without whitespace, control characters or `#`.
     #[serde(default)]
-    #[schemars(with = "Option<String>")]
-    pub driftfile: Option<Spanned<String>>,
+    #[schemars(with = "Option<ConfigPath>")]
+    pub driftfile: Option<Spanned<ConfigPath>>,
 
     /// Symmetric keys for authenticated sources. Key material is never shown.
     #[serde(default)]
     pub keys: Vec<Key>,
 
-    /// Lines appended verbatim to the daemon's config file.
+    /// Lines appended verbatim to the daemon's config file (chrony, ntpd):
+    /// the one value timectl does not check directive by directive. It may
+    /// hold several lines and tabs, but no other control characters.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub extra_config: Option<Spanned<String>>,
@@ -494,6 +497,17 @@ impl Spec {
                     format!("invalid key id {}: expected 1 to 65534", key.id.value),
                 ));
             }
+            // ntpd's key file ends a line at '#': the rest of the secret
+            // would be lost without a word.
+            if provider == ProviderKind::Ntpd && key.secret.expose().contains('#') {
+                out.push(self.diagnostic(
+                    &key.id.referenced,
+                    format!(
+                        "the secret of key {} contains '#', which ntpd's key file reads as the start of a comment: expected a secret without '#' (or HEX:...)",
+                        key.id.value
+                    ),
+                ));
+            }
             if key_ids[..i].contains(&key.id.value) {
                 out.push(self.diagnostic(
                     &key.id.referenced,
@@ -570,18 +584,6 @@ impl Spec {
             }
         }
 
-        if let Some(drift) = &ts.driftfile
-            && !drift.value.starts_with('/')
-        {
-            out.push(self.diagnostic(
-                &drift.referenced,
-                format!(
-                    "invalid driftfile {:?}: expected an absolute path",
-                    drift.value
-                ),
-            ));
-        }
-
         if let Some(metrics) = &ts.metrics {
             let at = &metrics.listen.referenced;
             if provider != ProviderKind::Embedded {
@@ -610,8 +612,8 @@ impl Spec {
             ));
         }
         if let Some(extra) = &ts.extra_config {
-            if extra.value.contains('\0') {
-                out.push(self.diagnostic(&extra.referenced, "extraConfig contains a NUL byte"));
+            if let Some(problem) = extra_config_problem(&extra.value) {
+                out.push(self.diagnostic(&extra.referenced, problem));
             }
             if provider == ProviderKind::Embedded {
                 out.push(self.diagnostic(&extra.referenced, EMBEDDED_EXTRA_CONFIG));
@@ -736,6 +738,25 @@ impl Spec {
             ));
         }
     }
+}
+
+/// What is wrong with an `extraConfig` text, if anything. It is copied
+/// into the config file as lines, so newlines (and tabs, which both
+/// daemons read as spaces) are its point; any other control character (a
+/// carriage return, a NUL, an escape) is a pasting accident that the
+/// daemon would read in its own way.
+fn extra_config_problem(text: &str) -> Option<String> {
+    text.split('\n').enumerate().find_map(|(n, line)| {
+        line.chars()
+            .find(|c| c.is_control() && *c != '\t')
+            .map(|c| {
+                format!(
+                    "extraConfig line {} contains {}: expected lines of text (newlines and tabs only)",
+                    n + 1,
+                    values::describe_char(c)
+                )
+            })
+    })
 }
 
 /// Why the embedded engine takes no `extraConfig`.

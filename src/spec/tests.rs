@@ -354,3 +354,65 @@ fn metrics_endpoint_for_the_embedded_engine() {
     assert_eq!((line, col), (5, 22));
     assert!(msg.contains("embedded engine only"), "{msg}");
 }
+
+/// A value that reaches a config file cannot carry a second directive:
+/// refused at the value, saying what is wrong with it.
+#[test]
+fn config_file_values_cannot_add_directives() {
+    let (line, col, msg) = fails(
+        "timesync:\n  provider: chrony\n  driftfile: \"/var/lib/x\\nserver evil.example\"\n  sources:\n    - server: a.example\n",
+    );
+    assert_eq!((line, col), (3, 14));
+    assert!(msg.contains("a newline"), "{msg}");
+    assert!(msg.contains("expected an absolute path"), "{msg}");
+    for (bad, what) in [
+        ("\"/var/lib/my drift\"", "a space"),
+        ("\"/var/lib/x\\tdrift\"", "a tab"),
+        ("\"/var/lib/x#1\"", "'#'"),
+        ("var/lib/drift", "not absolute"),
+        ("/var/lib/../../etc/shadow", "'..'"),
+    ] {
+        let (line, _, msg) = fails(&format!(
+            "timesync:\n  provider: ntpd\n  driftfile: {bad}\n  sources:\n    - server: a.example\n"
+        ));
+        assert_eq!(line, 3, "{bad}: {msg}");
+        assert!(msg.contains(what), "{bad}: {msg}");
+    }
+    assert!(
+        parse("timesync:\n  driftfile: /srv/time/drift\n  sources:\n    - server: a.example\n")
+            .is_ok()
+    );
+}
+
+#[test]
+fn extra_config_is_lines_of_text() {
+    let ok = "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n  extraConfig: \"log tracking\\n\\tlogdir /var/log/chrony\\n\"\n";
+    assert!(parse(ok).is_ok());
+    for (bad, what) in [
+        (
+            "\"log tracking\\r\\nrtcsync\"",
+            "line 1 contains a carriage return",
+        ),
+        (
+            "\"log tracking\\nrtc\\u0000sync\"",
+            "line 2 contains the character U+0000",
+        ),
+        ("\"\\e[31mred\"", "U+001B"),
+    ] {
+        let (line, col, msg) = fails(&format!(
+            "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n  extraConfig: {bad}\n"
+        ));
+        assert_eq!((line, col), (5, 16), "{bad}: {msg}");
+        assert!(msg.contains(what), "{bad}: {msg}");
+    }
+}
+
+#[test]
+fn ntpd_key_secrets_cannot_hold_a_comment_sign() {
+    let text = "timesync:\n  provider: PROVIDER\n  keys:\n    - { id: 3, secret: \"ab#cd\" }\n  sources:\n    - server: a.example\n      key: 3\n";
+    let (line, col, msg) = fails(&text.replace("PROVIDER", "ntpd"));
+    assert_eq!((line, col), (4, 13));
+    assert!(msg.contains("'#'") && !msg.contains("ab#cd"), "{msg}");
+    // chrony reads '#' only at the start of a line as a comment.
+    assert!(parse(&text.replace("PROVIDER", "chrony")).is_ok());
+}

@@ -315,6 +315,69 @@ string_value!(ListenAddr, "ListenAddr", {
     "examples": ["127.0.0.1:9975", "[::1]:9975"]
 });
 
+/// An absolute file path written into a daemon's config file (the drift
+/// file). chrony.conf and ntp.conf have no quoting, and ntpd ends a line at
+/// `#`: a path with whitespace, a control character or `#` could not be
+/// written as one word, and a newline would add a directive. Refused here,
+/// at the value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ConfigPath(String);
+
+impl ConfigPath {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ConfigPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for ConfigPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let expected = "expected an absolute path without spaces, control characters or '#', like /var/lib/chrony/drift";
+        if let Some(bad) = s
+            .chars()
+            .find(|c| c.is_control() || c.is_whitespace() || *c == '#')
+        {
+            return Err(format!(
+                "invalid path {s:?}: it contains {}, which a config file line cannot hold; {expected}",
+                describe_char(bad)
+            ));
+        }
+        if !s.starts_with('/') {
+            return Err(format!("invalid path {s:?}: not absolute; {expected}"));
+        }
+        if s.split('/').any(|part| part == "..") {
+            return Err(format!("invalid path {s:?}: it contains '..'; {expected}"));
+        }
+        Ok(ConfigPath(s.to_string()))
+    }
+}
+
+string_value!(ConfigPath, "ConfigPath", {
+    "type": "string",
+    "pattern": r"^/[^\s#]*$",
+    "description": "An absolute path without whitespace, control characters or '#'.",
+    "examples": ["/var/lib/chrony/drift"]
+});
+
+/// A character as an error message names it: "a newline", "a tab",
+/// "U+0000", "'#'".
+pub fn describe_char(c: char) -> String {
+    match c {
+        '\n' => "a newline".into(),
+        '\r' => "a carriage return".into(),
+        '\t' => "a tab".into(),
+        ' ' => "a space".into(),
+        c if c.is_control() || c.is_whitespace() => format!("the character U+{:04X}", c as u32),
+        c => format!("{c:?}"),
+    }
+}
+
 /// A secret (an NTP symmetric key). Its text is never shown: not in Debug,
 /// not in diffs, not in JSON plans.
 #[derive(Clone, PartialEq, Eq)]
