@@ -647,7 +647,7 @@ fn embedded_metrics_and_journal_fields_under_the_hardened_unit() {
     assert_verified(&applied);
     assert!(
         c.read_file(ENGINE_CONF)
-            .contains("metrics:\n  listen: \"127.0.0.1:9975\"\n"),
+            .contains("metrics:\n  listen: 127.0.0.1:9975\n"),
         "{}",
         c.read_file(ENGINE_CONF)
     );
