@@ -196,6 +196,21 @@ impl Facts {
         }
     }
 
+    /// Whether systemd-timesyncd is a package of its own here (Debian 11+,
+    /// Ubuntu 20.04+) rather than part of systemd.
+    pub fn timesyncd_is_a_package(&self) -> bool {
+        let version: f64 = self
+            .version_id
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        match (self.family, self.os_id.as_str()) {
+            (Family::Rhel, _) => false,
+            (Family::Debian, "ubuntu") => version >= 20.04,
+            (Family::Debian, _) => self.major.is_none_or(|m| m >= 11),
+        }
+    }
+
     /// Where each daemon lives on this distribution.
     pub fn daemon(&self, daemon: Daemon) -> DaemonPaths {
         let debian = self.family == Family::Debian;
@@ -264,13 +279,15 @@ impl Facts {
                 label: "systemd-timesyncd".into(),
                 unit: "systemd-timesyncd.service".into(),
                 unit_aliases: vec![],
-                // A separate package on Debian 11+; part of systemd on RHEL.
-                package: if debian && self.major.is_none_or(|m| m >= 11) {
-                    Some("systemd-timesyncd".into())
-                } else {
-                    None
-                },
-                config: p("/etc/systemd/timesyncd.conf"),
+                // A separate package on Debian 11+ and Ubuntu 20.04+; part
+                // of systemd before. RHEL 9 does not ship it at all (the
+                // timesyncd provider refuses the RHEL family).
+                package: self
+                    .timesyncd_is_a_package()
+                    .then(|| "systemd-timesyncd".into()),
+                // timectl's drop-in: the package's own timesyncd.conf stays
+                // as shipped (a dpkg conffile).
+                config: p("/etc/systemd/timesyncd.conf.d/timectl.conf"),
                 driftfile: p("/var/lib/systemd/timesync/clock"),
                 keyfile: None,
                 ntpsec: false,
@@ -428,6 +445,25 @@ mod tests {
         assert!(units.contains(&"systemd-timesyncd.service".to_string()));
         assert!(units.contains(&"openntpd.service".to_string()));
         assert!(units.contains(&"timectl-engine.service".to_string()));
+    }
+
+    #[test]
+    fn timesyncd_is_its_own_package_on_newer_debian_and_ubuntu() {
+        let package = |text| facts(text).unwrap().daemon(Daemon::Timesyncd).package;
+        let own = Some("systemd-timesyncd".to_string());
+        assert_eq!(package("ID=debian\nVERSION_ID=12\n"), own);
+        assert_eq!(package("ID=ubuntu\nVERSION_ID=\"22.04\"\n"), own);
+        assert_eq!(package("ID=debian\nVERSION_ID=10\n"), None);
+        assert_eq!(package("ID=ubuntu\nVERSION_ID=\"18.04\"\n"), None);
+        assert_eq!(package("ID=rocky\nVERSION_ID=9.3\n"), None);
+        let paths = facts("ID=debian\nVERSION_ID=12\n")
+            .unwrap()
+            .daemon(Daemon::Timesyncd);
+        assert_eq!(paths.unit, "systemd-timesyncd.service");
+        assert_eq!(
+            paths.config,
+            PathBuf::from("/etc/systemd/timesyncd.conf.d/timectl.conf")
+        );
     }
 
     #[test]

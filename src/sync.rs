@@ -16,6 +16,12 @@
 //!   `ntpd -gq`, which needs the daemon stopped and its port free.
 //! - the embedded engine: its control socket (`status`, `step_now`; see
 //!   docs/engine-control.md).
+//! - systemd-timesyncd: `timedatectl timesync-status` (the server, its
+//!   stratum and leap indicator, the offset of the last answer) and
+//!   `timedatectl show -p NTPSynchronized` (whether timesyncd has marked
+//!   the kernel clock synchronised). Like ntpd it has no "step now": the
+//!   forced sync is a restart, after which it asks its server at once and
+//!   steps when the offset is above 0.4 s.
 
 use std::time::Duration;
 
@@ -122,6 +128,13 @@ pub fn probe_for<'a>(host: &'a Host, provider: &str) -> Result<Box<dyn TimeProbe
                 unit: facts.daemon(Daemon::Ntpd).unit,
             }))
         }
+        "timesyncd" => Ok(Box::new(Timesyncd {
+            host,
+            unit: Facts::detect(&host.root)
+                .map_err(|e| HostError::msg(e.to_string()))?
+                .daemon(Daemon::Timesyncd)
+                .unit,
+        })),
         other => Err(HostError::Unavailable(format!(
             "asking {other} for its synchronisation state is not supported yet"
         ))),
@@ -384,6 +397,111 @@ impl TimeProbe for Ntpd<'_> {
     }
 }
 
+/// systemd-timesyncd, through timedatectl.
+struct Timesyncd<'a> {
+    host: &'a Host,
+    unit: String,
+}
+
+/// A systemd time span as timedatectl prints it ("+85us", "-1.078ms",
+/// "1min 3.5s", "0"), in seconds.
+pub fn parse_timespan(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let (sign, rest) = match text.strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let mut total = 0.0;
+    for word in rest.split_whitespace() {
+        let split = word
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(word.len());
+        let (number, unit) = word.split_at(split);
+        let value: f64 = number.parse().ok()?;
+        let scale = match unit {
+            "" | "s" => 1.0,
+            "us" | "μs" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "ns" => 1e-9,
+            "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+        total += value * scale;
+    }
+    Some(sign * total)
+}
+
+/// `timedatectl timesync-status` and `NTPSynchronized` into a status:
+/// synchronised when the kernel clock is marked synchronised and the
+/// server's last answer was from a synchronised server (stratum 1 to 15,
+/// leap indicator not "not synchronized").
+pub fn parse_timesync_status(text: &str, kernel_synced: bool) -> SyncStatus {
+    let field = |name: &str| {
+        text.lines().find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            (key.trim() == name).then(|| value.trim())
+        })
+    };
+    let server = field("Server").and_then(|s| s.split_whitespace().next());
+    let packets: u64 = field("Packet count")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let stratum: Option<u8> = field("Stratum").and_then(|s| s.parse().ok());
+    let leap = field("Leap").unwrap_or("unknown");
+    let answered =
+        packets > 0 && stratum.is_some_and(|s| (1..16).contains(&s)) && !leap.contains("not");
+    let detail = if packets == 0 {
+        format!(
+            "no answer from {} yet",
+            server.unwrap_or("any server (none configured?)")
+        )
+    } else {
+        format!(
+            "server {}, stratum {}, leap {leap}, {packets} answer(s), kernel clock {}",
+            server.unwrap_or("?"),
+            field("Stratum").unwrap_or("?"),
+            if kernel_synced {
+                "synchronised"
+            } else {
+                "not marked synchronised (NTPSynchronized=no)"
+            }
+        )
+    };
+    SyncStatus {
+        synchronized: answered && kernel_synced,
+        offset_seconds: (packets > 0)
+            .then(|| field("Offset").and_then(parse_timespan))
+            .flatten(),
+        offset_bound_seconds: None,
+        stratum,
+        source: answered.then(|| server.map(str::to_string)).flatten(),
+        detail,
+    }
+}
+
+impl TimeProbe for Timesyncd<'_> {
+    fn status(&self) -> Result<SyncStatus, HostError> {
+        let text = query(&["timedatectl", "timesync-status"])?;
+        let synced = query(&[
+            "timedatectl",
+            "show",
+            "--property=NTPSynchronized",
+            "--value",
+        ])?;
+        Ok(parse_timesync_status(&text, synced.trim() == "yes"))
+    }
+
+    fn step_now(&self) -> Result<String, HostError> {
+        self.host.services.restart(&self.unit)?;
+        Ok(format!(
+            "restarted {}: systemd-timesyncd asks its server at once and steps the clock if it is off by more than 0.4 s",
+            self.unit
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +588,50 @@ mod tests {
         let text = "     remote           refid      st t when poll reach   delay   offset   jitter\n===============================================================================\n 0.debian.pool.n .POOL.          16 p    -   64    0   0.0000   0.0000   0.0001\n*192.0.2.2       127.127.1.0      8 u    2    8  377   0.0610  -0.0123   0.0090\n";
         assert_eq!(parse_ntpq_peer(text).as_deref(), Some("192.0.2.2"));
         assert_eq!(parse_ntpq_peer(" 192.0.2.2 .INIT. 16 u\n"), None);
+    }
+
+    #[test]
+    fn timesyncd_status_as_timedatectl_prints_it() {
+        // systemd 252 in the test host, answered by a chronyd at stratum 8.
+        let text = "       Server: 192.0.2.2 (192.0.2.2)\nPoll interval: 32s (min: 16s; max 34min 8s)\n         Leap: normal\n      Version: 4\n      Stratum: 8\n    Reference: 7F7F0101\n    Precision: 1us (-26)\nRoot distance: 0 (max: 5s)\n       Offset: +85us\n        Delay: 189us\n       Jitter: 0\n Packet count: 1\n    Frequency: +0.000ppm\n";
+        let s = parse_timesync_status(text, true);
+        assert!(s.synchronized, "{s:?}");
+        assert_eq!(s.source.as_deref(), Some("192.0.2.2"));
+        assert_eq!(s.stratum, Some(8));
+        assert!((s.offset_seconds.unwrap() - 85e-6).abs() < 1e-12);
+        assert!(s.meets(&verify(Some(0.001))).is_ok());
+        // The same answer, but timesyncd could not mark the kernel clock
+        // synchronised (a container without CAP_SYS_TIME).
+        let s = parse_timesync_status(text, false);
+        assert!(!s.synchronized);
+        assert!(s.detail.contains("NTPSynchronized=no"), "{}", s.detail);
+        assert!((s.offset_seconds.unwrap() - 85e-6).abs() < 1e-12);
+        // No answer yet.
+        let s = parse_timesync_status(
+            "       Server: 192.0.2.99 (192.0.2.99)\nPoll interval: 32s (min: 32s; max 34min 8s)\n Packet count: 0\n",
+            true,
+        );
+        assert!(!s.synchronized && s.offset_seconds.is_none() && s.source.is_none());
+        assert!(
+            s.detail.contains("no answer from 192.0.2.99"),
+            "{}",
+            s.detail
+        );
+    }
+
+    #[test]
+    fn timespans() {
+        for (text, seconds) in [
+            ("+85us", 85e-6),
+            ("-1.078ms", -1.078e-3),
+            ("0", 0.0),
+            ("1min 3.5s", 63.5),
+            ("+2s", 2.0),
+        ] {
+            let got = parse_timespan(text).unwrap();
+            assert!((got - seconds).abs() < 1e-12, "{text}: {got}");
+        }
+        assert_eq!(parse_timespan("soon"), None);
     }
 
     fn engine_doc(

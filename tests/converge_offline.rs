@@ -244,6 +244,7 @@ fn a_valid_spec_validates() {
         "examples/debian12-chrony-pool.yaml",
         "examples/rhel7-ntpd.yaml",
         "examples/lan-time-server.yaml",
+        "examples/timesyncd.yaml",
     ] {
         let out = timectl(&["validate", example]);
         assert_eq!(out.status.code(), Some(0), "{example}: {:?}", text(&out));
@@ -851,4 +852,126 @@ fn an_unwritable_metrics_textfile_fails_the_command_after_the_run() {
         stderr.contains("cannot write the metrics textfile") && stderr.contains("no-such-dir"),
         "{stderr}"
     );
+}
+
+const TIMESYNCD_SPEC: &str = "examples/timesyncd.yaml";
+
+/// A Debian 12 image with systemd-timesyncd installed but disabled: the
+/// drop-in is written and the unit enabled (with its D-Bus alias), the
+/// package's own timesyncd.conf is left alone, and a second run does
+/// nothing.
+#[test]
+fn timesyncd_on_a_debian_image_writes_its_drop_in_and_enables_it() {
+    let root = copy_root("debian12-timesyncd");
+    let r = root_arg(root.path());
+    let shipped = std::fs::read(root.path().join("etc/systemd/timesyncd.conf")).unwrap();
+
+    let out = timectl(&["plan", TIMESYNCD_SPEC, "--root", &r, "--detailed-exitcode"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("Plan: 2 to add, 0 to change, 0 to remove."),
+        "{stdout}"
+    );
+    let create = stdout
+        .find("create /etc/systemd/timesyncd.conf.d/timectl.conf")
+        .expect(&stdout);
+    let enable = stdout
+        .find("enable systemd-timesyncd.service")
+        .expect(&stdout);
+    assert!(create < enable, "{stdout}");
+
+    let out = timectl(&["apply", TIMESYNCD_SPEC, "--root", &r, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let drop_in = std::fs::read_to_string(
+        root.path()
+            .join("etc/systemd/timesyncd.conf.d/timectl.conf"),
+    )
+    .unwrap();
+    assert!(
+        drop_in.contains("\n[Time]\n")
+            && drop_in.contains("\nNTP=ntp1.corp.example.com 2.debian.pool.ntp.org\n")
+            && drop_in.contains("\nPollIntervalMinSec=32\nPollIntervalMaxSec=1024\n"),
+        "{drop_in}"
+    );
+    let system = root.path().join("etc/systemd/system");
+    assert_eq!(
+        std::fs::read_link(system.join("sysinit.target.wants/systemd-timesyncd.service")).unwrap(),
+        Path::new("/lib/systemd/system/systemd-timesyncd.service")
+    );
+    assert!(
+        system
+            .join("dbus-org.freedesktop.timesync1.service")
+            .symlink_metadata()
+            .is_ok()
+    );
+    assert_eq!(
+        std::fs::read(root.path().join("etc/systemd/timesyncd.conf")).unwrap(),
+        shipped
+    );
+
+    let before = snapshot(root.path());
+    let out = timectl(&["plan", TIMESYNCD_SPEC, "--root", &r, "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = timectl(&["apply", TIMESYNCD_SPEC, "--root", &r, "--yes"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    assert_eq!(
+        differences(&before, &snapshot(root.path())),
+        Vec::<String>::new()
+    );
+}
+
+/// What timesyncd cannot do fails at load with the position, and on a
+/// RHEL root (no systemd-timesyncd there) at the provider; nothing is
+/// touched either way.
+#[test]
+fn timesyncd_refusals_leave_the_root_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, root_name, body, position, expected) in [
+        (
+            "serve.yaml",
+            "debian12-timesyncd",
+            "timesync:\n  provider: timesyncd\n  sources:\n    - server: a.example\n  serve: { allow: [10.0.0.0/8] }\n",
+            "5:19",
+            "provider timesyncd is a client only and cannot serve time",
+        ),
+        (
+            "nts.yaml",
+            "debian12-timesyncd",
+            "timesync:\n  provider: timesyncd\n  sources:\n    - server: a.example\n      nts: true\n",
+            "5:12",
+            "provider timesyncd has no NTS",
+        ),
+        (
+            "rhel.yaml",
+            "rhel9-ntpd",
+            "timesync:\n  provider: timesyncd\n  sources:\n    - server: a.example\n",
+            "2:13",
+            "does not ship systemd-timesyncd; use provider chrony",
+        ),
+    ] {
+        let root = copy_root(root_name);
+        let r = root_arg(root.path());
+        let before = snapshot(root.path());
+        let path = write_spec(dir.path(), name, body);
+        let p = path.display().to_string();
+        for args in [
+            vec!["plan", p.as_str(), "--root", &r],
+            vec!["apply", p.as_str(), "--root", &r, "--yes"],
+        ] {
+            let out = timectl(&args);
+            let (stdout, stderr) = text(&out);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}{stderr}");
+            assert!(
+                stderr.contains(&format!("{p}:{position}: ")) && stderr.contains(expected),
+                "{args:?}: {stderr}"
+            );
+        }
+        // Nothing but timectl's own lock file (apply takes the lock first).
+        assert_eq!(
+            differences(&before, &snapshot(root.path())),
+            Vec::<String>::new(),
+            "{name}: the root changed"
+        );
+    }
 }

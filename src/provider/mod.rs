@@ -8,6 +8,7 @@ mod chrony;
 mod embedded;
 mod ntpd;
 mod shared;
+mod timesyncd;
 
 pub use embedded::{CONTROL_SOCKET, INSTALLED_BINARY};
 
@@ -71,6 +72,11 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
         ProviderKind::Ntpd => {
             let paths = facts.daemon(Daemon::Ntpd);
             let (own, notes) = files(ntpd::files(spec, facts, &paths)?);
+            (paths, own, notes)
+        }
+        ProviderKind::Timesyncd => {
+            let paths = facts.daemon(Daemon::Timesyncd);
+            let (own, notes) = files(timesyncd::files(spec, facts, &paths)?);
             (paths, own, notes)
         }
         ProviderKind::Embedded => {

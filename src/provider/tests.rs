@@ -676,3 +676,109 @@ metrics:
 ";
     assert_eq!(whole(file(&d, "/etc/timectl/engine.yaml")), expected);
 }
+
+#[test]
+fn timesyncd_drop_in_on_debian() {
+    let d = compile(
+        &spec(
+            "timesync:\n  provider: timesyncd\n  sources:\n    - server: ntp1.example.com\n      minpoll: 4\n    - pool: 2.debian.pool.ntp.org\n      maxpoll: 10\n  extraConfig: RootDistanceMaxSec=2\n",
+        ),
+        &debian12(),
+        &copy_of("/t"),
+    )
+    .unwrap();
+    let expected = "\
+# Managed by timectl. Desired state: site.yaml
+# Changes made here are overwritten by the next `timectl apply`; edit the
+# desired-state file instead.
+[Time]
+# Time sources, tried one at a time in this order. (FallbackNTP= is used
+# only while this list is empty, so it is left as the distribution ships it.)
+NTP=ntp1.example.com 2.debian.pool.ntp.org
+
+# Poll between 2^4 and 2^10 seconds.
+PollIntervalMinSec=16
+PollIntervalMaxSec=1024
+
+# Extra configuration from the desired state.
+RootDistanceMaxSec=2
+";
+    let drop_in = file(&d, "/etc/systemd/timesyncd.conf.d/timectl.conf");
+    assert_eq!(whole(drop_in), expected);
+    assert!(!drop_in.unit_file, "timesyncd's own config, not a unit");
+    assert_eq!(d.daemon.unit, "systemd-timesyncd.service");
+    assert!(
+        d.resources.iter().any(
+            |r| matches!(r, Resource::Package(p) if p.name == "systemd-timesyncd" && p.present)
+        )
+    );
+    // chrony, ntpsec, the engine and openntpd are stopped and disabled.
+    let conflicting: Vec<&str> = d
+        .resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Service(s) if s.role == ServiceRole::Conflicting => Some(s.unit.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        conflicting,
+        [
+            "timectl-engine.service",
+            "chrony.service",
+            "ntpsec.service",
+            "openntpd.service"
+        ]
+    );
+    let Some(Resource::Service(chosen)) = d.resources.last() else {
+        panic!("the chosen daemon comes last");
+    };
+    assert_eq!(
+        (chosen.unit.as_str(), chosen.masked, chosen.restart_on.len()),
+        ("systemd-timesyncd.service", Some(false), 1)
+    );
+    // No firewall opening: timesyncd serves nothing.
+    assert!(
+        d.resources
+            .iter()
+            .any(|r| matches!(r, Resource::Firewall(f) if !f.open))
+    );
+}
+
+#[test]
+fn timesyncd_without_poll_bounds_and_with_step_notes() {
+    let d = compile(
+        &spec("timesync:\n  provider: timesyncd\n  config: edit\n  step: { threshold: 2s }\n  sources:\n    - server: 192.0.2.1\n"),
+        &debian12(),
+        &copy_of("/t"),
+    )
+    .unwrap();
+    let text = whole(file(&d, "/etc/systemd/timesyncd.conf.d/timectl.conf"));
+    assert!(
+        text.contains("\nNTP=192.0.2.1\n") && !text.contains("PollInterval"),
+        "{text}"
+    );
+    assert!(d.notes.iter().any(|n| n.contains("0.4 s")), "{:?}", d.notes);
+    assert!(
+        d.notes.iter().any(|n| n.contains("config: edit")),
+        "{:?}",
+        d.notes
+    );
+}
+
+#[test]
+fn timesyncd_is_refused_on_rhel_at_the_provider() {
+    let err = compile(
+        &spec("timesync:\n  provider: timesyncd\n  sources:\n    - server: a.example\n"),
+        &rhel9(),
+        &copy_of("/t"),
+    )
+    .unwrap_err();
+    let d = &err.diagnostics()[0];
+    assert_eq!((d.line, d.column), (2, 13));
+    assert!(
+        d.message.contains("does not ship systemd-timesyncd") && d.message.contains("chrony"),
+        "{}",
+        d.message
+    );
+}

@@ -33,8 +33,9 @@ pub struct SpecFile {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TimeSync {
-    /// The time daemon: timectl's own engine (default), chrony, or ntpd
-    /// (ntpsec on Debian 11 and later and on Fedora, classic ntp elsewhere).
+    /// The time daemon: timectl's own engine (default), chrony, ntpd
+    /// (ntpsec on Debian 11 and later and on Fedora, classic ntp elsewhere),
+    /// or systemd-timesyncd (a client only, Debian family).
     #[serde(default)]
     #[schemars(with = "Option<ProviderKind>")]
     pub provider: Option<Spanned<ProviderKind>>,
@@ -130,6 +131,8 @@ pub enum ProviderKind {
     Chrony,
     /// ntpd (ntpsec or classic ntp, by distribution).
     Ntpd,
+    /// systemd-timesyncd: an SNTP client only (no serving, keys or NTS).
+    Timesyncd,
 }
 
 impl ProviderKind {
@@ -138,6 +141,7 @@ impl ProviderKind {
             ProviderKind::Embedded => "embedded",
             ProviderKind::Chrony => "chrony",
             ProviderKind::Ntpd => "ntpd",
+            ProviderKind::Timesyncd => "timesyncd",
         }
     }
 }
@@ -520,6 +524,8 @@ impl Spec {
             ProviderKind::Chrony => (-6, 24),
             ProviderKind::Ntpd => (3, 17),
             ProviderKind::Embedded => (-4, 17),
+            // PollIntervalMinSec is at least 16 s.
+            ProviderKind::Timesyncd => (4, 17),
         };
         for source in &ts.sources.value {
             self.check_source(source, provider, (poll_min, poll_max), &key_ids, &mut out);
@@ -605,6 +611,9 @@ impl Spec {
             }
         }
 
+        if provider == ProviderKind::Timesyncd {
+            self.check_timesyncd(provider_at, &mut out);
+        }
         if !ts.clock_control && provider == ProviderKind::Ntpd {
             out.push(self.diagnostic(
                 &provider_at,
@@ -620,6 +629,118 @@ impl Spec {
             }
         }
         out
+    }
+
+    /// What systemd-timesyncd cannot do: it is an SNTP client of one server
+    /// at a time, with one poll range, no authentication and no mode that
+    /// leaves the clock alone.
+    fn check_timesyncd(&self, provider_at: serde_saphyr::Location, out: &mut Vec<Diagnostic>) {
+        let ts = &self.timesync;
+        let mut refuse = |at: &serde_saphyr::Location, what: &str| {
+            out.push(self.diagnostic(at, format!("provider timesyncd {what}")));
+        };
+        if let Some(serve) = &ts.serve {
+            refuse(
+                &serve.allow.referenced,
+                "is a client only and cannot serve time (systemd-timesyncd answers no NTP requests): remove `serve`, or use provider chrony, ntpd or embedded",
+            );
+        }
+        if let Some(key) = ts.keys.first() {
+            refuse(
+                &key.id.referenced,
+                "has no symmetric keys: remove `keys`, or use provider chrony or ntpd",
+            );
+        }
+        if !ts.clock_control {
+            refuse(
+                &provider_at,
+                "has no mode that leaves the clock alone (clockControl: false): use chrony or the embedded engine",
+            );
+        }
+        if let Some(drift) = &ts.driftfile {
+            refuse(
+                &drift.referenced,
+                "keeps no drift file (it saves only the last time it knew): remove `driftfile`",
+            );
+        }
+        if let Some(min) = ts.min_sources.as_ref().filter(|m| m.value > 1) {
+            refuse(
+                &min.referenced,
+                "uses one server at a time, so no number of sources can agree: remove `minSources` or set it to 1",
+            );
+        }
+        for source in &ts.sources.value {
+            self.check_timesyncd_source(source, &mut refuse);
+        }
+        for (name, polls) in [
+            (
+                "minpoll",
+                ts.sources
+                    .value
+                    .iter()
+                    .filter_map(|s| s.minpoll.as_ref())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "maxpoll",
+                ts.sources
+                    .value
+                    .iter()
+                    .filter_map(|s| s.maxpoll.as_ref())
+                    .collect(),
+            ),
+        ] {
+            if let Some(other) = polls.iter().find(|p| p.value != polls[0].value) {
+                refuse(
+                    &other.referenced,
+                    &format!(
+                        "has one poll range for all its servers (PollIntervalMinSec/PollIntervalMaxSec): expected the same {name} on every source that sets it"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn check_timesyncd_source(
+        &self,
+        source: &Source,
+        refuse: &mut impl FnMut(&serde_saphyr::Location, &str),
+    ) {
+        let at = source
+            .server
+            .as_ref()
+            .or(source.pool.as_ref())
+            .map_or(self.timesync.sources.referenced, |h| h.referenced);
+        if let Some(nts) = source.nts.as_ref().filter(|n| n.value) {
+            refuse(
+                &nts.referenced,
+                "has no NTS: use provider chrony for NTS sources",
+            );
+        }
+        if let Some(key) = &source.key {
+            refuse(
+                &key.referenced,
+                "has no symmetric keys: remove `key`, or use provider chrony or ntpd",
+            );
+        }
+        if source.port.is_some() {
+            refuse(
+                &at,
+                "always asks port 123: remove `port`, or use provider chrony or embedded",
+            );
+        }
+        if source.prefer {
+            refuse(
+                &at,
+                "has no `prefer`: it tries its servers in the order listed, so put the preferred one first",
+            );
+        }
+        if let Some(max) = &source.max_sources {
+            refuse(
+                &max.referenced,
+                "uses one server at a time, also of a pool: remove `maxSources`",
+            );
+        }
     }
 
     fn check_source(

@@ -416,3 +416,78 @@ fn ntpd_key_secrets_cannot_hold_a_comment_sign() {
     // chrony reads '#' only at the start of a line as a comment.
     assert!(parse(&text.replace("PROVIDER", "chrony")).is_ok());
 }
+
+/// What systemd-timesyncd cannot do is refused at load, at the value, with
+/// the reason.
+#[test]
+fn timesyncd_refuses_what_it_cannot_do() {
+    let head = "timesync:\n  provider: timesyncd\n";
+    let one = "  sources:\n    - server: a.example\n";
+    for (body, at, reason) in [
+        (
+            format!("{head}{one}  serve: {{ allow: [10.0.0.0/8] }}\n"),
+            (5, 19),
+            "cannot serve time",
+        ),
+        (
+            format!("{head}  keys: [{{ id: 1, secret: abc }}]\n{one}"),
+            (3, 16),
+            "no symmetric keys",
+        ),
+        (
+            format!("{head}{one}      nts: true\n"),
+            (5, 12),
+            "has no NTS",
+        ),
+        (
+            format!("{head}{one}      port: 10123\n"),
+            (4, 15),
+            "port 123",
+        ),
+        (
+            format!("{head}{one}      prefer: true\n"),
+            (4, 15),
+            "put the preferred one first",
+        ),
+        (
+            format!("{head}  clockControl: false\n{one}"),
+            (2, 13),
+            "leaves the clock alone",
+        ),
+        (
+            format!("{head}  driftfile: /var/lib/x\n{one}"),
+            (3, 14),
+            "no drift file",
+        ),
+        (
+            format!("{head}  sources:\n    - pool: p.example\n      maxSources: 2\n"),
+            (5, 19),
+            "one server at a time",
+        ),
+        (
+            format!(
+                "{head}  minSources: 2\n  sources:\n    - server: a.example\n    - server: b.example\n"
+            ),
+            (3, 15),
+            "one server at a time",
+        ),
+        (
+            format!(
+                "{head}  sources:\n    - server: a.example\n      minpoll: 5\n    - server: b.example\n      minpoll: 6\n"
+            ),
+            (7, 16),
+            "the same minpoll",
+        ),
+        (
+            format!("{head}{one}      minpoll: 3\n"),
+            (5, 16),
+            "accepts 4 to 17",
+        ),
+    ] {
+        let (line, col, msg) = fails(&body);
+        assert_eq!((line, col), at, "{body}: {msg}");
+        assert!(msg.contains(reason), "{body}: {msg}");
+    }
+    let ok = parse(&format!("{head}  sources:\n    - server: a.example\n      minpoll: 5\n      maxpoll: 9\n    - pool: p.example\n      minpoll: 5\n  step: {{ now: true }}\n  extraConfig: RootDistanceMaxSec=2\n")).unwrap();
+    assert_eq!(ok.provider(), ProviderKind::Timesyncd);
+}
