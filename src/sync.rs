@@ -84,7 +84,9 @@ impl SyncStatus {
                 Some(o) => {
                     return Err(format!("offset {o:+.6} s is larger than maxOffset {max} s"));
                 }
-                None => return Err("the daemon reports no offset".into()),
+                None => {
+                    return Err(format!("the daemon reports no offset ({})", self.detail));
+                }
             }
             // An offset of 0 known only to within ±50 ms does not prove
             // the clock is within a 10 ms maxOffset.
