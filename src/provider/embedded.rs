@@ -41,9 +41,18 @@ pub(super) fn resources(
             crate::spec::EMBEDDED_EXTRA_CONFIG,
         )]));
     }
+    let engine_config = engine_config(spec, paths);
+    // The engine checks its file again when it starts; a file it would
+    // refuse is never written.
+    if let Err(why) = engine_config.validate() {
+        return Err(SpecError::Invalid(vec![spec.diagnostic(
+            &spec.timesync.sources.referenced,
+            format!("the embedded engine would refuse this configuration: {why}"),
+        )]));
+    }
     let config = Resource::File(config_file(
         paths.config.clone(),
-        FileContent::Whole(config_text(spec, &engine_config(spec, paths))),
+        FileContent::Whole(config_text(spec, &engine_config)),
         format!("{} configuration", paths.label),
     ));
     let unit = Resource::File(unit_file(spec, paths, engine));

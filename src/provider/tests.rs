@@ -782,3 +782,22 @@ fn timesyncd_is_refused_on_rhel_at_the_provider() {
         d.message
     );
 }
+
+/// A config the engine would refuse at start is an error at plan time,
+/// not a file written and a failed start: minpoll 12 alone is above the
+/// engine's default maxpoll 10.
+#[test]
+fn embedded_config_the_engine_would_refuse_is_never_written() {
+    let err = compile(
+        &spec("timesync:\n  sources:\n    - server: a.example\n      minpoll: 12\n"),
+        &debian12(),
+        &copy_of("/t"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("site.yaml:3:5: the embedded engine would refuse this configuration")
+            && err.contains("minpoll 12 is above maxpoll 10"),
+        "{err}"
+    );
+}
