@@ -180,14 +180,18 @@ impl Facts {
         })
     }
 
+    /// VERSION_ID as a number (Ubuntu's "22.04" is 22.04), 0 when absent.
+    fn version_number(&self) -> f64 {
+        self.version_id
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// Whether "ntpd" here means ntpsec (Debian 11+, Ubuntu 23.04+, Fedora)
     /// rather than classic ntp (RHEL/CentOS 7, older Debian and Ubuntu).
     pub fn ntpd_is_ntpsec(&self) -> bool {
-        let version: f64 = self
-            .version_id
-            .as_deref()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let version = self.version_number();
         match self.os_id.as_str() {
             "fedora" => true,
             "debian" => self.major.is_none_or(|m| m >= 11),
@@ -199,11 +203,7 @@ impl Facts {
     /// Whether systemd-timesyncd is a package of its own here (Debian 11+,
     /// Ubuntu 20.04+) rather than part of systemd.
     pub fn timesyncd_is_a_package(&self) -> bool {
-        let version: f64 = self
-            .version_id
-            .as_deref()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
+        let version = self.version_number();
         match (self.family, self.os_id.as_str()) {
             (Family::Rhel, _) => false,
             (Family::Debian, "ubuntu") => version >= 20.04,
