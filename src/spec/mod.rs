@@ -97,7 +97,8 @@ pub struct TimeSync {
     #[serde(default)]
     pub keys: Vec<Key>,
 
-    /// Lines appended verbatim to the daemon's config file (chrony, ntpd):
+    /// Lines appended verbatim to the daemon's config file (chrony, ntpd;
+    /// for timesyncd, `[Time]` settings at the end of timectl's drop-in):
     /// the one value timectl does not check directive by directive. It may
     /// hold several lines and tabs, but no other control characters.
     #[serde(default)]
