@@ -21,7 +21,7 @@ use crate::host::{Host, HostError, Mode};
 use crate::plan::{self, Plan, PlanError};
 use crate::resource::{Action, ApplyContext};
 use crate::spec::Spec;
-use crate::sync::{self, SyncStatus};
+use crate::sync::{self, SyncStatus, TimeProbe};
 
 pub use journal::{Journal, JournalStep, RunState, StepStatus};
 pub use lock::Lock;
@@ -394,7 +394,10 @@ pub fn apply(
     if !plan.blockers.is_empty() {
         return Err(ApplyError::Refused(format!(
             "the plan could not see everything it needs, so nothing was applied:\n  - {}",
-            plan.blockers.join("\n  - ")
+            (plan.blockers.iter())
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n  - ")
         )));
     }
     let mut notes = plan.notes.clone();
@@ -439,7 +442,7 @@ pub fn apply(
         .chmod(&state_dir.join("backups"), 0o700)
         .map_err(preparing)?;
     let firewall = host
-        .firewall_backend(spec.timesync.firewall)
+        .firewall_backend(crate::provider::firewall_mode(spec))
         .map_err(|e| ApplyError::Host {
             context: "choosing the firewall backend".into(),
             cause: e,
@@ -476,7 +479,7 @@ pub fn apply(
                 })
                 .collect(),
             backups: backup_dir.clone(),
-            firewall: spec.timesync.firewall,
+            firewall: crate::provider::firewall_mode(spec),
             error: None,
             rollback: None,
         },
@@ -812,7 +815,7 @@ fn finish_live(
         }
         return (None, None);
     }
-    let probe = match sync::probe_for(host, &plan.provider) {
+    let probe = match probe_for(host, plan) {
         Ok(p) => p,
         Err(e) => {
             let failure = plan
@@ -873,6 +876,24 @@ fn finish_live(
             );
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// What answers for the daemon's synchronisation: the host's own probe
+/// (the in-memory host), or the chosen daemon.
+fn probe_for<'a>(host: &'a Host, plan: &Plan) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
+    struct Borrowed<'a>(&'a dyn TimeProbe);
+    impl TimeProbe for Borrowed<'_> {
+        fn status(&self) -> Result<SyncStatus, HostError> {
+            self.0.status()
+        }
+        fn step_now(&self) -> Result<String, HostError> {
+            self.0.step_now()
+        }
+    }
+    match &host.time_probe {
+        Some(own) => Ok(Box::new(Borrowed(own.as_ref()))),
+        None => sync::probe_for(host, plan.provider),
     }
 }
 
