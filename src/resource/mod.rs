@@ -522,6 +522,12 @@ impl Action {
         )
     }
 
+    /// A unit or package operation: one that a pending systemd reload or
+    /// daemon restart must come before during a rollback.
+    pub fn reads_unit_files(&self) -> bool {
+        !self.changes_only_files() && !matches!(self, Action::OpenFirewall | Action::CloseFirewall)
+    }
+
     /// Makes systemd or a daemon read files again: as an undo it must wait
     /// until the files of older steps are restored.
     pub fn rereads_files(&self) -> bool {
