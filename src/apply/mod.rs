@@ -925,6 +925,18 @@ fn finish_live(
     let Some(verify) = &plan.verify else {
         return (None, step_now);
     };
+    (
+        Some(wait_for_sync(probe.as_ref(), verify, progress)),
+        step_now,
+    )
+}
+
+/// Ask the daemon until it meets `verify` or the deadline passes.
+fn wait_for_sync(
+    probe: &dyn TimeProbe,
+    verify: &crate::provider::VerifyPlan,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> VerifyResult {
     let deadline = Duration::from_secs_f64(verify.within_seconds);
     let started = Instant::now();
     loop {
@@ -938,26 +950,20 @@ fn finish_live(
         });
         let verdict = status.meets(verify);
         if verdict.is_ok() {
-            return (
-                Some(VerifyResult {
-                    status,
-                    failure: None,
-                }),
-                step_now,
-            );
+            return VerifyResult {
+                status,
+                failure: None,
+            };
         }
         if started.elapsed() >= deadline {
             let why = verdict.err().unwrap_or_default();
-            return (
-                Some(VerifyResult {
-                    status,
-                    failure: Some(format!(
-                        "not synchronised within {}s: {why}",
-                        verify.within_seconds
-                    )),
-                }),
-                step_now,
-            );
+            return VerifyResult {
+                status,
+                failure: Some(format!(
+                    "not synchronised within {}s: {why}",
+                    verify.within_seconds
+                )),
+            };
         }
         std::thread::sleep(Duration::from_millis(500));
     }

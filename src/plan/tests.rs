@@ -112,6 +112,9 @@ mod order {
             vec![ResourceId::Service("a.service".into())],
         );
         let err = sort(&[a, b]).unwrap_err();
-        assert!(err.contains("service:a.service, service:b.service"), "{err}");
+        assert!(
+            err.contains("service:a.service, service:b.service"),
+            "{err}"
+        );
     }
 }

@@ -176,71 +176,85 @@ impl FileResource {
 
     /// The changes that make the file as desired.
     fn changes(&self, host: &Host, current: Option<&FileState>) -> Vec<Change> {
-        let shown = self.path.display().to_string();
         let current_text = current.map(|s| String::from_utf8_lossy(&s.content).into_owned());
-        if let FileContent::Absent = self.content {
-            return current_text
-                .map(|old| Change {
-                    diff: Some(self.diff(&old, "")),
-                    ..self.change(
-                        ChangeKind::Remove,
-                        format!("remove {shown}"),
-                        format!("{} is not wanted", self.purpose),
-                        Action::RemoveFile {
-                            path: self.path.clone(),
-                        },
-                    )
-                })
-                .into_iter()
-                .collect();
-        }
         let (desired, how) = match (&self.content, &current_text) {
+            (FileContent::Absent, _) => return self.removal(current_text).into_iter().collect(),
             (FileContent::Whole(text), _) => (text.clone(), "managed"),
             (FileContent::Edit(edit), Some(old)) => (edit.apply(old), "edited"),
             (FileContent::Edit(edit), None) => (edit.if_missing.clone(), "managed"),
-            (FileContent::Absent, _) => (String::new(), "absent"),
         };
-        let write = Action::WriteFile(FileWrite {
-            path: self.path.clone(),
-            content: desired.clone(),
-            mode: self.mode,
-            owner: self.owner.clone(),
-            group: self.group.clone(),
-            sensitive: self.sensitive,
-            validate: self.validate.clone(),
-        });
-        let meta = format!("{:04o} {}:{}", self.mode, self.owner, self.group);
         let (Some(state), Some(old)) = (current, &current_text) else {
-            return vec![Change {
-                diff: Some(self.diff("", &desired)),
-                ..self.change(
-                    ChangeKind::Add,
-                    format!("create {shown} ({meta})"),
-                    format!("{} is missing", self.purpose),
-                    write,
-                )
-            }];
+            return vec![self.creation(&desired)];
         };
         if *old != desired || String::from_utf8(state.content.clone()).is_err() {
             return vec![Change {
                 diff: Some(self.diff(old, &desired)),
                 ..self.change(
                     ChangeKind::Change,
-                    format!("update {shown}"),
+                    format!("update {}", self.path.display()),
                     format!(
                         "{} differs from the desired state ({how} content)",
                         self.purpose
                     ),
-                    write,
+                    self.write(desired),
                 )
             }];
         }
-        if self.meta_matches(host, state.mode, state.uid, state.gid) {
-            return Vec::new();
+        self.meta_change(host, state).into_iter().collect()
+    }
+
+    fn write(&self, content: String) -> Action {
+        Action::WriteFile(FileWrite {
+            path: self.path.clone(),
+            content,
+            mode: self.mode,
+            owner: self.owner.clone(),
+            group: self.group.clone(),
+            sensitive: self.sensitive,
+            validate: self.validate.clone(),
+        })
+    }
+
+    fn meta(&self) -> String {
+        format!("{:04o} {}:{}", self.mode, self.owner, self.group)
+    }
+
+    /// Remove a file that is not wanted.
+    fn removal(&self, current_text: Option<String>) -> Option<Change> {
+        current_text.map(|old| Change {
+            diff: Some(self.diff(&old, "")),
+            ..self.change(
+                ChangeKind::Remove,
+                format!("remove {}", self.path.display()),
+                format!("{} is not wanted", self.purpose),
+                Action::RemoveFile {
+                    path: self.path.clone(),
+                },
+            )
+        })
+    }
+
+    /// Create a missing file.
+    fn creation(&self, desired: &str) -> Change {
+        Change {
+            diff: Some(self.diff("", desired)),
+            ..self.change(
+                ChangeKind::Add,
+                format!("create {} ({})", self.path.display(), self.meta()),
+                format!("{} is missing", self.purpose),
+                self.write(desired.to_string()),
+            )
         }
-        vec![self.change(
+    }
+
+    /// Set mode and owner of a file whose content is right.
+    fn meta_change(&self, host: &Host, state: &FileState) -> Option<Change> {
+        if self.meta_matches(host, state.mode, state.uid, state.gid) {
+            return None;
+        }
+        Some(self.change(
             ChangeKind::Change,
-            format!("set {shown} to {meta}"),
+            format!("set {} to {}", self.path.display(), self.meta()),
             format!(
                 "{} is {:04o} {}:{}",
                 self.purpose,
@@ -254,7 +268,7 @@ impl FileResource {
                 owner: self.owner.clone(),
                 group: self.group.clone(),
             },
-        )]
+        ))
     }
 
     fn meta_matches(&self, host: &Host, mode: u32, uid: u32, gid: u32) -> bool {
