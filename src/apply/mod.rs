@@ -734,7 +734,6 @@ pub fn rollback_target(
     host: &Host,
     run_id: Option<&str>,
 ) -> Result<(Journal, UndoList), ApplyError> {
-    let refused = |m: String| ApplyError::Refused(m);
     let host_err = |cause| ApplyError::Host {
         context: "reading the run journals".into(),
         cause,
@@ -746,59 +745,81 @@ pub fn rollback_target(
         None => runs
             .iter()
             .rev()
-            .find(|r| {
-                r.state != RunState::RolledBack && !r.rollback.as_ref().is_some_and(|b| b.complete)
-            })
+            .find(|r| r.state != RunState::RolledBack && !rolled_back_by_hand(r))
             .cloned()
             .ok_or_else(|| {
-                refused("no run under this root has anything left to roll back".into())
+                ApplyError::Refused("no run under this root has anything left to roll back".into())
             })?,
     };
+    refuse_unrollable(&journal).map_err(ApplyError::Refused)?;
+    refuse_if_built_on(&journal, &runs).map_err(ApplyError::Refused)?;
+    let undo = undo_list(&journal);
+    Ok((journal, undo))
+}
+
+/// A run `timectl rollback` undid completely.
+fn rolled_back_by_hand(run: &Journal) -> bool {
+    run.rollback.as_ref().is_some_and(|b| b.complete)
+}
+
+/// Runs that cannot be rolled back: recorded without undo actions, or
+/// already undone.
+fn refuse_unrollable(journal: &Journal) -> Result<(), String> {
     if journal.format_version < journal::JOURNAL_FORMAT {
-        return Err(refused(format!(
+        return Err(format!(
             "run {} was recorded by an older timectl (journal format {}) without the actions that undo it: it cannot be rolled back automatically; its backups are in {}",
             journal.run_id,
             journal.format_version,
             journal.backups.display()
-        )));
+        ));
     }
     if let Some(done) = &journal.rollback
         && done.complete
     {
-        return Err(refused(format!(
+        return Err(format!(
             "run {} was already rolled back ({})",
             journal.run_id,
             journal::format_time(done.at)
-        )));
+        ));
     }
     if journal.state == RunState::RolledBack && journal.rollback.is_none() {
-        return Err(refused(format!(
+        return Err(format!(
             "run {} was rolled back when it failed: nothing of it is left to undo",
             journal.run_id
-        )));
+        ));
     }
+    Ok(())
+}
+
+/// Runs are rolled back newest first: refuse a run that a later run still
+/// in place changed the host after.
+fn refuse_if_built_on(journal: &Journal, runs: &[Journal]) -> Result<(), String> {
     let position = runs.iter().position(|r| r.run_id == journal.run_id);
-    let later: Vec<&Journal> = runs
+    let later = runs
         .iter()
         .skip(position.map_or(runs.len(), |p| p + 1))
-        .filter(|r| {
+        .rfind(|r| {
             r.state != RunState::RolledBack
-                && !r.rollback.as_ref().is_some_and(|b| b.complete)
+                && !rolled_back_by_hand(r)
                 && r.steps.iter().any(|s| {
                     matches!(
                         s.status,
                         StepStatus::Done | StepStatus::Started | StepStatus::UndoFailed(_)
                     )
                 })
-        })
-        .collect();
-    if let Some(last) = later.last() {
-        return Err(refused(format!(
+        });
+    match later {
+        Some(last) => Err(format!(
             "run {} changed this host after run {}: roll that back first (`timectl rollback {}`), newest first",
             last.run_id, journal.run_id, last.run_id
-        )));
+        )),
+        None => Ok(()),
     }
-    let undo: Vec<(usize, Vec<Action>)> = journal
+}
+
+/// The undo actions of the run's steps that did something, oldest first.
+fn undo_list(journal: &Journal) -> UndoList {
+    journal
         .steps
         .iter()
         .enumerate()
@@ -810,8 +831,7 @@ pub fn rollback_target(
             StepStatus::Undone | StepStatus::NotRun => false,
         })
         .map(|(i, s)| (i, s.undo_actions.clone()))
-        .collect();
-    Ok((journal, undo))
+        .collect()
 }
 
 /// The whole of `timectl rollback`: take the lock, find the run, confirm,
