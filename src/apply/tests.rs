@@ -465,6 +465,126 @@ fn an_undo_that_fails_is_reported_and_the_rest_is_still_undone() {
     assert_eq!(state.units["ntpsec.service"].activity.to_string(), "active");
 }
 
+const ENGINE_SPEC: &str =
+    "timesync:\n  sources:\n    - server: 127.0.0.1\n  verify: { within: 1s }\n";
+const ENGINE_BINARY: &str = "/usr/local/libexec/timectl/timectl";
+const ENGINE_UNIT: &str = "/etc/systemd/system/timectl-engine.service";
+
+/// A Debian 12 host running chrony, switched to the embedded engine, which
+/// runs a copy of `/source-timectl` (standing for the running timectl).
+fn chrony_host_to_engine() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, text) in [
+        ("etc/os-release", "ID=debian\nVERSION_ID=12\n"),
+        (
+            "etc/chrony/chrony.conf",
+            "pool 2.debian.pool.ntp.org iburst\n",
+        ),
+        ("source-timectl", "timectl, first build\n"),
+    ] {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("var/lib")).unwrap();
+    let memory = MemoryHost::new()
+        .with_package("chrony", true, &["chrony.service"])
+        .with_unit("chrony.service", true, true)
+        .with_unit_file_unit("timectl-engine.service");
+    let mut host = memory.host(dir.path());
+    host.timectl_binary = dir.path().join("source-timectl");
+    let spec = Spec::parse(Path::new("site.yaml"), ENGINE_SPEC.to_string()).unwrap();
+    Fixture {
+        dir,
+        memory,
+        host,
+        spec,
+    }
+}
+
+#[test]
+fn an_engine_switch_reloads_systemd_before_enabling_the_unit_it_wrote() {
+    let f = chrony_host_to_engine();
+    let plan = plan::build(&f.spec, &f.host).unwrap();
+    let actions: Vec<String> = plan.changes.iter().map(|c| c.action.describe()).collect();
+    assert_eq!(
+        actions,
+        [
+            "stop chrony.service",
+            "disable chrony.service",
+            &format!("install {ENGINE_BINARY}"),
+            "write /etc/timectl/engine.yaml",
+            &format!("write {ENGINE_UNIT}"),
+            "reload systemd unit files",
+            "enable timectl-engine.service",
+            "start timectl-engine.service",
+        ]
+    );
+    converge(&f);
+    assert_eq!(
+        f.memory.log(),
+        [
+            "Stop chrony.service",
+            "Disable chrony.service",
+            "Reload",
+            "Enable timectl-engine.service",
+            "Start timectl-engine.service",
+        ]
+    );
+}
+
+#[test]
+fn a_new_engine_binary_restarts_the_engine() {
+    let f = chrony_host_to_engine();
+    converge(&f);
+    std::fs::write(
+        f.dir.path().join("source-timectl"),
+        "timectl, a newer build\n",
+    )
+    .unwrap();
+    let plan = plan::build(&f.spec, &f.host).unwrap();
+    assert_eq!(plan.changes.len(), 2, "{:?}", summaries(&plan));
+    assert!(
+        plan.changes[0]
+            .summary
+            .starts_with(&format!("update {ENGINE_BINARY}"))
+    );
+    assert_eq!(plan.changes[1].summary, "restart timectl-engine.service");
+    assert_eq!(
+        plan.changes[1].reason,
+        format!("binary:{ENGINE_BINARY} changed")
+    );
+    let before = f.memory.log().len();
+    assert_eq!(apply_plan(&f, &plan).outcome, Outcome::Converged);
+    assert_eq!(f.memory.log()[before..], ["Restart timectl-engine.service"]);
+}
+
+#[test]
+fn an_engine_switch_that_fails_to_start_leaves_no_unit_behind() {
+    let f = chrony_host_to_engine();
+    let files_before = tree(f.dir.path());
+    let state_before = f.memory.state();
+    f.memory
+        .fail(Op::Start, "timectl-engine.service", Times::Always);
+    let plan = plan::build(&f.spec, &f.host).unwrap();
+    let report = apply_plan(&f, &plan);
+    assert_eq!(report.outcome, Outcome::RolledBack, "{:?}", report.error);
+    // The unit file is removed before systemd reloads: the unit is gone.
+    assert_eq!(f.memory.state(), state_before);
+    assert_eq!(tree(f.dir.path()), files_before);
+    assert_eq!(
+        f.memory.log()[3..],
+        [
+            "Enable timectl-engine.service",
+            "Stop timectl-engine.service",
+            "Disable timectl-engine.service",
+            "Reload",
+            "Enable chrony.service",
+            "Start chrony.service",
+        ]
+    );
+}
+
 #[test]
 fn civil_dates() {
     assert_eq!(civil_from_days(0), (1970, 1, 1));

@@ -77,12 +77,37 @@ struct Inner {
     state: MemoryState,
     /// The units each package installs (when it is installed).
     provides: BTreeMap<String, Vec<String>>,
+    /// Units defined by a unit file under the root's /etc/systemd/system:
+    /// known to systemd after a reload while the file exists.
+    unit_files: Vec<String>,
+    /// The root's files, for those unit files.
+    files: Option<Files>,
     faults: Vec<Fault>,
     /// Every operation that changed something, in order ("start x.service").
     log: Vec<String>,
 }
 
 impl Inner {
+    /// systemd's daemon-reload: units with a unit file appear, units whose
+    /// file is gone disappear.
+    fn load_unit_files(&mut self) -> Result<(), HostError> {
+        let Some(files) = &self.files else {
+            return Ok(());
+        };
+        for unit in &self.unit_files {
+            let path = PathBuf::from("/etc/systemd/system").join(unit);
+            if files.read(&path)?.is_some() {
+                self.state.units.entry(unit.clone()).or_insert(MemoryUnit {
+                    enablement: Enablement::Disabled,
+                    activity: Activity::Inactive,
+                });
+            } else {
+                self.state.units.remove(unit);
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a fault is injected for (`op`, `target`); a `Once` fault is
     /// used up.
     fn fault_fires(&mut self, op: Op, target: &str) -> bool {
@@ -148,6 +173,13 @@ impl MemoryHost {
         self
     }
 
+    /// A unit whose unit file timectl writes (/etc/systemd/system/UNIT):
+    /// it exists once systemd reloaded with the file there.
+    pub fn with_unit_file_unit(self, unit: &str) -> MemoryHost {
+        self.lock().unit_files.push(unit.to_string());
+        self
+    }
+
     pub fn with_firewall_open(self, open: bool) -> MemoryHost {
         self.lock().state.firewall_open = open;
         self
@@ -174,6 +206,7 @@ impl MemoryHost {
     /// A live [`Host`] on these backends with its files under `root`
     /// (a temporary directory): files are real, the rest is this.
     pub fn host(&self, root: &Path) -> Host {
+        self.lock().files = Some(Files::new(root));
         let firewall = self.clone();
         Host {
             root: root.to_path_buf(),
@@ -271,7 +304,7 @@ impl ServiceManager for MemoryHost {
         self.unit_op(Op::Unmask, unit, |u| u.enablement = Enablement::Disabled)
     }
     fn reload(&self) -> Result<(), HostError> {
-        self.operate(Op::Reload, "", |_| Ok(()))
+        self.operate(Op::Reload, "", Inner::load_unit_files)
     }
 }
 
