@@ -45,7 +45,7 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
         plan.root.display(),
         plan.daemon,
         plan.unit,
-        plan.provider
+        plan.provider.name()
     ));
     if let Some(engine) = &plan.engine_binary {
         out.push_str(&format!("Engine executable: {}\n", engine.describe()));
@@ -113,7 +113,7 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
 /// (already redacted for secrets).
 #[derive(Serialize)]
 struct JsonChange<'a> {
-    resource: &'a str,
+    resource: &'a crate::resource::ResourceId,
     kind: ChangeKind,
     op: &'static str,
     summary: &'a str,
@@ -164,7 +164,7 @@ struct JsonPlan<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     engine_binary: Option<&'a crate::resource::binary::EngineBinary>,
     notes: &'a [String],
-    blockers: &'a [String],
+    blockers: &'a [crate::plan::Blocker],
     fingerprint: &'a str,
 }
 
@@ -194,7 +194,7 @@ pub fn plan_json(plan: &Plan) -> serde_json::Value {
             mode: plan.mode,
             root: &plan.root,
         },
-        provider: &plan.provider,
+        provider: plan.provider.name(),
         daemon: &plan.daemon,
         unit: &plan.unit,
         spec: JsonSpec {

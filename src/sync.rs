@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::facts::{Daemon, Facts};
 use crate::host::{Host, HostError, command};
 use crate::provider::VerifyPlan;
+use crate::spec::ProviderKind;
 
 /// What a daemon reports about synchronisation.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -115,31 +116,31 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_WAIT: Duration = Duration::from_secs(30);
 
 /// The probe for a provider on a live host.
-pub fn probe_for<'a>(host: &'a Host, provider: &str) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
+pub fn probe_for<'a>(
+    host: &'a Host,
+    provider: ProviderKind,
+) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
     match provider {
-        "chrony" => Ok(Box::new(Chrony)),
-        "embedded" => Ok(Box::new(Engine {
+        ProviderKind::Chrony => Ok(Box::new(Chrony)),
+        ProviderKind::Embedded => Ok(Box::new(Engine {
             socket: host
                 .root
                 .join(crate::provider::CONTROL_SOCKET.trim_start_matches('/')),
         })),
-        "ntpd" => {
+        ProviderKind::Ntpd => {
             let facts = Facts::detect(&host.root).map_err(|e| HostError::msg(e.to_string()))?;
             Ok(Box::new(Ntpd {
                 host,
                 unit: facts.daemon(Daemon::Ntpd).unit,
             }))
         }
-        "timesyncd" => Ok(Box::new(Timesyncd {
+        ProviderKind::Timesyncd => Ok(Box::new(Timesyncd {
             host,
             unit: Facts::detect(&host.root)
                 .map_err(|e| HostError::msg(e.to_string()))?
                 .daemon(Daemon::Timesyncd)
                 .unit,
         })),
-        other => Err(HostError::Unavailable(format!(
-            "asking {other} for its synchronisation state is not supported yet"
-        ))),
     }
 }
 

@@ -694,7 +694,8 @@ fn engine_probe_reads_the_control_socket() {
     let _engine = daemon(&["--source", &address], &socket);
 
     let host = timectl::host::Host::offline(root.path());
-    let probe = timectl::sync::probe_for(&host, "embedded").expect("probe");
+    let probe =
+        timectl::sync::probe_for(&host, timectl::spec::ProviderKind::Embedded).expect("probe");
     // Asked at once, as apply does right after starting the engine: the
     // probe waits for the engine's first estimate, so the refusal is about
     // clock control (and by how much), not "no offset estimate yet".

@@ -91,6 +91,20 @@ pub struct JournalStep {
     pub paths: Vec<PathBuf>,
 }
 
+impl JournalStep {
+    /// A step of the plan, before the run reaches it.
+    pub fn not_run(change: &crate::resource::Change) -> JournalStep {
+        JournalStep {
+            summary: change.summary.clone(),
+            status: StepStatus::NotRun,
+            seconds: 0.0,
+            undo: Vec::new(),
+            undo_actions: Vec::new(),
+            paths: change.action.paths(),
+        }
+    }
+}
+
 /// What `timectl rollback` did to a run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RollbackRecord {

@@ -21,7 +21,7 @@ use crate::host::{Host, HostError, Mode};
 use crate::plan::{self, Plan, PlanError};
 use crate::resource::{Action, ApplyContext};
 use crate::spec::Spec;
-use crate::sync::{self, SyncStatus};
+use crate::sync::{self, SyncStatus, TimeProbe};
 
 pub use journal::{Journal, JournalStep, RunState, StepStatus};
 pub use lock::Lock;
@@ -178,6 +178,160 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// The run's journal, every step not run yet, written before anything
+    /// changes.
+    fn start<'a>(
+        plan: &Plan,
+        spec: &Spec,
+        host: &'a Host,
+        run_id: &str,
+        backup_dir: &Path,
+    ) -> Result<Run<'a>, ApplyError> {
+        let mut run = Run {
+            host,
+            journal: Journal {
+                format_version: journal::JOURNAL_FORMAT,
+                run_id: run_id.to_string(),
+                timectl_version: env!("CARGO_PKG_VERSION").to_string(),
+                root: host.root.clone(),
+                mode: host.mode,
+                spec_path: plan.spec_path.clone(),
+                plan_fingerprint: plan.fingerprint.clone(),
+                started_at: journal::now(),
+                started_ns: journal::now_ns(),
+                pid: std::process::id(),
+                state: RunState::Running,
+                steps: plan.changes.iter().map(JournalStep::not_run).collect(),
+                backups: backup_dir.to_path_buf(),
+                firewall: crate::provider::firewall_mode(spec),
+                error: None,
+                rollback: None,
+            },
+            undo: Vec::new(),
+        };
+        run.write_journal(RunState::Running)
+            .map_err(|cause| ApplyError::Host {
+                context: "preparing the run".into(),
+                cause,
+            })?;
+        Ok(run)
+    }
+
+    /// Run the plan's steps in order until one fails; returns why it did.
+    fn steps_of(
+        &mut self,
+        plan: &Plan,
+        ctx: &ApplyContext<'_>,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> Option<String> {
+        let total = plan.changes.len();
+        for (index, change) in plan.changes.iter().enumerate() {
+            progress(Progress::Step {
+                index: index + 1,
+                total,
+                summary: &change.summary,
+            });
+            if let Err(e) = self.step(index, &change.action, ctx) {
+                let message = format!("{}: {e}", change.summary);
+                progress(Progress::StepFailed { error: &message });
+                return Some(message);
+            }
+            progress(Progress::StepDone {
+                seconds: self.journal.steps[index].seconds,
+            });
+        }
+        None
+    }
+
+    /// One step: backups and undo first, then "started" on disk, then the
+    /// change; recorded as done, or failed with what undoes it.
+    fn step(
+        &mut self,
+        index: usize,
+        action: &Action,
+        ctx: &ApplyContext<'_>,
+    ) -> Result<(), HostError> {
+        let if_it_fails = action.undo_if_it_fails(ctx);
+        let t = Instant::now();
+        let mut prepared = None;
+        let result = action.prepare(ctx).and_then(|undo| {
+            prepared = Some(undo.clone());
+            self.record_started(index, undo)?;
+            crash_point(&format!("started:{}", index + 1));
+            CURRENT_STEP.store(index + 1, Ordering::Relaxed);
+            let done = action.perform(ctx);
+            CURRENT_STEP.store(0, Ordering::Relaxed);
+            done
+        });
+        self.journal.steps[index].seconds = t.elapsed().as_secs_f64();
+        let Err(e) = result else {
+            self.journal.steps[index].status = StepStatus::Done;
+            let undo = prepared.unwrap_or_default();
+            self.undo.push((index, undo));
+            let _ = self.write_journal(RunState::Running);
+            crash_point(&format!("done:{}", index + 1));
+            return Ok(());
+        };
+        // A file step's prepared undo is right whether or not the change
+        // happened (a write that failed may have created directories);
+        // other steps undo only what a failure leaves.
+        let undo = match prepared {
+            Some(undo) if action.changes_only_files() => undo,
+            _ => if_it_fails,
+        };
+        let step = &mut self.journal.steps[index];
+        step.status = StepStatus::Failed(e.to_string());
+        step.undo = undo.iter().map(Action::describe).collect();
+        step.undo_actions = undo.clone();
+        if !undo.is_empty() {
+            self.undo.push((index, undo));
+        }
+        let _ = self.write_journal(RunState::Running);
+        Err(e)
+    }
+
+    /// The step and its undo on disk before it starts.
+    fn record_started(&mut self, index: usize, undo: Vec<Action>) -> Result<(), HostError> {
+        let step = &mut self.journal.steps[index];
+        step.status = StepStatus::Started;
+        step.undo = undo.iter().map(Action::describe).collect();
+        step.undo_actions = undo;
+        self.write_journal(RunState::Running).map_err(|e| {
+            HostError::msg(format!("not started: cannot record it in the journal: {e}"))
+        })
+    }
+
+    /// Roll back unless it converged (or the changes are kept), and record
+    /// the outcome.
+    fn finish(
+        &mut self,
+        failure: &Option<String>,
+        keep_changes: bool,
+        ctx: &ApplyContext<'_>,
+        progress: &mut dyn FnMut(Progress<'_>),
+    ) -> (Outcome, Vec<String>) {
+        let (outcome, not_restored) = match failure {
+            None => (Outcome::Converged, Vec::new()),
+            Some(_) if keep_changes => (Outcome::VerifyFailed, Vec::new()),
+            Some(_) => {
+                let not_restored = self.roll_back(ctx, progress);
+                if not_restored.is_empty() {
+                    (Outcome::RolledBack, not_restored)
+                } else {
+                    (Outcome::RollbackIncomplete, not_restored)
+                }
+            }
+        };
+        self.journal.error = failure.clone();
+        let _ = self.write_journal(match outcome {
+            Outcome::Converged | Outcome::NoChanges => RunState::Succeeded,
+            Outcome::RolledBack => RunState::RolledBack,
+            Outcome::RollbackIncomplete => RunState::RollbackIncomplete,
+            Outcome::VerifyFailed => RunState::VerifyFailed,
+        });
+        (outcome, not_restored)
+    }
+
     /// Write the journal in `state`. Before a step this must succeed (a step
     /// not on record is not started); during a rollback a failure to write
     /// it must not stop the rollback.
@@ -208,8 +362,10 @@ impl Run<'_> {
 
 /// Undo steps of a run, newest first, saving the journal after each. A
 /// systemd reload or a daemon restart in the undo list waits until the file
-/// restores of the older steps are done (it runs before the next unit,
-/// package or firewall operation, or at the end): in plain reverse order it
+/// restores of the older steps are done (it runs before the next unit or
+/// package operation, or at the end; a firewall operation does not wait
+/// for it, so a firewall step between the files and the reload cannot make
+/// it run early): in plain reverse order it
 /// would run first and make systemd or the daemon read the files this run
 /// wrote, not the ones put back. Returns what could not be undone.
 fn undo_steps(
@@ -233,7 +389,7 @@ fn undo_steps(
                 waiting.push((index, action));
                 continue;
             }
-            if !action.changes_only_files() {
+            if action.reads_unit_files() {
                 undo_waiting(journal, &mut waiting, ctx, progress, &mut not_restored);
             }
             undo_one(journal, index, &action, ctx, progress, &mut not_restored);
@@ -391,55 +547,15 @@ pub fn apply(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Report, ApplyError> {
     let started = Instant::now();
-    if !plan.blockers.is_empty() {
-        return Err(ApplyError::Refused(format!(
-            "the plan could not see everything it needs, so nothing was applied:\n  - {}",
-            plan.blockers.join("\n  - ")
-        )));
-    }
+    refuse_blocked(plan)?;
     let mut notes = plan.notes.clone();
     let run_id = new_run_id();
     if plan.changes.is_empty() {
-        let (verify, step_now) = finish_live(plan, host, false, progress, &mut notes);
-        let failed = verify.as_ref().and_then(|v| v.failure.clone());
-        return Ok(Report {
-            format_version: plan::FORMAT_VERSION,
-            run_id,
-            root: host.root.clone(),
-            mode: host.mode,
-            outcome: if failed.is_some() {
-                Outcome::VerifyFailed
-            } else {
-                Outcome::NoChanges
-            },
-            steps: Vec::new(),
-            error: failed,
-            not_restored: Vec::new(),
-            verify: verify.map(|v| v.status),
-            step_now,
-            notes,
-            journal: None,
-            backups: None,
-            seconds: started.elapsed().as_secs_f64(),
-        });
+        return Ok(unchanged(plan, host, run_id, notes, started, progress));
     }
-
-    // Paths under the host's root, reached through host.files (inside the
-    // root when it is an offline one).
-    let state_dir = Path::new(crate::host::STATE_DIR);
-    let backup_dir = state_dir.join("backups").join(&run_id);
-    let preparing = |cause| ApplyError::Host {
-        context: "preparing the run".into(),
-        cause,
-    };
-    for dir in [&journal::runs_dir(), &backup_dir] {
-        host.files.create_dir_all(dir).map_err(preparing)?;
-    }
-    host.files
-        .chmod(&state_dir.join("backups"), 0o700)
-        .map_err(preparing)?;
+    let backup_dir = prepare_run_dirs(host, &run_id)?;
     let firewall = host
-        .firewall_backend(spec.timesync.firewall)
+        .firewall_backend(crate::provider::firewall_mode(spec))
         .map_err(|e| ApplyError::Host {
             context: "choosing the firewall backend".into(),
             cause: e,
@@ -449,155 +565,16 @@ pub fn apply(
         backup_dir: backup_dir.clone(),
         firewall: firewall.as_deref(),
     };
-    let mut run = Run {
-        host,
-        journal: Journal {
-            format_version: journal::JOURNAL_FORMAT,
-            run_id: run_id.clone(),
-            timectl_version: env!("CARGO_PKG_VERSION").to_string(),
-            root: host.root.clone(),
-            mode: host.mode,
-            spec_path: plan.spec_path.clone(),
-            plan_fingerprint: plan.fingerprint.clone(),
-            started_at: journal::now(),
-            started_ns: journal::now_ns(),
-            pid: std::process::id(),
-            state: RunState::Running,
-            steps: plan
-                .changes
-                .iter()
-                .map(|c| JournalStep {
-                    summary: c.summary.clone(),
-                    status: StepStatus::NotRun,
-                    seconds: 0.0,
-                    undo: Vec::new(),
-                    undo_actions: Vec::new(),
-                    paths: c.action.paths(),
-                })
-                .collect(),
-            backups: backup_dir.clone(),
-            firewall: spec.timesync.firewall,
-            error: None,
-            rollback: None,
-        },
-        undo: Vec::new(),
-    };
-    run.write_journal(RunState::Running).map_err(preparing)?;
-
-    let total = plan.changes.len();
-    let mut failure: Option<String> = None;
-    for (index, change) in plan.changes.iter().enumerate() {
-        progress(Progress::Step {
-            index: index + 1,
-            total,
-            summary: &change.summary,
-        });
-        let if_it_fails = change.action.undo_if_it_fails(&ctx);
-        let t = Instant::now();
-        // Backups and undo first, then "started" on disk, then the change.
-        let result = change.action.prepare(&ctx).and_then(|undo| {
-            let step = &mut run.journal.steps[index];
-            step.status = StepStatus::Started;
-            step.undo = undo.iter().map(Action::describe).collect();
-            step.undo_actions = undo.clone();
-            run.write_journal(RunState::Running).map_err(|e| {
-                HostError::msg(format!("not started: cannot record it in the journal: {e}"))
-            })?;
-            crash_point(&format!("started:{}", index + 1));
-            CURRENT_STEP.store(index + 1, Ordering::Relaxed);
-            let done = change.action.perform(&ctx);
-            CURRENT_STEP.store(0, Ordering::Relaxed);
-            done.map(|()| undo)
-        });
-        run.journal.steps[index].seconds = t.elapsed().as_secs_f64();
-        match result {
-            Ok(undo) => {
-                progress(Progress::StepDone {
-                    seconds: run.journal.steps[index].seconds,
-                });
-                run.journal.steps[index].status = StepStatus::Done;
-                run.undo.push((index, undo));
-                let _ = run.write_journal(RunState::Running);
-                crash_point(&format!("done:{}", index + 1));
-            }
-            Err(e) => {
-                let message = format!("{}: {e}", change.summary);
-                progress(Progress::StepFailed { error: &message });
-                let step = &mut run.journal.steps[index];
-                step.status = StepStatus::Failed(e.to_string());
-                step.undo = if_it_fails.iter().map(Action::describe).collect();
-                step.undo_actions = if_it_fails.clone();
-                if !if_it_fails.is_empty() {
-                    run.undo.push((index, if_it_fails));
-                }
-                let _ = run.write_journal(RunState::Running);
-                failure = Some(message);
-                break;
-            }
-        }
-    }
-
-    // Converged? Plan again: nothing may be left to do.
+    let mut run = Run::start(plan, spec, host, &run_id, &backup_dir)?;
+    let mut failure = run.steps_of(plan, &ctx, progress);
     if failure.is_none() {
-        progress(Progress::Checking);
-        match plan::build(spec, host) {
-            Ok(again) if again.changes.is_empty() => {}
-            Ok(again) => {
-                failure = Some(format!(
-                    "the host did not converge: {} change(s) still planned after apply: {}",
-                    again.changes.len(),
-                    again
-                        .changes
-                        .iter()
-                        .map(|c| c.summary.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                ));
-            }
-            Err(e) => failure = Some(format!("planning again after apply failed: {e}")),
-        }
+        failure = check_converged(spec, host, progress);
     }
-
-    let mut verify = None;
-    let mut step_now = None;
-    // verify.rollback: false keeps the changes when only verification fails.
-    let mut keep_changes = false;
+    let (mut verify, mut step_now, mut keep_changes) = (None, None, false);
     if failure.is_none() {
-        let (v, s) = finish_live(plan, host, true, progress, &mut notes);
-        step_now = s;
-        if let Some(v) = v {
-            if let Some(why) = &v.failure {
-                failure = Some(why.clone());
-                keep_changes = plan.verify.as_ref().is_some_and(|p| !p.rollback);
-                if keep_changes {
-                    notes.push(
-                        "verify.rollback is false: the changes are kept although verification failed".into(),
-                    );
-                }
-            }
-            verify = Some(v.status);
-        }
+        (verify, step_now, failure, keep_changes) = verify_run(plan, host, progress, &mut notes);
     }
-
-    let (outcome, not_restored) = match &failure {
-        None => (Outcome::Converged, Vec::new()),
-        Some(_) if keep_changes => (Outcome::VerifyFailed, Vec::new()),
-        Some(_) => {
-            let not_restored = run.roll_back(&ctx, progress);
-            if not_restored.is_empty() {
-                (Outcome::RolledBack, not_restored)
-            } else {
-                (Outcome::RollbackIncomplete, not_restored)
-            }
-        }
-    };
-    run.journal.error = failure.clone();
-    let _ = run.write_journal(match outcome {
-        Outcome::Converged | Outcome::NoChanges => RunState::Succeeded,
-        Outcome::RolledBack => RunState::RolledBack,
-        Outcome::RollbackIncomplete => RunState::RollbackIncomplete,
-        Outcome::VerifyFailed => RunState::VerifyFailed,
-    });
+    let (outcome, not_restored) = run.finish(&failure, keep_changes, &ctx, progress);
     Ok(Report {
         format_version: plan::FORMAT_VERSION,
         run_id: run_id.clone(),
@@ -614,6 +591,116 @@ pub fn apply(
         backups: host.files.resolve(&backup_dir).ok(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A plan that could not see everything is never applied.
+fn refuse_blocked(plan: &Plan) -> Result<(), ApplyError> {
+    if plan.blockers.is_empty() {
+        return Ok(());
+    }
+    Err(ApplyError::Refused(format!(
+        "the plan could not see everything it needs, so nothing was applied:\n  - {}",
+        (plan.blockers.iter())
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n  - ")
+    )))
+}
+
+/// The report of a plan with nothing to change: only verification runs.
+fn unchanged(
+    plan: &Plan,
+    host: &Host,
+    run_id: String,
+    mut notes: Vec<String>,
+    started: Instant,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Report {
+    let (verify, step_now) = finish_live(plan, host, false, progress, &mut notes);
+    let failed = verify.as_ref().and_then(|v| v.failure.clone());
+    Report {
+        format_version: plan::FORMAT_VERSION,
+        run_id,
+        root: host.root.clone(),
+        mode: host.mode,
+        outcome: if failed.is_some() {
+            Outcome::VerifyFailed
+        } else {
+            Outcome::NoChanges
+        },
+        steps: Vec::new(),
+        error: failed,
+        not_restored: Vec::new(),
+        verify: verify.map(|v| v.status),
+        step_now,
+        notes,
+        journal: None,
+        backups: None,
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Create the journal and backup directories (paths under the host's
+/// root, reached through host.files); returns the run's backup directory.
+fn prepare_run_dirs(host: &Host, run_id: &str) -> Result<PathBuf, ApplyError> {
+    let state_dir = Path::new(crate::host::STATE_DIR);
+    let backup_dir = state_dir.join("backups").join(run_id);
+    let preparing = |cause| ApplyError::Host {
+        context: "preparing the run".into(),
+        cause,
+    };
+    for dir in [&journal::runs_dir(), &backup_dir] {
+        host.files.create_dir_all(dir).map_err(preparing)?;
+    }
+    host.files
+        .chmod(&state_dir.join("backups"), 0o700)
+        .map_err(preparing)?;
+    Ok(backup_dir)
+}
+
+/// Converged? Plan again: nothing may be left to do. Returns why not.
+fn check_converged(
+    spec: &Spec,
+    host: &Host,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Option<String> {
+    progress(Progress::Checking);
+    match plan::build(spec, host) {
+        Ok(again) if again.changes.is_empty() => None,
+        Ok(again) => Some(format!(
+            "the host did not converge: {} change(s) still planned after apply: {}",
+            again.changes.len(),
+            again
+                .changes
+                .iter()
+                .map(|c| c.summary.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+        Err(e) => Some(format!("planning again after apply failed: {e}")),
+    }
+}
+
+/// Step and verify after the changes: the verification, the step, why it
+/// failed, and whether the changes stay anyway (`verify.rollback: false`).
+fn verify_run(
+    plan: &Plan,
+    host: &Host,
+    progress: &mut dyn FnMut(Progress<'_>),
+    notes: &mut Vec<String>,
+) -> (Option<SyncStatus>, Option<String>, Option<String>, bool) {
+    let (verify, step_now) = finish_live(plan, host, true, progress, notes);
+    let Some(verify) = verify else {
+        return (None, step_now, None, false);
+    };
+    let keep_changes =
+        verify.failure.is_some() && plan.verify.as_ref().is_some_and(|p| !p.rollback);
+    if keep_changes {
+        notes.push(
+            "verify.rollback is false: the changes are kept although verification failed".into(),
+        );
+    }
+    (Some(verify.status), step_now, verify.failure, keep_changes)
 }
 
 /// A step's index and the actions that undo it.
@@ -647,7 +734,6 @@ pub fn rollback_target(
     host: &Host,
     run_id: Option<&str>,
 ) -> Result<(Journal, UndoList), ApplyError> {
-    let refused = |m: String| ApplyError::Refused(m);
     let host_err = |cause| ApplyError::Host {
         context: "reading the run journals".into(),
         cause,
@@ -659,59 +745,81 @@ pub fn rollback_target(
         None => runs
             .iter()
             .rev()
-            .find(|r| {
-                r.state != RunState::RolledBack && !r.rollback.as_ref().is_some_and(|b| b.complete)
-            })
+            .find(|r| r.state != RunState::RolledBack && !rolled_back_by_hand(r))
             .cloned()
             .ok_or_else(|| {
-                refused("no run under this root has anything left to roll back".into())
+                ApplyError::Refused("no run under this root has anything left to roll back".into())
             })?,
     };
+    refuse_unrollable(&journal).map_err(ApplyError::Refused)?;
+    refuse_if_built_on(&journal, &runs).map_err(ApplyError::Refused)?;
+    let undo = undo_list(&journal);
+    Ok((journal, undo))
+}
+
+/// A run `timectl rollback` undid completely.
+fn rolled_back_by_hand(run: &Journal) -> bool {
+    run.rollback.as_ref().is_some_and(|b| b.complete)
+}
+
+/// Runs that cannot be rolled back: recorded without undo actions, or
+/// already undone.
+fn refuse_unrollable(journal: &Journal) -> Result<(), String> {
     if journal.format_version < journal::JOURNAL_FORMAT {
-        return Err(refused(format!(
+        return Err(format!(
             "run {} was recorded by an older timectl (journal format {}) without the actions that undo it: it cannot be rolled back automatically; its backups are in {}",
             journal.run_id,
             journal.format_version,
             journal.backups.display()
-        )));
+        ));
     }
     if let Some(done) = &journal.rollback
         && done.complete
     {
-        return Err(refused(format!(
+        return Err(format!(
             "run {} was already rolled back ({})",
             journal.run_id,
             journal::format_time(done.at)
-        )));
+        ));
     }
     if journal.state == RunState::RolledBack && journal.rollback.is_none() {
-        return Err(refused(format!(
+        return Err(format!(
             "run {} was rolled back when it failed: nothing of it is left to undo",
             journal.run_id
-        )));
+        ));
     }
+    Ok(())
+}
+
+/// Runs are rolled back newest first: refuse a run that a later run still
+/// in place changed the host after.
+fn refuse_if_built_on(journal: &Journal, runs: &[Journal]) -> Result<(), String> {
     let position = runs.iter().position(|r| r.run_id == journal.run_id);
-    let later: Vec<&Journal> = runs
+    let later = runs
         .iter()
         .skip(position.map_or(runs.len(), |p| p + 1))
-        .filter(|r| {
+        .rfind(|r| {
             r.state != RunState::RolledBack
-                && !r.rollback.as_ref().is_some_and(|b| b.complete)
+                && !rolled_back_by_hand(r)
                 && r.steps.iter().any(|s| {
                     matches!(
                         s.status,
                         StepStatus::Done | StepStatus::Started | StepStatus::UndoFailed(_)
                     )
                 })
-        })
-        .collect();
-    if let Some(last) = later.last() {
-        return Err(refused(format!(
+        });
+    match later {
+        Some(last) => Err(format!(
             "run {} changed this host after run {}: roll that back first (`timectl rollback {}`), newest first",
             last.run_id, journal.run_id, last.run_id
-        )));
+        )),
+        None => Ok(()),
     }
-    let undo: Vec<(usize, Vec<Action>)> = journal
+}
+
+/// The undo actions of the run's steps that did something, oldest first.
+fn undo_list(journal: &Journal) -> UndoList {
+    journal
         .steps
         .iter()
         .enumerate()
@@ -723,8 +831,7 @@ pub fn rollback_target(
             StepStatus::Undone | StepStatus::NotRun => false,
         })
         .map(|(i, s)| (i, s.undo_actions.clone()))
-        .collect();
-    Ok((journal, undo))
+        .collect()
 }
 
 /// The whole of `timectl rollback`: take the lock, find the run, confirm,
@@ -812,7 +919,7 @@ fn finish_live(
         }
         return (None, None);
     }
-    let probe = match sync::probe_for(host, &plan.provider) {
+    let probe = match probe_for(host, plan) {
         Ok(p) => p,
         Err(e) => {
             let failure = plan
@@ -838,6 +945,18 @@ fn finish_live(
     let Some(verify) = &plan.verify else {
         return (None, step_now);
     };
+    (
+        Some(wait_for_sync(probe.as_ref(), verify, progress)),
+        step_now,
+    )
+}
+
+/// Ask the daemon until it meets `verify` or the deadline passes.
+fn wait_for_sync(
+    probe: &dyn TimeProbe,
+    verify: &crate::provider::VerifyPlan,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> VerifyResult {
     let deadline = Duration::from_secs_f64(verify.within_seconds);
     let started = Instant::now();
     loop {
@@ -851,28 +970,40 @@ fn finish_live(
         });
         let verdict = status.meets(verify);
         if verdict.is_ok() {
-            return (
-                Some(VerifyResult {
-                    status,
-                    failure: None,
-                }),
-                step_now,
-            );
+            return VerifyResult {
+                status,
+                failure: None,
+            };
         }
         if started.elapsed() >= deadline {
             let why = verdict.err().unwrap_or_default();
-            return (
-                Some(VerifyResult {
-                    status,
-                    failure: Some(format!(
-                        "not synchronised within {}s: {why}",
-                        verify.within_seconds
-                    )),
-                }),
-                step_now,
-            );
+            return VerifyResult {
+                status,
+                failure: Some(format!(
+                    "not synchronised within {}s: {why}",
+                    verify.within_seconds
+                )),
+            };
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// What answers for the daemon's synchronisation: the host's own probe
+/// (the in-memory host), or the chosen daemon.
+fn probe_for<'a>(host: &'a Host, plan: &Plan) -> Result<Box<dyn TimeProbe + 'a>, HostError> {
+    struct Borrowed<'a>(&'a dyn TimeProbe);
+    impl TimeProbe for Borrowed<'_> {
+        fn status(&self) -> Result<SyncStatus, HostError> {
+            self.0.status()
+        }
+        fn step_now(&self) -> Result<String, HostError> {
+            self.0.step_now()
+        }
+    }
+    match &host.time_probe {
+        Some(own) => Ok(Box::new(Borrowed(own.as_ref()))),
+        None => sync::probe_for(host, plan.provider),
     }
 }
 
@@ -891,13 +1022,4 @@ fn step_reports(journal: &journal::Journal) -> Vec<StepReport> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::civil_from_days;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(20_419), (2025, 11, 27));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
-}
+pub(crate) mod tests;

@@ -11,6 +11,7 @@ pub mod bus;
 pub mod command;
 pub mod files;
 pub mod firewall;
+pub mod memory;
 pub mod packages;
 pub mod systemd;
 pub mod units_offline;
@@ -350,6 +351,12 @@ pub struct Host {
     pub files: Files,
     pub services: Box<dyn ServiceManager>,
     pub packages: Box<dyn PackageManager>,
+    /// The firewall backend when the host brings its own (the in-memory
+    /// host); None: chosen from the root's files and the desired state.
+    pub firewall: Option<Box<dyn Fn() -> Box<dyn Firewall>>>,
+    /// What answers for the daemon's synchronisation when the host brings
+    /// its own (the in-memory host); None: the chosen daemon is asked.
+    pub time_probe: Option<Box<dyn crate::sync::TimeProbe>>,
 }
 
 impl Host {
@@ -365,6 +372,8 @@ impl Host {
             services: Box::new(units_offline::OfflineUnits::new(files.clone())),
             packages: packages::for_root(&files, Mode::Offline),
             files,
+            firewall: None,
+            time_probe: None,
         }
     }
 
@@ -386,6 +395,8 @@ impl Host {
             manage_owners: nix::unistd::geteuid().is_root(),
             timectl_binary: own_executable(),
             root,
+            firewall: None,
+            time_probe: None,
         }
     }
 
@@ -395,7 +406,11 @@ impl Host {
         &self,
         preference: crate::spec::FirewallMode,
     ) -> Result<Option<Box<dyn Firewall>>, HostError> {
-        firewall::select(&self.files, self.mode, preference)
+        match &self.firewall {
+            _ if preference == crate::spec::FirewallMode::None => Ok(None),
+            Some(own) => Ok(Some(own())),
+            None => firewall::select(&self.files, self.mode, preference),
+        }
     }
 
     /// Numeric owner for a file: the named one when owners are managed,

@@ -3,18 +3,25 @@
 //! refused when the host changed after it was made. Plans are data: they
 //! are rendered by `render` and carried out by `apply`.
 
-use std::collections::BTreeMap;
+pub mod blocker;
+pub mod order;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::facts::{Facts, FactsError};
 use crate::host::{Host, HostError, Mode};
-use crate::provider::{self, VerifyPlan};
+use crate::provider::{self, Desired, VerifyPlan};
 use crate::resource::binary::{self, EngineBinary};
 use crate::resource::file::sha256_hex;
-use crate::resource::{Action, Change, ChangeKind, Resource, ServiceRole};
-use crate::spec::{ConflictPolicy, ProviderKind, Spec, SpecError};
+use crate::resource::{
+    Change, ChangeKind, Converge, DiffError, PlanContext, Resource, ResourceId, hash_of,
+};
+use crate::spec::{ProviderKind, Spec, SpecError};
+
+pub use blocker::Blocker;
 
 /// Version of the saved-plan and `--json` formats (docs/json-format.md).
 pub const FORMAT_VERSION: u32 = 1;
@@ -30,7 +37,7 @@ pub struct Plan {
     pub mode: Mode,
     pub os: String,
     pub family: String,
-    pub provider: String,
+    pub provider: ProviderKind,
     /// The daemon that will own the clock ("chronyd").
     pub daemon: String,
     pub unit: String,
@@ -42,7 +49,7 @@ pub struct Plan {
     /// Things to know that are not changes.
     pub notes: Vec<String>,
     /// Reasons apply must refuse (the plan could not see everything).
-    pub blockers: Vec<String>,
+    pub blockers: Vec<Blocker>,
     /// A hash of each observed resource.
     pub observed: BTreeMap<String, String>,
     pub fingerprint: String,
@@ -186,74 +193,97 @@ fn is_blindness(e: &HostError) -> bool {
     matches!(e, HostError::Permission(_) | HostError::Unavailable(_))
 }
 
-fn hash_of<T: Serialize>(value: &T) -> String {
-    sha256_hex(&serde_json::to_vec(value).unwrap_or_default())
+/// What planning the resources one by one gathers.
+#[derive(Default)]
+struct Gathered {
+    changes: Vec<Change>,
+    notes: Vec<String>,
+    blockers: Vec<Blocker>,
+    observed: BTreeMap<String, String>,
+    /// Resources with changes so far: the sources of edges.
+    changed: BTreeSet<ResourceId>,
 }
 
-/// "cannot see X: why" lines with the same reason become one line naming
-/// every X (an unreachable systemd would otherwise repeat itself per unit).
-fn group_blockers(blockers: Vec<String>) -> Vec<String> {
-    let mut grouped: Vec<(String, Vec<String>)> = Vec::new();
-    for line in blockers {
-        let Some((subject, why)) = line
-            .strip_prefix("cannot see ")
-            .and_then(|rest| rest.split_once(": "))
-        else {
-            grouped.push((line, Vec::new()));
-            continue;
+impl Gathered {
+    /// Observe one resource and add its changes.
+    fn add<R: Converge>(&mut self, resource: &R, ctx: &Context<'_>) -> Result<(), PlanError> {
+        let id = resource.id();
+        let ctx = ctx.for_resource(&self.changed);
+        let observed = match resource.observe(&ctx) {
+            Ok(observed) => observed,
+            Err(e) if is_blindness(&e.cause) => {
+                self.blockers.push(Blocker::CannotSee {
+                    subjects: vec![e.subject],
+                    why: e.cause.to_string(),
+                });
+                return Ok(());
+            }
+            Err(e) => return Err(host_err(e.context)(e.cause)),
         };
-        match grouped.iter_mut().find(|(w, s)| !s.is_empty() && w == why) {
-            Some((_, subjects)) => subjects.push(subject.to_string()),
-            None => grouped.push((why.to_string(), vec![subject.to_string()])),
+        if let Some(hash) = resource.fingerprint(&observed) {
+            self.observed.insert(id.to_string(), hash);
+        }
+        let diff = resource.diff(&observed, &ctx).map_err(|e| match e {
+            DiffError::Host { context, cause } => PlanError::Host { context, cause },
+            DiffError::Conflict(why) => PlanError::Conflict(why),
+        })?;
+        if !diff.changes.is_empty() {
+            self.changed.insert(id);
+        }
+        self.changes.extend(diff.changes);
+        self.notes.extend(diff.notes);
+        Ok(())
+    }
+
+    fn add_resource(&mut self, resource: &Resource, ctx: &Context<'_>) -> Result<(), PlanError> {
+        match resource {
+            Resource::File(r) => self.add(r, ctx),
+            Resource::Binary(r) => self.add(r, ctx),
+            Resource::Package(r) => self.add(r, ctx),
+            Resource::Service(r) => self.add(r, ctx),
+            Resource::Firewall(r) => self.add(r, ctx),
+            Resource::SystemdUnits(r) => self.add(r, ctx),
         }
     }
-    grouped
-        .into_iter()
-        .map(|(why, subjects)| {
-            if subjects.is_empty() {
-                why
-            } else {
-                format!("cannot see {}: {why}", subjects.join(", "))
-            }
-        })
-        .collect()
 }
 
-/// Observe the host and compute the changes that converge it to `spec`.
-pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
-    let facts = Facts::detect_in(&host.files)?;
-    let copy_to = Path::new(provider::INSTALLED_BINARY);
-    let (engine, engine_note) = if spec.provider() == ProviderKind::Embedded {
-        binary::choose(host, copy_to)
-    } else {
-        // Not used: no package queries for the other providers.
-        (
-            EngineBinary::Copy {
-                path: copy_to.to_path_buf(),
-                source: host.timectl_binary.clone(),
-            },
-            None,
-        )
-    };
-    let desired = provider::compile(spec, &facts, &engine)?;
-    let mut changes: Vec<Change> = Vec::new();
-    let mut notes = desired.notes.clone();
-    notes.extend(engine_note);
-    let mut blockers = Vec::new();
-    let mut observed = BTreeMap::new();
-    let engine_binary = (spec.provider() == ProviderKind::Embedded).then_some(engine);
-    if let Some(engine) = &engine_binary {
-        // A package installed or removed after the plan makes it stale.
-        observed.insert("engine-binary".to_string(), hash_of(engine));
+/// The parts of a [`PlanContext`] that stay the same for every resource.
+struct Context<'a> {
+    host: &'a Host,
+    desired: &'a Desired,
+}
+
+impl<'a> Context<'a> {
+    fn for_resource(&self, changed: &'a BTreeSet<ResourceId>) -> PlanContext<'a> {
+        PlanContext {
+            host: self.host,
+            changed,
+            daemon: &self.desired.daemon,
+            conflicts: self.desired.conflicts,
+            firewall: self.desired.firewall,
+        }
     }
-    let live = host.services.runs_units();
+}
+
+/// The executable the embedded engine runs, and a note on the choice;
+/// None for the other providers (no package queries for them).
+fn engine_binary(spec: &Spec, host: &Host) -> (Option<EngineBinary>, Option<String>) {
+    if spec.provider() != ProviderKind::Embedded {
+        return (None, None);
+    }
+    let (engine, note) = binary::choose(host, Path::new(provider::INSTALLED_BINARY));
+    (Some(engine), note)
+}
+
+/// Notes about the host rather than about a resource: an offline root,
+/// interrupted runs, not running as root.
+fn host_notes(host: &Host, notes: &mut Vec<String>) -> Result<(), PlanError> {
     if host.mode == Mode::Offline {
         notes.push(format!(
             "offline root {}: services are not started, stopped or restarted, only enabled or disabled at boot",
             host.root.display()
         ));
     }
-
     // A run that was killed is reported until it is rolled back or a later
     // run converges.
     match crate::apply::journal::interrupted(&host.files, false) {
@@ -267,160 +297,68 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         }
         Err(e) => notes.push(format!("the run journals could not be read: {e}")),
     }
-
     if !host.manage_owners {
         notes.push(format!(
             "running as uid {}, not root: file owners are left as they are (only content and mode are managed)",
             nix::unistd::geteuid()
         ));
     }
+    Ok(())
+}
 
-    // The chosen daemon's package is installed earlier in the plan, so its
-    // unit may not exist yet when the plan is made.
-    let mut will_install = false;
-    let mut changed: Vec<String> = Vec::new();
-    let mut reload_pending = false;
-
-    for resource in &desired.resources {
-        let id = resource.id();
-        match resource {
-            Resource::Service(svc) => {
-                let status = match svc.observe(host) {
-                    Ok(s) => s,
-                    Err(e) if is_blindness(&e) => {
-                        blockers.push(format!("cannot see {}: {e}", svc.unit));
-                        continue;
-                    }
-                    Err(e) => return Err(host_err(format!("observing {}", svc.unit))(e)),
-                };
-                observed.insert(id.clone(), hash_of(&status));
-                // A conflicting daemon's unit name can be another name
-                // (Alias=) of the chosen daemon's unit: systemd resolves it
-                // to the chosen unit, which must never be stopped.
-                if svc.role == ServiceRole::Conflicting
-                    && status.name != svc.unit
-                    && (status.name == desired.daemon.unit
-                        || desired.daemon.unit_aliases.contains(&status.name))
-                {
-                    notes.push(format!(
-                        "{} is another name of {}, the chosen daemon's unit: left alone",
-                        svc.unit, status.name
-                    ));
-                    continue;
-                }
-                if svc.role == ServiceRole::Conflicting
-                    && desired.conflicts == ConflictPolicy::Fail
-                    && (status.enablement.is_enabled()
-                        || status.activity.as_ref().is_some_and(|a| a.is_running()))
-                {
-                    return Err(PlanError::Conflict(format!(
-                        "{} is {}{}, and the desired state says `conflicts: fail`: refusing to replace it with {} (use conflicts: disable to switch)",
-                        svc.unit,
-                        status.enablement,
-                        status
-                            .activity
-                            .as_ref()
-                            .map_or(String::new(), |a| format!(" and {a}")),
-                        desired.daemon.label
-                    )));
-                }
-                if svc.role == ServiceRole::Chosen && reload_pending && live {
-                    changes.push(Change {
-                        resource: "systemd".into(),
-                        kind: ChangeKind::Change,
-                        summary: "reload systemd unit files".into(),
-                        reason: "a unit file or drop-in changed".into(),
-                        diff: None,
-                        action: Action::ReloadUnits,
-                    });
-                    reload_pending = false;
-                }
-                let plan = svc
-                    .plan(host, &status, &changed, will_install)
-                    .map_err(host_err(format!("planning {}", svc.unit)))?;
-                changes.extend(plan);
-            }
-            Resource::Package(pkg) => {
-                let obs = pkg.observe(host);
-                if let crate::resource::package::PackageObservation::Unknown(why) = &obs {
-                    notes.push(format!("package {} not checked: {why}", pkg.name));
-                }
-                observed.insert(id.clone(), hash_of(&obs));
-                let plan = pkg
-                    .plan(host, &obs)
-                    .map_err(host_err(format!("planning package {}", pkg.name)))?;
-                if !plan.is_empty() {
-                    will_install = true;
-                }
-                changes.extend(plan);
-            }
-            Resource::File(file) => match file.plan(host) {
-                Ok((obs, plan)) => {
-                    observed.insert(id.clone(), hash_of(&obs));
-                    if !plan.is_empty() {
-                        changed.push(id.clone());
-                        reload_pending |= file.unit_file;
-                        // A unit file written in this plan: the unit
-                        // exists by the time it is enabled.
-                        will_install |= file.unit_file;
-                    }
-                    changes.extend(plan);
-                }
-                Err(e) if is_blindness(&e) => {
-                    blockers.push(format!("cannot see {}: {e}", file.path.display()));
-                }
-                Err(e) => {
-                    return Err(host_err(format!("observing {}", file.path.display()))(e));
-                }
-            },
-            Resource::Binary(bin) => {
-                let (obs, plan) = bin
-                    .plan(host)
-                    .map_err(host_err(format!("observing {}", bin.path.display())))?;
-                observed.insert(id.clone(), hash_of(&obs));
-                if !plan.is_empty() {
-                    changed.push(id.clone());
-                }
-                changes.extend(plan);
-            }
-            Resource::Firewall(fw) => match host.firewall_backend(desired.firewall) {
-                Ok(Some(backend)) => match backend.observe() {
-                    Ok(state) => {
-                        observed.insert(id.clone(), hash_of(&state));
-                        changes.extend(
-                            fw.plan(backend.as_ref(), &state)
-                                .map_err(host_err("planning the firewall"))?,
-                        );
-                    }
-                    Err(e) if is_blindness(&e) => {
-                        blockers.push(format!(
-                            "cannot see the firewall ({}): {e}",
-                            backend.describe()
-                        ));
-                    }
-                    Err(e) => return Err(host_err("observing the firewall")(e)),
-                },
-                Ok(None) => {
-                    if fw.open {
-                        notes.push(format!(
-                                "UDP 123 should be open ({}), but no firewall backend was found: nothing to open",
-                                fw.reason
-                            ));
-                    }
-                }
-                Err(e) if is_blindness(&e) => {
-                    blockers.push(format!("cannot see the firewall: {e}"));
-                }
-                Err(e) => return Err(host_err("choosing the firewall backend")(e)),
-            },
-        }
+/// Observe the host and compute the changes that converge it to `spec`.
+pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
+    let facts = Facts::detect_in(&host.files)?;
+    let (engine_binary, engine_note) = engine_binary(spec, host);
+    // Not used by the other providers.
+    let engine = engine_binary.clone().unwrap_or_else(|| EngineBinary::Copy {
+        path: PathBuf::from(provider::INSTALLED_BINARY),
+        source: host.timectl_binary.clone(),
+    });
+    let desired = provider::compile(spec, &facts, &engine)?;
+    let mut gathered = Gathered {
+        notes: desired.notes.clone(),
+        ..Gathered::default()
+    };
+    gathered.notes.extend(engine_note);
+    if let Some(engine) = &engine_binary {
+        // A package installed or removed after the plan makes it stale.
+        gathered
+            .observed
+            .insert("engine-binary".to_string(), hash_of(engine));
     }
+    host_notes(host, &mut gathered.notes)?;
+    let ctx = Context {
+        host,
+        desired: &desired,
+    };
+    for resource in order::sort(&desired.resources).map_err(PlanError::Other)? {
+        gathered.add_resource(resource, &ctx)?;
+    }
+    Ok(assemble(
+        spec,
+        host,
+        &facts,
+        &desired,
+        gathered,
+        engine_binary,
+    ))
+}
 
-    let blockers = group_blockers(blockers);
+/// The plan from what was gathered.
+fn assemble(
+    spec: &Spec,
+    host: &Host,
+    facts: &Facts,
+    desired: &Desired,
+    gathered: Gathered,
+    engine_binary: Option<EngineBinary>,
+) -> Plan {
     let spec_sha256 = sha256_hex(spec.source.as_bytes());
     let version = env!("CARGO_PKG_VERSION").to_string();
+    let observed = gathered.observed;
     let fingerprint = hash_of(&(&version, &spec_sha256, &host.root, host.mode, &observed));
-    Ok(Plan {
+    Plan {
         format_version: FORMAT_VERSION,
         timectl_version: version,
         created_at: std::time::SystemTime::now()
@@ -430,21 +368,21 @@ pub fn build(spec: &Spec, host: &Host) -> Result<Plan, PlanError> {
         mode: host.mode,
         os: facts.pretty_name.clone(),
         family: facts.family.to_string(),
-        provider: spec.provider().name().to_string(),
+        provider: spec.provider(),
         daemon: desired.daemon.label.clone(),
         unit: desired.daemon.unit.clone(),
         spec_path: spec.path.display().to_string(),
         spec_sha256,
         spec_text: spec.source.clone(),
-        changes,
-        notes,
-        blockers,
+        changes: gathered.changes,
+        notes: gathered.notes,
+        blockers: blocker::group(gathered.blockers),
         observed,
         fingerprint,
         step_now: desired.step_now,
-        verify: desired.verify,
+        verify: desired.verify.clone(),
         engine_binary,
-    })
+    }
 }
 
 #[cfg(test)]

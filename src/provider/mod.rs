@@ -19,8 +19,8 @@ use serde::Serialize;
 use crate::facts::{Daemon, DaemonPaths, Facts};
 use crate::resource::binary::EngineBinary;
 use crate::resource::{
-    FileContent, FileResource, FirewallResource, PackageResource, Resource, ServiceResource,
-    ServiceRole,
+    FileContent, FileResource, FirewallResource, PackageResource, Resource, ResourceId,
+    ServiceResource, ServiceRole, SystemdUnitsResource,
 };
 use crate::spec::{ConflictPolicy, Diagnostic, FirewallMode, ProviderKind, Spec, SpecError};
 
@@ -121,6 +121,8 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
                 other.label, daemon.label
             ),
             restart_on: Vec::new(),
+            installed_by: Vec::new(),
+            after: Vec::new(),
         }));
         // A drop-in timectl wrote when chrony was the chosen daemon goes
         // with it.
@@ -140,9 +142,10 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
             name: package.clone(),
             present: true,
             purpose: daemon.label.clone(),
+            after: resources.iter().map(Resource::id).collect(),
         }));
     }
-    let restart_on: Vec<String> = own.iter().map(Resource::id).collect();
+    let restart_on: Vec<ResourceId> = own.iter().map(Resource::id).collect();
     resources.extend(own);
     if ts.firewall != FirewallMode::None {
         let open = spec.wants_open_port();
@@ -162,6 +165,18 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
         };
         resources.push(Resource::Firewall(FirewallResource { open, reason }));
     }
+    let unit_files: Vec<ResourceId> = resources
+        .iter()
+        .filter(|r| matches!(r, Resource::File(f) if f.unit_file))
+        .map(Resource::id)
+        .collect();
+    let installed_by = (daemon.package.iter())
+        .map(|p| ResourceId::Package(p.clone()))
+        .chain(unit_files.iter().cloned())
+        .collect();
+    resources.push(Resource::SystemdUnits(SystemdUnitsResource {
+        reload_on: unit_files,
+    }));
     resources.push(Resource::Service(ServiceResource {
         unit: daemon.unit.clone(),
         role: ServiceRole::Chosen,
@@ -170,12 +185,14 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
         masked: Some(false),
         reason: format!("{} is the chosen time daemon", daemon.label),
         restart_on,
+        installed_by,
+        after: vec![ResourceId::SystemdUnits, ResourceId::Firewall],
     }));
 
     Ok(Desired {
         daemon,
         resources,
-        firewall: ts.firewall,
+        firewall: firewall_mode(spec),
         conflicts: ts.conflicts,
         step_now: ts.step.as_ref().is_some_and(|s| s.now) && ts.clock_control,
         verify: ts.verify.as_ref().map(|v| VerifyPlan {
@@ -186,6 +203,11 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
         }),
         notes,
     })
+}
+
+/// The firewall backend preference: the one place plan and apply read it.
+pub fn firewall_mode(spec: &Spec) -> FirewallMode {
+    spec.timesync.firewall
 }
 
 /// The config file's content: the whole rendered file (`config: managed`),

@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Action, Change, ChangeKind};
+use super::{
+    Action, Change, ChangeKind, Converge, Diff, DiffError, ObserveError, PlanContext, ResourceId,
+    hash_of,
+};
 use crate::host::{Host, HostError, Mode, PackageState};
 
 /// Where the timectl package (ci/build-packages.sh) installs its executable.
@@ -136,95 +139,132 @@ pub struct BinaryObservation {
     pub same_as_source: bool,
 }
 
+/// The installed file and the one to copy, as seen.
+pub struct BinarySeen {
+    pub observation: BinaryObservation,
+    /// Size and mode of the installed file.
+    installed: Option<(u64, u32)>,
+    /// The content to install, when a copy is wanted.
+    source: Option<Vec<u8>>,
+}
+
+impl Converge for BinaryResource {
+    type Observation = BinarySeen;
+
+    fn id(&self) -> ResourceId {
+        ResourceId::Binary(self.path.clone())
+    }
+
+    fn observe(&self, ctx: &PlanContext<'_>) -> Result<BinarySeen, ObserveError> {
+        self.observe_on(ctx.host)
+            .map_err(ObserveError::new(self.path.display().to_string()))
+    }
+
+    fn fingerprint(&self, seen: &BinarySeen) -> Option<String> {
+        Some(hash_of(&seen.observation))
+    }
+
+    fn diff(&self, seen: &BinarySeen, _: &PlanContext<'_>) -> Result<Diff, DiffError> {
+        Ok(Diff::from(self.changes(seen)))
+    }
+}
+
 impl BinaryResource {
-    pub fn plan(&self, host: &Host) -> Result<(BinaryObservation, Vec<Change>), HostError> {
+    fn observe_on(&self, host: &Host) -> Result<BinarySeen, HostError> {
         let source = match &self.source {
             Some(path) => {
                 Some(std::fs::read(path).map_err(|e| HostError::io(path, "cannot read", e))?)
             }
             None => None,
         };
-        let (observation, current) = match host.files.stat(&self.path)? {
-            Some(meta) => {
-                let same = match &source {
-                    Some(source) => {
-                        meta.len() == source.len() as u64
-                            && host
-                                .files
-                                .read(&self.path)?
-                                .is_some_and(|installed| installed.content == *source)
-                    }
-                    None => false,
-                };
-                (
-                    BinaryObservation {
-                        exists: true,
-                        size: meta.len(),
-                        mtime_ns: i128::from(meta.mtime()) * 1_000_000_000
-                            + i128::from(meta.mtime_nsec()),
-                        inode: meta.ino(),
-                        same_as_source: same,
-                    },
-                    Some((meta.len(), meta.mode() & 0o7777)),
-                )
-            }
-            None => (
-                BinaryObservation {
+        let Some(meta) = host.files.stat(&self.path)? else {
+            return Ok(BinarySeen {
+                observation: BinaryObservation {
                     exists: false,
                     size: 0,
                     mtime_ns: 0,
                     inode: 0,
                     same_as_source: false,
                 },
-                None,
-            ),
+                installed: None,
+                source,
+            });
         };
-        let resource = format!("binary:{}", self.path.display());
+        let same = match &source {
+            Some(source) => {
+                meta.len() == source.len() as u64
+                    && host
+                        .files
+                        .read(&self.path)?
+                        .is_some_and(|installed| installed.content == *source)
+            }
+            None => false,
+        };
+        Ok(BinarySeen {
+            observation: BinaryObservation {
+                exists: true,
+                size: meta.len(),
+                mtime_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+                inode: meta.ino(),
+                same_as_source: same,
+            },
+            installed: Some((meta.len(), meta.mode() & 0o7777)),
+            source,
+        })
+    }
+
+    fn change(&self, kind: ChangeKind, summary: String, reason: String, action: Action) -> Change {
+        Change {
+            resource: self.id(),
+            kind,
+            summary,
+            reason,
+            diff: None,
+            action,
+        }
+    }
+
+    fn changes(&self, seen: &BinarySeen) -> Vec<Change> {
         let shown = self.path.display();
-        let (Some(source_path), Some(source)) = (&self.source, source) else {
+        let (Some(source_path), Some(source)) = (&self.source, &seen.source) else {
             // The copy must go.
-            let changes = match current {
-                Some((size, _)) => vec![Change {
-                    resource,
-                    kind: ChangeKind::Remove,
-                    summary: format!("remove {shown} ({size} bytes)"),
-                    reason: format!("{}; this copy is no longer used", self.purpose),
-                    diff: None,
-                    action: Action::RemoveFile {
-                        path: self.path.clone(),
-                    },
-                }],
-                None => Vec::new(),
-            };
-            return Ok((observation, changes));
+            return (seen.installed.iter())
+                .map(|(size, _)| {
+                    self.change(
+                        ChangeKind::Remove,
+                        format!("remove {shown} ({size} bytes)"),
+                        format!("{}; this copy is no longer used", self.purpose),
+                        Action::RemoveFile {
+                            path: self.path.clone(),
+                        },
+                    )
+                })
+                .collect();
         };
         let action = Action::InstallBinary {
             source: source_path.clone(),
             path: self.path.clone(),
             size: source.len() as u64,
         };
-        let changes = match current {
-            None => vec![Change {
-                resource,
-                kind: ChangeKind::Add,
-                summary: format!("install {shown} ({}, {} bytes)", self.label, source.len()),
-                reason: format!("{}; it is missing", self.purpose),
-                diff: None,
+        match seen.installed {
+            None => vec![self.change(
+                ChangeKind::Add,
+                format!("install {shown} ({}, {} bytes)", self.label, source.len()),
+                format!("{}; it is missing", self.purpose),
                 action,
-            }],
-            Some((size, mode)) if !observation.same_as_source || mode != 0o755 => vec![Change {
-                resource,
-                kind: ChangeKind::Change,
-                summary: format!("update {shown} to {} ({} bytes)", self.label, source.len()),
-                reason: format!(
-                    "{}; the installed copy ({size} bytes, mode {mode:04o}) is not this {}",
-                    self.purpose, self.label
-                ),
-                diff: None,
-                action,
-            }],
+            )],
+            Some((size, mode)) if !seen.observation.same_as_source || mode != 0o755 => {
+                vec![self.change(
+                    ChangeKind::Change,
+                    format!("update {shown} to {} ({} bytes)", self.label, source.len()),
+                    format!(
+                        "{}; the installed copy ({size} bytes, mode {mode:04o}) is not this {}",
+                        self.purpose, self.label
+                    ),
+                    action,
+                )]
+            }
             Some(_) => Vec::new(),
-        };
-        Ok((observation, changes))
+        }
     }
 }

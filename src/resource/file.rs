@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::{Action, Change, ChangeKind, FileWrite};
-use crate::host::{Host, HostError};
+use super::{
+    Action, Change, ChangeKind, Converge, Diff, DiffError, FileWrite, ObserveError, PlanContext,
+    ResourceId, hash_of,
+};
+use crate::host::{FileState, Host};
 
 #[derive(Debug, Clone)]
 pub struct FileResource {
@@ -120,11 +123,22 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-impl FileResource {
-    /// Observe the file and return the changes that make it as desired.
-    pub fn plan(&self, host: &Host) -> Result<(FileObservation, Vec<Change>), HostError> {
-        let current = host.files.read(&self.path)?;
-        let observation = match &current {
+impl Converge for FileResource {
+    /// The file as it is, if it exists.
+    type Observation = Option<FileState>;
+
+    fn id(&self) -> ResourceId {
+        ResourceId::File(self.path.clone())
+    }
+
+    fn observe(&self, ctx: &PlanContext<'_>) -> Result<Option<FileState>, ObserveError> {
+        (ctx.host.files.read(&self.path))
+            .map_err(ObserveError::new(self.path.display().to_string()))
+    }
+
+    /// A hash, not the text.
+    fn fingerprint(&self, current: &Option<FileState>) -> Option<String> {
+        let observation = match current {
             Some(s) => FileObservation {
                 exists: true,
                 sha256: sha256_hex(&s.content),
@@ -140,93 +154,121 @@ impl FileResource {
                 gid: 0,
             },
         };
-        let resource = format!("file:{}", self.path.display());
-        let shown = self.path.display().to_string();
+        Some(hash_of(&observation))
+    }
 
-        let current_text = current
-            .as_ref()
-            .map(|s| String::from_utf8_lossy(&s.content).into_owned());
-        if let FileContent::Absent = self.content {
-            let changes = match current_text {
-                Some(old) => vec![Change {
-                    resource,
-                    kind: ChangeKind::Remove,
-                    summary: format!("remove {shown}"),
-                    reason: format!("{} is not wanted", self.purpose),
-                    diff: Some(self.diff(&old, "")),
-                    action: Action::RemoveFile {
-                        path: self.path.clone(),
-                    },
-                }],
-                None => Vec::new(),
-            };
-            return Ok((observation, changes));
+    fn diff(&self, current: &Option<FileState>, ctx: &PlanContext<'_>) -> Result<Diff, DiffError> {
+        Ok(Diff::from(self.changes(ctx.host, current.as_ref())))
+    }
+}
+
+impl FileResource {
+    fn change(&self, kind: ChangeKind, summary: String, reason: String, action: Action) -> Change {
+        Change {
+            resource: self.id(),
+            kind,
+            summary,
+            reason,
+            diff: None,
+            action,
         }
+    }
+
+    /// The changes that make the file as desired.
+    fn changes(&self, host: &Host, current: Option<&FileState>) -> Vec<Change> {
+        let current_text = current.map(|s| String::from_utf8_lossy(&s.content).into_owned());
         let (desired, how) = match (&self.content, &current_text) {
+            (FileContent::Absent, _) => return self.removal(current_text).into_iter().collect(),
             (FileContent::Whole(text), _) => (text.clone(), "managed"),
             (FileContent::Edit(edit), Some(old)) => (edit.apply(old), "edited"),
             (FileContent::Edit(edit), None) => (edit.if_missing.clone(), "managed"),
-            (FileContent::Absent, _) => (String::new(), "absent"),
         };
-        let write = Action::WriteFile(FileWrite {
+        let (Some(state), Some(old)) = (current, &current_text) else {
+            return vec![self.creation(&desired)];
+        };
+        if *old != desired || String::from_utf8(state.content.clone()).is_err() {
+            return vec![Change {
+                diff: Some(self.diff(old, &desired)),
+                ..self.change(
+                    ChangeKind::Change,
+                    format!("update {}", self.path.display()),
+                    format!(
+                        "{} differs from the desired state ({how} content)",
+                        self.purpose
+                    ),
+                    self.write(desired),
+                )
+            }];
+        }
+        self.meta_change(host, state).into_iter().collect()
+    }
+
+    fn write(&self, content: String) -> Action {
+        Action::WriteFile(FileWrite {
             path: self.path.clone(),
-            content: desired.clone(),
+            content,
             mode: self.mode,
             owner: self.owner.clone(),
             group: self.group.clone(),
             sensitive: self.sensitive,
             validate: self.validate.clone(),
-        });
-        let meta = format!("{:04o} {}:{}", self.mode, self.owner, self.group);
+        })
+    }
 
-        let mut changes = Vec::new();
-        match (&current, &current_text) {
-            (None, _) => changes.push(Change {
-                resource,
-                kind: ChangeKind::Add,
-                summary: format!("create {shown} ({meta})"),
-                reason: format!("{} is missing", self.purpose),
-                diff: Some(self.diff("", &desired)),
-                action: write,
-            }),
-            (Some(state), Some(old)) => {
-                if *old != desired || String::from_utf8(state.content.clone()).is_err() {
-                    changes.push(Change {
-                        resource,
-                        kind: ChangeKind::Change,
-                        summary: format!("update {shown}"),
-                        reason: format!(
-                            "{} differs from the desired state ({how} content)",
-                            self.purpose
-                        ),
-                        diff: Some(self.diff(old, &desired)),
-                        action: write,
-                    });
-                } else if !self.meta_matches(host, state.mode, state.uid, state.gid) {
-                    changes.push(Change {
-                        resource,
-                        kind: ChangeKind::Change,
-                        summary: format!("set {shown} to {meta}"),
-                        reason: format!(
-                            "{} is {:04o} {}:{}",
-                            self.purpose,
-                            state.mode,
-                            host.files.user_name(state.uid),
-                            host.files.group_name(state.gid)
-                        ),
-                        diff: None,
-                        action: Action::SetFileMeta {
-                            path: self.path.clone(),
-                            mode: self.mode,
-                            owner: self.owner.clone(),
-                            group: self.group.clone(),
-                        },
-                    });
-                }
-            }
-            (Some(_), None) => {}
+    fn meta(&self) -> String {
+        format!("{:04o} {}:{}", self.mode, self.owner, self.group)
+    }
+
+    /// Remove a file that is not wanted.
+    fn removal(&self, current_text: Option<String>) -> Option<Change> {
+        current_text.map(|old| Change {
+            diff: Some(self.diff(&old, "")),
+            ..self.change(
+                ChangeKind::Remove,
+                format!("remove {}", self.path.display()),
+                format!("{} is not wanted", self.purpose),
+                Action::RemoveFile {
+                    path: self.path.clone(),
+                },
+            )
+        })
+    }
+
+    /// Create a missing file.
+    fn creation(&self, desired: &str) -> Change {
+        Change {
+            diff: Some(self.diff("", desired)),
+            ..self.change(
+                ChangeKind::Add,
+                format!("create {} ({})", self.path.display(), self.meta()),
+                format!("{} is missing", self.purpose),
+                self.write(desired.to_string()),
+            )
         }
-        Ok((observation, changes))
+    }
+
+    /// Set mode and owner of a file whose content is right.
+    fn meta_change(&self, host: &Host, state: &FileState) -> Option<Change> {
+        if self.meta_matches(host, state.mode, state.uid, state.gid) {
+            return None;
+        }
+        Some(self.change(
+            ChangeKind::Change,
+            format!("set {} to {}", self.path.display(), self.meta()),
+            format!(
+                "{} is {:04o} {}:{}",
+                self.purpose,
+                state.mode,
+                host.files.user_name(state.uid),
+                host.files.group_name(state.gid)
+            ),
+            Action::SetFileMeta {
+                path: self.path.clone(),
+                mode: self.mode,
+                owner: self.owner.clone(),
+                group: self.group.clone(),
+            },
+        ))
     }
 
     fn meta_matches(&self, host: &Host, mode: u32, uid: u32, gid: u32) -> bool {

@@ -1,26 +1,36 @@
 //! Resources: one kind of thing on a host each (a file, a package, a
-//! service, the firewall), with one small contract: observe the host, diff
-//! the desired state against what was observed into [`Change`]s, and carry
-//! out an [`Action`] returning the actions that undo it. Resources know
-//! nothing about NTP; providers decide what they should be.
+//! service, the firewall, systemd's view of the unit files), all with one
+//! contract, [`Converge`]: observe the host, diff the desired state against
+//! what was observed into [`Change`]s, each carrying an [`Action`] whose
+//! execution returns the actions that undo it. Every resource has a typed
+//! [`ResourceId`] and declares its incoming [`Edge`]s (a config file
+//! restarts its daemon, a unit file reloads systemd); `plan` orders by them.
+//! Resources know nothing about NTP; providers decide what they should be.
 
 pub mod binary;
 pub mod file;
 pub mod firewall;
+pub mod id;
 pub mod package;
 pub mod service;
+pub mod systemd_units;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::host::{Host, HostError};
+use crate::facts::DaemonPaths;
+use crate::host::{Host, HostError, ServiceManager};
+use crate::spec::ConflictPolicy;
 
 pub use binary::BinaryResource;
 pub use file::{FileContent, FileResource};
 pub use firewall::FirewallResource;
+pub use id::{Edge, EdgeKind, ResourceId};
 pub use package::PackageResource;
 pub use service::{ServiceResource, ServiceRole};
+pub use systemd_units::SystemdUnitsResource;
 
 /// One desired thing.
 #[derive(Debug, Clone)]
@@ -30,19 +40,136 @@ pub enum Resource {
     Package(PackageResource),
     Service(ServiceResource),
     Firewall(FirewallResource),
+    SystemdUnits(SystemdUnitsResource),
 }
 
 impl Resource {
-    /// A stable identifier: `file:/etc/chrony.conf`, `service:chronyd.service`.
-    pub fn id(&self) -> String {
+    /// Its typed address: written `file:/etc/chrony.conf`,
+    /// `service:chronyd.service`.
+    pub fn id(&self) -> ResourceId {
         match self {
-            Resource::File(f) => format!("file:{}", f.path.display()),
-            Resource::Binary(b) => format!("binary:{}", b.path.display()),
-            Resource::Package(p) => format!("package:{}", p.name),
-            Resource::Service(s) => format!("service:{}", s.unit),
-            Resource::Firewall(_) => "firewall:ntp".to_string(),
+            Resource::File(r) => r.id(),
+            Resource::Binary(r) => r.id(),
+            Resource::Package(r) => r.id(),
+            Resource::Service(r) => r.id(),
+            Resource::Firewall(r) => r.id(),
+            Resource::SystemdUnits(r) => r.id(),
         }
     }
+
+    /// The edges that end at this resource.
+    pub fn edges(&self) -> Vec<Edge> {
+        match self {
+            Resource::File(r) => r.edges(),
+            Resource::Binary(r) => r.edges(),
+            Resource::Package(r) => r.edges(),
+            Resource::Service(r) => r.edges(),
+            Resource::Firewall(r) => r.edges(),
+            Resource::SystemdUnits(r) => r.edges(),
+        }
+    }
+}
+
+/// What a resource's observation and diff may know beyond the host: the
+/// resources that change earlier in this plan (the sources of its edges)
+/// and the chosen daemon.
+pub struct PlanContext<'a> {
+    pub host: &'a Host,
+    /// Resources with at least one change earlier in this plan.
+    pub changed: &'a BTreeSet<ResourceId>,
+    /// The daemon that will own the clock.
+    pub daemon: &'a DaemonPaths,
+    pub conflicts: ConflictPolicy,
+    /// The firewall backend preference (the one place plan and apply read
+    /// it from is [`crate::provider::firewall_mode`]).
+    pub firewall: crate::spec::FirewallMode,
+}
+
+impl PlanContext<'_> {
+    /// Whether any of `ids` changes earlier in this plan; the first that
+    /// does.
+    pub fn first_changed<'i>(&self, ids: &'i [ResourceId]) -> Option<&'i ResourceId> {
+        ids.iter().find(|id| self.changed.contains(id))
+    }
+}
+
+/// A resource's changes, and what the user should know about it.
+#[derive(Debug, Default)]
+pub struct Diff {
+    pub changes: Vec<Change>,
+    pub notes: Vec<String>,
+}
+
+impl From<Vec<Change>> for Diff {
+    fn from(changes: Vec<Change>) -> Diff {
+        Diff {
+            changes,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// A resource that could not be observed: `subject` names it for a
+/// blocker ("cannot see SUBJECT: why"), `context` for an error.
+#[derive(Debug)]
+pub struct ObserveError {
+    pub subject: String,
+    pub context: String,
+    pub cause: HostError,
+}
+
+impl ObserveError {
+    pub fn new(subject: impl Into<String>) -> impl FnOnce(HostError) -> ObserveError {
+        let subject = subject.into();
+        move |cause| ObserveError {
+            context: format!("observing {subject}"),
+            subject,
+            cause,
+        }
+    }
+}
+
+/// Why a diff could not be made.
+#[derive(Debug)]
+pub enum DiffError {
+    Host {
+        context: String,
+        cause: HostError,
+    },
+    /// The desired state forbids the change it would need
+    /// (`conflicts: fail`).
+    Conflict(String),
+}
+
+impl DiffError {
+    pub fn host(context: impl Into<String>) -> impl FnOnce(HostError) -> DiffError {
+        let context = context.into();
+        move |cause| DiffError::Host { context, cause }
+    }
+}
+
+/// The contract every resource kind implements (mgmt's `CheckApply`,
+/// split in two): observation is kept apart from the diff so the plan can
+/// fingerprint what it saw; the changes carry [`Action`]s, which carry out
+/// and undo themselves.
+pub trait Converge {
+    /// What is there now.
+    type Observation;
+    fn id(&self) -> ResourceId;
+    /// The edges that end at this resource (`to == self.id()`).
+    fn edges(&self) -> Vec<Edge> {
+        Vec::new()
+    }
+    fn observe(&self, ctx: &PlanContext<'_>) -> Result<Self::Observation, ObserveError>;
+    /// A hash of the observation for the plan's fingerprint; None when
+    /// nothing was there to see (no firewall backend).
+    fn fingerprint(&self, observed: &Self::Observation) -> Option<String>;
+    fn diff(&self, observed: &Self::Observation, ctx: &PlanContext<'_>) -> Result<Diff, DiffError>;
+}
+
+/// The SHA-256 of a value's JSON, for fingerprints.
+pub fn hash_of<T: Serialize>(value: &T) -> String {
+    file::sha256_hex(&serde_json::to_vec(value).unwrap_or_default())
 }
 
 /// How a change counts in the summary line ("1 to add, 2 to change, 1 to
@@ -59,7 +186,7 @@ pub enum ChangeKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// The resource it belongs to (`file:/etc/chrony.conf`).
-    pub resource: String,
+    pub resource: ResourceId,
     pub kind: ChangeKind,
     /// What it does, imperative: "stop ntpd.service".
     pub summary: String,
@@ -222,83 +349,23 @@ impl Action {
     /// step can still be rolled back from its journal. Changes nothing on
     /// the host but timectl's own backups.
     pub fn prepare(&self, ctx: &ApplyContext<'_>) -> Result<Vec<Action>, HostError> {
-        let host = ctx.host;
-        let svc = &host.services;
         match self {
-            Action::WriteFile(w) => backup(ctx, &w.path),
-            Action::SetFileMeta { path, .. } => {
-                let before = host
-                    .files
-                    .read(path)?
-                    .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
-                Ok(vec![Action::RestoreFile {
-                    path: path.clone(),
-                    from: Restore::MetaOnly,
-                    mode: before.mode,
-                    uid: before.uid,
-                    gid: before.gid,
-                }])
-            }
+            Action::WriteFile(FileWrite { path, .. })
+            | Action::RemoveFile { path }
+            | Action::InstallBinary { path, .. } => backup(ctx, path),
+            Action::SetFileMeta { path, .. } => undo_meta(ctx.host, path),
             Action::RestoreFile { .. } | Action::RemoveEmptyDir { .. } => Ok(Vec::new()),
-            Action::RemoveFile { path } => backup(ctx, path),
-            Action::InstallBinary { path, .. } => backup(ctx, path),
             Action::InstallPackages {
                 names,
                 also_removes,
-            } => {
-                let mut undo = vec![Action::RemovePackages {
-                    names: names.clone(),
-                }];
-                if !also_removes.is_empty() {
-                    undo.push(Action::InstallPackages {
-                        names: also_removes.clone(),
-                        also_removes: Vec::new(),
-                    });
-                }
-                Ok(undo)
-            }
-            Action::RemovePackages { names } => Ok(vec![Action::InstallPackages {
-                names: names.clone(),
-                also_removes: Vec::new(),
-            }]),
-            Action::EnableUnit { unit } => Ok(if svc.status(unit)?.enablement.is_enabled() {
-                vec![]
-            } else {
-                vec![Action::DisableUnit { unit: unit.clone() }]
-            }),
-            Action::DisableUnit { unit } => Ok(if svc.status(unit)?.enablement.is_enabled() {
-                vec![Action::EnableUnit { unit: unit.clone() }]
-            } else {
-                vec![]
-            }),
+            } => Ok(undo_install(names, also_removes)),
+            Action::RemovePackages { names } => Ok(undo_install(&[], names)),
+            Action::EnableUnit { .. }
+            | Action::DisableUnit { .. }
+            | Action::StartUnit { .. }
+            | Action::StopUnit { .. } => self.undo_unit_state(ctx.host.services.as_ref()),
             Action::MaskUnit { unit } => Ok(vec![Action::UnmaskUnit { unit: unit.clone() }]),
             Action::UnmaskUnit { unit } => Ok(vec![Action::MaskUnit { unit: unit.clone() }]),
-            Action::StartUnit {
-                unit,
-                restart_if_running,
-            } => {
-                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
-                Ok(if running && *restart_if_running {
-                    // The old process with the old config is gone; undo
-                    // restarts it once the old config is back.
-                    vec![Action::RestartUnit { unit: unit.clone() }]
-                } else if running {
-                    vec![]
-                } else {
-                    vec![Action::StopUnit { unit: unit.clone() }]
-                })
-            }
-            Action::StopUnit { unit } => {
-                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
-                Ok(if running {
-                    vec![Action::StartUnit {
-                        unit: unit.clone(),
-                        restart_if_running: false,
-                    }]
-                } else {
-                    vec![]
-                })
-            }
             Action::RestartUnit { unit } => Ok(vec![Action::RestartUnit { unit: unit.clone() }]),
             Action::ReloadUnits => Ok(vec![Action::ReloadUnits]),
             Action::OpenFirewall => Ok(vec![Action::CloseFirewall]),
@@ -306,29 +373,49 @@ impl Action {
         }
     }
 
+    /// The undo of a unit's enable, disable, start or stop: whatever puts
+    /// back the state it has now.
+    fn undo_unit_state(&self, svc: &dyn ServiceManager) -> Result<Vec<Action>, HostError> {
+        let enabled = |unit: &str| Ok::<_, HostError>(svc.status(unit)?.enablement.is_enabled());
+        let unit_of = |unit: &String| unit.clone();
+        Ok(match self {
+            Action::EnableUnit { unit } if !enabled(unit)? => {
+                vec![Action::DisableUnit {
+                    unit: unit_of(unit),
+                }]
+            }
+            Action::DisableUnit { unit } if enabled(unit)? => {
+                vec![Action::EnableUnit {
+                    unit: unit_of(unit),
+                }]
+            }
+            Action::StartUnit {
+                unit,
+                restart_if_running,
+            } => match (is_running(svc, unit)?, restart_if_running) {
+                // The old process with the old config is gone; undo
+                // restarts it once the old config is back.
+                (true, true) => vec![Action::RestartUnit {
+                    unit: unit_of(unit),
+                }],
+                (true, false) => vec![],
+                (false, _) => vec![Action::StopUnit {
+                    unit: unit_of(unit),
+                }],
+            },
+            Action::StopUnit { unit } if is_running(svc, unit)? => vec![Action::StartUnit {
+                unit: unit_of(unit),
+                restart_if_running: false,
+            }],
+            _ => vec![],
+        })
+    }
+
     /// The change itself.
     pub fn perform(&self, ctx: &ApplyContext<'_>) -> Result<(), HostError> {
         let host = ctx.host;
-        let svc = &host.services;
         match self {
-            Action::WriteFile(w) => {
-                let (uid, gid) = host.owner_ids(&w.path, &w.owner, &w.group)?;
-                // The daemon's own parser checks the new file on live hosts;
-                // in an offline root the host's tools do not apply.
-                let validate = w
-                    .validate
-                    .as_ref()
-                    .filter(|_| host.mode == crate::host::Mode::Live);
-                let check = |tmp: &Path| validate_file(validate, &w.path, tmp);
-                host.files.write_atomic_checked(
-                    &w.path,
-                    w.content.as_bytes(),
-                    w.mode,
-                    uid,
-                    gid,
-                    Some(&check),
-                )
-            }
+            Action::WriteFile(w) => write_file(host, w),
             Action::SetFileMeta {
                 path,
                 mode,
@@ -344,41 +431,23 @@ impl Action {
                 mode,
                 uid,
                 gid,
-            } => match from {
-                Restore::MetaOnly => host.files.set_meta(path, *mode, *uid, *gid),
-                Restore::Backup(b) => {
-                    let content = host
-                        .files
-                        .read(b)?
-                        .ok_or_else(|| {
-                            HostError::msg(format!(
-                                "the backup {} of {} is missing",
-                                b.display(),
-                                path.display()
-                            ))
-                        })?
-                        .content;
-                    host.files.write_atomic(path, &content, *mode, *uid, *gid)
-                }
-                Restore::Absent => host.files.remove(path),
-            },
+            } => restore_file(host, path, from, (*mode, *uid, *gid)),
             Action::RemoveEmptyDir { path } => host.files.remove_empty_dir(path),
             Action::RemoveFile { path } => host.files.remove(path),
             Action::InstallBinary { source, path, size } => {
-                let content =
-                    std::fs::read(source).map_err(|e| HostError::io(source, "cannot read", e))?;
-                if content.len() as u64 != *size {
-                    return Err(HostError::msg(format!(
-                        "{} changed since the plan was made ({} bytes, planned {size})",
-                        source.display(),
-                        content.len()
-                    )));
-                }
-                let (uid, gid) = host.owner_ids(path, "root", "root")?;
-                host.files.write_atomic(path, &content, 0o755, uid, gid)
+                install_binary(host, source, path, *size)
             }
             Action::InstallPackages { names, .. } => host.packages.install(names),
             Action::RemovePackages { names } => host.packages.remove(names),
+            Action::OpenFirewall => ctx.firewall()?.open(),
+            Action::CloseFirewall => ctx.firewall()?.close(),
+            unit_action => unit_action.perform_on_units(host.services.as_ref()),
+        }
+    }
+
+    /// The unit and systemd actions.
+    fn perform_on_units(&self, svc: &dyn ServiceManager) -> Result<(), HostError> {
+        match self {
             Action::EnableUnit { unit } => svc.enable(unit),
             Action::DisableUnit { unit } => svc.disable(unit),
             Action::MaskUnit { unit } => svc.mask(unit),
@@ -386,21 +455,18 @@ impl Action {
             Action::StartUnit {
                 unit,
                 restart_if_running,
-            } => {
-                let running = svc.status(unit)?.activity.is_some_and(|a| a.is_running());
-                if running && *restart_if_running {
-                    svc.restart(unit)
-                } else if running {
-                    Ok(())
-                } else {
-                    svc.start(unit)
-                }
-            }
+            } => match (is_running(svc, unit)?, restart_if_running) {
+                (true, true) => svc.restart(unit),
+                (true, false) => Ok(()),
+                (false, _) => svc.start(unit),
+            },
             Action::StopUnit { unit } => svc.stop(unit),
             Action::RestartUnit { unit } => svc.restart(unit),
             Action::ReloadUnits => svc.reload(),
-            Action::OpenFirewall => ctx.firewall()?.open(),
-            Action::CloseFirewall => ctx.firewall()?.close(),
+            other => Err(HostError::msg(format!(
+                "{} is not a unit action",
+                other.describe()
+            ))),
         }
     }
 
@@ -454,6 +520,12 @@ impl Action {
                 | Action::RemoveEmptyDir { .. }
                 | Action::InstallBinary { .. }
         )
+    }
+
+    /// A unit or package operation: one that a pending systemd reload or
+    /// daemon restart must come before during a rollback.
+    pub fn reads_unit_files(&self) -> bool {
+        !self.changes_only_files() && !matches!(self, Action::OpenFirewall | Action::CloseFirewall)
     }
 
     /// Makes systemd or a daemon read files again: as an undo it must wait
@@ -572,4 +644,99 @@ fn backup(ctx: &ApplyContext<'_>, path: &Path) -> Result<Vec<Action>, HostError>
         uid: before.uid,
         gid: before.gid,
     }])
+}
+
+fn is_running(svc: &dyn ServiceManager, unit: &str) -> Result<bool, HostError> {
+    Ok(svc.status(unit)?.activity.is_some_and(|a| a.is_running()))
+}
+
+/// Undo of a package install: remove what it installs, put back what the
+/// package manager removed on the way.
+fn undo_install(installs: &[String], removes: &[String]) -> Vec<Action> {
+    let mut undo = Vec::new();
+    if !installs.is_empty() {
+        undo.push(Action::RemovePackages {
+            names: installs.to_vec(),
+        });
+    }
+    if !removes.is_empty() {
+        undo.push(Action::InstallPackages {
+            names: removes.to_vec(),
+            also_removes: Vec::new(),
+        });
+    }
+    undo
+}
+
+/// Undo of a mode and owner change.
+fn undo_meta(host: &Host, path: &Path) -> Result<Vec<Action>, HostError> {
+    let before = host
+        .files
+        .read(path)?
+        .ok_or_else(|| HostError::msg(format!("{} vanished", path.display())))?;
+    Ok(vec![Action::RestoreFile {
+        path: path.to_path_buf(),
+        from: Restore::MetaOnly,
+        mode: before.mode,
+        uid: before.uid,
+        gid: before.gid,
+    }])
+}
+
+fn write_file(host: &Host, w: &FileWrite) -> Result<(), HostError> {
+    let (uid, gid) = host.owner_ids(&w.path, &w.owner, &w.group)?;
+    // The daemon's own parser checks the new file on live hosts; in an
+    // offline root the host's tools do not apply.
+    let validate = w
+        .validate
+        .as_ref()
+        .filter(|_| host.mode == crate::host::Mode::Live);
+    let check = |tmp: &Path| validate_file(validate, &w.path, tmp);
+    host.files.write_atomic_checked(
+        &w.path,
+        w.content.as_bytes(),
+        w.mode,
+        uid,
+        gid,
+        Some(&check),
+    )
+}
+
+fn restore_file(
+    host: &Host,
+    path: &Path,
+    from: &Restore,
+    (mode, uid, gid): (u32, u32, u32),
+) -> Result<(), HostError> {
+    match from {
+        Restore::MetaOnly => host.files.set_meta(path, mode, uid, gid),
+        Restore::Absent => host.files.remove(path),
+        Restore::Backup(b) => {
+            let content = host
+                .files
+                .read(b)?
+                .ok_or_else(|| {
+                    HostError::msg(format!(
+                        "the backup {} of {} is missing",
+                        b.display(),
+                        path.display()
+                    ))
+                })?
+                .content;
+            host.files.write_atomic(path, &content, mode, uid, gid)
+        }
+    }
+}
+
+fn install_binary(host: &Host, source: &Path, path: &Path, size: u64) -> Result<(), HostError> {
+    let content = std::fs::read(source).map_err(|e| HostError::io(source, "cannot read", e))?;
+    if content.len() as u64 != size {
+        return Err(HostError::msg(format!(
+            "{} changed since the plan was made ({} bytes, planned {size})",
+            source.display(),
+            content.len()
+        )));
+    }
+    let (uid, gid) = host.owner_ids(path, "root", "root")?;
+    host.files.write_atomic(path, &content, 0o755, uid, gid)
 }
