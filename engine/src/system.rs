@@ -828,7 +828,7 @@ pub fn refid_string(id: [u8; 4], stratum: u8) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::select::{Interval, select};
+    use crate::select::{Interval, select};
     use super::*;
 
     /// Two peers on one LAN sharing one clock, measured 13 µs apart by path

@@ -423,7 +423,7 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::proto::{Mode, seconds_to_short};
+    use crate::proto::{Mode, seconds_to_short};
 
     fn reply(nonce: NtpTimestamp, t2: NtpTimestamp, poll: i8) -> Packet {
         Packet {
