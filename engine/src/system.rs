@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::combine::{Candidate, combine};
+use super::combine::{Candidate, Combined, combine};
 use super::discipline::{ClockAction, Discipline, Observed, PHI, StepNowError, StepPolicy};
 
 /// Smallest round-trip delay a correctness interval is built from (ntpd's
@@ -504,17 +504,52 @@ impl Engine {
 
     /// Selection, combining and discipline after a new sample from `fresh`.
     fn update(&mut self, now: f64, fresh: usize, now_local: NtpTimestamp) -> Vec<Action> {
-        // At start, give every source a chance to answer before selecting,
-        // so a falseticker that happens to answer first is never selected
-        // alone (a source that missed its first few polls is not waited for).
-        let still_starting =
-            |s: &Source| s.stopped().is_none() && s.sample_count() == 0 && s.polls_sent() < 3;
-        if !self.synchronized && self.sources.iter().any(still_starting) {
+        if self.waiting_for_first_answers() {
             return vec![];
         }
         let correction = self.discipline.correction(now);
         let default_slope = self.discipline.natural_slope();
-        let mut intervals = Vec::new();
+        let candidates = self.candidates(now, correction, default_slope);
+        let Some((chosen, peer, truechimers)) = self.select_peer(&candidates) else {
+            return vec![];
+        };
+        if !truechimers.contains(&fresh) {
+            // A falseticker's sample changes nothing on the clock.
+            return vec![];
+        }
+        let Some(combined) = combine(&chosen) else {
+            return vec![];
+        };
+        let mut actions = self.discipline_update(now, &combined, correction, peer.distance);
+        self.settle_polls(now, &chosen, combined.offset_sd);
+        let leap = majority_leap(
+            chosen
+                .iter()
+                .filter_map(|c| self.sources[c.index].server_info())
+                .map(|i| i.leap),
+        );
+        actions.extend(self.discipline.announce_leap(unix_seconds(now_local), leap));
+        self.last_update = Some(now);
+        self.synchronized = true;
+        self.update_server_state(now, now_local, &peer, leap, default_slope);
+        let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
+        actions.extend(self.kernel_sync_actions(Some(peer.distance)));
+        actions
+    }
+
+    /// At start, give every source a chance to answer before selecting,
+    /// so a falseticker that happens to answer first is never selected
+    /// alone (a source that missed its first few polls is not waited for).
+    fn waiting_for_first_answers(&self) -> bool {
+        let still_starting =
+            |s: &Source| s.stopped().is_none() && s.sample_count() == 0 && s.polls_sent() < 3;
+        !self.synchronized && self.sources.iter().any(still_starting)
+    }
+
+    /// Every source with an estimate, as a candidate for selection; the
+    /// others' states say why they are not (denied, unreachable, no
+    /// estimate yet).
+    fn candidates(&mut self, now: f64, correction: f64, default_slope: f64) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
             match s.stopped() {
@@ -540,44 +575,56 @@ impl Engine {
                 };
                 continue;
             };
-            let offset = est.natural_offset - correction;
             // The offset is extrapolated along the regression line, so it ages
             // with the slope's uncertainty (at most PHI) plus 1 ppm for the
             // clock's own instability (chrony's maxclockerror), not a flat PHI.
             let aging = (est.slope_sd.min(PHI) + 1e-6) * (now - last);
-            let distance = root_distance(
-                info.root_delay,
-                info.root_dispersion,
-                est.min_delay,
-                est.jitter,
-                aging,
-            );
-            intervals.push(Interval {
-                index: i,
-                offset,
-                distance,
-            });
             candidates.push(Candidate {
                 index: i,
-                offset,
-                distance,
+                offset: est.natural_offset - correction,
+                distance: root_distance(
+                    info.root_delay,
+                    info.root_dispersion,
+                    est.min_delay,
+                    est.jitter,
+                    aging,
+                ),
                 slope: est.slope,
                 slope_sd: est.slope_sd,
                 offset_sd: est.offset_sd,
             });
         }
-        let selection = select(&intervals);
-        let Some(selection) =
-            selection.filter(|s| s.truechimers.len() >= self.settings.min_sources.max(1))
-        else {
-            for c in &candidates {
+        candidates
+    }
+
+    /// Selection among the candidates: marks falsetickers, truechimers and
+    /// the system peer (a preferred truechimer if any, else the one with the
+    /// smallest root distance). Returns the truechimers' candidates, the
+    /// peer and the truechimers' indices; None (and sync lost) without a
+    /// majority.
+    fn select_peer(
+        &mut self,
+        candidates: &[Candidate],
+    ) -> Option<(Vec<Candidate>, Candidate, Vec<usize>)> {
+        let intervals: Vec<Interval> = candidates
+            .iter()
+            .map(|c| Interval {
+                index: c.index,
+                offset: c.offset,
+                distance: c.distance,
+            })
+            .collect();
+        let selection =
+            select(&intervals).filter(|s| s.truechimers.len() >= self.settings.min_sources.max(1));
+        let Some(selection) = selection else {
+            for c in candidates {
                 self.states[c.index] = SourceState::Unselected;
             }
             if self.synchronized {
                 tracing::warn!("no majority among sources: {intervals:?}");
             }
             self.lose_sync();
-            return vec![];
+            return None;
         };
         for &i in &selection.falsetickers {
             self.states[i] = SourceState::Falseticker;
@@ -587,8 +634,6 @@ impl Engine {
             .filter(|c| selection.truechimers.contains(&c.index))
             .copied()
             .collect();
-        // The system peer: a preferred truechimer if any, else the one with
-        // the smallest root distance.
         let peer = chosen
             .iter()
             .min_by(|a, b| {
@@ -599,7 +644,7 @@ impl Engine {
             .copied();
         let Some(peer) = peer else {
             self.lose_sync();
-            return vec![];
+            return None;
         };
         for c in &chosen {
             self.states[c.index] = if c.index == peer.index {
@@ -609,18 +654,23 @@ impl Engine {
             };
         }
         self.system_peer = Some(peer.index);
-        if !selection.truechimers.contains(&fresh) {
-            // A falseticker's sample changes nothing on the clock.
-            return vec![];
-        }
-        let Some(combined) = combine(&chosen) else {
-            return vec![];
-        };
+        Some((chosen, peer, selection.truechimers))
+    }
+
+    /// Hands the combined estimate to the discipline and records it as the
+    /// system estimate (`correction` is the discipline's before the update).
+    fn discipline_update(
+        &mut self,
+        now: f64,
+        combined: &Combined,
+        correction: f64,
+        bound: f64,
+    ) -> Vec<ClockAction> {
         let slew_time = match self.last_update {
             Some(t) => (now - t).clamp(1.0, 1024.0),
             None => 2.0,
         };
-        let mut actions = self.discipline.update(
+        let actions = self.discipline.update(
             now,
             combined.offset,
             combined.slope.map(|s| (s, combined.slope_sd)),
@@ -630,52 +680,58 @@ impl Engine {
             at: now,
             natural_offset: combined.offset + correction,
             measured_offset: combined.offset,
-            bound: peer.distance,
+            bound,
         });
         self.after_step(now, &actions);
+        actions
+    }
+
+    /// While the estimate is uncertain, the chosen sources poll soon.
+    fn settle_polls(&mut self, now: f64, chosen: &[Candidate], combined_offset_sd: f64) {
+        if !self.discipline.clock_control() {
+            return;
+        }
         let uncertain =
-            self.discipline.frequency_sd() > SETTLE_SKEW || combined.offset_sd > SETTLE_OFFSET_SD;
-        if self.discipline.clock_control() {
-            for c in &chosen {
-                // A burst's samples span 6 s: on a noisy path their slope
-                // may be 15 ppm off while its error looks small (seen on
-                // the UML test host after step.now), so a short span counts
-                // as uncertain too.
-                let source = &mut self.sources[c.index];
-                if uncertain || source.sample_span() < SETTLE_SPAN {
-                    source.poll_soon_while_settling(now);
-                }
+            self.discipline.frequency_sd() > SETTLE_SKEW || combined_offset_sd > SETTLE_OFFSET_SD;
+        for c in chosen {
+            // A burst's samples span 6 s: on a noisy path their slope
+            // may be 15 ppm off while its error looks small (seen on
+            // the UML test host after step.now), so a short span counts
+            // as uncertain too.
+            let source = &mut self.sources[c.index];
+            if uncertain || source.sample_span() < SETTLE_SPAN {
+                source.poll_soon_while_settling(now);
             }
         }
-        let leap = majority_leap(
-            chosen
-                .iter()
-                .filter_map(|c| self.sources[c.index].server_info())
-                .map(|i| i.leap),
-        );
-        actions.extend(self.discipline.announce_leap(unix_seconds(now_local), leap));
-        self.last_update = Some(now);
-        self.synchronized = true;
+    }
+
+    /// What the server tells its clients, from the system peer.
+    fn update_server_state(
+        &mut self,
+        now: f64,
+        now_local: NtpTimestamp,
+        peer: &Candidate,
+        leap: Leap,
+        default_slope: f64,
+    ) {
         let peer_source = &self.sources[peer.index];
-        if let Some(info) = peer_source.server_info() {
-            let delay = peer_source
-                .estimate(now, default_slope)
-                .map(|e| e.min_delay)
-                .unwrap_or(0.0);
-            self.server = ServerState {
-                leap,
-                stratum: (info.stratum + 1).min(MAX_STRATUM),
-                reference_id: self.server.reference_id,
-                root_delay: info.root_delay + delay,
-                root_dispersion: peer.distance - info.root_delay / 2.0 - delay / 2.0,
-                reference_time: now_local,
-                poll: peer_source.poll_exponent(),
-                precision: -20,
-            };
-        }
-        let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
-        actions.extend(self.kernel_sync_actions(Some(peer.distance)));
-        actions
+        let Some(info) = peer_source.server_info() else {
+            return;
+        };
+        let delay = peer_source
+            .estimate(now, default_slope)
+            .map(|e| e.min_delay)
+            .unwrap_or(0.0);
+        self.server = ServerState {
+            leap,
+            stratum: (info.stratum + 1).min(MAX_STRATUM),
+            reference_id: self.server.reference_id,
+            root_delay: info.root_delay + delay,
+            root_dispersion: peer.distance - info.root_delay / 2.0 - delay / 2.0,
+            reference_time: now_local,
+            poll: peer_source.poll_exponent(),
+            precision: -20,
+        };
     }
 
     /// After a step: requests in flight were timed across it (forget
@@ -828,8 +884,8 @@ pub fn refid_string(id: [u8; 4], stratum: u8) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::select::{Interval, select};
     use super::*;
+    use crate::select::{Interval, select};
 
     /// Two peers on one LAN sharing one clock, measured 13 µs apart by path
     /// asymmetry with microsecond delays and jitter (as seen on a veth
