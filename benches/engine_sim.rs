@@ -11,6 +11,7 @@ use timectl::engine::discipline::StepPolicy;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
+use timectl::engine::units::PollExponent;
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
@@ -39,8 +40,8 @@ fn main() {
         for &seed in &seeds {
             let mut server = ServerParams::good(*jitter);
             server.source = SourceSettings {
-                minpoll: 6,
-                maxpoll: 6,
+                minpoll: PollExponent::saturating(6),
+                maxpoll: PollExponent::saturating(6),
                 iburst: true,
                 prefer: false,
             };

@@ -17,6 +17,7 @@ use timectl::engine::sim::{
 };
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
+use timectl::engine::units::PollExponent;
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -27,8 +28,8 @@ fn bench(seed: u64, clock: ClockParams) -> SimConfig {
     let mut server = ServerParams::good(150.0 * US);
     server.base_delay = 100.0 * US;
     server.source = SourceSettings {
-        minpoll: 4,
-        maxpoll: 4,
+        minpoll: PollExponent::saturating(4),
+        maxpoll: PollExponent::saturating(4),
         iburst: true,
         prefer: false,
     };

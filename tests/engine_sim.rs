@@ -6,6 +6,7 @@ use timectl::engine::drift;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
+use timectl::engine::units::PollExponent;
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -255,8 +256,8 @@ fn drift_file_keeps_frequency_across_restart() {
     drift::write(&path, r.frequency, r.frequency_sd).expect("write drift");
 
     let slow_polls = SourceSettings {
-        minpoll: 7,
-        maxpoll: 10,
+        minpoll: PollExponent::saturating(7),
+        maxpoll: PollExponent::saturating(10),
         iburst: false,
         prefer: false,
     };
@@ -318,8 +319,8 @@ fn losing_all_sources_loses_synchronisation() {
     let mut servers = vec![ServerParams::good(100.0 * US); 2];
     for s in &mut servers {
         s.source = SourceSettings {
-            minpoll: 4,
-            maxpoll: 4,
+            minpoll: PollExponent::saturating(4),
+            maxpoll: PollExponent::saturating(4),
             iburst: true,
             prefer: false,
         };

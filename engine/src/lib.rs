@@ -1,6 +1,8 @@
 //! timectl's NTP engine without I/O (RFC 5905 client and server logic).
 //!
 //! Layers, from pure protocol to the whole algorithm:
+//! - `units`: newtypes for time (`Seconds`, `EngineInstant`, `Frequency`,
+//!   `PollExponent`) so the APIs say their units.
 //! - `proto`: packet codec, timestamps, reply sanity checks.
 //! - `source`, `filter`, `select`, `combine`, `discipline`: the clock
 //!   algorithm; `system` ties them together. Inputs are samples and
@@ -19,3 +21,4 @@ pub mod select;
 pub mod sim;
 pub mod source;
 pub mod system;
+pub mod units;

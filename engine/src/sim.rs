@@ -545,7 +545,7 @@ impl Simulation {
             root_delay: 0.0,
             root_dispersion: 10e-6,
             reference_time: t2,
-            poll: 6,
+            poll: super::units::PollExponent::saturating(6),
             precision: -20,
         };
         let reply = state.reply(&request, t2, t3).encode();

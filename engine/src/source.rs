@@ -9,6 +9,7 @@ use super::filter::{Estimate, Sample, SampleFilter};
 use super::proto::{
     KissCode, Leap, Measurement, NtpTimestamp, Packet, PendingRequest, Reject, check_reply,
 };
+use super::units::PollExponent;
 
 /// Interval between the requests of an initial burst (RFC 5905: 2 s).
 pub const BURST_INTERVAL: f64 = 2.0;
@@ -30,15 +31,16 @@ const POLL_GATE: f64 = 4.0;
 const SUSPECT_MIN: f64 = 0.010;
 
 /// Lowest and highest poll exponents accepted anywhere (chrony's range is
-/// -6..24; below -4 is pointless over a real network, above 17 is 36 h).
-pub const MIN_POLL: i8 = -4;
-pub const MAX_POLL: i8 = 17;
+/// -6..24; below -4 is pointless over a real network, above 17 is 36 h):
+/// `PollExponent`'s range, as bare numbers for the config file's checks.
+pub const MIN_POLL: i8 = PollExponent::MIN.get();
+pub const MAX_POLL: i8 = PollExponent::MAX.get();
 
 /// Per-source settings for the algorithm.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceSettings {
-    pub minpoll: i8,
-    pub maxpoll: i8,
+    pub minpoll: PollExponent,
+    pub maxpoll: PollExponent,
     pub iburst: bool,
     pub prefer: bool,
 }
@@ -46,8 +48,8 @@ pub struct SourceSettings {
 impl Default for SourceSettings {
     fn default() -> Self {
         SourceSettings {
-            minpoll: 6,
-            maxpoll: 10,
+            minpoll: PollExponent::saturating(6),
+            maxpoll: PollExponent::saturating(10),
             iburst: true,
             prefer: false,
         }
@@ -85,7 +87,7 @@ pub enum ReplyOutcome {
 #[derive(Clone, Debug)]
 pub struct Source {
     pub settings: SourceSettings,
-    poll: i8,
+    poll: PollExponent,
     reach: u8,
     next_poll: f64,
     burst_left: u8,
@@ -106,8 +108,8 @@ pub struct Source {
 impl Source {
     /// A source that polls for the first time at `now`.
     pub fn new(settings: SourceSettings, now: f64) -> Source {
-        let minpoll = settings.minpoll.clamp(MIN_POLL, MAX_POLL);
-        let maxpoll = settings.maxpoll.clamp(minpoll, MAX_POLL);
+        let minpoll = settings.minpoll;
+        let maxpoll = settings.maxpoll.max(minpoll);
         let settings = SourceSettings {
             minpoll,
             maxpoll,
@@ -133,13 +135,13 @@ impl Source {
         }
     }
 
-    pub fn poll_exponent(&self) -> i8 {
+    pub fn poll_exponent(&self) -> PollExponent {
         self.poll
     }
 
     /// Seconds between regular polls.
     pub fn poll_interval(&self) -> f64 {
-        2f64.powi(self.poll as i32)
+        self.poll.interval().get()
     }
 
     pub fn reach(&self) -> u8 {
@@ -198,7 +200,7 @@ impl Source {
         if self.reach == 0 && self.pending.is_some() && self.burst_left == 0 {
             // Eight polls without an answer: poll less often (RFC 5905
             // backs off from unreachable servers) and burst again if allowed.
-            self.poll = (self.poll + 1).min(self.settings.maxpoll);
+            self.poll = PollExponent::saturating(self.poll.get() + 1).min(self.settings.maxpoll);
             if self.settings.iburst {
                 self.burst_left = BURST_COUNT;
             }
@@ -213,7 +215,7 @@ impl Source {
             self.poll_interval()
         };
         self.next_poll = now + interval;
-        Packet::client_request(nonce, self.poll).encode()
+        Packet::client_request(nonce, self.poll.get()).encode()
     }
 
     /// Records when the request with `nonce` really left (the I/O task reads
@@ -264,9 +266,9 @@ impl Source {
                     match code {
                         KissCode::Rate => {
                             self.burst_left = 0;
-                            self.poll = (self.poll + 1)
-                                .max(packet.poll)
-                                .clamp(self.settings.minpoll, self.settings.maxpoll);
+                            self.poll =
+                                PollExponent::saturating((self.poll.get() + 1).max(packet.poll))
+                                    .clamp(self.settings.minpoll, self.settings.maxpoll);
                             self.next_poll = self.next_poll.max(now + self.poll_interval());
                         }
                         KissCode::Deny | KissCode::Restricted => {
@@ -319,13 +321,13 @@ impl Source {
     }
 
     fn adapt_poll(&mut self, now: f64, good: bool) {
-        let p = self.poll.max(1) as i32;
+        let p = i32::from(self.poll.get().max(1));
         if good {
             self.poll_counter += p;
             if self.poll_counter > POLL_ADJUST_LIMIT {
                 self.poll_counter = 0;
                 if self.poll < self.settings.maxpoll {
-                    self.poll += 1;
+                    self.poll = PollExponent::saturating(self.poll.get() + 1);
                 }
             }
         } else {
@@ -333,7 +335,7 @@ impl Source {
             if self.poll_counter < -POLL_ADJUST_LIMIT {
                 self.poll_counter = 0;
                 if self.poll > self.settings.minpoll {
-                    self.poll -= 1;
+                    self.poll = PollExponent::saturating(self.poll.get() - 1);
                     self.next_poll = self.next_poll.min(now + self.poll_interval());
                 }
             }
@@ -461,8 +463,8 @@ mod tests {
     fn iburst_then_regular_polls_and_reach() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 6,
-                maxpoll: 10,
+                minpoll: PollExponent::saturating(6),
+                maxpoll: PollExponent::saturating(10),
                 iburst: true,
                 prefer: false,
             },
@@ -488,8 +490,8 @@ mod tests {
     fn reach_register_shifts_out_missed_polls_and_backs_off() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 4,
-                maxpoll: 8,
+                minpoll: PollExponent::saturating(4),
+                maxpoll: PollExponent::saturating(8),
                 iburst: false,
                 prefer: false,
             },
@@ -505,7 +507,7 @@ mod tests {
         assert_eq!(s.reach(), 0, "eight unanswered polls empty the register");
         s.start_poll(now, NtpTimestamp(5000), local(now));
         assert!(
-            s.poll_exponent() > 4,
+            s.poll_exponent().get() > 4,
             "backed off from an unreachable server"
         );
         assert!(
@@ -525,8 +527,8 @@ mod tests {
     fn poll_rises_towards_maxpoll_when_stable() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 4,
-                maxpoll: 6,
+                minpoll: PollExponent::saturating(4),
+                maxpoll: PollExponent::saturating(6),
                 iburst: false,
                 prefer: false,
             },
@@ -537,15 +539,15 @@ mod tests {
             exchange(&mut s, now, 10 + i);
             now = s.next_poll().expect("scheduled");
         }
-        assert_eq!(s.poll_exponent(), 6);
+        assert_eq!(s.poll_exponent().get(), 6);
     }
 
     #[test]
     fn kiss_rate_backs_off_and_deny_stops() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 4,
-                maxpoll: 10,
+                minpoll: PollExponent::saturating(4),
+                maxpoll: PollExponent::saturating(10),
                 iburst: true,
                 prefer: false,
             },
@@ -559,7 +561,7 @@ mod tests {
         let out = s.handle_reply(0.002, &kod, local(0.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(out, ReplyOutcome::Rejected(Reject::Kiss(KissCode::Rate)));
         assert_eq!(
-            s.poll_exponent(),
+            s.poll_exponent().get(),
             8,
             "RATE raises poll to at least the server's"
         );
@@ -586,7 +588,7 @@ mod tests {
         odd.reference_id = *b"ACST";
         s.handle_reply(0.002, &odd, local(0.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(s.stopped(), None);
-        assert_eq!(s.poll_exponent(), 6);
+        assert_eq!(s.poll_exponent().get(), 6);
         // The same good reply twice: the second is not a new sample.
         s.start_poll(2.0, NtpTimestamp(10), local(2.0));
         let good = reply(NtpTimestamp(10), local(2.001), 6);

@@ -38,6 +38,7 @@ fn root_distance(
 use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
 use super::select::{Interval, select};
 use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
+use super::units::PollExponent;
 
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -119,7 +120,8 @@ pub struct ServerState {
     pub root_dispersion: f64,
     /// Local time of the last clock update.
     pub reference_time: NtpTimestamp,
-    pub poll: i8,
+    /// The system peer's poll interval.
+    pub poll: PollExponent,
     pub precision: i8,
 }
 
@@ -133,7 +135,7 @@ impl ServerState {
                 root_delay: 0.0,
                 root_dispersion: 0.0,
                 reference_time: NtpTimestamp::ZERO,
-                poll: 6,
+                poll: PollExponent::saturating(6),
                 precision: -20,
             },
             None => ServerState {
@@ -143,7 +145,7 @@ impl ServerState {
                 root_delay: 0.0,
                 root_dispersion: 0.0,
                 reference_time: NtpTimestamp::ZERO,
-                poll: 6,
+                poll: PollExponent::saturating(6),
                 precision: -20,
             },
         }
@@ -192,7 +194,7 @@ pub struct SourceReport {
     pub state: SourceState,
     pub selected: bool,
     pub reach: u8,
-    pub poll: i8,
+    pub poll: PollExponent,
     pub stratum: Option<u8>,
     /// Local minus source time of the last sample, seconds (chrony's sign).
     pub last_offset_seconds: Option<f64>,

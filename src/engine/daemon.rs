@@ -30,6 +30,7 @@ use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState};
+use super::units::PollExponent;
 
 /// How often the drift file is rewritten while running.
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -477,8 +478,9 @@ impl ClockTask {
         self.known.insert(addr);
         let sc = &self.config.sources[config_index];
         let settings = SourceSettings {
-            minpoll: sc.minpoll,
-            maxpoll: sc.maxpoll,
+            // The config's check keeps both in range already.
+            minpoll: PollExponent::saturating(sc.minpoll),
+            maxpoll: PollExponent::saturating(sc.maxpoll),
             iburst: sc.iburst,
             prefer: sc.prefer,
         };

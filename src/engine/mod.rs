@@ -2,7 +2,7 @@
 //! on top of the sans-IO `timectl-engine` crate.
 //!
 //! - `proto`, `source`, `filter`, `select`, `combine`, `discipline`,
-//!   `system`, `sim`: re-exported from `timectl-engine` (the protocol and
+//!   `system`, `sim`, `units`: re-exported from `timectl-engine` (the protocol and
 //!   the clock algorithm, no I/O), so `timectl::engine::proto` and friends
 //!   keep resolving.
 //! - `config`, `daemon`, `server`, `net`, `clock`, `adjtimex`, `drift`,
@@ -23,4 +23,4 @@ pub mod net;
 pub mod notify;
 pub mod server;
 
-pub use timectl_engine::{combine, discipline, filter, proto, select, sim, source, system};
+pub use timectl_engine::{combine, discipline, filter, proto, select, sim, source, system, units};
