@@ -11,7 +11,7 @@ use timectl::engine::discipline::StepPolicy;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
-use timectl::engine::units::PollExponent;
+use timectl::engine::units::{Frequency, PollExponent};
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
@@ -63,7 +63,7 @@ fn main() {
                     },
                     clock_control: true,
                     initial_frequency: None,
-                    kernel_frequency: 0.0,
+                    kernel_frequency: Frequency::ZERO,
                     local_stratum: None,
                 },
             };

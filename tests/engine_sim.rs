@@ -6,7 +6,7 @@ use timectl::engine::drift;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
-use timectl::engine::units::PollExponent;
+use timectl::engine::units::{Frequency, PollExponent};
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -20,7 +20,7 @@ fn engine(clock_control: bool) -> EngineSettings {
         },
         clock_control,
         initial_frequency: None,
-        kernel_frequency: 0.0,
+        kernel_frequency: Frequency::ZERO,
         local_stratum: None,
     }
 }
@@ -253,7 +253,12 @@ fn drift_file_keeps_frequency_across_restart() {
         engine: engine(true),
     };
     let r = run(first, 5_000.0);
-    drift::write(&path, r.frequency, r.frequency_sd).expect("write drift");
+    drift::write(
+        &path,
+        Frequency::from_fraction(r.frequency),
+        Frequency::from_fraction(r.frequency_sd),
+    )
+    .expect("write drift");
 
     let slow_polls = SourceSettings {
         minpoll: PollExponent::saturating(7),
@@ -261,7 +266,7 @@ fn drift_file_keeps_frequency_across_restart() {
         iburst: false,
         prefer: false,
     };
-    let restart = |initial_frequency: Option<f64>| {
+    let restart = |initial_frequency: Option<Frequency>| {
         let mut servers = vec![ServerParams::good(100.0 * US); 4];
         for s in &mut servers {
             s.source = slow_polls.clone();
@@ -283,7 +288,10 @@ fn drift_file_keeps_frequency_across_restart() {
         run(config, 1_000.0)
     };
     let loaded = drift::read(&path).expect("read drift").expect("present");
-    assert!((loaded + 100e-6).abs() < 2e-6, "drift file holds {loaded}");
+    assert!(
+        (loaded.fraction() + 100e-6).abs() < 2e-6,
+        "drift file holds {loaded:?}"
+    );
     let with = restart(Some(loaded));
     let without = restart(None);
     let (max_with, _) = with.error_stats(0.0);

@@ -12,6 +12,7 @@ use super::discipline::{ClockAction, ClockControl, ClockError, LeapAction};
 use super::proto::{NtpTimestamp, Packet};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState, SourceState};
+use super::units::Frequency;
 
 /// Deterministic random numbers (SplitMix64), independent of any crate's
 /// algorithm changes so that seeds keep their meaning.
@@ -352,7 +353,8 @@ impl ClockControl for SimClock {
         self.correction += offset;
         Ok(())
     }
-    fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError> {
+    fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError> {
+        let frequency = frequency.fraction();
         let frequency = frequency.clamp(-0.1, 0.1);
         if self.tick > 0.0 {
             let at = (self.raw / self.tick).floor() * self.tick + self.tick;
@@ -418,7 +420,7 @@ impl Simulation {
         let mut settings = config.engine.clone();
         if settings.clock_control {
             // The daemon reads the kernel's frequency at start.
-            settings.kernel_frequency = config.clock.kernel_frequency;
+            settings.kernel_frequency = Frequency::from_fraction(config.clock.kernel_frequency);
         }
         let mut engine = Engine::new(settings, 0.0);
         for s in &config.servers {
@@ -597,7 +599,7 @@ impl Simulation {
                     .push((next, self.engine.synchronized()));
                 self.result
                     .frequencies
-                    .push((next, self.engine.discipline().frequency()));
+                    .push((next, self.engine.discipline().frequency().fraction()));
                 for (i, used) in self.result.ever_used.iter_mut().enumerate() {
                     let state = self.engine.source_state(i);
                     *used |= matches!(state, Some(SourceState::Selected | SourceState::Combined));
@@ -645,8 +647,8 @@ impl Simulation {
     /// Current frequency estimate and error, as the drift file would hold.
     pub fn frequency(&self) -> (f64, f64) {
         (
-            self.engine.discipline().frequency(),
-            self.engine.discipline().frequency_sd(),
+            self.engine.discipline().frequency().fraction(),
+            self.engine.discipline().frequency_sd().fraction(),
         )
     }
 
@@ -705,7 +707,8 @@ mod tests {
         assert!((c.raw() - 10.001).abs() < 1e-9);
         // A new frequency takes effect at the next tick, not at once.
         c.advance(10.0011, &mut rng);
-        c.set_frequency(-100e-6).expect("sim");
+        c.set_frequency(Frequency::from_fraction(-100e-6))
+            .expect("sim");
         c.advance(10.002, &mut rng);
         assert_eq!(c.applied_frequency, 0.0, "not before the tick");
         c.advance(20.0, &mut rng);
@@ -719,7 +722,8 @@ mod tests {
         assert!((c.correction() - (-100e-6 * (c.raw() - 10.004) - 1e-3)).abs() < 1e-8);
         // A slew at 83,333 ppm moves CLOCK_MONOTONIC too: one second of it
         // lasts 1/1.083 s of raw time.
-        c.set_frequency(0.083_333).expect("sim");
+        c.set_frequency(Frequency::from_fraction(0.083_333))
+            .expect("sim");
         let (raw0, mono0) = (c.raw(), c.monotonic());
         c.advance(21.0, &mut rng);
         let ratio = (c.monotonic() - mono0) / (c.raw() - raw0);

@@ -38,7 +38,7 @@ fn root_distance(
 use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
 use super::select::{Interval, select};
 use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
-use super::units::PollExponent;
+use super::units::{Frequency, PollExponent};
 
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,10 +49,10 @@ pub struct EngineSettings {
     /// Whether the clock may be changed (off: compute, never adjust).
     pub clock_control: bool,
     /// Frequency from the drift file.
-    pub initial_frequency: Option<f64>,
+    pub initial_frequency: Option<Frequency>,
     /// The kernel's frequency when the engine starts (kept without a drift
     /// file, as chronyd does; 0 when unknown or without clock control).
-    pub kernel_frequency: f64,
+    pub kernel_frequency: Frequency,
     /// Stratum to serve while unsynchronised (None: serve stratum 16).
     pub local_stratum: Option<u8>,
 }
@@ -64,7 +64,7 @@ impl Default for EngineSettings {
             step: StepPolicy::default(),
             clock_control: false,
             initial_frequency: None,
-            kernel_frequency: 0.0,
+            kernel_frequency: Frequency::ZERO,
             local_stratum: None,
         }
     }
@@ -173,7 +173,7 @@ impl ServerState {
             poll: request.poll,
             precision: self.precision,
             root_delay: seconds_to_short(self.root_delay),
-            root_dispersion: seconds_to_short(self.root_dispersion + PHI * age),
+            root_dispersion: seconds_to_short(self.root_dispersion + PHI.fraction() * age),
             reference_id: self.reference_id,
             reference_ts: self.reference_time,
             origin_ts: request.transmit_ts,
@@ -479,7 +479,7 @@ impl Engine {
         };
         let discipline = &self.discipline;
         let correction_at = |t: f64| discipline.correction(t);
-        let slope = self.discipline.natural_slope();
+        let slope = self.discipline.natural_slope().fraction();
         let Some(source) = self.sources.get_mut(index) else {
             return (
                 ReplyOutcome::Rejected(super::proto::Reject::Unsolicited),
@@ -510,7 +510,7 @@ impl Engine {
             return vec![];
         }
         let correction = self.discipline.correction(now);
-        let default_slope = self.discipline.natural_slope();
+        let default_slope = self.discipline.natural_slope().fraction();
         let candidates = self.candidates(now, correction, default_slope);
         let Some((chosen, peer, truechimers)) = self.select_peer(&candidates) else {
             return vec![];
@@ -580,7 +580,7 @@ impl Engine {
             // The offset is extrapolated along the regression line, so it ages
             // with the slope's uncertainty (at most PHI) plus 1 ppm for the
             // clock's own instability (chrony's maxclockerror), not a flat PHI.
-            let aging = (est.slope_sd.min(PHI) + 1e-6) * (now - last);
+            let aging = (est.slope_sd.min(PHI.fraction()) + 1e-6) * (now - last);
             candidates.push(Candidate {
                 index: i,
                 offset: est.natural_offset - correction,
@@ -693,8 +693,8 @@ impl Engine {
         if !self.discipline.clock_control() {
             return;
         }
-        let uncertain =
-            self.discipline.frequency_sd() > SETTLE_SKEW || combined_offset_sd > SETTLE_OFFSET_SD;
+        let uncertain = self.discipline.frequency_sd().fraction() > SETTLE_SKEW
+            || combined_offset_sd > SETTLE_OFFSET_SD;
         for c in chosen {
             // A burst's samples span 6 s: on a noisy path their slope
             // may be 15 ppm off while its error looks small (seen on
@@ -770,7 +770,7 @@ impl Engine {
         // the clock runs by), not the last update's raw slope: a few samples
         // after a burst give a slope hundreds of ppm off, and the status
         // would drift away from the clock's real offset by that much.
-        let slope = self.discipline.natural_slope();
+        let slope = self.discipline.natural_slope().fraction();
         Some(e.natural_offset + slope * (now - e.at) - self.discipline.correction(now))
     }
 
@@ -787,7 +787,7 @@ impl Engine {
 
     /// A status report at `now`.
     pub fn report(&self, now: f64) -> SystemReport {
-        let slope = self.discipline.natural_slope();
+        let slope = self.discipline.natural_slope().fraction();
         let sources = self
             .sources
             .iter()
@@ -820,10 +820,12 @@ impl Engine {
             synchronized: self.synchronized,
             clock_control: self.discipline.clock_control(),
             offset_seconds: self.current_offset(now).map(|o| -o),
-            offset_bound_seconds: self.estimate.map(|e| e.bound + PHI * (now - e.at).max(0.0)),
+            offset_bound_seconds: self
+                .estimate
+                .map(|e| e.bound + PHI.fraction() * (now - e.at).max(0.0)),
             last_offset_seconds: self.estimate.map(|e| -e.measured_offset),
-            frequency_ppm: self.discipline.frequency() * 1e6,
-            skew_ppm: self.discipline.frequency_sd() * 1e6,
+            frequency_ppm: self.discipline.frequency().ppm(),
+            skew_ppm: self.discipline.frequency_sd().ppm(),
             stratum: self.server.stratum,
             leap,
             reference_id: refid_string(self.server.reference_id, self.server.stratum),

@@ -13,6 +13,7 @@ use nix::time::{ClockId, clock_gettime};
 use super::adjtimex;
 use super::discipline::{ClockControl, ClockError, LeapAction, LocalClock};
 use super::proto::NtpTimestamp;
+use super::units::Frequency;
 
 /// Environment variable that forces no clock control.
 pub const NO_CLOCK_CONTROL_ENV: &str = "TIMECTL_NO_CLOCK_CONTROL";
@@ -170,8 +171,10 @@ impl KernelClock {
 impl KernelClock {
     /// The frequency the kernel runs at now (kept at start when there is
     /// no drift file, as chronyd does).
-    pub fn frequency(&self) -> Result<f64, ClockError> {
-        adjtimex::read_frequency().map_err(ClockError::Os)
+    pub fn frequency(&self) -> Result<Frequency, ClockError> {
+        adjtimex::read_frequency()
+            .map(Frequency::from_fraction)
+            .map_err(ClockError::Os)
     }
 }
 
@@ -186,8 +189,8 @@ impl ClockControl for KernelClock {
     fn step(&mut self, offset: f64) -> Result<(), ClockError> {
         adjtimex::step(offset).map_err(ClockError::Os)
     }
-    fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError> {
-        adjtimex::set_frequency(frequency).map_err(ClockError::Os)
+    fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError> {
+        adjtimex::set_frequency(frequency.fraction()).map_err(ClockError::Os)
     }
 }
 
@@ -205,7 +208,7 @@ impl ClockControl for NoClockControl {
     fn step(&mut self, _: f64) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
-    fn set_frequency(&mut self, _: f64) -> Result<(), ClockError> {
+    fn set_frequency(&mut self, _: Frequency) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
 }
@@ -251,7 +254,7 @@ mod tests {
             Err(ClockError::Disabled)
         ));
         assert!(matches!(
-            NoClockControl.set_frequency(1e-6),
+            NoClockControl.set_frequency(Frequency::from_ppm(1.0)),
             Err(ClockError::Disabled)
         ));
     }

@@ -30,7 +30,7 @@ use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState};
-use super::units::PollExponent;
+use super::units::{Frequency, PollExponent};
 
 /// How often the drift file is rewritten while running.
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -205,7 +205,7 @@ fn start_engine(
         tracing::warn!("{var} is set: running without clock control (estimates only)");
         clock_control = false;
     }
-    let mut kernel_frequency = 0.0;
+    let mut kernel_frequency = Frequency::ZERO;
     let mut kernel: Box<dyn ClockControl + Send> = if clock_control {
         let k = KernelClock::new()?;
         kernel_frequency = k.frequency()?;
@@ -696,7 +696,7 @@ fn sleep_until(engine: &Engine, now: f64) -> Duration {
     let Some(wake) = engine.next_wakeup() else {
         return Duration::from_secs(3600);
     };
-    let monotonic_rate = 1.0 + engine.discipline().applied_frequency();
+    let monotonic_rate = 1.0 + engine.discipline().applied_frequency().fraction();
     Duration::from_secs_f64(((wake - now) * monotonic_rate).clamp(0.0, 3600.0))
 }
 
