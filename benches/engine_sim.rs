@@ -11,7 +11,7 @@ use timectl::engine::discipline::StepPolicy;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
-use timectl::engine::units::{Frequency, PollExponent};
+use timectl::engine::units::{Frequency, PollExponent, Seconds};
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
@@ -58,7 +58,7 @@ fn main() {
                 engine: EngineSettings {
                     min_sources: 1,
                     step: StepPolicy {
-                        threshold: 1.0,
+                        threshold: Seconds::new(1.0),
                         limit: 3,
                     },
                     clock_control: true,

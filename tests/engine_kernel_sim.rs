@@ -17,7 +17,7 @@ use timectl::engine::sim::{
 };
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
-use timectl::engine::units::{Frequency, PollExponent};
+use timectl::engine::units::{Frequency, PollExponent, Seconds};
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -41,7 +41,7 @@ fn bench(seed: u64, clock: ClockParams) -> SimConfig {
         engine: EngineSettings {
             min_sources: 1,
             step: StepPolicy {
-                threshold: 1.0,
+                threshold: Seconds::new(1.0),
                 limit: 3,
             },
             clock_control: true,

@@ -6,7 +6,7 @@ use timectl::engine::drift;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
-use timectl::engine::units::{Frequency, PollExponent};
+use timectl::engine::units::{Frequency, PollExponent, Seconds};
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -15,7 +15,7 @@ fn engine(clock_control: bool) -> EngineSettings {
     EngineSettings {
         min_sources: 1,
         step: StepPolicy {
-            threshold: 1.0,
+            threshold: Seconds::new(1.0),
             limit: 3,
         },
         clock_control,
@@ -375,7 +375,7 @@ fn step_now_steps_once_through_the_engine() {
     };
     let mut e = engine(true);
     e.step = StepPolicy {
-        threshold: 1.0,
+        threshold: Seconds::new(1.0),
         limit: 0,
     };
     let mut sim = Simulation::new(SimConfig {
@@ -419,7 +419,10 @@ fn step_now_steps_once_through_the_engine() {
     off.run_until(10.0);
     match off.step_now() {
         Err(timectl::engine::discipline::StepNowError::ClockControlOff { would_step }) => {
-            assert!((would_step + 5.0).abs() < 0.01, "would step {would_step}")
+            assert!(
+                (would_step.get() + 5.0).abs() < 0.01,
+                "would step {would_step}"
+            )
         }
         other => panic!("expected a refusal, got {other:?}"),
     }

@@ -28,7 +28,7 @@
 //! through a `ClockControl` (the kernel, or the simulated clock).
 
 use super::proto::{Leap, NtpTimestamp};
-use super::units::Frequency;
+use super::units::{Frequency, Seconds};
 
 /// Largest base frequency correction (the kernel's ±500 ppm).
 pub const MAX_FREQUENCY: Frequency = Frequency::from_fraction(500e-6);
@@ -77,7 +77,7 @@ impl LeapAction {
 /// tests and the simulation use their own.
 pub trait ClockControl {
     /// Moves the clock by `offset` seconds (positive: forward).
-    fn step(&mut self, offset: f64) -> Result<(), ClockError>;
+    fn step(&mut self, offset: Seconds) -> Result<(), ClockError>;
     /// Sets the clock's frequency correction relative to its uncorrected
     /// rate (positive: faster).
     fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError>;
@@ -87,7 +87,7 @@ pub trait ClockControl {
     /// STA_UNSYNC) and, when it is, its error bound in seconds: what
     /// `timedatectl`, `ntp_gettime` users and the kernel's 11-minute RTC
     /// sync read.
-    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError>;
+    fn set_synchronized(&mut self, max_error: Option<Seconds>) -> Result<(), ClockError>;
 }
 
 /// Reading the clock that is being disciplined ("now", injected).
@@ -106,11 +106,12 @@ pub enum ClockError {
 /// A change to make to the clock.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ClockAction {
-    Step(f64),
+    /// Move the clock by this much (positive: forward).
+    Step(Seconds),
     SetFrequency(Frequency),
     SetLeap(LeapAction),
     /// Synchronised with this error bound (seconds), or not (None).
-    SetSynchronized(Option<f64>),
+    SetSynchronized(Option<Seconds>),
 }
 
 impl ClockAction {
@@ -128,7 +129,7 @@ impl ClockAction {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepPolicy {
     /// Step when the offset is larger than this, seconds.
-    pub threshold: f64,
+    pub threshold: Seconds,
     /// Only during the first `limit` clock updates; negative: always.
     pub limit: i32,
 }
@@ -136,7 +137,7 @@ pub struct StepPolicy {
 impl Default for StepPolicy {
     fn default() -> Self {
         StepPolicy {
-            threshold: 1.0,
+            threshold: Seconds::new(1.0),
             limit: 3,
         }
     }
@@ -145,7 +146,7 @@ impl Default for StepPolicy {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StepNowError {
     #[error("clock control is off; would step the clock by {would_step:+.9} s")]
-    ClockControlOff { would_step: f64 },
+    ClockControlOff { would_step: Seconds },
     #[error("no offset estimate yet (not synchronised)")]
     NoEstimate,
 }
@@ -389,8 +390,8 @@ impl Discipline {
         let mut actions = Vec::new();
         let mut remaining = offset;
         let may_step = self.policy.limit < 0 || self.updates <= self.policy.limit as u64;
-        if remaining.abs() > self.policy.threshold && may_step {
-            actions.push(ClockAction::Step(remaining));
+        if remaining.abs() > self.policy.threshold.get() && may_step {
+            actions.push(ClockAction::Step(Seconds::new(remaining)));
             self.book_step(now, remaining);
             remaining = 0.0;
         }
@@ -461,14 +462,16 @@ impl Discipline {
     ) -> Result<Vec<ClockAction>, StepNowError> {
         let offset = offset.ok_or(StepNowError::NoEstimate)?;
         if !self.control {
-            return Err(StepNowError::ClockControlOff { would_step: offset });
+            return Err(StepNowError::ClockControlOff {
+                would_step: Seconds::new(offset),
+            });
         }
         self.book_step(now, offset);
         self.slew_end = None;
         let base = self.base_frequency;
         self.set_applied(now, base);
         Ok(vec![
-            ClockAction::Step(offset),
+            ClockAction::Step(Seconds::new(offset)),
             ClockAction::SetFrequency(Frequency::from_fraction(base)),
         ])
     }
@@ -553,7 +556,7 @@ mod tests {
         let mut d = Discipline::new(
             true,
             StepPolicy {
-                threshold: 0.5,
+                threshold: Seconds::new(0.5),
                 limit: 2,
             },
             None,
@@ -561,7 +564,7 @@ mod tests {
             0.0,
         );
         let a = d.update(1.0, 2.0, None, 16.0);
-        assert_eq!(a[0], ClockAction::Step(2.0));
+        assert_eq!(a[0], ClockAction::Step(Seconds::new(2.0)));
         assert_eq!(d.correction(1.0), 2.0);
         let a = d.update(2.0, 0.1, None, 16.0);
         assert!(
@@ -604,7 +607,7 @@ mod tests {
         let mut d = Discipline::new(
             true,
             StepPolicy {
-                threshold: 10.0,
+                threshold: Seconds::new(10.0),
                 limit: 0,
             },
             None,
@@ -629,7 +632,9 @@ mod tests {
         assert!((d.frequency().fraction() + 100e-6).abs() < 1e-10);
         assert_eq!(
             d.step_now(1.0, Some(5.0)),
-            Err(StepNowError::ClockControlOff { would_step: 5.0 })
+            Err(StepNowError::ClockControlOff {
+                would_step: Seconds::new(5.0)
+            })
         );
     }
 
@@ -638,7 +643,7 @@ mod tests {
         let mut d = Discipline::new(
             true,
             StepPolicy {
-                threshold: 1.0,
+                threshold: Seconds::new(1.0),
                 limit: 0,
             },
             None,
@@ -647,7 +652,7 @@ mod tests {
         );
         assert_eq!(d.step_now(0.0, None), Err(StepNowError::NoEstimate));
         let a = d.step_now(5.0, Some(0.002)).expect("steps");
-        assert_eq!(a[0], ClockAction::Step(0.002));
+        assert_eq!(a[0], ClockAction::Step(Seconds::new(0.002)));
         assert_eq!(d.steps(), 1);
     }
 
@@ -745,7 +750,10 @@ mod tests {
         let a = d.step_now(3.0, Some(-0.25)).expect("steps");
         assert_eq!(
             a,
-            vec![ClockAction::Step(-0.25), ClockAction::SetFrequency(f)]
+            vec![
+                ClockAction::Step(Seconds::new(-0.25)),
+                ClockAction::SetFrequency(f)
+            ]
         );
         assert_eq!(d.next_timer(), None);
         assert_eq!(d.applied_frequency(), f);

@@ -12,7 +12,7 @@ use super::discipline::{ClockAction, ClockControl, ClockError, LeapAction};
 use super::proto::{NtpTimestamp, Packet};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState, SourceState};
-use super::units::Frequency;
+use super::units::{Frequency, Seconds};
 
 /// Deterministic random numbers (SplitMix64), independent of any crate's
 /// algorithm changes so that seeds keep their meaning.
@@ -349,8 +349,8 @@ impl SimClock {
 }
 
 impl ClockControl for SimClock {
-    fn step(&mut self, offset: f64) -> Result<(), ClockError> {
-        self.correction += offset;
+    fn step(&mut self, offset: Seconds) -> Result<(), ClockError> {
+        self.correction += offset.get();
         Ok(())
     }
     fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError> {
@@ -364,8 +364,8 @@ impl ClockControl for SimClock {
         }
         Ok(())
     }
-    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
-        self.synchronized = max_error;
+    fn set_synchronized(&mut self, max_error: Option<Seconds>) -> Result<(), ClockError> {
+        self.synchronized = max_error.map(Seconds::get);
         Ok(())
     }
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
@@ -641,7 +641,7 @@ impl Simulation {
     /// Moves the clock as another program would (`date -s`): the engine
     /// is not told.
     pub fn external_step(&mut self, offset: f64) {
-        let _ = self.clock.step(offset);
+        let _ = self.clock.step(Seconds::new(offset));
     }
 
     /// Current frequency estimate and error, as the drift file would hold.
@@ -716,7 +716,7 @@ mod tests {
         assert!((c.offset() - 1e-3).abs() < 1e-6, "{}", c.offset());
         // CLOCK_MONOTONIC runs at the corrected rate; steps skip it.
         let mono = c.monotonic();
-        c.step(-1e-3).expect("sim");
+        c.step(Seconds::new(-1e-3)).expect("sim");
         assert!(c.offset().abs() < 1e-6);
         assert_eq!(c.monotonic(), mono);
         assert!((c.correction() - (-100e-6 * (c.raw() - 10.004) - 1e-3)).abs() < 1e-8);

@@ -38,7 +38,7 @@ fn root_distance(
 use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
 use super::select::{Interval, select};
 use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
-use super::units::{Frequency, PollExponent};
+use super::units::{Frequency, PollExponent, Seconds};
 
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -296,7 +296,9 @@ impl Engine {
         match bound {
             Some(b) if self.synchronized => {
                 self.kernel_synchronized = true;
-                vec![Action::Clock(ClockAction::SetSynchronized(Some(b)))]
+                vec![Action::Clock(ClockAction::SetSynchronized(Some(
+                    Seconds::new(b),
+                )))]
             }
             _ if self.kernel_synchronized && !self.synchronized => {
                 self.kernel_synchronized = false;

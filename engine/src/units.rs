@@ -24,8 +24,22 @@ use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub, SubAssign};
 
 use serde::{Deserialize, Serialize};
 
+/// `Debug` shows the bare number, as the `f64`/`i8` did before the
+/// newtypes (logs such as `clock: SetFrequency(1e-6)` keep their form).
+macro_rules! debug_as_number {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
+    )*};
+}
+
+debug_as_number!(Seconds, EngineInstant, Frequency, PollExponent);
+
 /// A signed span of time in seconds (an offset, a delay, a duration).
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(transparent)]
 #[repr(transparent)]
 pub struct Seconds(f64);
@@ -126,7 +140,7 @@ impl Div for Seconds {
 
 /// An instant on the engine's time axis: seconds of CLOCK_MONOTONIC_RAW
 /// since start (the free-running hardware clock, never slewed or stepped).
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(transparent)]
 #[repr(transparent)]
 pub struct EngineInstant(f64);
@@ -174,7 +188,7 @@ impl Sub<Seconds> for EngineInstant {
 
 /// A frequency offset or error as a dimensionless fraction (s/s): the
 /// clock gains this many seconds per second. 1e-6 is 1 ppm.
-#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[derive(Clone, Copy, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
 #[serde(transparent)]
 #[repr(transparent)]
 pub struct Frequency(f64);
@@ -250,7 +264,7 @@ impl Mul<Seconds> for Frequency {
 
 /// A poll interval of 2^exponent seconds (RFC 5905 `poll`), within
 /// `MIN..=MAX` (1/16 s to 36 h).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "i8", into = "i8")]
 pub struct PollExponent(i8);
 

@@ -13,7 +13,7 @@ use nix::time::{ClockId, clock_gettime};
 use super::adjtimex;
 use super::discipline::{ClockControl, ClockError, LeapAction, LocalClock};
 use super::proto::NtpTimestamp;
-use super::units::Frequency;
+use super::units::{Frequency, Seconds};
 
 /// Environment variable that forces no clock control.
 pub const NO_CLOCK_CONTROL_ENV: &str = "TIMECTL_NO_CLOCK_CONTROL";
@@ -179,15 +179,15 @@ impl KernelClock {
 }
 
 impl ClockControl for KernelClock {
-    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
-        adjtimex::set_synchronized(max_error).map_err(ClockError::Os)
+    fn set_synchronized(&mut self, max_error: Option<Seconds>) -> Result<(), ClockError> {
+        adjtimex::set_synchronized(max_error.map(Seconds::get)).map_err(ClockError::Os)
     }
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
         adjtimex::set_leap(leap == LeapAction::Insert, leap == LeapAction::Delete)
             .map_err(ClockError::Os)
     }
-    fn step(&mut self, offset: f64) -> Result<(), ClockError> {
-        adjtimex::step(offset).map_err(ClockError::Os)
+    fn step(&mut self, offset: Seconds) -> Result<(), ClockError> {
+        adjtimex::step(offset.get()).map_err(ClockError::Os)
     }
     fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError> {
         adjtimex::set_frequency(frequency.fraction()).map_err(ClockError::Os)
@@ -202,10 +202,10 @@ impl ClockControl for NoClockControl {
     fn set_leap(&mut self, _: LeapAction) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
-    fn set_synchronized(&mut self, _: Option<f64>) -> Result<(), ClockError> {
+    fn set_synchronized(&mut self, _: Option<Seconds>) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
-    fn step(&mut self, _: f64) -> Result<(), ClockError> {
+    fn step(&mut self, _: Seconds) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
     fn set_frequency(&mut self, _: Frequency) -> Result<(), ClockError> {
@@ -250,7 +250,7 @@ mod tests {
     #[test]
     fn no_clock_control_refuses() {
         assert!(matches!(
-            NoClockControl.step(1.0),
+            NoClockControl.step(Seconds::new(1.0)),
             Err(ClockError::Disabled)
         ));
         assert!(matches!(

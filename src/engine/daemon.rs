@@ -30,7 +30,7 @@ use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState};
-use super::units::{Frequency, PollExponent};
+use super::units::{Frequency, PollExponent, Seconds};
 
 /// How often the drift file is rewritten while running.
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -223,7 +223,7 @@ fn start_engine(
     let settings = EngineSettings {
         min_sources: config.min_sources,
         step: StepPolicy {
-            threshold: config.step.threshold,
+            threshold: Seconds::new(config.step.threshold),
             limit: config.step.limit,
         },
         clock_control,
@@ -624,7 +624,7 @@ impl ClockTask {
                 ok: false,
                 stepped_seconds: None,
                 would_step_seconds: match e {
-                    StepNowError::ClockControlOff { would_step } => Some(would_step),
+                    StepNowError::ClockControlOff { would_step } => Some(would_step.get()),
                     StepNowError::NoEstimate => None,
                 },
                 error: Some(e.to_string()),
@@ -729,7 +729,7 @@ fn apply_actions(
                 if engine.discipline().clock_control() {
                     match (a.apply(kernel), a) {
                         (Ok(()), ClockAction::Step(by)) => {
-                            tracing::info!(step = by, "stepped the clock by {by:+.9} s");
+                            tracing::info!(step = by.get(), "stepped the clock by {by:+.9} s");
                         }
                         (Ok(()), _) => tracing::debug!("clock: {a:?}"),
                         (Err(e), _) => tracing::error!("clock: {a:?}: {e}"),
