@@ -6,7 +6,7 @@ use timectl::engine::drift;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
-use timectl::engine::units::{Frequency, PollExponent, Seconds};
+use timectl::engine::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -224,7 +224,7 @@ fn no_clock_control_estimates_without_touching_the_clock() {
         "clock moved: {}",
         sim.clock.offset()
     );
-    let report = sim.engine.report(2_000.0);
+    let report = sim.engine.report(EngineInstant::from_secs(2_000.0));
     assert!(report.synchronized);
     let est = report.offset_seconds.expect("estimate");
     assert!(
@@ -453,6 +453,6 @@ fn preferred_truechimer_is_the_system_peer() {
     });
     sim.run_until(600.0);
     assert_eq!(sim.engine.system_peer(), Some(1));
-    let report = sim.engine.report(600.0);
+    let report = sim.engine.report(EngineInstant::from_secs(600.0));
     assert!(report.sources[1].selected && !report.sources[0].selected);
 }

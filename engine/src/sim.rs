@@ -12,7 +12,7 @@ use super::discipline::{ClockAction, ClockControl, ClockError, LeapAction};
 use super::proto::{NtpTimestamp, Packet};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState, SourceState};
-use super::units::{Frequency, Seconds};
+use super::units::{EngineInstant, Frequency, Seconds};
 
 /// Deterministic random numbers (SplitMix64), independent of any crate's
 /// algorithm changes so that seeds keep their meaning.
@@ -422,9 +422,9 @@ impl Simulation {
             // The daemon reads the kernel's frequency at start.
             settings.kernel_frequency = Frequency::from_fraction(config.clock.kernel_frequency);
         }
-        let mut engine = Engine::new(settings, 0.0);
+        let mut engine = Engine::new(settings, EngineInstant::from_secs(0.0));
         for s in &config.servers {
-            engine.add_source(s.source.clone(), 0.0);
+            engine.add_source(s.source.clone(), EngineInstant::from_secs(0.0));
         }
         let mut clock = SimClock::new(&config.clock);
         for a in engine.start_actions() {
@@ -448,11 +448,11 @@ impl Simulation {
     }
 
     /// The engine's instant now, on the time axis the wiring gives it.
-    fn engine_now(&self) -> f64 {
-        match self.config.wiring {
+    fn engine_now(&self) -> EngineInstant {
+        EngineInstant::from_secs(match self.config.wiring {
             Wiring::Measured => self.clock.raw(),
             Wiring::MonotonicUnmeasured => self.clock.monotonic(),
-        }
+        })
     }
 
     /// What the daemon does before every call into the engine: read the
@@ -460,9 +460,9 @@ impl Simulation {
     fn observe(&mut self) {
         if self.config.wiring == Wiring::Measured {
             let actions = self.engine.observe_clock(
-                self.clock.raw(),
+                EngineInstant::from_secs(self.clock.raw()),
                 self.clock.read(),
-                self.clock.correction(),
+                Seconds::new(self.clock.correction()),
             );
             self.apply(actions);
         }
@@ -569,7 +569,7 @@ impl Simulation {
             let wake = self
                 .engine
                 .next_wakeup()
-                .map_or(f64::INFINITY, |w| self.true_time_at(w));
+                .map_or(f64::INFINITY, |w| self.true_time_at(w.as_secs()));
             let arrival = self.queue.peek().map(|a| a.at).unwrap_or(f64::INFINITY);
             let next = wake.min(arrival).min(next_tick);
             if next > until {
@@ -614,7 +614,7 @@ impl Simulation {
         self.observe();
         let (offset, actions) = self.engine.step_now(self.engine_now())?;
         self.apply(actions);
-        Ok(offset)
+        Ok(offset.get())
     }
 
     /// Moves server `index`'s time (its clock stepped, or a spike).

@@ -38,7 +38,7 @@ fn root_distance(
 use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
 use super::select::{Interval, select};
 use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
-use super::units::{Frequency, PollExponent, Seconds};
+use super::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -264,7 +264,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(settings: EngineSettings, now: f64) -> Engine {
+    pub fn new(settings: EngineSettings, now: EngineInstant) -> Engine {
+        let now = now.as_secs();
         let discipline = Discipline::new(
             settings.clock_control,
             settings.step,
@@ -313,7 +314,13 @@ impl Engine {
     /// (CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, from start). The daemon
     /// calls this before every other call; it returns clock actions (a leap
     /// second done: disarm the kernel flag).
-    pub fn observe_clock(&mut self, now: f64, local: NtpTimestamp, correction: f64) -> Vec<Action> {
+    pub fn observe_clock(
+        &mut self,
+        now: EngineInstant,
+        local: NtpTimestamp,
+        correction: Seconds,
+    ) -> Vec<Action> {
+        let (now, correction) = (now.as_secs(), correction.get());
         self.observed_local = Some((now, local));
         match self
             .discipline
@@ -345,7 +352,8 @@ impl Engine {
     }
 
     /// Adds a source that polls first at `now`; returns its index.
-    pub fn add_source(&mut self, settings: SourceSettings, now: f64) -> usize {
+    pub fn add_source(&mut self, settings: SourceSettings, now: EngineInstant) -> usize {
+        let now = now.as_secs();
         self.sources.push(Source::new(settings, now));
         self.states.push(SourceState::Unselected);
         self.sources.len() - 1
@@ -400,13 +408,15 @@ impl Engine {
     }
 
     /// The next instant `on_timer` has work.
-    pub fn next_wakeup(&self) -> Option<f64> {
+    pub fn next_wakeup(&self) -> Option<EngineInstant> {
         let polls = self.sources.iter().filter_map(Source::next_poll);
-        polls.chain(self.discipline.next_timer()).reduce(f64::min)
+        let next = polls.chain(self.discipline.next_timer()).reduce(f64::min);
+        next.map(EngineInstant::from_secs)
     }
 
     /// Runs due timers: returns polls to send and clock actions.
-    pub fn on_timer(&mut self, now: f64) -> Vec<Action> {
+    pub fn on_timer(&mut self, now: EngineInstant) -> Vec<Action> {
+        let now = now.as_secs();
         let mut actions: Vec<Action> = self
             .discipline
             .on_timer(now)
@@ -427,10 +437,11 @@ impl Engine {
     pub fn build_request(
         &mut self,
         index: usize,
-        now: f64,
+        now: EngineInstant,
         nonce: NtpTimestamp,
         sent_local: NtpTimestamp,
     ) -> Option<[u8; 48]> {
+        let now = now.as_secs();
         let source = self.sources.get_mut(index)?;
         let bytes = source.start_poll(now, nonce, sent_local);
         if source.reach() == 0 && self.states[index] != SourceState::Denied {
@@ -461,10 +472,11 @@ impl Engine {
     pub fn on_reply(
         &mut self,
         index: usize,
-        now: f64,
+        now: EngineInstant,
         bytes: &[u8],
         received_local: NtpTimestamp,
     ) -> (ReplyOutcome, Vec<Action>) {
+        let now = now.as_secs();
         let packet = match Packet::decode(bytes) {
             Ok(p) => p,
             Err(_) => {
@@ -766,7 +778,11 @@ impl Engine {
     }
 
     /// Estimated offset (server minus local) now, if synchronised once.
-    pub fn current_offset(&self, now: f64) -> Option<f64> {
+    pub fn current_offset(&self, now: EngineInstant) -> Option<Seconds> {
+        self.offset_at(now.as_secs()).map(Seconds::new)
+    }
+
+    fn offset_at(&self, now: f64) -> Option<f64> {
         let e = self.estimate?;
         // Carried forward with the frequency the discipline settled on (what
         // the clock runs by), not the last update's raw slope: a few samples
@@ -777,18 +793,20 @@ impl Engine {
     }
 
     /// One step by the current offset estimate (`step.now`).
-    pub fn step_now(&mut self, now: f64) -> Result<(f64, Vec<Action>), StepNowError> {
-        let offset = self.current_offset(now);
+    pub fn step_now(&mut self, now: EngineInstant) -> Result<(Seconds, Vec<Action>), StepNowError> {
+        let now = now.as_secs();
+        let offset = self.offset_at(now);
         let actions = self.discipline.step_now(now, offset)?;
         self.after_step(now, &actions);
         Ok((
-            offset.unwrap_or(0.0),
+            Seconds::new(offset.unwrap_or(0.0)),
             actions.into_iter().map(Action::Clock).collect(),
         ))
     }
 
     /// A status report at `now`.
-    pub fn report(&self, now: f64) -> SystemReport {
+    pub fn report(&self, now: EngineInstant) -> SystemReport {
+        let now = now.as_secs();
         let slope = self.discipline.natural_slope().fraction();
         let sources = self
             .sources
@@ -821,7 +839,7 @@ impl Engine {
         SystemReport {
             synchronized: self.synchronized,
             clock_control: self.discipline.clock_control(),
-            offset_seconds: self.current_offset(now).map(|o| -o),
+            offset_seconds: self.offset_at(now).map(|o| -o),
             offset_bound_seconds: self
                 .estimate
                 .map(|e| e.bound + PHI.fraction() * (now - e.at).max(0.0)),

@@ -13,7 +13,7 @@ use nix::time::{ClockId, clock_gettime};
 use super::adjtimex;
 use super::discipline::{ClockControl, ClockError, LeapAction, LocalClock};
 use super::proto::NtpTimestamp;
-use super::units::{Frequency, Seconds};
+use super::units::{EngineInstant, Frequency, Seconds};
 
 /// Environment variable that forces no clock control.
 pub const NO_CLOCK_CONTROL_ENV: &str = "TIMECTL_NO_CLOCK_CONTROL";
@@ -86,11 +86,11 @@ pub struct EngineClock {
 #[derive(Clone, Copy, Debug)]
 pub struct ClockReading {
     /// CLOCK_MONOTONIC_RAW seconds since start: the engine's instant.
-    pub now: f64,
+    pub now: EngineInstant,
     /// CLOCK_REALTIME.
     pub local: NtpTimestamp,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, change since start.
-    pub correction: f64,
+    pub correction: Seconds,
 }
 
 fn nanos(clock: ClockId) -> i128 {
@@ -132,8 +132,10 @@ impl EngineClock {
     }
 
     /// The engine's instant now (raw seconds since start).
-    pub fn now(&self) -> f64 {
-        (nanos(ClockId::CLOCK_MONOTONIC_RAW) - self.raw_start_ns) as f64 * 1e-9
+    pub fn now(&self) -> EngineInstant {
+        EngineInstant::from_secs(
+            (nanos(ClockId::CLOCK_MONOTONIC_RAW) - self.raw_start_ns) as f64 * 1e-9,
+        )
     }
 
     pub fn read(&self) -> ClockReading {
@@ -141,9 +143,9 @@ impl EngineClock {
         let secs = real.div_euclid(1_000_000_000);
         let sub = real.rem_euclid(1_000_000_000);
         ClockReading {
-            now: (raw - self.raw_start_ns) as f64 * 1e-9,
+            now: EngineInstant::from_secs((raw - self.raw_start_ns) as f64 * 1e-9),
             local: NtpTimestamp::from_unix(secs as i64, sub as u32),
-            correction: (real - raw - self.difference_start_ns) as f64 * 1e-9,
+            correction: Seconds::new((real - raw - self.difference_start_ns) as f64 * 1e-9),
         }
     }
 }

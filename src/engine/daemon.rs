@@ -30,7 +30,7 @@ use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState};
-use super::units::{Frequency, PollExponent, Seconds};
+use super::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 /// How often the drift file is rewritten while running.
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -369,7 +369,7 @@ struct ClockTask {
     reply_tx: mpsc::Sender<ReplyEvent>,
     resolved_tx: mpsc::Sender<Resolved>,
     was_synchronized: bool,
-    started: f64,
+    started: EngineInstant,
 }
 
 impl ClockTask {
@@ -386,7 +386,7 @@ impl ClockTask {
     }
 
     /// Reads the clocks (see `observe`); returns the engine's instant now.
-    fn observe(&mut self) -> f64 {
+    fn observe(&mut self) -> EngineInstant {
         observe(
             &mut self.engine,
             self.kernel.as_mut(),
@@ -429,7 +429,7 @@ impl ClockTask {
         self.log_sync_change(now);
     }
 
-    fn log_sync_change(&mut self, now: f64) {
+    fn log_sync_change(&mut self, now: EngineInstant) {
         if self.engine.synchronized() == self.was_synchronized {
             return;
         }
@@ -437,7 +437,7 @@ impl ClockTask {
         match self.engine.system_peer() {
             Some(p) if self.was_synchronized => tracing::info!(
                 source = %self.sources[p].address,
-                offset = self.engine.current_offset(now).map(|o| -o),
+                offset = self.engine.current_offset(now).map(|o| -o.get()),
                 "synchronised to {}",
                 self.sources[p].address
             ),
@@ -551,7 +551,7 @@ impl ClockTask {
         }
     }
 
-    fn status_document(&mut self, now: f64) -> StatusDocument {
+    fn status_document(&mut self, now: EngineInstant) -> StatusDocument {
         let r = self.engine.report(now);
         let sources = &self.sources;
         StatusDocument {
@@ -577,7 +577,7 @@ impl ClockTask {
             steps: r.steps,
             updates_since_step: Some(r.updates_since_step),
             kernel_leap: Some(r.kernel_leap.to_owned()),
-            uptime_seconds: now - self.started,
+            uptime_seconds: (now - self.started).get(),
             sources: r
                 .sources
                 .iter()
@@ -596,7 +596,7 @@ impl ClockTask {
         }
     }
 
-    fn step_now(&mut self, privileged: bool, now: f64) -> StepDocument {
+    fn step_now(&mut self, privileged: bool, now: EngineInstant) -> StepDocument {
         if !privileged {
             return StepDocument {
                 format_version: FORMAT_VERSION,
@@ -614,7 +614,7 @@ impl ClockTask {
                 StepDocument {
                     format_version: FORMAT_VERSION,
                     ok: true,
-                    stepped_seconds: Some(offset),
+                    stepped_seconds: Some(offset.get()),
                     would_step_seconds: None,
                     error: None,
                 }
@@ -692,12 +692,12 @@ pub fn reference_id(ip: IpAddr) -> [u8; 4] {
 /// are CLOCK_MONOTONIC_RAW seconds, but tokio sleeps on CLOCK_MONOTONIC,
 /// which runs at the frequency the engine set (8 % fast or slow during a
 /// fast slew): convert, or a slew would end up to 8 % late.
-fn sleep_until(engine: &Engine, now: f64) -> Duration {
+fn sleep_until(engine: &Engine, now: EngineInstant) -> Duration {
     let Some(wake) = engine.next_wakeup() else {
         return Duration::from_secs(3600);
     };
     let monotonic_rate = 1.0 + engine.discipline().applied_frequency().fraction();
-    Duration::from_secs_f64(((wake - now) * monotonic_rate).clamp(0.0, 3600.0))
+    Duration::from_secs_f64(((wake - now).get() * monotonic_rate).clamp(0.0, 3600.0))
 }
 
 /// Reads the clocks and hands the engine the kernel's correction, as every
@@ -708,7 +708,7 @@ fn observe(
     sources: &[SourceHandle],
     clock: &dyn LocalClock,
     engine_clock: EngineClock,
-) -> f64 {
+) -> EngineInstant {
     let r = engine_clock.read();
     let actions = engine.observe_clock(r.now, r.local, r.correction);
     apply_actions(engine, actions, kernel, sources, clock, engine_clock);
