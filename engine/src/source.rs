@@ -9,7 +9,7 @@ use super::filter::{Estimate, Sample, SampleFilter};
 use super::proto::{
     KissCode, Leap, Measurement, NtpTimestamp, Packet, PendingRequest, Reject, check_reply,
 };
-use super::units::PollExponent;
+use super::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 /// Interval between the requests of an initial burst (RFC 5905: 2 s).
 pub const BURST_INTERVAL: f64 = 2.0;
@@ -172,12 +172,12 @@ impl Source {
         self.filter.len()
     }
 
-    /// Seconds spanned by the samples kept.
-    pub fn sample_span(&self) -> f64 {
+    /// The time spanned by the samples kept.
+    pub fn sample_span(&self) -> Seconds {
         self.filter.span()
     }
 
-    pub fn last_sample_time(&self) -> Option<f64> {
+    pub fn last_sample_time(&self) -> Option<EngineInstant> {
         self.filter.last().map(|s| s.time)
     }
 
@@ -287,21 +287,27 @@ impl Source {
         let measured_at = now - received_age - m.delay / 2.0;
         let natural_offset = m.offset + correction_at(measured_at);
         let sample = Sample {
-            time: measured_at,
-            natural_offset,
-            delay: m.delay,
+            time: EngineInstant::from_secs(measured_at),
+            natural_offset: Seconds::new(natural_offset),
+            delay: Seconds::new(m.delay),
         };
-        match self.filter.estimate(measured_at, default_slope) {
+        let prior = self.filter.estimate(
+            EngineInstant::from_secs(measured_at),
+            Frequency::from_fraction(default_slope),
+        );
+        match prior {
             Some(prior) => {
-                let residual = (natural_offset - prior.natural_offset).abs();
-                let gate = POLL_GATE * prior.jitter.max(m.delay / 4.0).max(1e-6);
+                let residual = (natural_offset - prior.natural_offset.get()).abs();
+                let jitter = prior.jitter.get();
+                let gate = POLL_GATE * jitter.max(m.delay / 4.0).max(1e-6);
                 self.adapt_poll(now, residual < gate);
                 let limit = SUSPECT_MIN
-                    .max(10.0 * prior.jitter)
+                    .max(10.0 * jitter)
                     .max(m.delay)
-                    .max(3.0 * prior.offset_sd);
+                    .max(3.0 * prior.offset_sd.get());
                 if residual > limit {
-                    self.hold_suspect(sample, prior.slope.unwrap_or(default_slope), limit);
+                    let slope = prior.slope.map_or(default_slope, Frequency::fraction);
+                    self.hold_suspect(sample, slope, limit);
                 } else {
                     self.suspects.clear();
                     self.filter.add(sample);
@@ -343,7 +349,7 @@ impl Source {
     }
 
     /// The source's estimate at `now`, if it has samples and is usable.
-    pub fn estimate(&self, now: f64, default_slope: f64) -> Option<Estimate> {
+    pub fn estimate(&self, now: EngineInstant, default_slope: Frequency) -> Option<Estimate> {
         if self.stopped.is_some() || self.reach == 0 {
             return None;
         }
@@ -361,8 +367,8 @@ impl Source {
     /// good sample.
     fn hold_suspect(&mut self, sample: Sample, slope: f64, limit: f64) {
         if let Some(last) = self.suspects.last() {
-            let predicted = last.natural_offset + slope * (sample.time - last.time);
-            if (sample.natural_offset - predicted).abs() > limit {
+            let predicted = last.natural_offset.get() + slope * (sample.time - last.time).get();
+            if (sample.natural_offset.get() - predicted).abs() > limit {
                 self.suspects.clear();
             }
         }
@@ -511,7 +517,8 @@ mod tests {
             "backed off from an unreachable server"
         );
         assert!(
-            s.estimate(now, 0.0).is_none(),
+            s.estimate(EngineInstant::from_secs(now), Frequency::ZERO)
+                .is_none(),
             "unreachable source gives no estimate"
         );
         assert!(s.is_dead(), "eight unanswered polls: of no more use");

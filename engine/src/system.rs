@@ -524,7 +524,7 @@ impl Engine {
             return vec![];
         }
         let correction = self.discipline.correction(now);
-        let default_slope = self.discipline.natural_slope().fraction();
+        let default_slope = self.discipline.natural_slope();
         let candidates = self.candidates(now, correction, default_slope);
         let Some((chosen, peer, truechimers)) = self.select_peer(&candidates) else {
             return vec![];
@@ -565,7 +565,12 @@ impl Engine {
     /// Every source with an estimate, as a candidate for selection; the
     /// others' states say why they are not (denied, unreachable, no
     /// estimate yet).
-    fn candidates(&mut self, now: f64, correction: f64, default_slope: f64) -> Vec<Candidate> {
+    fn candidates(
+        &mut self,
+        now: f64,
+        correction: f64,
+        default_slope: Frequency,
+    ) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
             match s.stopped() {
@@ -580,7 +585,7 @@ impl Engine {
                 None => {}
             }
             let (Some(est), Some(info), Some(last)) = (
-                s.estimate(now, default_slope),
+                s.estimate(EngineInstant::from_secs(now), default_slope),
                 s.server_info(),
                 s.last_sample_time(),
             ) else {
@@ -594,20 +599,21 @@ impl Engine {
             // The offset is extrapolated along the regression line, so it ages
             // with the slope's uncertainty (at most PHI) plus 1 ppm for the
             // clock's own instability (chrony's maxclockerror), not a flat PHI.
-            let aging = (est.slope_sd.min(PHI.fraction()) + 1e-6) * (now - last);
+            let aging =
+                (est.slope_sd.fraction().min(PHI.fraction()) + 1e-6) * (now - last.as_secs());
             candidates.push(Candidate {
                 index: i,
-                offset: est.natural_offset - correction,
+                offset: est.natural_offset.get() - correction,
                 distance: root_distance(
                     info.root_delay,
                     info.root_dispersion,
-                    est.min_delay,
-                    est.jitter,
+                    est.min_delay.get(),
+                    est.jitter.get(),
                     aging,
                 ),
-                slope: est.slope,
-                slope_sd: est.slope_sd,
-                offset_sd: est.offset_sd,
+                slope: est.slope.map(Frequency::fraction),
+                slope_sd: est.slope_sd.fraction(),
+                offset_sd: est.offset_sd.get(),
             });
         }
         candidates
@@ -715,7 +721,7 @@ impl Engine {
             // the UML test host after step.now), so a short span counts
             // as uncertain too.
             let source = &mut self.sources[c.index];
-            if uncertain || source.sample_span() < SETTLE_SPAN {
+            if uncertain || source.sample_span().get() < SETTLE_SPAN {
                 source.poll_soon_while_settling(now);
             }
         }
@@ -728,15 +734,15 @@ impl Engine {
         now_local: NtpTimestamp,
         peer: &Candidate,
         leap: Leap,
-        default_slope: f64,
+        default_slope: Frequency,
     ) {
         let peer_source = &self.sources[peer.index];
         let Some(info) = peer_source.server_info() else {
             return;
         };
         let delay = peer_source
-            .estimate(now, default_slope)
-            .map(|e| e.min_delay)
+            .estimate(EngineInstant::from_secs(now), default_slope)
+            .map(|e| e.min_delay.get())
             .unwrap_or(0.0);
         self.server = ServerState {
             leap,
@@ -807,13 +813,13 @@ impl Engine {
     /// A status report at `now`.
     pub fn report(&self, now: EngineInstant) -> SystemReport {
         let now = now.as_secs();
-        let slope = self.discipline.natural_slope().fraction();
+        let slope = self.discipline.natural_slope();
         let sources = self
             .sources
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let est = s.estimate(now, slope);
+                let est = s.estimate(EngineInstant::from_secs(now), slope);
                 SourceReport {
                     index: i,
                     state: self.states[i],
@@ -823,8 +829,8 @@ impl Engine {
                     stratum: s.server_info().map(|x| x.stratum),
                     last_offset_seconds: s.last_measurement().map(|(_, m)| -m.offset),
                     delay_seconds: s.last_measurement().map(|(_, m)| m.delay),
-                    jitter_seconds: est.map(|e| e.jitter),
-                    last_sample_age_seconds: s.last_sample_time().map(|t| now - t),
+                    jitter_seconds: est.map(|e| e.jitter.get()),
+                    last_sample_age_seconds: s.last_sample_time().map(|t| now - t.as_secs()),
                     samples: s.sample_count(),
                     last_error: s.last_reject().map(|r| r.to_string()),
                 }
