@@ -375,10 +375,12 @@ impl Discipline {
     pub fn update(
         &mut self,
         now: f64,
-        offset: f64,
-        slope: Option<(f64, f64)>,
-        slew_time: f64,
+        offset: Seconds,
+        slope: Option<(Frequency, Frequency)>,
+        slew_time: Seconds,
     ) -> Vec<ClockAction> {
+        let (offset, slew_time) = (offset.get(), slew_time.get());
+        let slope = slope.map(|(s, sd)| (s.fraction(), sd.fraction()));
         self.updates += 1;
         self.updates_since_step += 1;
         if let Some((s, sd)) = slope {
@@ -551,6 +553,22 @@ mod tests {
         Frequency::from_fraction(fraction)
     }
 
+    /// `Discipline::update` with bare numbers (seconds, fractions).
+    fn upd(
+        d: &mut Discipline,
+        now: f64,
+        offset: f64,
+        slope: Option<(f64, f64)>,
+        slew_time: f64,
+    ) -> Vec<ClockAction> {
+        d.update(
+            now,
+            Seconds::new(offset),
+            slope.map(|(s, sd)| (fr(s), fr(sd))),
+            Seconds::new(slew_time),
+        )
+    }
+
     #[test]
     fn steps_above_threshold_only_in_first_updates() {
         let mut d = Discipline::new(
@@ -563,16 +581,16 @@ mod tests {
             fr(0.0),
             0.0,
         );
-        let a = d.update(1.0, 2.0, None, 16.0);
+        let a = upd(&mut d, 1.0, 2.0, None, 16.0);
         assert_eq!(a[0], ClockAction::Step(Seconds::new(2.0)));
         assert_eq!(d.correction(1.0), 2.0);
-        let a = d.update(2.0, 0.1, None, 16.0);
+        let a = upd(&mut d, 2.0, 0.1, None, 16.0);
         assert!(
             matches!(a[..], [ClockAction::SetFrequency(_)]),
             "below threshold: slew"
         );
-        d.update(3.0, 0.0, None, 16.0);
-        let a = d.update(4.0, 3.0, None, 16.0);
+        upd(&mut d, 3.0, 0.0, None, 16.0);
+        let a = upd(&mut d, 4.0, 3.0, None, 16.0);
         assert!(
             !a.iter().any(|x| matches!(x, ClockAction::Step(_))),
             "past the limit: never step"
@@ -590,7 +608,7 @@ mod tests {
                 ClockAction::SetFrequency(fr(10e-6))
             ]
         );
-        let a = d.update(0.0, 0.001, Some((10e-6, 1e-7)), 10.0);
+        let a = upd(&mut d, 0.0, 0.001, Some((10e-6, 1e-7)), 10.0);
         assert_eq!(a, vec![ClockAction::SetFrequency(fr(10e-6 + 100e-6))]);
         let end = d.next_timer().expect("slew in progress");
         assert!((end - 10.0).abs() < 1e-9);
@@ -614,7 +632,7 @@ mod tests {
             fr(0.0),
             0.0,
         );
-        let a = d.update(0.0, 1.0, None, 1.0);
+        let a = upd(&mut d, 0.0, 1.0, None, 1.0);
         assert_eq!(a, vec![ClockAction::SetFrequency(MAX_SLEW_RATE)]);
         assert!((d.next_timer().expect("slewing") - 1.0 / MAX_SLEW_RATE.fraction()).abs() < 1e-6);
     }
@@ -623,7 +641,7 @@ mod tests {
     fn no_clock_control_emits_nothing_but_estimates() {
         let mut d = Discipline::new(false, StepPolicy::default(), None, fr(0.0), 0.0);
         assert!(d.start_actions().is_empty());
-        assert!(d.update(0.0, 5.0, Some((-100e-6, 1e-7)), 16.0).is_empty());
+        assert!(upd(&mut d, 0.0, 5.0, Some((-100e-6, 1e-7)), 16.0).is_empty());
         assert_eq!(
             d.correction(100.0),
             0.0,
@@ -669,7 +687,7 @@ mod tests {
     #[test]
     fn measured_correction_replaces_the_model() {
         let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
-        d.update(0.0, 0.010, Some((0.0, 1e-7)), 1.0);
+        upd(&mut d, 0.0, 0.010, Some((0.0, 1e-7)), 1.0);
         // The kernel applied the slew 4 ms late (its tick): 0.33 ms less.
         let measured = 0.010 * 0.5 - 0.004 * 0.010;
         assert_eq!(d.observe(0.5, 0.0, measured), Observed::AsExpected);
@@ -743,7 +761,7 @@ mod tests {
     #[test]
     fn a_step_ends_the_slew_and_leaves_the_estimated_frequency() {
         let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
-        d.update(0.0, 0.5, Some((20e-6, 1e-7)), 2.0);
+        upd(&mut d, 0.0, 0.5, Some((20e-6, 1e-7)), 2.0);
         assert!(d.next_timer().is_some());
         let f = d.frequency();
         assert!((f.fraction() - 20e-6).abs() < 1e-10, "{f:?}");
@@ -758,7 +776,7 @@ mod tests {
         assert_eq!(d.next_timer(), None);
         assert_eq!(d.applied_frequency(), f);
         assert_eq!(d.updates_since_step(), 0);
-        d.update(5.0, 0.0, None, 2.0);
+        upd(&mut d, 5.0, 0.0, None, 2.0);
         assert_eq!(d.updates_since_step(), 1);
     }
 
@@ -767,7 +785,7 @@ mod tests {
         // A drift file's 100 ppm (skew 1 ppm) and a slope from a few burst
         // samples 300 ppm off with a 100 ppm error: hardly moved.
         let mut d = Discipline::new(true, StepPolicy::default(), Some(fr(100e-6)), fr(0.0), 0.0);
-        d.update(1.0, 0.0, Some((400e-6, 100e-6)), 2.0);
+        upd(&mut d, 1.0, 0.0, Some((400e-6, 100e-6)), 2.0);
         assert!(
             (d.frequency().fraction() - 100e-6).abs() < 0.1e-6,
             "{}",
@@ -776,7 +794,7 @@ mod tests {
         // Without a drift file the kernel's frequency is trusted little:
         // the first slope replaces it almost entirely.
         let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
-        d.update(1.0, 0.0, Some((150e-6, 5e-6)), 2.0);
+        upd(&mut d, 1.0, 0.0, Some((150e-6, 5e-6)), 2.0);
         assert!(
             (d.frequency().fraction() - 150e-6).abs() < 1e-6,
             "{}",
@@ -786,7 +804,7 @@ mod tests {
         // now runs 20 ppm faster than when the file was written).
         let mut d = Discipline::new(true, StepPolicy::default(), Some(fr(100e-6)), fr(0.0), 0.0);
         for i in 0..20 {
-            d.update(f64::from(i), 0.0, Some((120e-6, 0.5e-6)), 16.0);
+            upd(&mut d, f64::from(i), 0.0, Some((120e-6, 0.5e-6)), 16.0);
         }
         assert!(
             (d.frequency().fraction() - 120e-6).abs() < 0.5e-6,
@@ -795,7 +813,7 @@ mod tests {
         );
         // A slope beyond 1000 ppm of error is not used at all.
         let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
-        d.update(1.0, 0.0, Some((400e-6, 2e-3)), 2.0);
+        upd(&mut d, 1.0, 0.0, Some((400e-6, 2e-3)), 2.0);
         assert_eq!(d.frequency().fraction(), 0.0);
     }
 }

@@ -536,8 +536,8 @@ impl Engine {
         let Some(combined) = combine(&chosen) else {
             return vec![];
         };
-        let mut actions = self.discipline_update(now, &combined, correction, peer.distance);
-        self.settle_polls(now, &chosen, combined.offset_sd);
+        let mut actions = self.discipline_update(now, &combined, correction, peer.distance.get());
+        self.settle_polls(now, &chosen, combined.offset_sd.get());
         let leap = majority_leap(
             chosen
                 .iter()
@@ -549,7 +549,7 @@ impl Engine {
         self.synchronized = true;
         self.update_server_state(now, now_local, &peer, leap, default_slope);
         let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
-        actions.extend(self.kernel_sync_actions(Some(peer.distance)));
+        actions.extend(self.kernel_sync_actions(Some(peer.distance.get())));
         actions
     }
 
@@ -603,17 +603,17 @@ impl Engine {
                 (est.slope_sd.fraction().min(PHI.fraction()) + 1e-6) * (now - last.as_secs());
             candidates.push(Candidate {
                 index: i,
-                offset: est.natural_offset.get() - correction,
-                distance: root_distance(
+                offset: Seconds::new(est.natural_offset.get() - correction),
+                distance: Seconds::new(root_distance(
                     info.root_delay,
                     info.root_dispersion,
                     est.min_delay.get(),
                     est.jitter.get(),
                     aging,
-                ),
-                slope: est.slope.map(Frequency::fraction),
-                slope_sd: est.slope_sd.fraction(),
-                offset_sd: est.offset_sd.get(),
+                )),
+                slope: est.slope,
+                slope_sd: est.slope_sd,
+                offset_sd: est.offset_sd,
             });
         }
         candidates
@@ -696,12 +696,12 @@ impl Engine {
             now,
             combined.offset,
             combined.slope.map(|s| (s, combined.slope_sd)),
-            slew_time,
+            Seconds::new(slew_time),
         );
         self.estimate = Some(SystemEstimate {
             at: now,
-            natural_offset: combined.offset + correction,
-            measured_offset: combined.offset,
+            natural_offset: combined.offset.get() + correction,
+            measured_offset: combined.offset.get(),
             bound,
         });
         self.after_step(now, &actions);
@@ -749,7 +749,7 @@ impl Engine {
             stratum: (info.stratum + 1).min(MAX_STRATUM),
             reference_id: self.server.reference_id,
             root_delay: info.root_delay + delay,
-            root_dispersion: peer.distance - info.root_delay / 2.0 - delay / 2.0,
+            root_dispersion: peer.distance.get() - info.root_delay / 2.0 - delay / 2.0,
             reference_time: now_local,
             poll: peer_source.poll_exponent(),
             precision: -20,
@@ -925,8 +925,8 @@ mod tests {
     fn lan_sources_a_few_microseconds_apart_agree() {
         let lan = |index, offset| Interval {
             index,
-            offset,
-            distance: root_distance(0.0, 15e-6, 8e-6, 2e-6, 1e-6),
+            offset: Seconds::new(offset),
+            distance: Seconds::new(root_distance(0.0, 15e-6, 8e-6, 2e-6, 1e-6)),
         };
         let selection = select(&[lan(0, 6.8e-6), lan(1, -6.6e-6), lan(2, 0.020)]).unwrap();
         assert_eq!(selection.truechimers, [0, 1]);
@@ -936,13 +936,13 @@ mod tests {
         let measured = [
             Interval {
                 index: 0,
-                offset: 6.8e-6,
-                distance: 4.4e-6,
+                offset: Seconds::new(6.8e-6),
+                distance: Seconds::new(4.4e-6),
             },
             Interval {
                 index: 1,
-                offset: -6.6e-6,
-                distance: 3.4e-6,
+                offset: Seconds::new(-6.6e-6),
+                distance: Seconds::new(3.4e-6),
             },
         ];
         assert!(select(&measured).is_none_or(|s| s.truechimers.len() < 2));
