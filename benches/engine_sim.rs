@@ -11,6 +11,7 @@ use timectl::engine::discipline::StepPolicy;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
+use timectl::engine::units::{Frequency, PollExponent, Seconds};
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
@@ -39,8 +40,8 @@ fn main() {
         for &seed in &seeds {
             let mut server = ServerParams::good(*jitter);
             server.source = SourceSettings {
-                minpoll: 6,
-                maxpoll: 6,
+                minpoll: PollExponent::saturating(6),
+                maxpoll: PollExponent::saturating(6),
                 iburst: true,
                 prefer: false,
             };
@@ -57,12 +58,12 @@ fn main() {
                 engine: EngineSettings {
                     min_sources: 1,
                     step: StepPolicy {
-                        threshold: 1.0,
+                        threshold: Seconds::new(1.0),
                         limit: 3,
                     },
                     clock_control: true,
                     initial_frequency: None,
-                    kernel_frequency: 0.0,
+                    kernel_frequency: Frequency::ZERO,
                     local_stratum: None,
                 },
             };

@@ -17,6 +17,7 @@ use timectl::engine::sim::{
 };
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
+use timectl::engine::units::{Frequency, PollExponent, Seconds};
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -27,8 +28,8 @@ fn bench(seed: u64, clock: ClockParams) -> SimConfig {
     let mut server = ServerParams::good(150.0 * US);
     server.base_delay = 100.0 * US;
     server.source = SourceSettings {
-        minpoll: 4,
-        maxpoll: 4,
+        minpoll: PollExponent::saturating(4),
+        maxpoll: PollExponent::saturating(4),
         iburst: true,
         prefer: false,
     };
@@ -40,7 +41,7 @@ fn bench(seed: u64, clock: ClockParams) -> SimConfig {
         engine: EngineSettings {
             min_sources: 1,
             step: StepPolicy {
-                threshold: 1.0,
+                threshold: Seconds::new(1.0),
                 limit: 3,
             },
             clock_control: true,
@@ -176,7 +177,7 @@ fn drift_file_makes_the_restart_settle_faster() {
         c
     };
     let mut warm = noisy(bench(6, hardware.clone()));
-    warm.engine.initial_frequency = Some(first.frequency);
+    warm.engine.initial_frequency = Some(Frequency::from_fraction(first.frequency));
     let warm = run(warm, 300.0);
     let cold = run(noisy(bench(6, hardware)), 300.0);
     let (w, c) = (
@@ -212,13 +213,13 @@ fn holdover_keeps_the_frequency_when_the_source_is_lost() {
     };
     let mut sim = Simulation::new(bench(7, clock));
     sim.run_until(600.0);
-    let before = sim.engine.discipline().frequency();
+    let before = sim.engine.discipline().frequency().fraction();
     sim.set_loss(1.0);
     sim.run_until(680.0);
     let (max, _) = sim.result().error_stats(600.0);
     assert!(max < 1.0 * MS, "drifted to {max} s during the outage");
     assert!(
-        (sim.engine.discipline().frequency() - before).abs() < 1e-9,
+        (sim.engine.discipline().frequency().fraction() - before).abs() < 1e-9,
         "frequency changed without samples"
     );
     sim.set_loss(0.0);
@@ -255,10 +256,11 @@ fn step_now_after_start_holds_within_two_milliseconds() {
         // The kernel takes the new frequency at its next tick.
         sim.run_until(t_step + 0.05);
         assert!(
-            (sim.clock.applied_frequency - sim.engine.discipline().frequency()).abs() < 1e-12,
+            (sim.clock.applied_frequency - sim.engine.discipline().frequency().fraction()).abs()
+                < 1e-12,
             "seed {seed}: kernel left at {} ppm, estimate {} ppm",
             sim.clock.applied_frequency * 1e6,
-            sim.engine.discipline().frequency() * 1e6
+            sim.engine.discipline().frequency().fraction() * 1e6
         );
         sim.run_until(t_step + 3.0);
         assert!(
@@ -337,7 +339,7 @@ fn old_wiring_is_off_by_the_slew_error() {
 fn a_source_that_steps_is_followed_by_a_slew() {
     let mut sim = Simulation::new(bench(51, start(0.0)));
     sim.run_until(120.0);
-    let frequency = sim.engine.discipline().frequency();
+    let frequency = sim.engine.discipline().frequency().fraction();
     sim.set_server_offset(0, 2.0);
     sim.run_until(260.0);
     assert_eq!(
@@ -368,9 +370,9 @@ fn a_source_that_steps_is_followed_by_a_slew() {
         .fold(0.0f64, f64::max);
     assert!(overshoot < 0.2, "overshot by {overshoot} s");
     assert!(
-        (sim.engine.discipline().frequency() - frequency).abs() < 5e-6,
+        (sim.engine.discipline().frequency().fraction() - frequency).abs() < 5e-6,
         "frequency bent by the jump: {} ppm",
-        (sim.engine.discipline().frequency() - frequency) * 1e6
+        (sim.engine.discipline().frequency().fraction() - frequency) * 1e6
     );
     // A single spike of 50 ms is ignored.
     let mut sim = Simulation::new(bench(52, start(0.0)));

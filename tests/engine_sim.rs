@@ -6,6 +6,7 @@ use timectl::engine::drift;
 use timectl::engine::sim::{ClockParams, ServerParams, SimConfig, Simulation, Wiring, run};
 use timectl::engine::source::SourceSettings;
 use timectl::engine::system::EngineSettings;
+use timectl::engine::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 const MS: f64 = 1e-3;
 const US: f64 = 1e-6;
@@ -14,12 +15,12 @@ fn engine(clock_control: bool) -> EngineSettings {
     EngineSettings {
         min_sources: 1,
         step: StepPolicy {
-            threshold: 1.0,
+            threshold: Seconds::new(1.0),
             limit: 3,
         },
         clock_control,
         initial_frequency: None,
-        kernel_frequency: 0.0,
+        kernel_frequency: Frequency::ZERO,
         local_stratum: None,
     }
 }
@@ -223,7 +224,7 @@ fn no_clock_control_estimates_without_touching_the_clock() {
         "clock moved: {}",
         sim.clock.offset()
     );
-    let report = sim.engine.report(2_000.0);
+    let report = sim.engine.report(EngineInstant::from_secs(2_000.0));
     assert!(report.synchronized);
     let est = report.offset_seconds.expect("estimate");
     assert!(
@@ -252,15 +253,20 @@ fn drift_file_keeps_frequency_across_restart() {
         engine: engine(true),
     };
     let r = run(first, 5_000.0);
-    drift::write(&path, r.frequency, r.frequency_sd).expect("write drift");
+    drift::write(
+        &path,
+        Frequency::from_fraction(r.frequency),
+        Frequency::from_fraction(r.frequency_sd),
+    )
+    .expect("write drift");
 
     let slow_polls = SourceSettings {
-        minpoll: 7,
-        maxpoll: 10,
+        minpoll: PollExponent::saturating(7),
+        maxpoll: PollExponent::saturating(10),
         iburst: false,
         prefer: false,
     };
-    let restart = |initial_frequency: Option<f64>| {
+    let restart = |initial_frequency: Option<Frequency>| {
         let mut servers = vec![ServerParams::good(100.0 * US); 4];
         for s in &mut servers {
             s.source = slow_polls.clone();
@@ -282,7 +288,10 @@ fn drift_file_keeps_frequency_across_restart() {
         run(config, 1_000.0)
     };
     let loaded = drift::read(&path).expect("read drift").expect("present");
-    assert!((loaded + 100e-6).abs() < 2e-6, "drift file holds {loaded}");
+    assert!(
+        (loaded.fraction() + 100e-6).abs() < 2e-6,
+        "drift file holds {loaded:?}"
+    );
     let with = restart(Some(loaded));
     let without = restart(None);
     let (max_with, _) = with.error_stats(0.0);
@@ -318,8 +327,8 @@ fn losing_all_sources_loses_synchronisation() {
     let mut servers = vec![ServerParams::good(100.0 * US); 2];
     for s in &mut servers {
         s.source = SourceSettings {
-            minpoll: 4,
-            maxpoll: 4,
+            minpoll: PollExponent::saturating(4),
+            maxpoll: PollExponent::saturating(4),
             iburst: true,
             prefer: false,
         };
@@ -366,7 +375,7 @@ fn step_now_steps_once_through_the_engine() {
     };
     let mut e = engine(true);
     e.step = StepPolicy {
-        threshold: 1.0,
+        threshold: Seconds::new(1.0),
         limit: 0,
     };
     let mut sim = Simulation::new(SimConfig {
@@ -410,7 +419,10 @@ fn step_now_steps_once_through_the_engine() {
     off.run_until(10.0);
     match off.step_now() {
         Err(timectl::engine::discipline::StepNowError::ClockControlOff { would_step }) => {
-            assert!((would_step + 5.0).abs() < 0.01, "would step {would_step}")
+            assert!(
+                (would_step.get() + 5.0).abs() < 0.01,
+                "would step {would_step}"
+            )
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -441,6 +453,6 @@ fn preferred_truechimer_is_the_system_peer() {
     });
     sim.run_until(600.0);
     assert_eq!(sim.engine.system_peer(), Some(1));
-    let report = sim.engine.report(600.0);
+    let report = sim.engine.report(EngineInstant::from_secs(600.0));
     assert!(report.sources[1].selected && !report.sources[0].selected);
 }

@@ -13,6 +13,7 @@ use nix::time::{ClockId, clock_gettime};
 use super::adjtimex;
 use super::discipline::{ClockControl, ClockError, LeapAction, LocalClock};
 use super::proto::NtpTimestamp;
+use super::units::{EngineInstant, Frequency, Seconds};
 
 /// Environment variable that forces no clock control.
 pub const NO_CLOCK_CONTROL_ENV: &str = "TIMECTL_NO_CLOCK_CONTROL";
@@ -85,11 +86,11 @@ pub struct EngineClock {
 #[derive(Clone, Copy, Debug)]
 pub struct ClockReading {
     /// CLOCK_MONOTONIC_RAW seconds since start: the engine's instant.
-    pub now: f64,
+    pub now: EngineInstant,
     /// CLOCK_REALTIME.
     pub local: NtpTimestamp,
     /// CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, change since start.
-    pub correction: f64,
+    pub correction: Seconds,
 }
 
 fn nanos(clock: ClockId) -> i128 {
@@ -131,8 +132,10 @@ impl EngineClock {
     }
 
     /// The engine's instant now (raw seconds since start).
-    pub fn now(&self) -> f64 {
-        (nanos(ClockId::CLOCK_MONOTONIC_RAW) - self.raw_start_ns) as f64 * 1e-9
+    pub fn now(&self) -> EngineInstant {
+        EngineInstant::from_secs(
+            (nanos(ClockId::CLOCK_MONOTONIC_RAW) - self.raw_start_ns) as f64 * 1e-9,
+        )
     }
 
     pub fn read(&self) -> ClockReading {
@@ -140,9 +143,9 @@ impl EngineClock {
         let secs = real.div_euclid(1_000_000_000);
         let sub = real.rem_euclid(1_000_000_000);
         ClockReading {
-            now: (raw - self.raw_start_ns) as f64 * 1e-9,
+            now: EngineInstant::from_secs((raw - self.raw_start_ns) as f64 * 1e-9),
             local: NtpTimestamp::from_unix(secs as i64, sub as u32),
-            correction: (real - raw - self.difference_start_ns) as f64 * 1e-9,
+            correction: Seconds::new((real - raw - self.difference_start_ns) as f64 * 1e-9),
         }
     }
 }
@@ -170,24 +173,26 @@ impl KernelClock {
 impl KernelClock {
     /// The frequency the kernel runs at now (kept at start when there is
     /// no drift file, as chronyd does).
-    pub fn frequency(&self) -> Result<f64, ClockError> {
-        adjtimex::read_frequency().map_err(ClockError::Os)
+    pub fn frequency(&self) -> Result<Frequency, ClockError> {
+        adjtimex::read_frequency()
+            .map(Frequency::from_fraction)
+            .map_err(ClockError::Os)
     }
 }
 
 impl ClockControl for KernelClock {
-    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
-        adjtimex::set_synchronized(max_error).map_err(ClockError::Os)
+    fn set_synchronized(&mut self, max_error: Option<Seconds>) -> Result<(), ClockError> {
+        adjtimex::set_synchronized(max_error.map(Seconds::get)).map_err(ClockError::Os)
     }
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
         adjtimex::set_leap(leap == LeapAction::Insert, leap == LeapAction::Delete)
             .map_err(ClockError::Os)
     }
-    fn step(&mut self, offset: f64) -> Result<(), ClockError> {
-        adjtimex::step(offset).map_err(ClockError::Os)
+    fn step(&mut self, offset: Seconds) -> Result<(), ClockError> {
+        adjtimex::step(offset.get()).map_err(ClockError::Os)
     }
-    fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError> {
-        adjtimex::set_frequency(frequency).map_err(ClockError::Os)
+    fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError> {
+        adjtimex::set_frequency(frequency.fraction()).map_err(ClockError::Os)
     }
 }
 
@@ -199,13 +204,13 @@ impl ClockControl for NoClockControl {
     fn set_leap(&mut self, _: LeapAction) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
-    fn set_synchronized(&mut self, _: Option<f64>) -> Result<(), ClockError> {
+    fn set_synchronized(&mut self, _: Option<Seconds>) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
-    fn step(&mut self, _: f64) -> Result<(), ClockError> {
+    fn step(&mut self, _: Seconds) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
-    fn set_frequency(&mut self, _: f64) -> Result<(), ClockError> {
+    fn set_frequency(&mut self, _: Frequency) -> Result<(), ClockError> {
         Err(ClockError::Disabled)
     }
 }
@@ -247,11 +252,11 @@ mod tests {
     #[test]
     fn no_clock_control_refuses() {
         assert!(matches!(
-            NoClockControl.step(1.0),
+            NoClockControl.step(Seconds::new(1.0)),
             Err(ClockError::Disabled)
         ));
         assert!(matches!(
-            NoClockControl.set_frequency(1e-6),
+            NoClockControl.set_frequency(Frequency::from_ppm(1.0)),
             Err(ClockError::Disabled)
         ));
     }

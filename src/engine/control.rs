@@ -535,7 +535,7 @@ mod tests {
                     state: SourceState::Selected,
                     selected: true,
                     reach: 0o377,
-                    poll: 6,
+                    poll: crate::engine::units::PollExponent::saturating(6),
                     stratum: Some(8),
                     last_offset_seconds: Some(1e-5),
                     delay_seconds: Some(1e-4),

@@ -29,7 +29,8 @@ use super::net::TimestampedSocket;
 use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
-use super::system::{Action, Engine, EngineSettings};
+use super::system::{Action, Engine, EngineSettings, ServerState};
+use super::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 /// How often the drift file is rewritten while running.
 const DRIFT_SAVE_INTERVAL: Duration = Duration::from_secs(3600);
@@ -97,17 +98,114 @@ pub async fn run(
     config: EngineConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
+    let (mut task, mut events, others) = start(config).await?;
+    // The watchdog is fed from the clock loop itself: a loop that hangs
+    // stops feeding it and systemd restarts the engine.
+    let watchdog = super::notify::watchdog_interval();
+    let mut watchdog_timer = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(shutdown);
+    // Sockets are bound and the control socket answers: tell systemd.
+    task.notify_ready();
+
+    loop {
+        let sleep = tokio::time::sleep(sleep_until(&task.engine, task.engine_clock.now()));
+        tokio::select! {
+            _ = sleep => task.on_timer(),
+            Some(ev) = events.replies.recv() => task.on_reply(ev),
+            Some(res) = events.resolved.recv() => task.on_resolved(res).await,
+            Some(incoming) = events.control.recv() => task.on_control(incoming),
+            _ = events.drift_timer.tick() => save_drift(&task.config, &task.engine),
+            _ = events.pool_timer.tick() => task.on_pool_check(),
+            _ = watchdog_timer.tick(), if watchdog.is_some() => super::notify::notify("WATCHDOG=1"),
+            _ = &mut shutdown => break,
+        }
+    }
+    task.stop(&others);
+    Ok(())
+}
+
+/// What the clock task's loop waits on, besides its own timer.
+struct Events {
+    replies: mpsc::Receiver<ReplyEvent>,
+    resolved: mpsc::Receiver<Resolved>,
+    control: mpsc::Receiver<Incoming>,
+    drift_timer: tokio::time::Interval,
+    pool_timer: tokio::time::Interval,
+}
+
+/// Starts the engine, binds the server, metrics and control sockets and
+/// starts resolving the sources; returns the clock task, its events and the
+/// other tasks (servers, control, metrics).
+async fn start(
+    config: EngineConfig,
+) -> Result<(ClockTask, Events, Vec<JoinHandle<()>>), DaemonError> {
     // The server's rate limiter keeps CLOCK_MONOTONIC; the engine's time
     // axis is CLOCK_MONOTONIC_RAW with measured corrections (EngineClock).
     let mono = Monotonic::start();
     let engine_clock = EngineClock::start();
     let clock: Arc<dyn LocalClock + Send + Sync> = Arc::new(SystemClock);
+    let (engine, kernel) = start_engine(&config, &*clock, engine_clock)?;
+
+    let (state_tx, state_rx) = watch::channel(engine.server_state());
+    let stats = Arc::new(ServerStats::default());
+    let (mut others, listening) = bind_servers(&config, &stats, &state_rx, &clock, mono).await?;
+    let (control_tx, control) = mpsc::channel::<Incoming>(16);
+    // Bound before the control socket, so that a client that sees the
+    // control socket also finds the metrics endpoint listening.
+    others.extend(bind_metrics(&config, &control_tx).await?);
+    others.extend(bind_control(&config, control_tx)?);
+
+    let (resolved_tx, resolved) = mpsc::channel::<Resolved>(16);
+    let resolvers = spawn_resolvers(&config, &resolved_tx);
+    let pool_timer = interval_skipping_first(POOL_CHECK).await;
+    let (reply_tx, replies) = mpsc::channel::<ReplyEvent>(64);
+    let drift_timer = interval_skipping_first(DRIFT_SAVE_INTERVAL).await;
+    let task = ClockTask {
+        unresolved: config
+            .sources
+            .iter()
+            .map(|s| Some(s.host().to_owned()))
+            .collect(),
+        config,
+        engine,
+        kernel,
+        clock,
+        engine_clock,
+        sources: Vec::new(),
+        known: HashSet::new(),
+        retired: HashSet::new(),
+        resolvers,
+        listening,
+        stats,
+        state_tx,
+        reply_tx,
+        resolved_tx,
+        was_synchronized: false,
+        started: engine_clock.now(),
+    };
+    let events = Events {
+        replies,
+        resolved,
+        control,
+        drift_timer,
+        pool_timer,
+    };
+    Ok((task, events, others))
+}
+
+/// Decides clock control, reads the kernel's frequency and the drift file,
+/// and starts the engine (its start actions applied).
+fn start_engine(
+    config: &EngineConfig,
+    clock: &dyn LocalClock,
+    engine_clock: EngineClock,
+) -> Result<(Engine, Box<dyn ClockControl + Send>), DaemonError> {
     let mut clock_control = config.clock_control;
     if clock_control && let Some(var) = clock_control_forbidden_by_env() {
         tracing::warn!("{var} is set: running without clock control (estimates only)");
         clock_control = false;
     }
-    let mut kernel_frequency = 0.0;
+    let mut kernel_frequency = Frequency::ZERO;
     let mut kernel: Box<dyn ClockControl + Send> = if clock_control {
         let k = KernelClock::new()?;
         kernel_frequency = k.frequency()?;
@@ -125,7 +223,7 @@ pub async fn run(
     let settings = EngineSettings {
         min_sources: config.min_sources,
         step: StepPolicy {
-            threshold: config.step.threshold,
+            threshold: Seconds::new(config.step.threshold),
             limit: config.step.limit,
         },
         clock_control,
@@ -140,231 +238,415 @@ pub async fn run(
         start,
         kernel.as_mut(),
         &[],
-        &*clock,
+        clock,
         engine_clock,
     );
+    Ok((engine, kernel))
+}
 
-    let (state_tx, state_rx) = watch::channel(engine.server_state());
-    let stats = Arc::new(ServerStats::default());
+/// Binds the NTP server sockets of the serve section (none without one) and
+/// spawns a server task for each; returns the tasks and the bound addresses.
+async fn bind_servers(
+    config: &EngineConfig,
+    stats: &Arc<ServerStats>,
+    state_rx: &watch::Receiver<ServerState>,
+    clock: &Arc<dyn LocalClock + Send + Sync>,
+    mono: Monotonic,
+) -> Result<(Vec<JoinHandle<()>>, Vec<String>), DaemonError> {
     let mut server_tasks = Vec::new();
     let mut listening = Vec::new();
-    if let Some(serve) = &config.serve {
-        let listen = if serve.listen.is_empty() {
-            vec![
-                SocketAddr::from(([0, 0, 0, 0], 123)),
-                SocketAddr::from(([0u16; 8], 123)),
-            ]
-        } else {
-            serve.listen.clone()
-        };
-        for addr in listen {
-            match TimestampedSocket::bind(addr).await {
-                Ok(socket) => {
-                    let bound = socket.local_addr().unwrap_or(addr);
-                    tracing::info!("serving NTP on {bound}");
-                    listening.push(bound.to_string());
-                    let responder = Responder::new(serve, stats.clone());
-                    server_tasks.push(tokio::spawn(server::run(
-                        socket,
-                        responder,
-                        state_rx.clone(),
-                        clock.clone(),
-                        mono,
-                    )));
-                }
-                // The default IPv6 wildcard may be unavailable; an explicit
-                // address that cannot be bound is an error.
-                Err(e) if serve.listen.is_empty() && addr.is_ipv6() => {
-                    tracing::warn!("not serving on {addr}: {e}");
-                }
-                Err(cause) => return Err(DaemonError::Listen { addr, cause }),
+    let Some(serve) = &config.serve else {
+        return Ok((server_tasks, listening));
+    };
+    let listen = if serve.listen.is_empty() {
+        vec![
+            SocketAddr::from(([0, 0, 0, 0], 123)),
+            SocketAddr::from(([0u16; 8], 123)),
+        ]
+    } else {
+        serve.listen.clone()
+    };
+    for addr in listen {
+        match TimestampedSocket::bind(addr).await {
+            Ok(socket) => {
+                let bound = socket.local_addr().unwrap_or(addr);
+                tracing::info!("serving NTP on {bound}");
+                listening.push(bound.to_string());
+                let responder = Responder::new(serve, stats.clone());
+                server_tasks.push(tokio::spawn(server::run(
+                    socket,
+                    responder,
+                    state_rx.clone(),
+                    clock.clone(),
+                    mono,
+                )));
             }
+            // The default IPv6 wildcard may be unavailable; an explicit
+            // address that cannot be bound is an error.
+            Err(e) if serve.listen.is_empty() && addr.is_ipv6() => {
+                tracing::warn!("not serving on {addr}: {e}");
+            }
+            Err(cause) => return Err(DaemonError::Listen { addr, cause }),
         }
     }
+    Ok((server_tasks, listening))
+}
 
-    let (control_tx, mut control_rx) = mpsc::channel::<Incoming>(16);
-    // Bound before the control socket, so that a client that sees the
-    // control socket also finds the metrics endpoint listening.
-    let metrics_task = match &config.metrics {
-        Some(m) => {
-            let listener = tokio::net::TcpListener::bind(m.listen)
-                .await
-                .map_err(|cause| DaemonError::Metrics {
-                    addr: m.listen,
-                    cause,
-                })?;
-            let bound = listener.local_addr().unwrap_or(m.listen);
-            tracing::info!("serving metrics on http://{bound}{}", super::metrics::PATH);
-            Some(tokio::spawn(super::metrics::serve(
-                listener,
-                control_tx.clone(),
-            )))
-        }
-        None => None,
+/// Binds the metrics endpoint, if configured, and spawns its task.
+async fn bind_metrics(
+    config: &EngineConfig,
+    control_tx: &mpsc::Sender<Incoming>,
+) -> Result<Option<JoinHandle<()>>, DaemonError> {
+    let Some(m) = &config.metrics else {
+        return Ok(None);
     };
-    let control_path = config.control_socket.clone();
-    let control_task = match &control_path {
-        Some(path) => {
-            let listener = control::bind(path).map_err(|cause| DaemonError::Control {
-                path: path.clone(),
-                cause,
-            })?;
-            tracing::info!("control socket {}", path.display());
-            Some(tokio::spawn(control::serve(listener, control_tx)))
-        }
-        None => None,
-    };
+    let listener = tokio::net::TcpListener::bind(m.listen)
+        .await
+        .map_err(|cause| DaemonError::Metrics {
+            addr: m.listen,
+            cause,
+        })?;
+    let bound = listener.local_addr().unwrap_or(m.listen);
+    tracing::info!("serving metrics on http://{bound}{}", super::metrics::PATH);
+    Ok(Some(tokio::spawn(super::metrics::serve(
+        listener,
+        control_tx.clone(),
+    ))))
+}
 
-    let (resolved_tx, mut resolved_rx) = mpsc::channel::<Resolved>(16);
-    let mut unresolved: Vec<Option<String>> = config
-        .sources
-        .iter()
-        .map(|s| Some(s.host().to_owned()))
-        .collect();
-    let mut resolvers: Vec<JoinHandle<()>> = config
+/// Binds the control socket, if configured, and spawns its task.
+fn bind_control(
+    config: &EngineConfig,
+    control_tx: mpsc::Sender<Incoming>,
+) -> Result<Option<JoinHandle<()>>, DaemonError> {
+    let Some(path) = &config.control_socket else {
+        return Ok(None);
+    };
+    let listener = control::bind(path).map_err(|cause| DaemonError::Control {
+        path: path.clone(),
+        cause,
+    })?;
+    tracing::info!("control socket {}", path.display());
+    Ok(Some(tokio::spawn(control::serve(listener, control_tx))))
+}
+
+/// One resolver task per configured source.
+fn spawn_resolvers(config: &EngineConfig, tx: &mpsc::Sender<Resolved>) -> Vec<JoinHandle<()>> {
+    config
         .sources
         .iter()
         .enumerate()
-        .map(|(i, s)| tokio::spawn(resolve(i, s.clone(), resolved_tx.clone())))
-        .collect();
-    // Addresses a pool gave up on: not taken again from the same pool.
-    let mut retired: HashSet<SocketAddr> = HashSet::new();
-    let mut pool_timer = tokio::time::interval(POOL_CHECK);
-    pool_timer.tick().await;
+        .map(|(i, s)| tokio::spawn(resolve(i, s.clone(), tx.clone())))
+        .collect()
+}
 
-    let (reply_tx, mut reply_rx) = mpsc::channel::<ReplyEvent>(64);
-    let mut sources: Vec<SourceHandle> = Vec::new();
-    let mut known: HashSet<SocketAddr> = HashSet::new();
-    let mut drift_timer = tokio::time::interval(DRIFT_SAVE_INTERVAL);
-    drift_timer.tick().await;
-    // The watchdog is fed from the clock loop itself: a loop that hangs
-    // stops feeding it and systemd restarts the engine.
-    let watchdog = super::notify::watchdog_interval();
-    let mut watchdog_timer = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    let mut was_synchronized = false;
-    let started = engine_clock.now();
-    tokio::pin!(shutdown);
-    // Sockets are bound and the control socket answers: tell systemd.
-    super::notify::notify(&format!(
-        "READY=1\nSTATUS={} source(s), serving on {}",
-        config.sources.len(),
-        if listening.is_empty() {
-            "nothing".to_string()
+/// An interval whose immediate first tick is already taken.
+async fn interval_skipping_first(period: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval(period);
+    timer.tick().await;
+    timer
+}
+
+/// The clock task: owns the `Engine` and what its events touch. Each
+/// `on_*` method handles one kind of event of the daemon's loop.
+struct ClockTask {
+    config: EngineConfig,
+    engine: Engine,
+    kernel: Box<dyn ClockControl + Send>,
+    clock: Arc<dyn LocalClock + Send + Sync>,
+    engine_clock: EngineClock,
+    /// Indexed like the engine's sources.
+    sources: Vec<SourceHandle>,
+    known: HashSet<SocketAddr>,
+    /// Addresses a pool gave up on: not taken again from the same pool.
+    retired: HashSet<SocketAddr>,
+    /// Per configured source: its name while it has not resolved.
+    unresolved: Vec<Option<String>>,
+    resolvers: Vec<JoinHandle<()>>,
+    listening: Vec<String>,
+    stats: Arc<ServerStats>,
+    state_tx: watch::Sender<ServerState>,
+    reply_tx: mpsc::Sender<ReplyEvent>,
+    resolved_tx: mpsc::Sender<Resolved>,
+    was_synchronized: bool,
+    started: EngineInstant,
+}
+
+impl ClockTask {
+    fn notify_ready(&self) {
+        super::notify::notify(&format!(
+            "READY=1\nSTATUS={} source(s), serving on {}",
+            self.config.sources.len(),
+            if self.listening.is_empty() {
+                "nothing".to_string()
+            } else {
+                self.listening.join(" ")
+            }
+        ));
+    }
+
+    /// Reads the clocks (see `observe`); returns the engine's instant now.
+    fn observe(&mut self) -> EngineInstant {
+        observe(
+            &mut self.engine,
+            self.kernel.as_mut(),
+            &self.sources,
+            &*self.clock,
+            self.engine_clock,
+        )
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        apply_actions(
+            &mut self.engine,
+            actions,
+            self.kernel.as_mut(),
+            &self.sources,
+            &*self.clock,
+            self.engine_clock,
+        );
+    }
+
+    fn on_timer(&mut self) {
+        let now = self.observe();
+        let actions = self.engine.on_timer(now);
+        self.apply(actions);
+    }
+
+    fn on_reply(&mut self, ev: ReplyEvent) {
+        if let Some((nonce, sent)) = ev.sent {
+            self.engine.set_sent_local(ev.index, nonce, sent);
+        }
+        let now = self.observe();
+        let (outcome, actions) = self.engine.on_reply(ev.index, now, &ev.bytes, ev.received);
+        tracing::debug!("source {}: {:?}", ev.index, outcome);
+        self.apply(actions);
+        if let Some(peer) = self.engine.system_peer() {
+            self.engine
+                .set_reference_id(reference_id(self.sources[peer].address.ip()));
+        }
+        self.state_tx.send_replace(self.engine.server_state());
+        self.log_sync_change(now);
+    }
+
+    fn log_sync_change(&mut self, now: EngineInstant) {
+        if self.engine.synchronized() == self.was_synchronized {
+            return;
+        }
+        self.was_synchronized = self.engine.synchronized();
+        match self.engine.system_peer() {
+            Some(p) if self.was_synchronized => tracing::info!(
+                source = %self.sources[p].address,
+                offset = self.engine.current_offset(now).map(|o| -o.get()),
+                "synchronised to {}",
+                self.sources[p].address
+            ),
+            _ => tracing::warn!("lost synchronisation"),
+        }
+    }
+
+    async fn on_resolved(&mut self, res: Resolved) {
+        self.unresolved[res.config_index] = None;
+        let sc = &self.config.sources[res.config_index];
+        // A pool keeps at most maxSources live sources.
+        let live = self
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| {
+                h.config_index == res.config_index
+                    && self.engine.source(*i).is_some_and(|s| !s.is_dead())
+            })
+            .count();
+        let room = if sc.pool.is_some() {
+            sc.max_sources.saturating_sub(live)
         } else {
-            listening.join(" ")
+            usize::MAX
+        };
+        let fresh: Vec<SocketAddr> = res
+            .addrs
+            .into_iter()
+            .filter(|a| !self.known.contains(a) && !self.retired.contains(a))
+            .take(room)
+            .collect();
+        for addr in fresh {
+            self.add_source(res.config_index, addr).await;
         }
-    ));
+    }
 
-    loop {
-        let sleep = tokio::time::sleep(sleep_until(&engine, engine_clock.now()));
-        tokio::select! {
-            _ = sleep => {
-                let now = observe(&mut engine, kernel.as_mut(), &sources, &*clock, engine_clock);
-                let actions = engine.on_timer(now);
-                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, engine_clock);
+    async fn add_source(&mut self, config_index: usize, addr: SocketAddr) {
+        self.known.insert(addr);
+        let sc = &self.config.sources[config_index];
+        let settings = SourceSettings {
+            // The config's check keeps both in range already.
+            minpoll: PollExponent::saturating(sc.minpoll),
+            maxpoll: PollExponent::saturating(sc.maxpoll),
+            iburst: sc.iburst,
+            prefer: sc.prefer,
+        };
+        let index = self.engine.add_source(settings, self.engine_clock.now());
+        let name = sc.host().to_owned();
+        let (tx, task) =
+            match spawn_source(index, addr, self.reply_tx.clone(), self.clock.clone()).await {
+                Ok((tx, task)) => {
+                    tracing::info!(source = %addr, "source {} ({})", addr, name);
+                    (tx, task)
+                }
+                Err(e) => {
+                    tracing::error!(source = %addr, "source {addr}: {e}");
+                    // Keep indices aligned: a handle whose channel is closed.
+                    (mpsc::channel(1).0, tokio::spawn(async {}))
+                }
+            };
+        self.sources.push(SourceHandle {
+            address: addr,
+            name,
+            config_index,
+            tx,
+            task,
+        });
+    }
+
+    fn on_control(&mut self, incoming: Incoming) {
+        let answer = self.answer_control(&incoming);
+        self.state_tx.send_replace(self.engine.server_state());
+        let _ = incoming.reply.send(answer);
+    }
+
+    /// A pool's source that refused us or went silent is replaced by asking
+    /// the pool's name again.
+    fn on_pool_check(&mut self) {
+        let source_configs: Vec<usize> = self.sources.iter().map(|h| h.config_index).collect();
+        let dead = self.engine.dead_sources();
+        let pools = pools_to_refresh(&self.config, &source_configs, &dead);
+        for &i in &dead {
+            let Some(h) = self.sources.get(i) else {
+                continue;
+            };
+            if pools.contains(&h.config_index) {
+                tracing::info!(source = %h.address, "pool {}: replacing {}", h.name, h.address);
+                self.engine.retire_source(i);
+                h.task.abort();
+                self.retired.insert(h.address);
             }
-            Some(ev) = reply_rx.recv() => {
-                if let Some((nonce, sent)) = ev.sent {
-                    engine.set_sent_local(ev.index, nonce, sent);
-                }
-                let now = observe(&mut engine, kernel.as_mut(), &sources, &*clock, engine_clock);
-                let (outcome, actions) = engine.on_reply(ev.index, now, &ev.bytes, ev.received);
-                tracing::debug!("source {}: {:?}", ev.index, outcome);
-                apply_actions(&mut engine, actions, kernel.as_mut(), &sources, &*clock, engine_clock);
-                if let Some(peer) = engine.system_peer() {
-                    engine.set_reference_id(reference_id(sources[peer].address.ip()));
-                }
-                state_tx.send_replace(engine.server_state());
-                if engine.synchronized() != was_synchronized {
-                    was_synchronized = engine.synchronized();
-                    match engine.system_peer() {
-                        Some(p) if was_synchronized => tracing::info!(
-                            source = %sources[p].address,
-                            offset = engine.current_offset(now).map(|o| -o),
-                            "synchronised to {}",
-                            sources[p].address
-                        ),
-                        _ => tracing::warn!("lost synchronisation"),
-                    }
-                }
-            }
-            Some(res) = resolved_rx.recv() => {
-                unresolved[res.config_index] = None;
-                let sc = &config.sources[res.config_index];
-                // A pool keeps at most maxSources live sources.
-                let live = sources
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, h)| h.config_index == res.config_index && engine.source(*i).is_some_and(|s| !s.is_dead()))
-                    .count();
-                let room = if sc.pool.is_some() { sc.max_sources.saturating_sub(live) } else { usize::MAX };
-                let fresh: Vec<SocketAddr> = res.addrs.into_iter().filter(|a| !known.contains(a) && !retired.contains(a)).take(room).collect();
-                for addr in fresh {
-                    known.insert(addr);
-                    let settings = SourceSettings { minpoll: sc.minpoll, maxpoll: sc.maxpoll, iburst: sc.iburst, prefer: sc.prefer };
-                    let index = engine.add_source(settings, engine_clock.now());
-                    match spawn_source(index, addr, reply_tx.clone(), clock.clone()).await {
-                        Ok((tx, task)) => {
-                            tracing::info!(source = %addr, "source {} ({})", addr, sc.host());
-                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task });
-                        }
-                        Err(e) => {
-                            tracing::error!(source = %addr, "source {addr}: {e}");
-                            // Keep indices aligned: a handle whose channel is closed.
-                            let (tx, _) = mpsc::channel(1);
-                            sources.push(SourceHandle { address: addr, name: sc.host().to_owned(), config_index: res.config_index, tx, task: tokio::spawn(async {}) });
-                        }
-                    }
-                }
-            }
-            Some(incoming) = control_rx.recv() => {
-                let answer = answer_control(&mut engine, &incoming, kernel.as_mut(), &sources, &unresolved, &listening, &stats, &*clock, engine_clock, started);
-                state_tx.send_replace(engine.server_state());
-                let _ = incoming.reply.send(answer);
-            }
-            _ = drift_timer.tick() => save_drift(&config, &engine),
-            _ = pool_timer.tick() => {
-                // A pool's source that refused us or went silent is replaced
-                // by asking the pool's name again.
-                let source_configs: Vec<usize> = sources.iter().map(|h| h.config_index).collect();
-                let dead = engine.dead_sources();
-                let pools = pools_to_refresh(&config, &source_configs, &dead);
-                for &i in &dead {
-                    let Some(h) = sources.get(i) else { continue };
-                    if pools.contains(&h.config_index) {
-                        tracing::info!(source = %h.address, "pool {}: replacing {}", h.name, h.address);
-                        engine.retire_source(i);
-                        h.task.abort();
-                        retired.insert(h.address);
-                    }
-                }
-                resolvers.retain(|t| !t.is_finished());
-                for config_index in pools {
-                    resolvers.push(tokio::spawn(resolve(config_index, config.sources[config_index].clone(), resolved_tx.clone())));
-                }
-            }
-            _ = watchdog_timer.tick(), if watchdog.is_some() => super::notify::notify("WATCHDOG=1"),
-            _ = &mut shutdown => break,
+        }
+        self.resolvers.retain(|t| !t.is_finished());
+        for config_index in pools {
+            let source = self.config.sources[config_index].clone();
+            let tx = self.resolved_tx.clone();
+            self.resolvers
+                .push(tokio::spawn(resolve(config_index, source, tx)));
         }
     }
-    super::notify::notify("STOPPING=1");
-    save_drift(&config, &engine);
-    for s in &sources {
-        s.task.abort();
+
+    fn answer_control(&mut self, incoming: &Incoming) -> serde_json::Value {
+        let now = self.observe();
+        match incoming.request {
+            control::ControlRequest::Status => {
+                serde_json::to_value(self.status_document(now)).unwrap_or_default()
+            }
+            control::ControlRequest::StepNow => {
+                serde_json::to_value(self.step_now(incoming.privileged, now)).unwrap_or_default()
+            }
+        }
     }
-    for t in server_tasks
-        .iter()
-        .chain(resolvers.iter())
-        .chain(control_task.iter())
-        .chain(metrics_task.iter())
-    {
-        t.abort();
+
+    fn status_document(&mut self, now: EngineInstant) -> StatusDocument {
+        let r = self.engine.report(now);
+        let sources = &self.sources;
+        StatusDocument {
+            format_version: FORMAT_VERSION,
+            synchronized: r.synchronized,
+            clock_control: r.clock_control,
+            offset_seconds: r.offset_seconds,
+            offset_bound_seconds: r.offset_bound_seconds,
+            last_offset_seconds: r.last_offset_seconds,
+            frequency_ppm: r.frequency_ppm,
+            skew_ppm: r.skew_ppm,
+            stratum: r.stratum,
+            leap: r.leap.to_owned(),
+            reference_id: r.reference_id,
+            reference_address: r
+                .system_peer
+                .and_then(|p| sources.get(p))
+                .map(|s| s.address.to_string()),
+            root_delay_seconds: r.root_delay_seconds,
+            root_dispersion_seconds: r.root_dispersion_seconds,
+            last_update_age_seconds: r.last_update_age_seconds,
+            updates: r.updates,
+            steps: r.steps,
+            updates_since_step: Some(r.updates_since_step),
+            kernel_leap: Some(r.kernel_leap.to_owned()),
+            uptime_seconds: (now - self.started).get(),
+            sources: r
+                .sources
+                .iter()
+                .filter_map(|s| {
+                    let h = sources.get(s.index)?;
+                    Some(SourceStatus {
+                        address: h.address.to_string(),
+                        name: h.name.clone(),
+                        report: s.clone(),
+                    })
+                })
+                .collect(),
+            unresolved: self.unresolved.iter().flatten().cloned().collect(),
+            server: (!self.listening.is_empty())
+                .then(|| ServerStatus::new(self.listening.clone(), self.stats.report())),
+        }
     }
-    if let Some(path) = &control_path {
-        let _ = std::fs::remove_file(path);
+
+    fn step_now(&mut self, privileged: bool, now: EngineInstant) -> StepDocument {
+        if !privileged {
+            return StepDocument {
+                format_version: FORMAT_VERSION,
+                ok: false,
+                stepped_seconds: None,
+                would_step_seconds: None,
+                error: Some("step_now needs root or the daemon's own user".into()),
+            };
+        }
+        match self.engine.step_now(now) {
+            Ok((offset, actions)) => {
+                // apply_actions logs the step itself (with STEP).
+                tracing::info!("stepping the clock on request");
+                self.apply(actions);
+                StepDocument {
+                    format_version: FORMAT_VERSION,
+                    ok: true,
+                    stepped_seconds: Some(offset.get()),
+                    would_step_seconds: None,
+                    error: None,
+                }
+            }
+            Err(e) => StepDocument {
+                format_version: FORMAT_VERSION,
+                ok: false,
+                stepped_seconds: None,
+                would_step_seconds: match e {
+                    StepNowError::ClockControlOff { would_step } => Some(would_step.get()),
+                    StepNowError::NoEstimate => None,
+                },
+                error: Some(e.to_string()),
+            },
+        }
     }
-    tracing::info!("stopped");
-    Ok(())
+
+    /// Saves the drift, stops every task and removes the control socket.
+    fn stop(self, others: &[JoinHandle<()>]) {
+        super::notify::notify("STOPPING=1");
+        save_drift(&self.config, &self.engine);
+        for s in &self.sources {
+            s.task.abort();
+        }
+        for t in self.resolvers.iter().chain(others) {
+            t.abort();
+        }
+        if let Some(path) = &self.config.control_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        tracing::info!("stopped");
+    }
 }
 
 /// The configured pools with a dead source to replace (pure, for tests).
@@ -410,12 +692,12 @@ pub fn reference_id(ip: IpAddr) -> [u8; 4] {
 /// are CLOCK_MONOTONIC_RAW seconds, but tokio sleeps on CLOCK_MONOTONIC,
 /// which runs at the frequency the engine set (8 % fast or slow during a
 /// fast slew): convert, or a slew would end up to 8 % late.
-fn sleep_until(engine: &Engine, now: f64) -> Duration {
+fn sleep_until(engine: &Engine, now: EngineInstant) -> Duration {
     let Some(wake) = engine.next_wakeup() else {
         return Duration::from_secs(3600);
     };
-    let monotonic_rate = 1.0 + engine.discipline().applied_frequency();
-    Duration::from_secs_f64(((wake - now) * monotonic_rate).clamp(0.0, 3600.0))
+    let monotonic_rate = 1.0 + engine.discipline().applied_frequency().fraction();
+    Duration::from_secs_f64(((wake - now).get() * monotonic_rate).clamp(0.0, 3600.0))
 }
 
 /// Reads the clocks and hands the engine the kernel's correction, as every
@@ -426,7 +708,7 @@ fn observe(
     sources: &[SourceHandle],
     clock: &dyn LocalClock,
     engine_clock: EngineClock,
-) -> f64 {
+) -> EngineInstant {
     let r = engine_clock.read();
     let actions = engine.observe_clock(r.now, r.local, r.correction);
     apply_actions(engine, actions, kernel, sources, clock, engine_clock);
@@ -447,7 +729,7 @@ fn apply_actions(
                 if engine.discipline().clock_control() {
                     match (a.apply(kernel), a) {
                         (Ok(()), ClockAction::Step(by)) => {
-                            tracing::info!(step = by, "stepped the clock by {by:+.9} s");
+                            tracing::info!(step = by.get(), "stepped the clock by {by:+.9} s");
                         }
                         (Ok(()), _) => tracing::debug!("clock: {a:?}"),
                         (Err(e), _) => tracing::error!("clock: {a:?}: {e}"),
@@ -466,105 +748,6 @@ fn apply_actions(
                     let _ = s.tx.try_send(Outgoing { nonce, bytes });
                 }
             }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn answer_control(
-    engine: &mut Engine,
-    incoming: &Incoming,
-    kernel: &mut (dyn ClockControl + Send),
-    sources: &[SourceHandle],
-    unresolved: &[Option<String>],
-    listening: &[String],
-    stats: &ServerStats,
-    clock: &dyn LocalClock,
-    engine_clock: EngineClock,
-    started: f64,
-) -> serde_json::Value {
-    let now = observe(engine, kernel, sources, clock, engine_clock);
-    match incoming.request {
-        control::ControlRequest::Status => {
-            let r = engine.report(now);
-            let doc = StatusDocument {
-                format_version: FORMAT_VERSION,
-                synchronized: r.synchronized,
-                clock_control: r.clock_control,
-                offset_seconds: r.offset_seconds,
-                offset_bound_seconds: r.offset_bound_seconds,
-                last_offset_seconds: r.last_offset_seconds,
-                frequency_ppm: r.frequency_ppm,
-                skew_ppm: r.skew_ppm,
-                stratum: r.stratum,
-                leap: r.leap.to_owned(),
-                reference_id: r.reference_id,
-                reference_address: r
-                    .system_peer
-                    .and_then(|p| sources.get(p))
-                    .map(|s| s.address.to_string()),
-                root_delay_seconds: r.root_delay_seconds,
-                root_dispersion_seconds: r.root_dispersion_seconds,
-                last_update_age_seconds: r.last_update_age_seconds,
-                updates: r.updates,
-                steps: r.steps,
-                updates_since_step: Some(r.updates_since_step),
-                kernel_leap: Some(r.kernel_leap.to_owned()),
-                uptime_seconds: now - started,
-                sources: r
-                    .sources
-                    .iter()
-                    .filter_map(|s| {
-                        let h = sources.get(s.index)?;
-                        Some(SourceStatus {
-                            address: h.address.to_string(),
-                            name: h.name.clone(),
-                            report: s.clone(),
-                        })
-                    })
-                    .collect(),
-                unresolved: unresolved.iter().flatten().cloned().collect(),
-                server: (!listening.is_empty())
-                    .then(|| ServerStatus::new(listening.to_vec(), stats.report())),
-            };
-            serde_json::to_value(doc).unwrap_or_default()
-        }
-        control::ControlRequest::StepNow => {
-            let doc = if !incoming.privileged {
-                StepDocument {
-                    format_version: FORMAT_VERSION,
-                    ok: false,
-                    stepped_seconds: None,
-                    would_step_seconds: None,
-                    error: Some("step_now needs root or the daemon's own user".into()),
-                }
-            } else {
-                match engine.step_now(now) {
-                    Ok((offset, actions)) => {
-                        // apply_actions logs the step itself (with STEP).
-                        tracing::info!("stepping the clock on request");
-                        apply_actions(engine, actions, kernel, sources, clock, engine_clock);
-                        StepDocument {
-                            format_version: FORMAT_VERSION,
-                            ok: true,
-                            stepped_seconds: Some(offset),
-                            would_step_seconds: None,
-                            error: None,
-                        }
-                    }
-                    Err(e) => StepDocument {
-                        format_version: FORMAT_VERSION,
-                        ok: false,
-                        stepped_seconds: None,
-                        would_step_seconds: match e {
-                            StepNowError::ClockControlOff { would_step } => Some(would_step),
-                            StepNowError::NoEstimate => None,
-                        },
-                        error: Some(e.to_string()),
-                    },
-                }
-            };
-            serde_json::to_value(doc).unwrap_or_default()
         }
     }
 }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::discipline::{DriftParseError, format_drift, parse_drift};
+use super::units::Frequency;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DriftFileError {
@@ -27,7 +28,7 @@ pub enum DriftFileError {
 }
 
 /// Reads the frequency from `path`; Ok(None) when the file does not exist.
-pub fn read(path: &Path) -> Result<Option<f64>, DriftFileError> {
+pub fn read(path: &Path) -> Result<Option<Frequency>, DriftFileError> {
     match std::fs::read_to_string(path) {
         Ok(text) => parse_drift(&text)
             .map(Some)
@@ -44,7 +45,11 @@ pub fn read(path: &Path) -> Result<Option<f64>, DriftFileError> {
 }
 
 /// Writes `frequency` (and its standard error) to `path` atomically.
-pub fn write(path: &Path, frequency: f64, frequency_sd: f64) -> Result<(), DriftFileError> {
+pub fn write(
+    path: &Path,
+    frequency: Frequency,
+    frequency_sd: Frequency,
+) -> Result<(), DriftFileError> {
     let err = |cause| DriftFileError::Write {
         path: path.to_owned(),
         cause,
@@ -77,9 +82,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("timectl.drift");
         assert_eq!(read(&path).expect("missing is fine"), None);
-        write(&path, 23.5e-6, 0.2e-6).expect("write");
+        write(
+            &path,
+            Frequency::from_fraction(23.5e-6),
+            Frequency::from_ppm(0.2),
+        )
+        .expect("write");
         let f = read(&path).expect("read").expect("present");
-        assert!((f - 23.5e-6).abs() < 1e-12);
+        assert!((f.fraction() - 23.5e-6).abs() < 1e-12);
         std::fs::write(&path, "garbage\n").expect("overwrite");
         let e = read(&path).expect_err("garbage is an error");
         assert!(e.to_string().contains("timectl.drift"), "{e}");

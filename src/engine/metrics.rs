@@ -238,7 +238,7 @@ const SOURCE_GAUGES: [SourceGauge; 8] = [
     (
         "ntp_source_poll_interval_seconds",
         "Time between polls of the source",
-        |r| Some(2f64.powi(i32::from(r.poll))),
+        |r| Some(r.poll.interval().get()),
     ),
     (
         "ntp_source_unanswered_polls",
@@ -406,7 +406,7 @@ mod tests {
                 },
                 selected,
                 reach: 0b1111_1011,
-                poll: 6,
+                poll: crate::engine::units::PollExponent::saturating(6),
                 stratum: Some(2),
                 last_offset_seconds: Some(0.0025),
                 delay_seconds: Some(0.012),

@@ -1,31 +1,26 @@
-//! The embedded NTP engine (RFC 5905 client and server).
+//! The embedded NTP engine's daemon (RFC 5905 client and server): the I/O
+//! on top of the sans-IO `timectl-engine` crate.
 //!
-//! Layers, from pure to I/O:
-//! - `proto`: packet codec, timestamps, reply sanity checks (pure).
-//! - `source`, `filter`, `select`, `combine`, `discipline`: the clock
-//!   algorithm, sans-IO; `system` ties them together. Inputs are samples
-//!   and instants, outputs are actions; time and the clock are injected.
-//! - `sim`: a simulated clock and network driving the same algorithm.
-//! - `config`, `daemon`, `server`, `clock`, `control`, `metrics`, `logging`,
-//!   `cli`: the daemon.
+//! - `proto`, `source`, `filter`, `select`, `combine`, `discipline`,
+//!   `system`, `sim`, `units`: re-exported from `timectl-engine` (the protocol and
+//!   the clock algorithm, no I/O), so `timectl::engine::proto` and friends
+//!   keep resolving.
+//! - `config`, `daemon`, `server`, `net`, `clock`, `adjtimex`, `drift`,
+//!   `control`, `metrics`, `logging`, `notify`, `cli`: the daemon (tokio
+//!   sockets, kernel timestamps, the kernel clock, files, the control
+//!   socket).
 
 mod adjtimex;
 pub mod cli;
 pub mod clock;
-pub mod combine;
 pub mod config;
 pub mod control;
 pub mod daemon;
-pub mod discipline;
 pub mod drift;
-pub mod filter;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod notify;
-pub mod proto;
-pub mod select;
 pub mod server;
-pub mod sim;
-pub mod source;
-pub mod system;
+
+pub use timectl_engine::{combine, discipline, filter, proto, select, sim, source, system, units};

@@ -268,7 +268,7 @@ mod tests {
             root_delay: 0.010,
             root_dispersion: 0.002,
             reference_time: t0().add_seconds(-10.0),
-            poll: 6,
+            poll: crate::engine::units::PollExponent::saturating(6),
             precision: -20,
         }
     }

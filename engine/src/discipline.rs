@@ -28,13 +28,14 @@
 //! through a `ClockControl` (the kernel, or the simulated clock).
 
 use super::proto::{Leap, NtpTimestamp};
+use super::units::{Frequency, Seconds};
 
 /// Largest base frequency correction (the kernel's ±500 ppm).
-pub const MAX_FREQUENCY: f64 = 500e-6;
+pub const MAX_FREQUENCY: Frequency = Frequency::from_fraction(500e-6);
 /// Largest extra rate used to slew an offset (chrony's default 83333 ppm).
-pub const MAX_SLEW_RATE: f64 = 0.083_333;
+pub const MAX_SLEW_RATE: Frequency = Frequency::from_fraction(0.083_333);
 /// Frequency tolerance assumed for dispersion growth (RFC 5905 PHI).
-pub const PHI: f64 = 15e-6;
+pub const PHI: Frequency = Frequency::from_fraction(15e-6);
 /// The error assumed for a drift file's frequency (the temperature of a
 /// restarted machine differs a little): chrony's drift files hold a skew of
 /// this order once settled.
@@ -76,17 +77,17 @@ impl LeapAction {
 /// tests and the simulation use their own.
 pub trait ClockControl {
     /// Moves the clock by `offset` seconds (positive: forward).
-    fn step(&mut self, offset: f64) -> Result<(), ClockError>;
-    /// Sets the clock's frequency correction (dimensionless; 1e-6 = 1 ppm
-    /// faster) relative to its uncorrected rate.
-    fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError>;
+    fn step(&mut self, offset: Seconds) -> Result<(), ClockError>;
+    /// Sets the clock's frequency correction relative to its uncorrected
+    /// rate (positive: faster).
+    fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError>;
     /// Arms (or disarms) a leap second at the next UTC midnight.
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError>;
     /// Tells the kernel whether the clock is synchronised (clears or sets
     /// STA_UNSYNC) and, when it is, its error bound in seconds: what
     /// `timedatectl`, `ntp_gettime` users and the kernel's 11-minute RTC
     /// sync read.
-    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError>;
+    fn set_synchronized(&mut self, max_error: Option<Seconds>) -> Result<(), ClockError>;
 }
 
 /// Reading the clock that is being disciplined ("now", injected).
@@ -105,11 +106,12 @@ pub enum ClockError {
 /// A change to make to the clock.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ClockAction {
-    Step(f64),
-    SetFrequency(f64),
+    /// Move the clock by this much (positive: forward).
+    Step(Seconds),
+    SetFrequency(Frequency),
     SetLeap(LeapAction),
     /// Synchronised with this error bound (seconds), or not (None).
-    SetSynchronized(Option<f64>),
+    SetSynchronized(Option<Seconds>),
 }
 
 impl ClockAction {
@@ -127,7 +129,7 @@ impl ClockAction {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepPolicy {
     /// Step when the offset is larger than this, seconds.
-    pub threshold: f64,
+    pub threshold: Seconds,
     /// Only during the first `limit` clock updates; negative: always.
     pub limit: i32,
 }
@@ -135,7 +137,7 @@ pub struct StepPolicy {
 impl Default for StepPolicy {
     fn default() -> Self {
         StepPolicy {
-            threshold: 1.0,
+            threshold: Seconds::new(1.0),
             limit: 3,
         }
     }
@@ -144,7 +146,7 @@ impl Default for StepPolicy {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum StepNowError {
     #[error("clock control is off; would step the clock by {would_step:+.9} s")]
-    ClockControlOff { would_step: f64 },
+    ClockControlOff { would_step: Seconds },
     #[error("no offset estimate yet (not synchronised)")]
     NoEstimate,
 }
@@ -205,14 +207,15 @@ impl Discipline {
     pub fn new(
         control: bool,
         policy: StepPolicy,
-        drift_frequency: Option<f64>,
-        kernel_frequency: f64,
+        drift_frequency: Option<Frequency>,
+        kernel_frequency: Frequency,
         now: f64,
     ) -> Discipline {
-        let drift_frequency = drift_frequency.map(|f| f.clamp(-MAX_FREQUENCY, MAX_FREQUENCY));
+        let max = MAX_FREQUENCY.fraction();
+        let drift_frequency = drift_frequency.map(|f| f.fraction().clamp(-max, max));
         let f = drift_frequency
-            .unwrap_or(kernel_frequency)
-            .clamp(-MAX_FREQUENCY, MAX_FREQUENCY);
+            .unwrap_or(kernel_frequency.fraction())
+            .clamp(-max, max);
         let f_sd = if drift_frequency.is_some() {
             DRIFT_PRIOR_SD
         } else {
@@ -246,7 +249,9 @@ impl Discipline {
         }
         let mut actions = vec![ClockAction::SetLeap(LeapAction::None)];
         if self.drift_frequency.is_some() {
-            actions.push(ClockAction::SetFrequency(self.base_frequency));
+            actions.push(ClockAction::SetFrequency(Frequency::from_fraction(
+                self.base_frequency,
+            )));
         }
         actions
     }
@@ -306,22 +311,23 @@ impl Discipline {
 
     /// The frequency estimate as the slope of the natural offset (the
     /// absolute frequency correction the kernel needs).
-    pub fn natural_slope(&self) -> f64 {
-        self.base_frequency
+    pub fn natural_slope(&self) -> Frequency {
+        Frequency::from_fraction(self.base_frequency)
     }
 
     /// Estimated frequency correction the clock needs (absolute).
-    pub fn frequency(&self) -> f64 {
-        self.base_frequency
+    pub fn frequency(&self) -> Frequency {
+        Frequency::from_fraction(self.base_frequency)
     }
 
-    pub fn frequency_sd(&self) -> f64 {
-        self.base_frequency_sd
+    /// The standard error of `frequency` (chrony's skew).
+    pub fn frequency_sd(&self) -> Frequency {
+        Frequency::from_fraction(self.base_frequency_sd)
     }
 
     /// The frequency the kernel is running at now (base plus any slew).
-    pub fn applied_frequency(&self) -> f64 {
-        self.applied_frequency
+    pub fn applied_frequency(&self) -> Frequency {
+        Frequency::from_fraction(self.applied_frequency)
     }
 
     pub fn updates(&self) -> u64 {
@@ -369,10 +375,12 @@ impl Discipline {
     pub fn update(
         &mut self,
         now: f64,
-        offset: f64,
-        slope: Option<(f64, f64)>,
-        slew_time: f64,
+        offset: Seconds,
+        slope: Option<(Frequency, Frequency)>,
+        slew_time: Seconds,
     ) -> Vec<ClockAction> {
+        let (offset, slew_time) = (offset.get(), slew_time.get());
+        let slope = slope.map(|(s, sd)| (s.fraction(), sd.fraction()));
         self.updates += 1;
         self.updates_since_step += 1;
         if let Some((s, sd)) = slope {
@@ -384,17 +392,20 @@ impl Discipline {
         let mut actions = Vec::new();
         let mut remaining = offset;
         let may_step = self.policy.limit < 0 || self.updates <= self.policy.limit as u64;
-        if remaining.abs() > self.policy.threshold && may_step {
-            actions.push(ClockAction::Step(remaining));
+        if remaining.abs() > self.policy.threshold.get() && may_step {
+            actions.push(ClockAction::Step(Seconds::new(remaining)));
             self.book_step(now, remaining);
             remaining = 0.0;
         }
         let slew_time = slew_time.max(0.5);
-        let rate = (remaining / slew_time).clamp(-MAX_SLEW_RATE, MAX_SLEW_RATE);
+        let max_rate = MAX_SLEW_RATE.fraction();
+        let rate = (remaining / slew_time).clamp(-max_rate, max_rate);
         let frequency = self.base_frequency + rate;
         self.set_applied(now, frequency);
         self.slew_end = (rate != 0.0).then(|| now + remaining / rate);
-        actions.push(ClockAction::SetFrequency(frequency));
+        actions.push(ClockAction::SetFrequency(Frequency::from_fraction(
+            frequency,
+        )));
         actions
     }
 
@@ -426,7 +437,7 @@ impl Discipline {
                 (measured, measured_sd)
             }
         };
-        self.base_frequency = f.clamp(-MAX_FREQUENCY, MAX_FREQUENCY);
+        self.base_frequency = f.clamp(-MAX_FREQUENCY.fraction(), MAX_FREQUENCY.fraction());
         self.base_frequency_sd = f_sd;
     }
 
@@ -437,7 +448,7 @@ impl Discipline {
                 self.slew_end = None;
                 let base = self.base_frequency;
                 self.set_applied(now, base);
-                vec![ClockAction::SetFrequency(base)]
+                vec![ClockAction::SetFrequency(Frequency::from_fraction(base))]
             }
             _ => vec![],
         }
@@ -453,15 +464,17 @@ impl Discipline {
     ) -> Result<Vec<ClockAction>, StepNowError> {
         let offset = offset.ok_or(StepNowError::NoEstimate)?;
         if !self.control {
-            return Err(StepNowError::ClockControlOff { would_step: offset });
+            return Err(StepNowError::ClockControlOff {
+                would_step: Seconds::new(offset),
+            });
         }
         self.book_step(now, offset);
         self.slew_end = None;
         let base = self.base_frequency;
         self.set_applied(now, base);
         Ok(vec![
-            ClockAction::Step(offset),
-            ClockAction::SetFrequency(base),
+            ClockAction::Step(Seconds::new(offset)),
+            ClockAction::SetFrequency(Frequency::from_fraction(base)),
         ])
     }
 
@@ -513,19 +526,21 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// Drift file contents, chrony's format: frequency and its error in ppm.
-pub fn format_drift(frequency: f64, frequency_sd: f64) -> String {
-    format!("{:.6} {:.6}\n", frequency * 1e6, frequency_sd * 1e6)
+pub fn format_drift(frequency: Frequency, frequency_sd: Frequency) -> String {
+    format!("{:.6} {:.6}\n", frequency.ppm(), frequency_sd.ppm())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("drift file: expected \"FREQ_PPM [SKEW_PPM]\" with |FREQ_PPM| <= 500, found {0:?}")]
 pub struct DriftParseError(pub String);
 
-/// Parses a drift file; returns the frequency (dimensionless).
-pub fn parse_drift(text: &str) -> Result<f64, DriftParseError> {
+/// Parses a drift file (ppm); returns the frequency.
+pub fn parse_drift(text: &str) -> Result<Frequency, DriftParseError> {
     let first = text.split_whitespace().next().unwrap_or("");
     match first.parse::<f64>() {
-        Ok(ppm) if ppm.is_finite() && ppm.abs() <= MAX_FREQUENCY * 1e6 => Ok(ppm * 1e-6),
+        Ok(ppm) if ppm.is_finite() && ppm.abs() <= MAX_FREQUENCY.ppm() => {
+            Ok(Frequency::from_ppm(ppm))
+        }
         _ => Err(DriftParseError(text.chars().take(60).collect())),
     }
 }
@@ -534,28 +549,48 @@ pub fn parse_drift(text: &str) -> Result<f64, DriftParseError> {
 mod tests {
     use super::*;
 
+    fn fr(fraction: f64) -> Frequency {
+        Frequency::from_fraction(fraction)
+    }
+
+    /// `Discipline::update` with bare numbers (seconds, fractions).
+    fn upd(
+        d: &mut Discipline,
+        now: f64,
+        offset: f64,
+        slope: Option<(f64, f64)>,
+        slew_time: f64,
+    ) -> Vec<ClockAction> {
+        d.update(
+            now,
+            Seconds::new(offset),
+            slope.map(|(s, sd)| (fr(s), fr(sd))),
+            Seconds::new(slew_time),
+        )
+    }
+
     #[test]
     fn steps_above_threshold_only_in_first_updates() {
         let mut d = Discipline::new(
             true,
             StepPolicy {
-                threshold: 0.5,
+                threshold: Seconds::new(0.5),
                 limit: 2,
             },
             None,
-            0.0,
+            fr(0.0),
             0.0,
         );
-        let a = d.update(1.0, 2.0, None, 16.0);
-        assert_eq!(a[0], ClockAction::Step(2.0));
+        let a = upd(&mut d, 1.0, 2.0, None, 16.0);
+        assert_eq!(a[0], ClockAction::Step(Seconds::new(2.0)));
         assert_eq!(d.correction(1.0), 2.0);
-        let a = d.update(2.0, 0.1, None, 16.0);
+        let a = upd(&mut d, 2.0, 0.1, None, 16.0);
         assert!(
             matches!(a[..], [ClockAction::SetFrequency(_)]),
             "below threshold: slew"
         );
-        d.update(3.0, 0.0, None, 16.0);
-        let a = d.update(4.0, 3.0, None, 16.0);
+        upd(&mut d, 3.0, 0.0, None, 16.0);
+        let a = upd(&mut d, 4.0, 3.0, None, 16.0);
         assert!(
             !a.iter().any(|x| matches!(x, ClockAction::Step(_))),
             "past the limit: never step"
@@ -565,23 +600,23 @@ mod tests {
 
     #[test]
     fn slew_is_a_bounded_temporary_frequency_offset() {
-        let mut d = Discipline::new(true, StepPolicy::default(), Some(10e-6), 0.0, 0.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), Some(fr(10e-6)), fr(0.0), 0.0);
         assert_eq!(
             d.start_actions(),
             vec![
                 ClockAction::SetLeap(LeapAction::None),
-                ClockAction::SetFrequency(10e-6)
+                ClockAction::SetFrequency(fr(10e-6))
             ]
         );
-        let a = d.update(0.0, 0.001, Some((10e-6, 1e-7)), 10.0);
-        assert_eq!(a, vec![ClockAction::SetFrequency(10e-6 + 100e-6)]);
+        let a = upd(&mut d, 0.0, 0.001, Some((10e-6, 1e-7)), 10.0);
+        assert_eq!(a, vec![ClockAction::SetFrequency(fr(10e-6 + 100e-6))]);
         let end = d.next_timer().expect("slew in progress");
         assert!((end - 10.0).abs() < 1e-9);
         assert!(
             (d.correction(10.0) - 0.001 - 10e-6 * 10.0).abs() < 1e-12,
             "after the slew the offset is corrected"
         );
-        assert_eq!(d.on_timer(10.0), vec![ClockAction::SetFrequency(10e-6)]);
+        assert_eq!(d.on_timer(10.0), vec![ClockAction::SetFrequency(fr(10e-6))]);
         assert!(
             (d.correction(20.0) - 0.001 - 10e-6 * 20.0).abs() < 1e-12,
             "the base frequency is part of the correction (raw frame)"
@@ -590,32 +625,34 @@ mod tests {
         let mut d = Discipline::new(
             true,
             StepPolicy {
-                threshold: 10.0,
+                threshold: Seconds::new(10.0),
                 limit: 0,
             },
             None,
-            0.0,
+            fr(0.0),
             0.0,
         );
-        let a = d.update(0.0, 1.0, None, 1.0);
+        let a = upd(&mut d, 0.0, 1.0, None, 1.0);
         assert_eq!(a, vec![ClockAction::SetFrequency(MAX_SLEW_RATE)]);
-        assert!((d.next_timer().expect("slewing") - 1.0 / MAX_SLEW_RATE).abs() < 1e-6);
+        assert!((d.next_timer().expect("slewing") - 1.0 / MAX_SLEW_RATE.fraction()).abs() < 1e-6);
     }
 
     #[test]
     fn no_clock_control_emits_nothing_but_estimates() {
-        let mut d = Discipline::new(false, StepPolicy::default(), None, 0.0, 0.0);
+        let mut d = Discipline::new(false, StepPolicy::default(), None, fr(0.0), 0.0);
         assert!(d.start_actions().is_empty());
-        assert!(d.update(0.0, 5.0, Some((-100e-6, 1e-7)), 16.0).is_empty());
+        assert!(upd(&mut d, 0.0, 5.0, Some((-100e-6, 1e-7)), 16.0).is_empty());
         assert_eq!(
             d.correction(100.0),
             0.0,
             "nothing observed, nothing applied"
         );
-        assert!((d.frequency() + 100e-6).abs() < 1e-10);
+        assert!((d.frequency().fraction() + 100e-6).abs() < 1e-10);
         assert_eq!(
             d.step_now(1.0, Some(5.0)),
-            Err(StepNowError::ClockControlOff { would_step: 5.0 })
+            Err(StepNowError::ClockControlOff {
+                would_step: Seconds::new(5.0)
+            })
         );
     }
 
@@ -624,24 +661,24 @@ mod tests {
         let mut d = Discipline::new(
             true,
             StepPolicy {
-                threshold: 1.0,
+                threshold: Seconds::new(1.0),
                 limit: 0,
             },
             None,
-            0.0,
+            fr(0.0),
             0.0,
         );
         assert_eq!(d.step_now(0.0, None), Err(StepNowError::NoEstimate));
         let a = d.step_now(5.0, Some(0.002)).expect("steps");
-        assert_eq!(a[0], ClockAction::Step(0.002));
+        assert_eq!(a[0], ClockAction::Step(Seconds::new(0.002)));
         assert_eq!(d.steps(), 1);
     }
 
     #[test]
     fn drift_file_format_round_trips_and_rejects_garbage() {
-        let text = format_drift(-12.345678e-6, 0.1e-6);
+        let text = format_drift(fr(-12.345678e-6), fr(0.1e-6));
         assert_eq!(text, "-12.345678 0.100000\n");
-        assert!((parse_drift(&text).expect("parses") + 12.345678e-6).abs() < 1e-15);
+        assert!((parse_drift(&text).expect("parses").fraction() + 12.345678e-6).abs() < 1e-15);
         assert!(parse_drift("abc").is_err());
         assert!(parse_drift("900 0").is_err());
         assert!(parse_drift("").is_err());
@@ -649,8 +686,8 @@ mod tests {
 
     #[test]
     fn measured_correction_replaces_the_model() {
-        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
-        d.update(0.0, 0.010, Some((0.0, 1e-7)), 1.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
+        upd(&mut d, 0.0, 0.010, Some((0.0, 1e-7)), 1.0);
         // The kernel applied the slew 4 ms late (its tick): 0.33 ms less.
         let measured = 0.010 * 0.5 - 0.004 * 0.010;
         assert_eq!(d.observe(0.5, 0.0, measured), Observed::AsExpected);
@@ -666,7 +703,7 @@ mod tests {
 
     #[test]
     fn without_clock_control_the_kernel_rate_is_followed() {
-        let mut d = Discipline::new(false, StepPolicy::default(), None, 0.0, 0.0);
+        let mut d = Discipline::new(false, StepPolicy::default(), None, fr(0.0), 0.0);
         // The kernel runs 50 ppm fast for somebody else.
         d.observe(0.0, 0.0, 0.0);
         d.observe(10.0, 0.0, 50e-6 * 10.0);
@@ -689,7 +726,7 @@ mod tests {
         assert!(is_last_day_of_month(951_782_400.0), "2000-02-29");
         assert!(!is_last_day_of_month(951_696_000.0), "2000-02-28");
 
-        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
         assert!(
             d.announce_leap(day_before, Leap::InsertSecond).is_empty(),
             "too early"
@@ -713,7 +750,7 @@ mod tests {
         assert_eq!(d.armed_leap(), LeapAction::None);
         assert_eq!(d.observe(20.0, midnight + 10.0, -1.0), Observed::AsExpected);
         // An announcement withdrawn before midnight disarms.
-        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
         d.announce_leap(last_day, Leap::DeleteSecond);
         assert_eq!(
             d.announce_leap(last_day + 1.0, Leap::NoWarning),
@@ -723,20 +760,23 @@ mod tests {
 
     #[test]
     fn a_step_ends_the_slew_and_leaves_the_estimated_frequency() {
-        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
-        d.update(0.0, 0.5, Some((20e-6, 1e-7)), 2.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
+        upd(&mut d, 0.0, 0.5, Some((20e-6, 1e-7)), 2.0);
         assert!(d.next_timer().is_some());
         let f = d.frequency();
-        assert!((f - 20e-6).abs() < 1e-10, "{f}");
+        assert!((f.fraction() - 20e-6).abs() < 1e-10, "{f:?}");
         let a = d.step_now(3.0, Some(-0.25)).expect("steps");
         assert_eq!(
             a,
-            vec![ClockAction::Step(-0.25), ClockAction::SetFrequency(f)]
+            vec![
+                ClockAction::Step(Seconds::new(-0.25)),
+                ClockAction::SetFrequency(f)
+            ]
         );
         assert_eq!(d.next_timer(), None);
         assert_eq!(d.applied_frequency(), f);
         assert_eq!(d.updates_since_step(), 0);
-        d.update(5.0, 0.0, None, 2.0);
+        upd(&mut d, 5.0, 0.0, None, 2.0);
         assert_eq!(d.updates_since_step(), 1);
     }
 
@@ -744,24 +784,36 @@ mod tests {
     fn a_noisy_slope_barely_moves_a_good_prior_but_a_better_slope_replaces_it() {
         // A drift file's 100 ppm (skew 1 ppm) and a slope from a few burst
         // samples 300 ppm off with a 100 ppm error: hardly moved.
-        let mut d = Discipline::new(true, StepPolicy::default(), Some(100e-6), 0.0, 0.0);
-        d.update(1.0, 0.0, Some((400e-6, 100e-6)), 2.0);
-        assert!((d.frequency() - 100e-6).abs() < 0.1e-6, "{}", d.frequency());
+        let mut d = Discipline::new(true, StepPolicy::default(), Some(fr(100e-6)), fr(0.0), 0.0);
+        upd(&mut d, 1.0, 0.0, Some((400e-6, 100e-6)), 2.0);
+        assert!(
+            (d.frequency().fraction() - 100e-6).abs() < 0.1e-6,
+            "{}",
+            d.frequency().fraction()
+        );
         // Without a drift file the kernel's frequency is trusted little:
         // the first slope replaces it almost entirely.
-        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
-        d.update(1.0, 0.0, Some((150e-6, 5e-6)), 2.0);
-        assert!((d.frequency() - 150e-6).abs() < 1e-6, "{}", d.frequency());
+        let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
+        upd(&mut d, 1.0, 0.0, Some((150e-6, 5e-6)), 2.0);
+        assert!(
+            (d.frequency().fraction() - 150e-6).abs() < 1e-6,
+            "{}",
+            d.frequency().fraction()
+        );
         // A slope more certain than the drift file replaces it (the machine
         // now runs 20 ppm faster than when the file was written).
-        let mut d = Discipline::new(true, StepPolicy::default(), Some(100e-6), 0.0, 0.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), Some(fr(100e-6)), fr(0.0), 0.0);
         for i in 0..20 {
-            d.update(f64::from(i), 0.0, Some((120e-6, 0.5e-6)), 16.0);
+            upd(&mut d, f64::from(i), 0.0, Some((120e-6, 0.5e-6)), 16.0);
         }
-        assert!((d.frequency() - 120e-6).abs() < 0.5e-6, "{}", d.frequency());
+        assert!(
+            (d.frequency().fraction() - 120e-6).abs() < 0.5e-6,
+            "{}",
+            d.frequency().fraction()
+        );
         // A slope beyond 1000 ppm of error is not used at all.
-        let mut d = Discipline::new(true, StepPolicy::default(), None, 0.0, 0.0);
-        d.update(1.0, 0.0, Some((400e-6, 2e-3)), 2.0);
-        assert_eq!(d.frequency(), 0.0);
+        let mut d = Discipline::new(true, StepPolicy::default(), None, fr(0.0), 0.0);
+        upd(&mut d, 1.0, 0.0, Some((400e-6, 2e-3)), 2.0);
+        assert_eq!(d.frequency().fraction(), 0.0);
     }
 }

@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+use super::units::{EngineInstant, Frequency, Seconds};
+
 /// Samples kept per source.
 pub const MAX_SAMPLES: usize = 64;
 /// Fewest samples the runs test will cut the window down to.
@@ -26,29 +28,30 @@ const SAMPLE_NOISE_FLOOR: f64 = 10e-6;
 /// One accepted measurement, in the natural frame.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Sample {
-    /// Engine instant (monotonic seconds) of the measurement.
-    pub time: f64,
+    /// Engine instant of the measurement.
+    pub time: EngineInstant,
     /// Natural offset: measured offset plus the correction applied so far.
-    pub natural_offset: f64,
-    /// Round-trip delay, seconds.
-    pub delay: f64,
+    pub natural_offset: Seconds,
+    /// Round-trip delay.
+    pub delay: Seconds,
 }
 
 /// What the regression says about a source at a given instant.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Estimate {
     /// Natural offset predicted for the instant asked about.
-    pub natural_offset: f64,
-    /// Slope of the natural offset (s/s), if enough samples to trust one.
-    pub slope: Option<f64>,
-    /// Standard error of `natural_offset`, seconds.
-    pub offset_sd: f64,
-    /// Standard error of the slope (chrony's "skew"), s/s.
-    pub slope_sd: f64,
-    /// Residual standard deviation of the samples used ("jitter"), seconds.
-    pub jitter: f64,
+    pub natural_offset: Seconds,
+    /// Slope of the natural offset (a frequency), if enough samples to
+    /// trust one.
+    pub slope: Option<Frequency>,
+    /// Standard error of `natural_offset`.
+    pub offset_sd: Seconds,
+    /// Standard error of the slope (chrony's "skew").
+    pub slope_sd: Frequency,
+    /// Residual standard deviation of the samples used ("jitter").
+    pub jitter: Seconds,
     /// Smallest delay among the samples used.
-    pub min_delay: f64,
+    pub min_delay: Seconds,
     /// Samples used after the runs test.
     pub samples_used: usize,
 }
@@ -90,25 +93,26 @@ impl SampleFilter {
     }
 
     /// Seconds from the oldest sample kept to the newest (0 without two).
-    pub fn span(&self) -> f64 {
+    pub fn span(&self) -> Seconds {
         match (self.samples.front(), self.samples.back()) {
             (Some(a), Some(b)) => b.time - a.time,
-            _ => 0.0,
+            _ => Seconds::ZERO,
         }
     }
 
     /// The estimate at instant `at`. `default_slope` is used when there are
     /// too few samples for a slope of their own (the engine passes its
     /// current frequency estimate).
-    pub fn estimate(&self, at: f64, default_slope: f64) -> Option<Estimate> {
+    pub fn estimate(&self, at: EngineInstant, default_slope: Frequency) -> Option<Estimate> {
+        let (at, default_slope) = (at.as_secs(), default_slope.fraction());
         let n = self.samples.len();
         let last = *self.samples.back()?;
         let min_delay = self
             .samples
             .iter()
-            .map(|s| s.delay)
+            .map(|s| s.delay.get())
             .fold(f64::INFINITY, f64::min);
-        if n < MIN_SLOPE_SAMPLES || last.time - self.samples[0].time < MIN_SLOPE_SPAN {
+        if n < MIN_SLOPE_SAMPLES || (last.time - self.samples[0].time).get() < MIN_SLOPE_SPAN {
             return Some(self.estimate_without_slope(at, default_slope, min_delay));
         }
         // Try the whole window, then drop the oldest samples until the
@@ -125,12 +129,12 @@ impl SampleFilter {
         let dt = at - fit.mean_time;
         let offset_sd = (fit.intercept_var + dt * dt * fit.slope_var).sqrt();
         Some(Estimate {
-            natural_offset: fit.intercept + fit.slope * dt,
-            slope: Some(fit.slope),
-            offset_sd,
-            slope_sd: fit.slope_var.sqrt(),
-            jitter: fit.residual_sd,
-            min_delay: fit.min_delay,
+            natural_offset: Seconds::new(fit.intercept + fit.slope * dt),
+            slope: Some(Frequency::from_fraction(fit.slope)),
+            offset_sd: Seconds::new(offset_sd),
+            slope_sd: Frequency::from_fraction(fit.slope_var.sqrt()),
+            jitter: Seconds::new(fit.residual_sd),
+            min_delay: Seconds::new(fit.min_delay),
             samples_used: n - start,
         })
     }
@@ -144,22 +148,23 @@ impl SampleFilter {
             .min_by(|a, b| a.delay.total_cmp(&b.delay))
             .copied()
             .unwrap_or(Sample {
-                time: at,
-                natural_offset: 0.0,
-                delay: min_delay,
+                time: EngineInstant::from_secs(at),
+                natural_offset: Seconds::ZERO,
+                delay: Seconds::new(min_delay),
             });
+        let (best_offset, best_delay) = (best.natural_offset.get(), best.delay.get());
         let spread = self
             .samples
             .iter()
-            .map(|s| (s.natural_offset - best.natural_offset).abs())
+            .map(|s| (s.natural_offset.get() - best_offset).abs())
             .fold(0.0, f64::max);
         Estimate {
-            natural_offset: best.natural_offset + default_slope * (at - best.time),
+            natural_offset: Seconds::new(best_offset + default_slope * (at - best.time.as_secs())),
             slope: None,
-            offset_sd: best.delay / 2.0 + spread,
-            slope_sd: 1e-4,
-            jitter: spread,
-            min_delay,
+            offset_sd: Seconds::new(best_delay / 2.0 + spread),
+            slope_sd: Frequency::from_fraction(1e-4),
+            jitter: Seconds::new(spread),
+            min_delay: Seconds::new(min_delay),
             samples_used: self.samples.len(),
         }
     }
@@ -205,7 +210,7 @@ impl Fit {
 fn regress<'a>(samples: impl Iterator<Item = &'a Sample> + Clone, min_delay: f64) -> Option<Fit> {
     let mut excess: Vec<f64> = samples
         .clone()
-        .map(|s| (s.delay - min_delay) / 2.0)
+        .map(|s| (s.delay.get() - min_delay) / 2.0)
         .collect();
     let n = excess.len();
     if n < 2 {
@@ -233,21 +238,21 @@ fn regress<'a>(samples: impl Iterator<Item = &'a Sample> + Clone, min_delay: f64
     let mean_time = samples
         .clone()
         .zip(&weights)
-        .map(|(s, w)| w * s.time)
+        .map(|(s, w)| w * s.time.as_secs())
         .sum::<f64>()
         / sw;
     let mean_u = samples
         .clone()
         .zip(&weights)
-        .map(|(s, w)| w * s.natural_offset)
+        .map(|(s, w)| w * s.natural_offset.get())
         .sum::<f64>()
         / sw;
     let mut stt = 0.0;
     let mut stu = 0.0;
     for (s, w) in samples.clone().zip(&weights) {
-        let dt = s.time - mean_time;
+        let dt = s.time.as_secs() - mean_time;
         stt += w * dt * dt;
-        stu += w * dt * (s.natural_offset - mean_u);
+        stu += w * dt * (s.natural_offset.get() - mean_u);
     }
     if stt <= 0.0 {
         return None;
@@ -257,10 +262,10 @@ fn regress<'a>(samples: impl Iterator<Item = &'a Sample> + Clone, min_delay: f64
     let mut signs = Vec::with_capacity(n);
     let mut min_d = f64::INFINITY;
     for (s, w) in samples.zip(&weights) {
-        let r = s.natural_offset - (mean_u + slope * (s.time - mean_time));
+        let r = s.natural_offset.get() - (mean_u + slope * (s.time.as_secs() - mean_time));
         ssr += w * r * r;
         signs.push(r >= 0.0);
-        min_d = min_d.min(s.delay);
+        min_d = min_d.min(s.delay.get());
     }
     let dof = (n as f64 - 2.0).max(1.0);
     // Weighted residual variance per unit weight, at least what the weights
@@ -284,15 +289,26 @@ fn regress<'a>(samples: impl Iterator<Item = &'a Sample> + Clone, min_delay: f64
 mod tests {
     use super::*;
 
+    fn sample(time: f64, natural_offset: f64, delay: f64) -> Sample {
+        Sample {
+            time: EngineInstant::from_secs(time),
+            natural_offset: Seconds::new(natural_offset),
+            delay: Seconds::new(delay),
+        }
+    }
+
+    fn estimate(f: &SampleFilter, at: f64, default_slope: f64) -> Option<Estimate> {
+        f.estimate(
+            EngineInstant::from_secs(at),
+            Frequency::from_fraction(default_slope),
+        )
+    }
+
     fn line(n: usize, slope: f64, noise: impl Fn(usize) -> f64) -> SampleFilter {
         let mut f = SampleFilter::new();
         for i in 0..n {
             let t = i as f64 * 16.0;
-            f.add(Sample {
-                time: t,
-                natural_offset: 0.01 + slope * t + noise(i),
-                delay: 0.001,
-            });
+            f.add(sample(t, 0.01 + slope * t + noise(i), 0.001));
         }
         f
     }
@@ -302,29 +318,26 @@ mod tests {
         // Deterministic +-50 us alternating noise.
         let f = line(32, -100e-6, |i| if i % 2 == 0 { 50e-6 } else { -50e-6 });
         let at = 31.0 * 16.0 + 10.0;
-        let e = f.estimate(at, 0.0).expect("estimate");
-        let slope = e.slope.expect("slope");
+        let e = estimate(&f, at, 0.0).expect("estimate");
+        let slope = e.slope.expect("slope").fraction();
         assert!((slope + 100e-6).abs() < 1e-6, "slope {slope}");
         assert!(
-            (e.natural_offset - (0.01 - 100e-6 * at)).abs() < 30e-6,
+            (e.natural_offset.get() - (0.01 - 100e-6 * at)).abs() < 30e-6,
             "offset {}",
             e.natural_offset
         );
-        assert!(e.jitter > 20e-6 && e.jitter < 80e-6, "jitter {}", e.jitter);
+        let jitter = e.jitter.get();
+        assert!(jitter > 20e-6 && jitter < 80e-6, "jitter {jitter}");
         assert_eq!(e.samples_used, 32);
     }
 
     #[test]
     fn one_sample_uses_default_slope() {
         let mut f = SampleFilter::new();
-        f.add(Sample {
-            time: 10.0,
-            natural_offset: 0.5,
-            delay: 0.002,
-        });
-        let e = f.estimate(20.0, 1e-5).expect("estimate");
+        f.add(sample(10.0, 0.5, 0.002));
+        let e = estimate(&f, 20.0, 1e-5).expect("estimate");
         assert!(e.slope.is_none());
-        assert!((e.natural_offset - (0.5 + 1e-4)).abs() < 1e-12);
+        assert!((e.natural_offset.get() - (0.5 + 1e-4)).abs() < 1e-12);
     }
 
     #[test]
@@ -339,15 +352,11 @@ mod tests {
             } else {
                 (0.001, 0.0)
             };
-            f.add(Sample {
-                time: t,
-                natural_offset: bias,
-                delay,
-            });
+            f.add(sample(t, bias, delay));
         }
-        let e = f.estimate(19.0 * 16.0, 0.0).expect("estimate");
+        let e = estimate(&f, 19.0 * 16.0, 0.0).expect("estimate");
         assert!(
-            e.natural_offset.abs() < 1e-4,
+            e.natural_offset.get().abs() < 1e-4,
             "queued samples leaked into the estimate: {}",
             e.natural_offset
         );
@@ -365,15 +374,11 @@ mod tests {
                 50e-6 * (t - 24.0 * 16.0)
             };
             let noise = if i % 2 == 0 { 5e-6 } else { -5e-6 };
-            f.add(Sample {
-                time: t,
-                natural_offset: u + noise,
-                delay: 0.001,
-            });
+            f.add(sample(t, u + noise, 0.001));
         }
-        let e = f.estimate(47.0 * 16.0, 0.0).expect("estimate");
+        let e = estimate(&f, 47.0 * 16.0, 0.0).expect("estimate");
         assert!(e.samples_used < 48, "kept the stale samples");
-        let slope = e.slope.expect("slope");
+        let slope = e.slope.expect("slope").fraction();
         assert!((slope - 50e-6).abs() < 5e-6, "slope {slope}");
     }
 
@@ -398,19 +403,18 @@ mod tests {
             (3.7, 0.01e-3, 0.22e-3),
             (5.5, 0.17e-3, 0.9e-3),
         ] {
-            f.add(Sample {
-                time,
-                natural_offset: 0.5 + bias,
-                delay,
-            });
+            f.add(sample(time, 0.5 + bias, delay));
         }
-        let e = f.estimate(5.5, 0.0).expect("estimate");
-        let slope = e.slope.expect("4 samples over 5.5 s give a slope");
+        let e = estimate(&f, 5.5, 0.0).expect("estimate");
+        let slope = e
+            .slope
+            .expect("4 samples over 5.5 s give a slope")
+            .fraction();
         assert!(
-            slope.abs() <= 2.0 * e.slope_sd,
+            slope.abs() <= 2.0 * e.slope_sd.fraction(),
             "slope {:.1} ppm claimed +- {:.1} ppm",
             slope * 1e6,
-            e.slope_sd * 1e6
+            e.slope_sd.ppm()
         );
     }
 }

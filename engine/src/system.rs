@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use super::combine::{Candidate, combine};
+use super::combine::{Candidate, Combined, combine};
 use super::discipline::{ClockAction, Discipline, Observed, PHI, StepNowError, StepPolicy};
 
 /// Smallest round-trip delay a correctness interval is built from (ntpd's
@@ -38,6 +38,7 @@ fn root_distance(
 use super::proto::{Leap, MAX_STRATUM, NtpTimestamp, Packet, seconds_to_short};
 use super::select::{Interval, select};
 use super::source::{ReplyOutcome, Source, SourceSettings, Stopped};
+use super::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 /// Engine-wide settings.
 #[derive(Clone, Debug, PartialEq)]
@@ -48,10 +49,10 @@ pub struct EngineSettings {
     /// Whether the clock may be changed (off: compute, never adjust).
     pub clock_control: bool,
     /// Frequency from the drift file.
-    pub initial_frequency: Option<f64>,
+    pub initial_frequency: Option<Frequency>,
     /// The kernel's frequency when the engine starts (kept without a drift
     /// file, as chronyd does; 0 when unknown or without clock control).
-    pub kernel_frequency: f64,
+    pub kernel_frequency: Frequency,
     /// Stratum to serve while unsynchronised (None: serve stratum 16).
     pub local_stratum: Option<u8>,
 }
@@ -63,7 +64,7 @@ impl Default for EngineSettings {
             step: StepPolicy::default(),
             clock_control: false,
             initial_frequency: None,
-            kernel_frequency: 0.0,
+            kernel_frequency: Frequency::ZERO,
             local_stratum: None,
         }
     }
@@ -119,7 +120,8 @@ pub struct ServerState {
     pub root_dispersion: f64,
     /// Local time of the last clock update.
     pub reference_time: NtpTimestamp,
-    pub poll: i8,
+    /// The system peer's poll interval.
+    pub poll: PollExponent,
     pub precision: i8,
 }
 
@@ -133,7 +135,7 @@ impl ServerState {
                 root_delay: 0.0,
                 root_dispersion: 0.0,
                 reference_time: NtpTimestamp::ZERO,
-                poll: 6,
+                poll: PollExponent::saturating(6),
                 precision: -20,
             },
             None => ServerState {
@@ -143,7 +145,7 @@ impl ServerState {
                 root_delay: 0.0,
                 root_dispersion: 0.0,
                 reference_time: NtpTimestamp::ZERO,
-                poll: 6,
+                poll: PollExponent::saturating(6),
                 precision: -20,
             },
         }
@@ -171,7 +173,7 @@ impl ServerState {
             poll: request.poll,
             precision: self.precision,
             root_delay: seconds_to_short(self.root_delay),
-            root_dispersion: seconds_to_short(self.root_dispersion + PHI * age),
+            root_dispersion: seconds_to_short(self.root_dispersion + PHI.fraction() * age),
             reference_id: self.reference_id,
             reference_ts: self.reference_time,
             origin_ts: request.transmit_ts,
@@ -192,7 +194,7 @@ pub struct SourceReport {
     pub state: SourceState,
     pub selected: bool,
     pub reach: u8,
-    pub poll: i8,
+    pub poll: PollExponent,
     pub stratum: Option<u8>,
     /// Local minus source time of the last sample, seconds (chrony's sign).
     pub last_offset_seconds: Option<f64>,
@@ -262,7 +264,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(settings: EngineSettings, now: f64) -> Engine {
+    pub fn new(settings: EngineSettings, now: EngineInstant) -> Engine {
+        let now = now.as_secs();
         let discipline = Discipline::new(
             settings.clock_control,
             settings.step,
@@ -294,7 +297,9 @@ impl Engine {
         match bound {
             Some(b) if self.synchronized => {
                 self.kernel_synchronized = true;
-                vec![Action::Clock(ClockAction::SetSynchronized(Some(b)))]
+                vec![Action::Clock(ClockAction::SetSynchronized(Some(
+                    Seconds::new(b),
+                )))]
             }
             _ if self.kernel_synchronized && !self.synchronized => {
                 self.kernel_synchronized = false;
@@ -309,7 +314,13 @@ impl Engine {
     /// (CLOCK_REALTIME minus CLOCK_MONOTONIC_RAW, from start). The daemon
     /// calls this before every other call; it returns clock actions (a leap
     /// second done: disarm the kernel flag).
-    pub fn observe_clock(&mut self, now: f64, local: NtpTimestamp, correction: f64) -> Vec<Action> {
+    pub fn observe_clock(
+        &mut self,
+        now: EngineInstant,
+        local: NtpTimestamp,
+        correction: Seconds,
+    ) -> Vec<Action> {
+        let (now, correction) = (now.as_secs(), correction.get());
         self.observed_local = Some((now, local));
         match self
             .discipline
@@ -341,7 +352,8 @@ impl Engine {
     }
 
     /// Adds a source that polls first at `now`; returns its index.
-    pub fn add_source(&mut self, settings: SourceSettings, now: f64) -> usize {
+    pub fn add_source(&mut self, settings: SourceSettings, now: EngineInstant) -> usize {
+        let now = now.as_secs();
         self.sources.push(Source::new(settings, now));
         self.states.push(SourceState::Unselected);
         self.sources.len() - 1
@@ -396,13 +408,15 @@ impl Engine {
     }
 
     /// The next instant `on_timer` has work.
-    pub fn next_wakeup(&self) -> Option<f64> {
+    pub fn next_wakeup(&self) -> Option<EngineInstant> {
         let polls = self.sources.iter().filter_map(Source::next_poll);
-        polls.chain(self.discipline.next_timer()).reduce(f64::min)
+        let next = polls.chain(self.discipline.next_timer()).reduce(f64::min);
+        next.map(EngineInstant::from_secs)
     }
 
     /// Runs due timers: returns polls to send and clock actions.
-    pub fn on_timer(&mut self, now: f64) -> Vec<Action> {
+    pub fn on_timer(&mut self, now: EngineInstant) -> Vec<Action> {
+        let now = now.as_secs();
         let mut actions: Vec<Action> = self
             .discipline
             .on_timer(now)
@@ -423,10 +437,11 @@ impl Engine {
     pub fn build_request(
         &mut self,
         index: usize,
-        now: f64,
+        now: EngineInstant,
         nonce: NtpTimestamp,
         sent_local: NtpTimestamp,
     ) -> Option<[u8; 48]> {
+        let now = now.as_secs();
         let source = self.sources.get_mut(index)?;
         let bytes = source.start_poll(now, nonce, sent_local);
         if source.reach() == 0 && self.states[index] != SourceState::Denied {
@@ -457,10 +472,11 @@ impl Engine {
     pub fn on_reply(
         &mut self,
         index: usize,
-        now: f64,
+        now: EngineInstant,
         bytes: &[u8],
         received_local: NtpTimestamp,
     ) -> (ReplyOutcome, Vec<Action>) {
+        let now = now.as_secs();
         let packet = match Packet::decode(bytes) {
             Ok(p) => p,
             Err(_) => {
@@ -477,7 +493,7 @@ impl Engine {
         };
         let discipline = &self.discipline;
         let correction_at = |t: f64| discipline.correction(t);
-        let slope = self.discipline.natural_slope();
+        let slope = self.discipline.natural_slope().fraction();
         let Some(source) = self.sources.get_mut(index) else {
             return (
                 ReplyOutcome::Rejected(super::proto::Reject::Unsolicited),
@@ -504,17 +520,57 @@ impl Engine {
 
     /// Selection, combining and discipline after a new sample from `fresh`.
     fn update(&mut self, now: f64, fresh: usize, now_local: NtpTimestamp) -> Vec<Action> {
-        // At start, give every source a chance to answer before selecting,
-        // so a falseticker that happens to answer first is never selected
-        // alone (a source that missed its first few polls is not waited for).
-        let still_starting =
-            |s: &Source| s.stopped().is_none() && s.sample_count() == 0 && s.polls_sent() < 3;
-        if !self.synchronized && self.sources.iter().any(still_starting) {
+        if self.waiting_for_first_answers() {
             return vec![];
         }
         let correction = self.discipline.correction(now);
         let default_slope = self.discipline.natural_slope();
-        let mut intervals = Vec::new();
+        let candidates = self.candidates(now, correction, default_slope);
+        let Some((chosen, peer, truechimers)) = self.select_peer(&candidates) else {
+            return vec![];
+        };
+        if !truechimers.contains(&fresh) {
+            // A falseticker's sample changes nothing on the clock.
+            return vec![];
+        }
+        let Some(combined) = combine(&chosen) else {
+            return vec![];
+        };
+        let mut actions = self.discipline_update(now, &combined, correction, peer.distance.get());
+        self.settle_polls(now, &chosen, combined.offset_sd.get());
+        let leap = majority_leap(
+            chosen
+                .iter()
+                .filter_map(|c| self.sources[c.index].server_info())
+                .map(|i| i.leap),
+        );
+        actions.extend(self.discipline.announce_leap(unix_seconds(now_local), leap));
+        self.last_update = Some(now);
+        self.synchronized = true;
+        self.update_server_state(now, now_local, &peer, leap, default_slope);
+        let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
+        actions.extend(self.kernel_sync_actions(Some(peer.distance.get())));
+        actions
+    }
+
+    /// At start, give every source a chance to answer before selecting,
+    /// so a falseticker that happens to answer first is never selected
+    /// alone (a source that missed its first few polls is not waited for).
+    fn waiting_for_first_answers(&self) -> bool {
+        let still_starting =
+            |s: &Source| s.stopped().is_none() && s.sample_count() == 0 && s.polls_sent() < 3;
+        !self.synchronized && self.sources.iter().any(still_starting)
+    }
+
+    /// Every source with an estimate, as a candidate for selection; the
+    /// others' states say why they are not (denied, unreachable, no
+    /// estimate yet).
+    fn candidates(
+        &mut self,
+        now: f64,
+        correction: f64,
+        default_slope: Frequency,
+    ) -> Vec<Candidate> {
         let mut candidates = Vec::new();
         for (i, s) in self.sources.iter().enumerate() {
             match s.stopped() {
@@ -529,7 +585,7 @@ impl Engine {
                 None => {}
             }
             let (Some(est), Some(info), Some(last)) = (
-                s.estimate(now, default_slope),
+                s.estimate(EngineInstant::from_secs(now), default_slope),
                 s.server_info(),
                 s.last_sample_time(),
             ) else {
@@ -540,44 +596,57 @@ impl Engine {
                 };
                 continue;
             };
-            let offset = est.natural_offset - correction;
             // The offset is extrapolated along the regression line, so it ages
             // with the slope's uncertainty (at most PHI) plus 1 ppm for the
             // clock's own instability (chrony's maxclockerror), not a flat PHI.
-            let aging = (est.slope_sd.min(PHI) + 1e-6) * (now - last);
-            let distance = root_distance(
-                info.root_delay,
-                info.root_dispersion,
-                est.min_delay,
-                est.jitter,
-                aging,
-            );
-            intervals.push(Interval {
-                index: i,
-                offset,
-                distance,
-            });
+            let aging =
+                (est.slope_sd.fraction().min(PHI.fraction()) + 1e-6) * (now - last.as_secs());
             candidates.push(Candidate {
                 index: i,
-                offset,
-                distance,
+                offset: Seconds::new(est.natural_offset.get() - correction),
+                distance: Seconds::new(root_distance(
+                    info.root_delay,
+                    info.root_dispersion,
+                    est.min_delay.get(),
+                    est.jitter.get(),
+                    aging,
+                )),
                 slope: est.slope,
                 slope_sd: est.slope_sd,
                 offset_sd: est.offset_sd,
             });
         }
-        let selection = select(&intervals);
-        let Some(selection) =
-            selection.filter(|s| s.truechimers.len() >= self.settings.min_sources.max(1))
-        else {
-            for c in &candidates {
+        candidates
+    }
+
+    /// Selection among the candidates: marks falsetickers, truechimers and
+    /// the system peer (a preferred truechimer if any, else the one with the
+    /// smallest root distance). Returns the truechimers' candidates, the
+    /// peer and the truechimers' indices; None (and sync lost) without a
+    /// majority.
+    fn select_peer(
+        &mut self,
+        candidates: &[Candidate],
+    ) -> Option<(Vec<Candidate>, Candidate, Vec<usize>)> {
+        let intervals: Vec<Interval> = candidates
+            .iter()
+            .map(|c| Interval {
+                index: c.index,
+                offset: c.offset,
+                distance: c.distance,
+            })
+            .collect();
+        let selection =
+            select(&intervals).filter(|s| s.truechimers.len() >= self.settings.min_sources.max(1));
+        let Some(selection) = selection else {
+            for c in candidates {
                 self.states[c.index] = SourceState::Unselected;
             }
             if self.synchronized {
                 tracing::warn!("no majority among sources: {intervals:?}");
             }
             self.lose_sync();
-            return vec![];
+            return None;
         };
         for &i in &selection.falsetickers {
             self.states[i] = SourceState::Falseticker;
@@ -587,8 +656,6 @@ impl Engine {
             .filter(|c| selection.truechimers.contains(&c.index))
             .copied()
             .collect();
-        // The system peer: a preferred truechimer if any, else the one with
-        // the smallest root distance.
         let peer = chosen
             .iter()
             .min_by(|a, b| {
@@ -599,7 +666,7 @@ impl Engine {
             .copied();
         let Some(peer) = peer else {
             self.lose_sync();
-            return vec![];
+            return None;
         };
         for c in &chosen {
             self.states[c.index] = if c.index == peer.index {
@@ -609,73 +676,84 @@ impl Engine {
             };
         }
         self.system_peer = Some(peer.index);
-        if !selection.truechimers.contains(&fresh) {
-            // A falseticker's sample changes nothing on the clock.
-            return vec![];
-        }
-        let Some(combined) = combine(&chosen) else {
-            return vec![];
-        };
+        Some((chosen, peer, selection.truechimers))
+    }
+
+    /// Hands the combined estimate to the discipline and records it as the
+    /// system estimate (`correction` is the discipline's before the update).
+    fn discipline_update(
+        &mut self,
+        now: f64,
+        combined: &Combined,
+        correction: f64,
+        bound: f64,
+    ) -> Vec<ClockAction> {
         let slew_time = match self.last_update {
             Some(t) => (now - t).clamp(1.0, 1024.0),
             None => 2.0,
         };
-        let mut actions = self.discipline.update(
+        let actions = self.discipline.update(
             now,
             combined.offset,
             combined.slope.map(|s| (s, combined.slope_sd)),
-            slew_time,
+            Seconds::new(slew_time),
         );
         self.estimate = Some(SystemEstimate {
             at: now,
-            natural_offset: combined.offset + correction,
-            measured_offset: combined.offset,
-            bound: peer.distance,
+            natural_offset: combined.offset.get() + correction,
+            measured_offset: combined.offset.get(),
+            bound,
         });
         self.after_step(now, &actions);
-        let uncertain =
-            self.discipline.frequency_sd() > SETTLE_SKEW || combined.offset_sd > SETTLE_OFFSET_SD;
-        if self.discipline.clock_control() {
-            for c in &chosen {
-                // A burst's samples span 6 s: on a noisy path their slope
-                // may be 15 ppm off while its error looks small (seen on
-                // the UML test host after step.now), so a short span counts
-                // as uncertain too.
-                let source = &mut self.sources[c.index];
-                if uncertain || source.sample_span() < SETTLE_SPAN {
-                    source.poll_soon_while_settling(now);
-                }
+        actions
+    }
+
+    /// While the estimate is uncertain, the chosen sources poll soon.
+    fn settle_polls(&mut self, now: f64, chosen: &[Candidate], combined_offset_sd: f64) {
+        if !self.discipline.clock_control() {
+            return;
+        }
+        let uncertain = self.discipline.frequency_sd().fraction() > SETTLE_SKEW
+            || combined_offset_sd > SETTLE_OFFSET_SD;
+        for c in chosen {
+            // A burst's samples span 6 s: on a noisy path their slope
+            // may be 15 ppm off while its error looks small (seen on
+            // the UML test host after step.now), so a short span counts
+            // as uncertain too.
+            let source = &mut self.sources[c.index];
+            if uncertain || source.sample_span().get() < SETTLE_SPAN {
+                source.poll_soon_while_settling(now);
             }
         }
-        let leap = majority_leap(
-            chosen
-                .iter()
-                .filter_map(|c| self.sources[c.index].server_info())
-                .map(|i| i.leap),
-        );
-        actions.extend(self.discipline.announce_leap(unix_seconds(now_local), leap));
-        self.last_update = Some(now);
-        self.synchronized = true;
+    }
+
+    /// What the server tells its clients, from the system peer.
+    fn update_server_state(
+        &mut self,
+        now: f64,
+        now_local: NtpTimestamp,
+        peer: &Candidate,
+        leap: Leap,
+        default_slope: Frequency,
+    ) {
         let peer_source = &self.sources[peer.index];
-        if let Some(info) = peer_source.server_info() {
-            let delay = peer_source
-                .estimate(now, default_slope)
-                .map(|e| e.min_delay)
-                .unwrap_or(0.0);
-            self.server = ServerState {
-                leap,
-                stratum: (info.stratum + 1).min(MAX_STRATUM),
-                reference_id: self.server.reference_id,
-                root_delay: info.root_delay + delay,
-                root_dispersion: peer.distance - info.root_delay / 2.0 - delay / 2.0,
-                reference_time: now_local,
-                poll: peer_source.poll_exponent(),
-                precision: -20,
-            };
-        }
-        let mut actions: Vec<Action> = actions.into_iter().map(Action::Clock).collect();
-        actions.extend(self.kernel_sync_actions(Some(peer.distance)));
-        actions
+        let Some(info) = peer_source.server_info() else {
+            return;
+        };
+        let delay = peer_source
+            .estimate(EngineInstant::from_secs(now), default_slope)
+            .map(|e| e.min_delay.get())
+            .unwrap_or(0.0);
+        self.server = ServerState {
+            leap,
+            stratum: (info.stratum + 1).min(MAX_STRATUM),
+            reference_id: self.server.reference_id,
+            root_delay: info.root_delay + delay,
+            root_dispersion: peer.distance.get() - info.root_delay / 2.0 - delay / 2.0,
+            reference_time: now_local,
+            poll: peer_source.poll_exponent(),
+            precision: -20,
+        };
     }
 
     /// After a step: requests in flight were timed across it (forget
@@ -706,36 +784,42 @@ impl Engine {
     }
 
     /// Estimated offset (server minus local) now, if synchronised once.
-    pub fn current_offset(&self, now: f64) -> Option<f64> {
+    pub fn current_offset(&self, now: EngineInstant) -> Option<Seconds> {
+        self.offset_at(now.as_secs()).map(Seconds::new)
+    }
+
+    fn offset_at(&self, now: f64) -> Option<f64> {
         let e = self.estimate?;
         // Carried forward with the frequency the discipline settled on (what
         // the clock runs by), not the last update's raw slope: a few samples
         // after a burst give a slope hundreds of ppm off, and the status
         // would drift away from the clock's real offset by that much.
-        let slope = self.discipline.natural_slope();
+        let slope = self.discipline.natural_slope().fraction();
         Some(e.natural_offset + slope * (now - e.at) - self.discipline.correction(now))
     }
 
     /// One step by the current offset estimate (`step.now`).
-    pub fn step_now(&mut self, now: f64) -> Result<(f64, Vec<Action>), StepNowError> {
-        let offset = self.current_offset(now);
+    pub fn step_now(&mut self, now: EngineInstant) -> Result<(Seconds, Vec<Action>), StepNowError> {
+        let now = now.as_secs();
+        let offset = self.offset_at(now);
         let actions = self.discipline.step_now(now, offset)?;
         self.after_step(now, &actions);
         Ok((
-            offset.unwrap_or(0.0),
+            Seconds::new(offset.unwrap_or(0.0)),
             actions.into_iter().map(Action::Clock).collect(),
         ))
     }
 
     /// A status report at `now`.
-    pub fn report(&self, now: f64) -> SystemReport {
+    pub fn report(&self, now: EngineInstant) -> SystemReport {
+        let now = now.as_secs();
         let slope = self.discipline.natural_slope();
         let sources = self
             .sources
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let est = s.estimate(now, slope);
+                let est = s.estimate(EngineInstant::from_secs(now), slope);
                 SourceReport {
                     index: i,
                     state: self.states[i],
@@ -745,8 +829,8 @@ impl Engine {
                     stratum: s.server_info().map(|x| x.stratum),
                     last_offset_seconds: s.last_measurement().map(|(_, m)| -m.offset),
                     delay_seconds: s.last_measurement().map(|(_, m)| m.delay),
-                    jitter_seconds: est.map(|e| e.jitter),
-                    last_sample_age_seconds: s.last_sample_time().map(|t| now - t),
+                    jitter_seconds: est.map(|e| e.jitter.get()),
+                    last_sample_age_seconds: s.last_sample_time().map(|t| now - t.as_secs()),
                     samples: s.sample_count(),
                     last_error: s.last_reject().map(|r| r.to_string()),
                 }
@@ -761,11 +845,13 @@ impl Engine {
         SystemReport {
             synchronized: self.synchronized,
             clock_control: self.discipline.clock_control(),
-            offset_seconds: self.current_offset(now).map(|o| -o),
-            offset_bound_seconds: self.estimate.map(|e| e.bound + PHI * (now - e.at).max(0.0)),
+            offset_seconds: self.offset_at(now).map(|o| -o),
+            offset_bound_seconds: self
+                .estimate
+                .map(|e| e.bound + PHI.fraction() * (now - e.at).max(0.0)),
             last_offset_seconds: self.estimate.map(|e| -e.measured_offset),
-            frequency_ppm: self.discipline.frequency() * 1e6,
-            skew_ppm: self.discipline.frequency_sd() * 1e6,
+            frequency_ppm: self.discipline.frequency().ppm(),
+            skew_ppm: self.discipline.frequency_sd().ppm(),
             stratum: self.server.stratum,
             leap,
             reference_id: refid_string(self.server.reference_id, self.server.stratum),
@@ -828,8 +914,8 @@ pub fn refid_string(id: [u8; 4], stratum: u8) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::select::{Interval, select};
     use super::*;
+    use crate::select::{Interval, select};
 
     /// Two peers on one LAN sharing one clock, measured 13 µs apart by path
     /// asymmetry with microsecond delays and jitter (as seen on a veth
@@ -839,8 +925,8 @@ mod tests {
     fn lan_sources_a_few_microseconds_apart_agree() {
         let lan = |index, offset| Interval {
             index,
-            offset,
-            distance: root_distance(0.0, 15e-6, 8e-6, 2e-6, 1e-6),
+            offset: Seconds::new(offset),
+            distance: Seconds::new(root_distance(0.0, 15e-6, 8e-6, 2e-6, 1e-6)),
         };
         let selection = select(&[lan(0, 6.8e-6), lan(1, -6.6e-6), lan(2, 0.020)]).unwrap();
         assert_eq!(selection.truechimers, [0, 1]);
@@ -850,13 +936,13 @@ mod tests {
         let measured = [
             Interval {
                 index: 0,
-                offset: 6.8e-6,
-                distance: 4.4e-6,
+                offset: Seconds::new(6.8e-6),
+                distance: Seconds::new(4.4e-6),
             },
             Interval {
                 index: 1,
-                offset: -6.6e-6,
-                distance: 3.4e-6,
+                offset: Seconds::new(-6.6e-6),
+                distance: Seconds::new(3.4e-6),
             },
         ];
         assert!(select(&measured).is_none_or(|s| s.truechimers.len() < 2));

@@ -9,6 +9,7 @@ use super::filter::{Estimate, Sample, SampleFilter};
 use super::proto::{
     KissCode, Leap, Measurement, NtpTimestamp, Packet, PendingRequest, Reject, check_reply,
 };
+use super::units::{EngineInstant, Frequency, PollExponent, Seconds};
 
 /// Interval between the requests of an initial burst (RFC 5905: 2 s).
 pub const BURST_INTERVAL: f64 = 2.0;
@@ -30,15 +31,16 @@ const POLL_GATE: f64 = 4.0;
 const SUSPECT_MIN: f64 = 0.010;
 
 /// Lowest and highest poll exponents accepted anywhere (chrony's range is
-/// -6..24; below -4 is pointless over a real network, above 17 is 36 h).
-pub const MIN_POLL: i8 = -4;
-pub const MAX_POLL: i8 = 17;
+/// -6..24; below -4 is pointless over a real network, above 17 is 36 h):
+/// `PollExponent`'s range, as bare numbers for the config file's checks.
+pub const MIN_POLL: i8 = PollExponent::MIN.get();
+pub const MAX_POLL: i8 = PollExponent::MAX.get();
 
 /// Per-source settings for the algorithm.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceSettings {
-    pub minpoll: i8,
-    pub maxpoll: i8,
+    pub minpoll: PollExponent,
+    pub maxpoll: PollExponent,
     pub iburst: bool,
     pub prefer: bool,
 }
@@ -46,8 +48,8 @@ pub struct SourceSettings {
 impl Default for SourceSettings {
     fn default() -> Self {
         SourceSettings {
-            minpoll: 6,
-            maxpoll: 10,
+            minpoll: PollExponent::saturating(6),
+            maxpoll: PollExponent::saturating(10),
             iburst: true,
             prefer: false,
         }
@@ -85,7 +87,7 @@ pub enum ReplyOutcome {
 #[derive(Clone, Debug)]
 pub struct Source {
     pub settings: SourceSettings,
-    poll: i8,
+    poll: PollExponent,
     reach: u8,
     next_poll: f64,
     burst_left: u8,
@@ -106,8 +108,8 @@ pub struct Source {
 impl Source {
     /// A source that polls for the first time at `now`.
     pub fn new(settings: SourceSettings, now: f64) -> Source {
-        let minpoll = settings.minpoll.clamp(MIN_POLL, MAX_POLL);
-        let maxpoll = settings.maxpoll.clamp(minpoll, MAX_POLL);
+        let minpoll = settings.minpoll;
+        let maxpoll = settings.maxpoll.max(minpoll);
         let settings = SourceSettings {
             minpoll,
             maxpoll,
@@ -133,13 +135,13 @@ impl Source {
         }
     }
 
-    pub fn poll_exponent(&self) -> i8 {
+    pub fn poll_exponent(&self) -> PollExponent {
         self.poll
     }
 
     /// Seconds between regular polls.
     pub fn poll_interval(&self) -> f64 {
-        2f64.powi(self.poll as i32)
+        self.poll.interval().get()
     }
 
     pub fn reach(&self) -> u8 {
@@ -170,12 +172,12 @@ impl Source {
         self.filter.len()
     }
 
-    /// Seconds spanned by the samples kept.
-    pub fn sample_span(&self) -> f64 {
+    /// The time spanned by the samples kept.
+    pub fn sample_span(&self) -> Seconds {
         self.filter.span()
     }
 
-    pub fn last_sample_time(&self) -> Option<f64> {
+    pub fn last_sample_time(&self) -> Option<EngineInstant> {
         self.filter.last().map(|s| s.time)
     }
 
@@ -198,7 +200,7 @@ impl Source {
         if self.reach == 0 && self.pending.is_some() && self.burst_left == 0 {
             // Eight polls without an answer: poll less often (RFC 5905
             // backs off from unreachable servers) and burst again if allowed.
-            self.poll = (self.poll + 1).min(self.settings.maxpoll);
+            self.poll = PollExponent::saturating(self.poll.get() + 1).min(self.settings.maxpoll);
             if self.settings.iburst {
                 self.burst_left = BURST_COUNT;
             }
@@ -213,7 +215,7 @@ impl Source {
             self.poll_interval()
         };
         self.next_poll = now + interval;
-        Packet::client_request(nonce, self.poll).encode()
+        Packet::client_request(nonce, self.poll.get()).encode()
     }
 
     /// Records when the request with `nonce` really left (the I/O task reads
@@ -264,9 +266,9 @@ impl Source {
                     match code {
                         KissCode::Rate => {
                             self.burst_left = 0;
-                            self.poll = (self.poll + 1)
-                                .max(packet.poll)
-                                .clamp(self.settings.minpoll, self.settings.maxpoll);
+                            self.poll =
+                                PollExponent::saturating((self.poll.get() + 1).max(packet.poll))
+                                    .clamp(self.settings.minpoll, self.settings.maxpoll);
                             self.next_poll = self.next_poll.max(now + self.poll_interval());
                         }
                         KissCode::Deny | KissCode::Restricted => {
@@ -285,21 +287,27 @@ impl Source {
         let measured_at = now - received_age - m.delay / 2.0;
         let natural_offset = m.offset + correction_at(measured_at);
         let sample = Sample {
-            time: measured_at,
-            natural_offset,
-            delay: m.delay,
+            time: EngineInstant::from_secs(measured_at),
+            natural_offset: Seconds::new(natural_offset),
+            delay: Seconds::new(m.delay),
         };
-        match self.filter.estimate(measured_at, default_slope) {
+        let prior = self.filter.estimate(
+            EngineInstant::from_secs(measured_at),
+            Frequency::from_fraction(default_slope),
+        );
+        match prior {
             Some(prior) => {
-                let residual = (natural_offset - prior.natural_offset).abs();
-                let gate = POLL_GATE * prior.jitter.max(m.delay / 4.0).max(1e-6);
+                let residual = (natural_offset - prior.natural_offset.get()).abs();
+                let jitter = prior.jitter.get();
+                let gate = POLL_GATE * jitter.max(m.delay / 4.0).max(1e-6);
                 self.adapt_poll(now, residual < gate);
                 let limit = SUSPECT_MIN
-                    .max(10.0 * prior.jitter)
+                    .max(10.0 * jitter)
                     .max(m.delay)
-                    .max(3.0 * prior.offset_sd);
+                    .max(3.0 * prior.offset_sd.get());
                 if residual > limit {
-                    self.hold_suspect(sample, prior.slope.unwrap_or(default_slope), limit);
+                    let slope = prior.slope.map_or(default_slope, Frequency::fraction);
+                    self.hold_suspect(sample, slope, limit);
                 } else {
                     self.suspects.clear();
                     self.filter.add(sample);
@@ -319,13 +327,13 @@ impl Source {
     }
 
     fn adapt_poll(&mut self, now: f64, good: bool) {
-        let p = self.poll.max(1) as i32;
+        let p = i32::from(self.poll.get().max(1));
         if good {
             self.poll_counter += p;
             if self.poll_counter > POLL_ADJUST_LIMIT {
                 self.poll_counter = 0;
                 if self.poll < self.settings.maxpoll {
-                    self.poll += 1;
+                    self.poll = PollExponent::saturating(self.poll.get() + 1);
                 }
             }
         } else {
@@ -333,7 +341,7 @@ impl Source {
             if self.poll_counter < -POLL_ADJUST_LIMIT {
                 self.poll_counter = 0;
                 if self.poll > self.settings.minpoll {
-                    self.poll -= 1;
+                    self.poll = PollExponent::saturating(self.poll.get() - 1);
                     self.next_poll = self.next_poll.min(now + self.poll_interval());
                 }
             }
@@ -341,7 +349,7 @@ impl Source {
     }
 
     /// The source's estimate at `now`, if it has samples and is usable.
-    pub fn estimate(&self, now: f64, default_slope: f64) -> Option<Estimate> {
+    pub fn estimate(&self, now: EngineInstant, default_slope: Frequency) -> Option<Estimate> {
         if self.stopped.is_some() || self.reach == 0 {
             return None;
         }
@@ -359,8 +367,8 @@ impl Source {
     /// good sample.
     fn hold_suspect(&mut self, sample: Sample, slope: f64, limit: f64) {
         if let Some(last) = self.suspects.last() {
-            let predicted = last.natural_offset + slope * (sample.time - last.time);
-            if (sample.natural_offset - predicted).abs() > limit {
+            let predicted = last.natural_offset.get() + slope * (sample.time - last.time).get();
+            if (sample.natural_offset.get() - predicted).abs() > limit {
                 self.suspects.clear();
             }
         }
@@ -423,7 +431,7 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::proto::{Mode, seconds_to_short};
+    use crate::proto::{Mode, seconds_to_short};
 
     fn reply(nonce: NtpTimestamp, t2: NtpTimestamp, poll: i8) -> Packet {
         Packet {
@@ -461,8 +469,8 @@ mod tests {
     fn iburst_then_regular_polls_and_reach() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 6,
-                maxpoll: 10,
+                minpoll: PollExponent::saturating(6),
+                maxpoll: PollExponent::saturating(10),
                 iburst: true,
                 prefer: false,
             },
@@ -488,8 +496,8 @@ mod tests {
     fn reach_register_shifts_out_missed_polls_and_backs_off() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 4,
-                maxpoll: 8,
+                minpoll: PollExponent::saturating(4),
+                maxpoll: PollExponent::saturating(8),
                 iburst: false,
                 prefer: false,
             },
@@ -505,11 +513,12 @@ mod tests {
         assert_eq!(s.reach(), 0, "eight unanswered polls empty the register");
         s.start_poll(now, NtpTimestamp(5000), local(now));
         assert!(
-            s.poll_exponent() > 4,
+            s.poll_exponent().get() > 4,
             "backed off from an unreachable server"
         );
         assert!(
-            s.estimate(now, 0.0).is_none(),
+            s.estimate(EngineInstant::from_secs(now), Frequency::ZERO)
+                .is_none(),
             "unreachable source gives no estimate"
         );
         assert!(s.is_dead(), "eight unanswered polls: of no more use");
@@ -525,8 +534,8 @@ mod tests {
     fn poll_rises_towards_maxpoll_when_stable() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 4,
-                maxpoll: 6,
+                minpoll: PollExponent::saturating(4),
+                maxpoll: PollExponent::saturating(6),
                 iburst: false,
                 prefer: false,
             },
@@ -537,15 +546,15 @@ mod tests {
             exchange(&mut s, now, 10 + i);
             now = s.next_poll().expect("scheduled");
         }
-        assert_eq!(s.poll_exponent(), 6);
+        assert_eq!(s.poll_exponent().get(), 6);
     }
 
     #[test]
     fn kiss_rate_backs_off_and_deny_stops() {
         let mut s = Source::new(
             SourceSettings {
-                minpoll: 4,
-                maxpoll: 10,
+                minpoll: PollExponent::saturating(4),
+                maxpoll: PollExponent::saturating(10),
                 iburst: true,
                 prefer: false,
             },
@@ -559,7 +568,7 @@ mod tests {
         let out = s.handle_reply(0.002, &kod, local(0.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(out, ReplyOutcome::Rejected(Reject::Kiss(KissCode::Rate)));
         assert_eq!(
-            s.poll_exponent(),
+            s.poll_exponent().get(),
             8,
             "RATE raises poll to at least the server's"
         );
@@ -586,7 +595,7 @@ mod tests {
         odd.reference_id = *b"ACST";
         s.handle_reply(0.002, &odd, local(0.002), 0.0, &|_| 0.0, 0.0);
         assert_eq!(s.stopped(), None);
-        assert_eq!(s.poll_exponent(), 6);
+        assert_eq!(s.poll_exponent().get(), 6);
         // The same good reply twice: the second is not a new sample.
         s.start_poll(2.0, NtpTimestamp(10), local(2.0));
         let good = reply(NtpTimestamp(10), local(2.001), 6);

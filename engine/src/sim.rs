@@ -12,6 +12,7 @@ use super::discipline::{ClockAction, ClockControl, ClockError, LeapAction};
 use super::proto::{NtpTimestamp, Packet};
 use super::source::SourceSettings;
 use super::system::{Action, Engine, EngineSettings, ServerState, SourceState};
+use super::units::{EngineInstant, Frequency, Seconds};
 
 /// Deterministic random numbers (SplitMix64), independent of any crate's
 /// algorithm changes so that seeds keep their meaning.
@@ -348,11 +349,12 @@ impl SimClock {
 }
 
 impl ClockControl for SimClock {
-    fn step(&mut self, offset: f64) -> Result<(), ClockError> {
-        self.correction += offset;
+    fn step(&mut self, offset: Seconds) -> Result<(), ClockError> {
+        self.correction += offset.get();
         Ok(())
     }
-    fn set_frequency(&mut self, frequency: f64) -> Result<(), ClockError> {
+    fn set_frequency(&mut self, frequency: Frequency) -> Result<(), ClockError> {
+        let frequency = frequency.fraction();
         let frequency = frequency.clamp(-0.1, 0.1);
         if self.tick > 0.0 {
             let at = (self.raw / self.tick).floor() * self.tick + self.tick;
@@ -362,8 +364,8 @@ impl ClockControl for SimClock {
         }
         Ok(())
     }
-    fn set_synchronized(&mut self, max_error: Option<f64>) -> Result<(), ClockError> {
-        self.synchronized = max_error;
+    fn set_synchronized(&mut self, max_error: Option<Seconds>) -> Result<(), ClockError> {
+        self.synchronized = max_error.map(Seconds::get);
         Ok(())
     }
     fn set_leap(&mut self, leap: LeapAction) -> Result<(), ClockError> {
@@ -418,11 +420,11 @@ impl Simulation {
         let mut settings = config.engine.clone();
         if settings.clock_control {
             // The daemon reads the kernel's frequency at start.
-            settings.kernel_frequency = config.clock.kernel_frequency;
+            settings.kernel_frequency = Frequency::from_fraction(config.clock.kernel_frequency);
         }
-        let mut engine = Engine::new(settings, 0.0);
+        let mut engine = Engine::new(settings, EngineInstant::from_secs(0.0));
         for s in &config.servers {
-            engine.add_source(s.source.clone(), 0.0);
+            engine.add_source(s.source.clone(), EngineInstant::from_secs(0.0));
         }
         let mut clock = SimClock::new(&config.clock);
         for a in engine.start_actions() {
@@ -446,11 +448,11 @@ impl Simulation {
     }
 
     /// The engine's instant now, on the time axis the wiring gives it.
-    fn engine_now(&self) -> f64 {
-        match self.config.wiring {
+    fn engine_now(&self) -> EngineInstant {
+        EngineInstant::from_secs(match self.config.wiring {
             Wiring::Measured => self.clock.raw(),
             Wiring::MonotonicUnmeasured => self.clock.monotonic(),
-        }
+        })
     }
 
     /// What the daemon does before every call into the engine: read the
@@ -458,9 +460,9 @@ impl Simulation {
     fn observe(&mut self) {
         if self.config.wiring == Wiring::Measured {
             let actions = self.engine.observe_clock(
-                self.clock.raw(),
+                EngineInstant::from_secs(self.clock.raw()),
                 self.clock.read(),
-                self.clock.correction(),
+                Seconds::new(self.clock.correction()),
             );
             self.apply(actions);
         }
@@ -545,7 +547,7 @@ impl Simulation {
             root_delay: 0.0,
             root_dispersion: 10e-6,
             reference_time: t2,
-            poll: 6,
+            poll: super::units::PollExponent::saturating(6),
             precision: -20,
         };
         let reply = state.reply(&request, t2, t3).encode();
@@ -567,7 +569,7 @@ impl Simulation {
             let wake = self
                 .engine
                 .next_wakeup()
-                .map_or(f64::INFINITY, |w| self.true_time_at(w));
+                .map_or(f64::INFINITY, |w| self.true_time_at(w.as_secs()));
             let arrival = self.queue.peek().map(|a| a.at).unwrap_or(f64::INFINITY);
             let next = wake.min(arrival).min(next_tick);
             if next > until {
@@ -597,7 +599,7 @@ impl Simulation {
                     .push((next, self.engine.synchronized()));
                 self.result
                     .frequencies
-                    .push((next, self.engine.discipline().frequency()));
+                    .push((next, self.engine.discipline().frequency().fraction()));
                 for (i, used) in self.result.ever_used.iter_mut().enumerate() {
                     let state = self.engine.source_state(i);
                     *used |= matches!(state, Some(SourceState::Selected | SourceState::Combined));
@@ -612,7 +614,7 @@ impl Simulation {
         self.observe();
         let (offset, actions) = self.engine.step_now(self.engine_now())?;
         self.apply(actions);
-        Ok(offset)
+        Ok(offset.get())
     }
 
     /// Moves server `index`'s time (its clock stepped, or a spike).
@@ -639,14 +641,14 @@ impl Simulation {
     /// Moves the clock as another program would (`date -s`): the engine
     /// is not told.
     pub fn external_step(&mut self, offset: f64) {
-        let _ = self.clock.step(offset);
+        let _ = self.clock.step(Seconds::new(offset));
     }
 
     /// Current frequency estimate and error, as the drift file would hold.
     pub fn frequency(&self) -> (f64, f64) {
         (
-            self.engine.discipline().frequency(),
-            self.engine.discipline().frequency_sd(),
+            self.engine.discipline().frequency().fraction(),
+            self.engine.discipline().frequency_sd().fraction(),
         )
     }
 
@@ -705,7 +707,8 @@ mod tests {
         assert!((c.raw() - 10.001).abs() < 1e-9);
         // A new frequency takes effect at the next tick, not at once.
         c.advance(10.0011, &mut rng);
-        c.set_frequency(-100e-6).expect("sim");
+        c.set_frequency(Frequency::from_fraction(-100e-6))
+            .expect("sim");
         c.advance(10.002, &mut rng);
         assert_eq!(c.applied_frequency, 0.0, "not before the tick");
         c.advance(20.0, &mut rng);
@@ -713,13 +716,14 @@ mod tests {
         assert!((c.offset() - 1e-3).abs() < 1e-6, "{}", c.offset());
         // CLOCK_MONOTONIC runs at the corrected rate; steps skip it.
         let mono = c.monotonic();
-        c.step(-1e-3).expect("sim");
+        c.step(Seconds::new(-1e-3)).expect("sim");
         assert!(c.offset().abs() < 1e-6);
         assert_eq!(c.monotonic(), mono);
         assert!((c.correction() - (-100e-6 * (c.raw() - 10.004) - 1e-3)).abs() < 1e-8);
         // A slew at 83,333 ppm moves CLOCK_MONOTONIC too: one second of it
         // lasts 1/1.083 s of raw time.
-        c.set_frequency(0.083_333).expect("sim");
+        c.set_frequency(Frequency::from_fraction(0.083_333))
+            .expect("sim");
         let (raw0, mono0) = (c.raw(), c.monotonic());
         c.advance(21.0, &mut rng);
         let ratio = (c.monotonic() - mono0) / (c.raw() - raw0);

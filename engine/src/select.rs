@@ -3,15 +3,17 @@
 //! largest region where a majority of intervals overlap defines the
 //! truechimers, and a source whose interval misses it is a falseticker.
 
+use super::units::Seconds;
+
 /// One usable source offered to selection.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Interval {
     /// Caller's index of the source.
     pub index: usize,
-    /// Offset (server minus local), seconds.
-    pub offset: f64,
-    /// Root distance: half-width of the correctness interval, seconds.
-    pub distance: f64,
+    /// Offset (server minus local).
+    pub offset: Seconds,
+    /// Root distance: half-width of the correctness interval.
+    pub distance: Seconds,
 }
 
 /// Result of selection.
@@ -22,8 +24,8 @@ pub struct Selection {
     /// Indices of sources rejected as falsetickers.
     pub falsetickers: Vec<usize>,
     /// The majority region.
-    pub low: f64,
-    pub high: f64,
+    pub low: Seconds,
+    pub high: Seconds,
 }
 
 /// Finds the truechimers, or None when no majority agrees (then nothing
@@ -36,8 +38,9 @@ pub fn select(candidates: &[Interval]) -> Option<Selection> {
     // Endpoints: -1 opens an interval, +1 closes it.
     let mut edges: Vec<(f64, i32)> = Vec::with_capacity(2 * n);
     for c in candidates {
-        edges.push((c.offset - c.distance, -1));
-        edges.push((c.offset + c.distance, 1));
+        let (offset, distance) = (c.offset.get(), c.distance.get());
+        edges.push((offset - distance, -1));
+        edges.push((offset + distance, 1));
     }
     edges.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let n_i = n as i32;
@@ -64,7 +67,8 @@ pub fn select(candidates: &[Interval]) -> Option<Selection> {
         if low <= high {
             let (mut truechimers, mut falsetickers) = (Vec::new(), Vec::new());
             for c in candidates {
-                if c.offset - c.distance <= high && c.offset + c.distance >= low {
+                let (offset, distance) = (c.offset.get(), c.distance.get());
+                if offset - distance <= high && offset + distance >= low {
                     truechimers.push(c.index);
                 } else {
                     falsetickers.push(c.index);
@@ -73,8 +77,8 @@ pub fn select(candidates: &[Interval]) -> Option<Selection> {
             return Some(Selection {
                 truechimers,
                 falsetickers,
-                low,
-                high,
+                low: Seconds::new(low),
+                high: Seconds::new(high),
             });
         }
         allow += 1;
@@ -89,8 +93,8 @@ mod tests {
     fn iv(index: usize, offset: f64, distance: f64) -> Interval {
         Interval {
             index,
-            offset,
-            distance,
+            offset: Seconds::new(offset),
+            distance: Seconds::new(distance),
         }
     }
 
@@ -113,7 +117,7 @@ mod tests {
         .expect("majority");
         assert_eq!(s.truechimers, vec![0, 2, 3]);
         assert_eq!(s.falsetickers, vec![1]);
-        assert!(s.low <= 0.0 && s.high >= 0.0);
+        assert!(s.low.get() <= 0.0 && s.high.get() >= 0.0);
     }
 
     #[test]

@@ -3,29 +3,31 @@
 //! inverse square of their standard error (sources with a tighter bound or
 //! a better-determined frequency count for more).
 
+use super::units::{Frequency, Seconds};
+
 /// A truechimer's current estimate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Candidate {
     pub index: usize,
-    /// Offset (server minus local) now, seconds.
-    pub offset: f64,
-    /// Root distance, seconds (> 0).
-    pub distance: f64,
+    /// Offset (server minus local) now.
+    pub offset: Seconds,
+    /// Root distance (> 0).
+    pub distance: Seconds,
     /// Slope of the natural offset, if known.
-    pub slope: Option<f64>,
+    pub slope: Option<Frequency>,
     /// Standard error of the slope.
-    pub slope_sd: f64,
+    pub slope_sd: Frequency,
     /// Standard error of the offset.
-    pub offset_sd: f64,
+    pub offset_sd: Seconds,
 }
 
 /// The combined estimate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Combined {
-    pub offset: f64,
-    pub slope: Option<f64>,
-    pub slope_sd: f64,
-    pub offset_sd: f64,
+    pub offset: Seconds,
+    pub slope: Option<Frequency>,
+    pub slope_sd: Frequency,
+    pub offset_sd: Seconds,
 }
 
 pub fn combine(candidates: &[Candidate]) -> Option<Combined> {
@@ -34,28 +36,29 @@ pub fn combine(candidates: &[Candidate]) -> Option<Combined> {
     }
     let (mut sw, mut so, mut svar) = (0.0, 0.0, 0.0);
     for c in candidates {
-        let w = 1.0 / c.distance.max(1e-9).powi(2);
+        let w = 1.0 / c.distance.get().max(1e-9).powi(2);
+        let offset_sd = c.offset_sd.get();
         sw += w;
-        so += w * c.offset;
-        svar += w * w * c.offset_sd * c.offset_sd;
+        so += w * c.offset.get();
+        svar += w * w * offset_sd * offset_sd;
     }
     let (mut fw, mut fs) = (0.0, 0.0);
     for c in candidates {
         if let Some(slope) = c.slope {
-            let w = 1.0 / c.slope_sd.max(1e-12).powi(2);
+            let w = 1.0 / c.slope_sd.fraction().max(1e-12).powi(2);
             fw += w;
-            fs += w * slope;
+            fs += w * slope.fraction();
         }
     }
     Some(Combined {
-        offset: so / sw,
-        slope: (fw > 0.0).then(|| fs / fw),
-        slope_sd: if fw > 0.0 {
+        offset: Seconds::new(so / sw),
+        slope: (fw > 0.0).then(|| Frequency::from_fraction(fs / fw)),
+        slope_sd: Frequency::from_fraction(if fw > 0.0 {
             (1.0 / fw).sqrt()
         } else {
             f64::INFINITY
-        },
-        offset_sd: svar.sqrt() / sw,
+        }),
+        offset_sd: Seconds::new(svar.sqrt() / sw),
     })
 }
 
@@ -66,11 +69,11 @@ mod tests {
     fn c(index: usize, offset: f64, distance: f64, slope: Option<f64>, slope_sd: f64) -> Candidate {
         Candidate {
             index,
-            offset,
-            distance,
-            slope,
-            slope_sd,
-            offset_sd: distance / 10.0,
+            offset: Seconds::new(offset),
+            distance: Seconds::new(distance),
+            slope: slope.map(Frequency::from_fraction),
+            slope_sd: Frequency::from_fraction(slope_sd),
+            offset_sd: Seconds::new(distance / 10.0),
         }
     }
 
@@ -82,8 +85,12 @@ mod tests {
         ])
         .expect("combined");
         // Weights 1/1e-6 and 1/4e-6: (0.010*4 + 0.020*1)/5 = 0.012.
-        assert!((r.offset - 0.012).abs() < 1e-12, "offset {}", r.offset);
-        let slope = r.slope.expect("slope");
+        assert!(
+            (r.offset.get() - 0.012).abs() < 1e-12,
+            "offset {}",
+            r.offset
+        );
+        let slope = r.slope.expect("slope").fraction();
         // Weights 1e14 and 1e12: dominated by the better source.
         assert!((slope - (1e-6 * 100.0 + 3e-6) / 101.0).abs() < 1e-12);
     }
