@@ -29,21 +29,21 @@ pub struct EngineConfig {
     #[serde(default)]
     pub step: StepConfig,
     /// Answer NTP clients; absent: client only.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeConfig>,
     /// Whether the engine may change the system clock. `false` computes
     /// everything and never touches the clock (like `chronyd -x`).
     #[serde(default = "default_true")]
     pub clock_control: bool,
     /// Where the frequency estimate is kept across restarts.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_file: Option<PathBuf>,
     /// Unix socket answering `timectl status` (and `step_now`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_socket: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP (docs/metrics.md); absent: no
     /// endpoint.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
 }
 
@@ -139,10 +139,10 @@ fn default_max_sources() -> usize {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SourceConfig {
     /// Address or host name of one server.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// Host name of a pool; up to `maxSources` of its addresses are used.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
     #[serde(default = "default_port")]
     pub port: u16,
@@ -228,11 +228,11 @@ pub struct ServeConfig {
     #[schemars(with = "Vec<String>")]
     pub deny: Vec<IpNet>,
     /// Per-client rate limit; absent: none.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitConfig>,
     /// Stratum to serve while unsynchronised (e.g. 10 for an isolated
     /// network); absent: unsynchronised replies (LI=3, stratum 16).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_stratum: Option<u8>,
 }
 

@@ -149,7 +149,7 @@ pub(super) fn config_text(spec: &Spec, config: &EngineConfig) -> String {
         "# Managed by timectl. Desired state: {}\n# Changes made here are overwritten by the next `timectl apply`; edit the\n# desired-state file instead. Format: docs/engine-config.md.\n",
         comment_text(&spec.path.display().to_string())
     );
-    for section in sections(&without_nulls(&serialise(config))) {
+    for section in sections(&serialise(config)) {
         let key = section.split(':').next().unwrap_or_default();
         if let Some(comment) = section_comment(key, config) {
             text.push('\n');
@@ -165,40 +165,6 @@ fn serialise(config: &EngineConfig) -> String {
     // Plain data (strings, numbers, lists, maps) always serialises.
     serde_saphyr::to_string_with_options(config, options)
         .unwrap_or_else(|e| panic!("serialising the engine config failed: {e}"))
-}
-
-/// The serialised config without its `key: null` entries: every optional
-/// field of the engine's config is absent by default, and the file reads
-/// better without them. (Simpler once `EngineConfig` skips `None` when
-/// serialising.) A list item whose first entry is null starts at its next
-/// entry instead. Every string the serialiser writes is one line (spec
-/// values hold no newlines), so a line is an entry or a list item.
-fn without_nulls(yaml: &str) -> String {
-    let mut out = String::new();
-    let mut item_at: Option<usize> = None;
-    for line in yaml.lines() {
-        let entry = line.trim_start();
-        let indent = line.len() - entry.len();
-        let (is_item, entry) = match entry.strip_prefix("- ") {
-            Some(rest) => (true, rest),
-            None => (false, entry),
-        };
-        let is_null = entry
-            .strip_suffix(": null")
-            .is_some_and(|key| key.chars().all(|c| c.is_ascii_alphanumeric()));
-        if is_null {
-            if is_item {
-                item_at = Some(indent);
-            }
-            continue;
-        }
-        match item_at.take() {
-            Some(at) => out.push_str(&format!("{}- {entry}", " ".repeat(at))),
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// The top-level entries of a YAML mapping: each starts with a key at the
