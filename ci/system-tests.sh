@@ -5,6 +5,8 @@
 #
 #   ci/system-tests.sh                 all ignored tests
 #   ci/system-tests.sh FILTER...       only ignored tests whose name matches
+#                                      (`fleet`: the Ansible fleet test, plus
+#                                      ansible-test sanity on ansible/)
 #   TIMECTL_SYSTEM_TESTS_SKIP_DEPS=1   skip ci/install-deps.sh (offline dev box)
 #   TIMECTL_UML_BENCH_THREADS=N        clock bench scenarios at once (default 2)
 #
@@ -82,6 +84,12 @@ if [[ $# -eq 0 || "$*" == *packag* ]]; then
     TIMECTL_PACKAGES_DIR=$(dirname "$(tail -n1 "$packages_out")")
     rm -f "$packages_out"
     export TIMECTL_PACKAGES_DIR
+fi
+
+# ansible-test sanity on the timectl.timesync collection (ansible/), unless a
+# filter leaves the Ansible tests out.
+if [[ $# -eq 0 || "$*" == *ansible* || "$*" == *fleet* ]]; then
+    phase "ansible-test sanity" "$here/ansible-sanity.sh"
 fi
 
 # --tests: the library's and binaries' unit tests and every integration test

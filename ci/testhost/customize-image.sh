@@ -103,6 +103,8 @@ chmod 0755 "$root/usr/local/libexec/timectl-testhost/ntp-systemd-wrapper"
 # --- firewall: present, not running ----------------------------------------
 chroot_run systemctl disable firewalld.service >&2 || true
 chroot_run systemctl disable nftables.service >&2 || true
+# sshd: installed for the fleet test, which starts it; off for every other test.
+chroot_run systemctl disable ssh.service >&2 || true
 
 # --- boot speed and noise in nspawn -----------------------------------------
 # No consoles to log in on (--console=passive), no hardware to wait for.
