@@ -25,11 +25,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use support::fleet::{Fleet, FleetHost, PlaybookRun};
 use support::live::{chrony_selected, hand_configured_chrony, loopback_peer, text};
-use support::{record_timing, wait_for};
+use support::{record_figure, record_timing, wait_for};
 
 const PLAYBOOK: &str = "---
 - name: Time sync by timectl
@@ -92,6 +92,15 @@ fn host_state(h: &FleetHost) -> BTreeMap<String, String> {
     s
 }
 
+/// Starting daemons: host1 chrony configured by hand, host2 ntpsec, host3
+/// nothing.
+fn starting_daemons(fleet: &Fleet) {
+    hand_configured_chrony(&fleet.host("host1").container);
+    let h2 = &fleet.host("host2").container;
+    h2.apt_get(&["install", "ntpsec"]);
+    h2.wait_unit_state("ntpsec.service", "active", Duration::from_secs(20));
+}
+
 fn review(fleet: &Fleet, vars: &str, out_md: &str, extra: &[&str]) -> (PlaybookRun, String) {
     let mut cmd = fleet.ansible_command("python3");
     cmd.arg(support::repo_root().join("examples/fleet-review.py"))
@@ -122,11 +131,7 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
     hand_configured_chrony(&fleet.host("host1").container);
     let h2 = &fleet.host("host2").container;
     h2.apt_get(&["install", "ntpsec"]);
-    h2.wait_unit_state(
-        "ntpsec.service",
-        "active",
-        std::time::Duration::from_secs(20),
-    );
+    h2.wait_unit_state("ntpsec.service", "active", Duration::from_secs(20));
 
     std::fs::write(fleet.dir().join("playbook.yml"), PLAYBOOK).unwrap();
     std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
@@ -264,21 +269,17 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
     );
     // host3 is as it was; host1 and host2 have the new config.
     let h3 = fleet.host("host3");
-    wait_for(
-        "host3's chrony back up",
-        std::time::Duration::from_secs(10),
-        || {
-            let s = host_state(h3);
-            let mut want = converged[2].clone();
-            // The failed run's journal is new; nothing else may differ.
-            want.insert("timectl runs".into(), s["timectl runs"].clone());
-            if s == want {
-                Ok(())
-            } else {
-                Err(format!("{s:?} != {want:?}"))
-            }
-        },
-    );
+    wait_for("host3's chrony back up", Duration::from_secs(10), || {
+        let s = host_state(h3);
+        let mut want = converged[2].clone();
+        // The failed run's journal is new; nothing else may differ.
+        want.insert("timectl runs".into(), s["timectl runs"].clone());
+        if s == want {
+            Ok(())
+        } else {
+            Err(format!("{s:?} != {want:?}"))
+        }
+    });
     for (i, name) in ["host1", "host2"].iter().enumerate() {
         let conf = fleet
             .host(name)
@@ -289,4 +290,177 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
     }
     drop(peers);
     record_timing("fleet: whole test", t_all.elapsed());
+}
+
+// --- benchmark (ci/ansible-bench.sh; skipped by ci/system-tests.sh) --------
+
+/// The same play with linux-system-roles/timesync: chrony, the same peer
+/// (the role has no port option for servers, so the source line is a custom
+/// setting), facts gathered by the role itself (it runs `setup` with the
+/// subsets it needs when the play does not gather them).
+const ROLE_PLAYBOOK: &str = "---
+- name: Time sync by linux-system-roles/timesync
+  hosts: fleet
+  gather_facts: false
+  vars:
+    timesync_ntp_provider: chrony
+    timesync_ntp_servers: []
+    timesync_chrony_custom_settings:
+      - server 127.0.0.1 port 11123 iburst minpoll -2 maxpoll 0
+  roles:
+    - timesync
+";
+
+struct BenchRow {
+    tool: &'static str,
+    run: &'static str,
+    seconds: f64,
+    result: String,
+}
+
+fn recap_summary(run: &PlaybookRun, fleet: &Fleet) -> String {
+    let text = run.stdout();
+    if !text.contains("PLAY RECAP") {
+        return format!("no recap (exit {:?})", run.out.status.code());
+    }
+    let (mut changed, mut failed) = (0, 0);
+    for h in &fleet.hosts {
+        changed += run.recap(&h.name, "changed");
+        failed += run.recap(&h.name, "failed") + run.recap(&h.name, "unreachable");
+    }
+    format!(
+        "{} (hosts failed: {failed}, changed tasks: {changed})",
+        if run.success() { "ok" } else { "FAILED" }
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// One tool on a fresh fleet: check+diff, apply, apply again, check+diff on
+/// the converged hosts (the last two three times each, median).
+fn bench_tool(tool: &'static str, playbook: &str, extra: &[&str], rows: &mut Vec<BenchRow>) {
+    let fleet = Fleet::boot(3);
+    let _peers: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| loopback_peer(&h.container))
+        .collect();
+    starting_daemons(&fleet);
+    std::fs::write(fleet.dir().join("playbook.yml"), playbook).unwrap();
+    std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
+    if let Some(role) = std::env::var_os("TIMECTL_TIMESYNC_ROLE") {
+        std::fs::create_dir_all(fleet.dir().join("roles")).unwrap();
+        std::os::unix::fs::symlink(role, fleet.dir().join("roles/timesync")).unwrap();
+    }
+    let mut args = vec!["playbook.yml"];
+    args.extend_from_slice(extra);
+    let mut check_args = args.clone();
+    check_args.extend_from_slice(&["--check", "--diff"]);
+    let mut push = |run: &'static str, r: &PlaybookRun, secs: f64| {
+        eprintln!("--- {tool}: {run}\n{}", r.context());
+        let result = recap_summary(r, &fleet);
+        record_figure(&format!(
+            "ansible bench: {tool}: {run}: {secs:.2} s, {result}"
+        ));
+        rows.push(BenchRow {
+            tool,
+            run,
+            seconds: secs,
+            result,
+        });
+    };
+    let r = fleet.playbook(&check_args);
+    push("check --diff, unconverged hosts", &r, r.took.as_secs_f64());
+    let r = fleet.playbook(&args);
+    push("apply, unconverged hosts", &r, r.took.as_secs_f64());
+    let mut again = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = fleet.playbook(&args);
+        again.push(r.took.as_secs_f64());
+        last = Some(r);
+    }
+    push(
+        "apply again (converged; median of 3)",
+        last.as_ref().unwrap(),
+        median(again),
+    );
+    let mut check = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = fleet.playbook(&check_args);
+        check.push(r.took.as_secs_f64());
+        last = Some(r);
+    }
+    push(
+        "check --diff, converged hosts (median of 3)",
+        last.as_ref().unwrap(),
+        median(check),
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run ci/ansible-bench.sh (needs TIMECTL_TIMESYNC_ROLE)"]
+fn ansible_bench_timectl_vs_timesync_role() {
+    let role = std::env::var_os("TIMECTL_TIMESYNC_ROLE").unwrap_or_else(|| {
+        panic!(
+            "TIMECTL_TIMESYNC_ROLE is not set: point it at a checkout of \
+             linux-system-roles/timesync (https://github.com/linux-system-roles/timesync); \
+             ci/ansible-bench.sh explains"
+        )
+    });
+    let role = std::path::PathBuf::from(role);
+    assert!(
+        role.join("tasks/main.yml").is_file(),
+        "TIMECTL_TIMESYNC_ROLE={} is not the timesync role (no tasks/main.yml)",
+        role.display()
+    );
+    let mut rows = Vec::new();
+    bench_tool("timectl module", PLAYBOOK, &["-e@v1.yml"], &mut rows);
+    bench_tool("timesync role", ROLE_PLAYBOOK, &[], &mut rows);
+    let mut table = String::from(
+        "| run (3 hosts) | timectl module | timesync role | ratio |\n|---|---|---|---|\n",
+    );
+    let runs: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.tool == "timectl module")
+        .map(|r| r.run)
+        .collect();
+    for run in runs {
+        let t = rows
+            .iter()
+            .find(|r| r.tool == "timectl module" && r.run == run)
+            .unwrap();
+        let l = rows
+            .iter()
+            .find(|r| r.tool == "timesync role" && r.run == run)
+            .unwrap();
+        table.push_str(&format!(
+            "| {run} | {:.2} s, {} | {:.2} s, {} | {:.1}x |\n",
+            t.seconds,
+            t.result,
+            l.seconds,
+            l.result,
+            l.seconds / t.seconds
+        ));
+    }
+    eprintln!("{table}");
+    if let Some(out) = std::env::var_os("TIMECTL_BENCH_OUT") {
+        std::fs::write(out, &table).expect("write TIMECTL_BENCH_OUT");
+    }
+}
+
+/// The desired state the example playbook ships is valid (plain
+/// `cargo test`, no root).
+#[test]
+fn example_playbook_spec_is_valid() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["validate", "examples/ansible/files/site.yaml"])
+        .current_dir(support::repo_root())
+        .output()
+        .expect("run timectl validate");
+    assert!(out.status.success(), "{out:?}");
 }

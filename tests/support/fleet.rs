@@ -40,6 +40,15 @@ pub fn require() {
     );
 }
 
+/// The timectl the action plugin copies to the hosts:
+/// $TIMECTL_FLEET_BINARY (ci/ansible-bench.sh gives a release build) or
+/// the one under test.
+pub fn timectl_binary() -> PathBuf {
+    std::env::var_os("TIMECTL_FLEET_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_timectl")))
+}
+
 /// One host of the fleet.
 pub struct FleetHost {
     pub name: String,
@@ -242,7 +251,7 @@ impl Fleet {
             .env("ANSIBLE_HOME", self.dir.path().join("ansible-home"))
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_FORCE_COLOR", "0")
-            .env("TIMECTL_BINARY", env!("CARGO_BIN_EXE_timectl"))
+            .env("TIMECTL_BINARY", timectl_binary())
             .env_remove("TIMECTL_REVIEW_DIR")
             .stdin(Stdio::null());
         cmd
