@@ -35,6 +35,9 @@ options:
       - The desired state as a dict, with the same keys as timectl's
         desired-state file (usually a single C(timesync) key).
       - Mutually exclusive with O(src), O(content) and O(rollback).
+      - It is logged like any module argument; with symmetric C(keys) in it
+        use O(src) (its text is passed as O(content), which is not logged)
+        or C(no_log) on the task.
     type: dict
   src:
     description:
@@ -45,7 +48,7 @@ options:
     type: path
   content:
     description:
-      - The desired-state YAML text itself.
+      - The desired-state YAML text itself (not logged, it may hold keys).
       - Mutually exclusive with O(state), O(src) and O(rollback).
     type: str
   spec_name:
@@ -304,7 +307,7 @@ def main():
         argument_spec=dict(
             state=dict(type="dict"),
             src=dict(type="path"),
-            content=dict(type="str"),
+            content=dict(type="str", no_log=True),
             spec_name=dict(type="str"),
             root=dict(type="path"),
             rollback=dict(type="str"),
