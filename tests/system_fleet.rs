@@ -418,6 +418,24 @@ fn bench_tool(
         last.as_ref().unwrap(),
         median(check),
     );
+    // Ansible's own floor on these hosts: one ansible.builtin.ping task.
+    std::fs::write(
+        fleet.dir().join("ping.yml"),
+        "- hosts: fleet\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+    )
+    .unwrap();
+    let mut ping = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = fleet.playbook(&["ping.yml"]);
+        ping.push(r.took.as_secs_f64());
+        last = Some(r);
+    }
+    push(
+        "one ping task: Ansible's floor (median of 3)",
+        last.as_ref().unwrap(),
+        median(ping),
+    );
 }
 
 #[test]
