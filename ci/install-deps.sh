@@ -53,6 +53,8 @@ packages=(
     python3           # UML init scripts (clock_settime, adjtimex), the leap reference, the bench judge
     prometheus        # prometheus and promtool: a real scraper of the engine's metrics (tests/engine_metrics.rs), promtool check metrics on the apply textfile
     rpm               # rpm -qlp / rpm -K on the built .rpm
+    python3-venv      # the venv that holds ansible-core (below) and ansible-test's sanity venvs
+    openssh-client    # ssh: Ansible reaches the fleet test's containers over SSH
 )
 
 missing=()
@@ -81,9 +83,26 @@ else
 fi
 
 for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
-    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 prometheus promtool rpm; do
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 prometheus promtool rpm ssh ssh-keygen; do
     if ! command -v "$tool" >/dev/null; then
         echo "install-deps: $tool still missing after install" >&2
+        exit 1
+    fi
+done
+
+# ansible-core for the fleet test (tests/system_fleet.rs) and
+# ci/ansible-sanity.sh, from PyPI at a pinned version, in a venv of its own
+# (Debian 12's ansible-core is 2.14, older than the collection targets).
+ansible_version=2.18.12
+ansible_venv=/opt/timectl-ansible/venv
+if [[ $("$ansible_venv/bin/python3" -c 'import ansible; print(ansible.__version__)' 2>/dev/null) != "$ansible_version" ]]; then
+    echo "install-deps: installing ansible-core $ansible_version into $ansible_venv"
+    /usr/bin/python3 -m venv "$ansible_venv"
+    "$ansible_venv/bin/pip" install -q --disable-pip-version-check "ansible-core==$ansible_version"
+fi
+for tool in ansible-playbook ansible-galaxy ansible-test; do
+    if [[ ! -x $ansible_venv/bin/$tool ]]; then
+        echo "install-deps: $ansible_venv/bin/$tool missing after install" >&2
         exit 1
     fi
 done

@@ -5,6 +5,8 @@
 #
 #   ci/system-tests.sh                 all ignored tests
 #   ci/system-tests.sh FILTER...       only ignored tests whose name matches
+#                                      (`fleet`: the Ansible fleet test, plus
+#                                      ansible-test sanity on ansible/)
 #   TIMECTL_SYSTEM_TESTS_SKIP_DEPS=1   skip ci/install-deps.sh (offline dev box)
 #   TIMECTL_UML_BENCH_THREADS=N        clock bench scenarios at once (default 2)
 #
@@ -15,7 +17,8 @@
 # (tests/uml_clock.rs, tests uml_bench_*) two scenarios at a time: each
 # scenario runs for minutes of wall time in two mostly idle UML kernels, so
 # running four kernels at once halves the bench (about 11 minutes instead
-# of 22). Always cleans up at exit. Ends with a timing summary, including the
+# of 22). The Ansible benchmark (ansible_bench_*) is left to
+# ci/ansible-bench.sh. Always cleans up at exit. Ends with a timing summary, including the
 # timings and bench figures the tests record.
 set -euo pipefail
 
@@ -84,11 +87,17 @@ if [[ $# -eq 0 || "$*" == *packag* ]]; then
     export TIMECTL_PACKAGES_DIR
 fi
 
+# ansible-test sanity on the timectl.timesync collection (ansible/), unless a
+# filter leaves the Ansible tests out.
+if [[ $# -eq 0 || "$*" == *ansible* || "$*" == *fleet* ]]; then
+    phase "ansible-test sanity" "$here/ansible-sanity.sh"
+fi
+
 # --tests: the library's and binaries' unit tests and every integration test
 # (tests/*.rs); benches and examples have no system tests.
 phase "cargo build (tests)" cargo test --tests --no-run --quiet
 rc=0
-phase "ignored tests" cargo test --tests -- --ignored --test-threads=1 --skip uml_bench_ "$@" || rc=1
+phase "ignored tests" cargo test --tests -- --ignored --test-threads=1 --skip uml_bench_ --skip ansible_bench_ "$@" || rc=1
 phase "uml clock bench" cargo test --test uml_clock -- --ignored \
     --test-threads="${TIMECTL_UML_BENCH_THREADS:-2}" "$@" || rc=1
 exit $rc

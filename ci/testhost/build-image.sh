@@ -28,6 +28,9 @@ security_mirror=${TIMECTL_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-s
 # scenario starts from a fresh host and installs what it needs from the
 # offline repository (see customize-image.sh).
 include=systemd,systemd-sysv,dbus,libpam-systemd,iproute2,netbase,procps,nftables,ntpsec-ntpdig,firewalld
+# openssh-server: the fleet test (tests/system_fleet.rs) reaches containers
+# with Ansible over SSH (python3 is already there, for firewalld).
+include=$include,openssh-server
 
 force=0
 tarball=1

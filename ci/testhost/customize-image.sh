@@ -6,7 +6,8 @@
 # What it does and why:
 # - An offline apt repository in /srv/repo holding chrony, ntpsec,
 #   systemd-timesyncd and openntpd with their dependencies (and man-db, for
-#   the test that reads the packaged man pages), and an apt source
+#   the test that reads the packaged man pages; python3-apt, which
+#   Ansible's apt module needs, for ci/ansible-bench.sh), and an apt source
 #   pointing only at it (lists baked in): real apt-get inside a container with
 #   no network can install and remove the daemons a scenario needs.
 # - systemd-timesyncd masked (not installed either): no daemon owns the clock
@@ -29,7 +30,7 @@ chroot_run() { chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 
 # included, which is what a plain `apt-get install X` inside the container
 # will want.
 rm -f "$root"/var/cache/apt/archives/*.deb
-for pkg in chrony ntpsec systemd-timesyncd openntpd man-db; do
+for pkg in chrony ntpsec systemd-timesyncd openntpd man-db python3-apt; do
     chroot_run apt-get install -y -q --download-only "$pkg" >&2
 done
 mkdir -p "$root/srv/repo"
@@ -103,6 +104,8 @@ chmod 0755 "$root/usr/local/libexec/timectl-testhost/ntp-systemd-wrapper"
 # --- firewall: present, not running ----------------------------------------
 chroot_run systemctl disable firewalld.service >&2 || true
 chroot_run systemctl disable nftables.service >&2 || true
+# sshd: installed for the fleet test, which starts it; off for every other test.
+chroot_run systemctl disable ssh.service >&2 || true
 
 # --- boot speed and noise in nspawn -----------------------------------------
 # No consoles to log in on (--console=passive), no hardware to wait for.

@@ -19,6 +19,7 @@
 pub mod chrony;
 pub mod container;
 pub mod firewalld;
+pub mod fleet;
 pub mod live;
 pub mod netns;
 pub mod ntpdig;

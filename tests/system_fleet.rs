@@ -1,0 +1,519 @@
+//! timectl through Ansible on a fleet of real hosts: three test-host
+//! containers (systemd, the offline apt repository) reached over SSH from a
+//! controller network namespace, driven by one playbook that uses the
+//! `timectl.timesync.converge` module of the collection in ansible/ with
+//! `gather_facts: false`.
+//!
+//! The hosts start from different daemons (chrony configured by hand,
+//! ntpsec, nothing); each has its own chronyd peer on its loopback
+//! (127.0.0.1:11123, in the container's network namespace). The playbook's
+//! desired state is the same for all: chrony on that peer.
+//!
+//! 1. `--check --diff` through examples/fleet-review.py: every host's plan
+//!    and diff is shown, the review document has three distinct plans, and
+//!    nothing on any host changed;
+//! 2. apply: all three converge (changed=1, chrony synchronised);
+//! 3. apply again: changed=0 on every host; the review now shows one plan
+//!    ("no changes") for the three hosts;
+//! 4. a change rolled out while host3's upstream is down: host3's
+//!    verification fails, it is reported failed and rolled back (its files
+//!    and units as before), host1 and host2 converge.
+//!
+//! Run as root with `ci/system-tests.sh fleet` (needs ansible-core from
+//! ci/install-deps.sh).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use support::fleet::{Fleet, FleetHost, PlaybookRun};
+use support::live::{chrony_selected, hand_configured_chrony, loopback_peer, text};
+use support::{record_figure, record_timing, wait_for};
+
+const PLAYBOOK: &str = "---
+- name: Time sync by timectl
+  hosts: fleet
+  gather_facts: false
+  tasks:
+    - name: Converge time sync
+      timectl.timesync.converge:
+        state: \"{{ timesync_state }}\"
+        spec_name: fleet.yaml
+";
+
+/// The desired state (a vars file: `-e @FILE`), chrony on each host's
+/// loopback peer; `maxpoll` and `within` vary between rollouts.
+fn state_vars(maxpoll: i32, within: &str) -> String {
+    format!(
+        "timesync_state:\n  timesync:\n    provider: chrony\n    sources:\n      - server: 127.0.0.1\n        port: 11123\n        iburst: true\n        minpoll: -2\n        maxpoll: {maxpoll}\n    clockControl: false\n    verify: {{ synchronized: true, within: {within}, maxOffset: 100ms }}\n"
+    )
+}
+
+/// What a run must not change (check mode) or must put back (rollback):
+/// daemons' packages and units, the config files, timectl's own state.
+fn host_state(h: &FleetHost) -> BTreeMap<String, String> {
+    let c = &h.container;
+    let mut s = BTreeMap::new();
+    for p in ["chrony", "ntpsec"] {
+        s.insert(format!("package {p}"), c.package_status(p));
+    }
+    for u in ["chrony.service", "ntpsec.service"] {
+        s.insert(
+            format!("unit {u}"),
+            format!(
+                "{} {}",
+                c.unit_property(u, "ActiveState"),
+                c.unit_property(u, "UnitFileState")
+            ),
+        );
+    }
+    for f in [
+        "/etc/chrony/chrony.conf",
+        "/etc/ntpsec/ntp.conf",
+        "/usr/local/bin/timectl",
+    ] {
+        let out = c.exec(&["sha256sum", f]);
+        s.insert(
+            format!("file {f}"),
+            if out.status.success() {
+                text(&out.stdout)
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            } else {
+                "absent".to_string()
+            },
+        );
+    }
+    let out = c.exec(&["sh", "-c", "ls /var/lib/timectl/runs 2>/dev/null | wc -l"]);
+    s.insert("timectl runs".into(), text(&out.stdout).trim().to_string());
+    s
+}
+
+/// Starting daemons: host1 chrony configured by hand, host2 ntpsec, host3
+/// nothing.
+fn starting_daemons(fleet: &Fleet) {
+    hand_configured_chrony(&fleet.host("host1").container);
+    let h2 = &fleet.host("host2").container;
+    h2.apt_get(&["install", "ntpsec"]);
+    h2.wait_unit_state("ntpsec.service", "active", Duration::from_secs(20));
+}
+
+fn review(fleet: &Fleet, vars: &str, out_md: &str, extra: &[&str]) -> (PlaybookRun, String) {
+    let mut cmd = fleet.ansible_command("python3");
+    cmd.arg(support::repo_root().join("examples/fleet-review.py"))
+        .args(["--out", out_md, "--"])
+        .arg("-i")
+        .arg(fleet.dir().join("inventory.ini"))
+        .arg("playbook.yml")
+        .arg(format!("-e@{vars}"))
+        .args(extra);
+    let run = PlaybookRun::run(cmd);
+    let md = std::fs::read_to_string(fleet.dir().join(out_md)).unwrap_or_default();
+    (run, md)
+}
+
+#[test]
+#[ignore = "needs root, systemd-nspawn, the test image and ansible-core; run ci/system-tests.sh fleet"]
+fn fleet_check_apply_idempotent_and_partial_rollback() {
+    let t_all = Instant::now();
+    let fleet = Fleet::boot(3);
+    let peers: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| Some(loopback_peer(&h.container)))
+        .collect();
+    let mut peers = peers;
+
+    // Starting daemons: chrony by hand, ntpsec, nothing.
+    hand_configured_chrony(&fleet.host("host1").container);
+    let h2 = &fleet.host("host2").container;
+    h2.apt_get(&["install", "ntpsec"]);
+    h2.wait_unit_state("ntpsec.service", "active", Duration::from_secs(20));
+
+    std::fs::write(fleet.dir().join("playbook.yml"), PLAYBOOK).unwrap();
+    std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
+    std::fs::write(fleet.dir().join("v2.yml"), state_vars(1, "8s")).unwrap();
+
+    // 1. check + diff, through the review script.
+    let before: Vec<_> = fleet.hosts.iter().map(host_state).collect();
+    let (check, md) = review(&fleet, "v1.yml", "review-before.md", &["--diff"]);
+    record_timing(
+        "fleet: ansible-playbook --check --diff (3 hosts)",
+        check.took,
+    );
+    assert!(check.success(), "check run failed:\n{}", check.context());
+    let log = text(&check.out.stderr); // the review script passes ansible's output on stderr
+    eprintln!("--- check --diff output\n{log}\n--- review document\n{md}");
+    for h in &fleet.hosts {
+        assert_eq!(check.recap_in(&log, &h.name, "changed"), 1, "{log}");
+        assert_eq!(check.recap_in(&log, &h.name, "failed"), 0, "{log}");
+    }
+    // The diffs: host1 edits chrony.conf, host3 creates it (after apt), host2
+    // stops ntpsec; each host's step list is there.
+    assert!(
+        log.contains("+++ /etc/chrony/chrony.conf (desired)"),
+        "{log}"
+    );
+    assert!(log.contains("+server 127.0.0.1 port 11123"), "{log}");
+    assert!(log.contains("stop ntpsec.service"), "{log}");
+    assert!(log.contains("install package chrony"), "{log}");
+    let after: Vec<_> = fleet.hosts.iter().map(host_state).collect();
+    assert_eq!(before, after, "check mode changed a host");
+    assert!(md.contains("3 host(s): 3 with changes"), "{md}");
+    assert!(md.contains("3 distinct plan(s)"), "{md}");
+    for h in &fleet.hosts {
+        assert!(md.contains(&format!("`{}`", h.name)), "{md}");
+    }
+
+    // 2. apply: all converge.
+    let apply = fleet.playbook(&["playbook.yml", "-e@v1.yml"]);
+    record_timing("fleet: ansible-playbook apply (3 hosts)", apply.took);
+    assert!(apply.success(), "apply failed:\n{}", apply.context());
+    for h in &fleet.hosts {
+        assert_eq!(apply.recap(&h.name, "changed"), 1, "{}", apply.context());
+        let c = &h.container;
+        assert_eq!(
+            c.unit_property("chrony.service", "ActiveState"),
+            "active",
+            "{}",
+            h.name
+        );
+        assert_eq!(
+            chrony_selected(c).as_deref(),
+            Some("127.0.0.1"),
+            "{}",
+            h.name
+        );
+        assert_ne!(
+            c.unit_property("ntpsec.service", "ActiveState"),
+            "active",
+            "{}",
+            h.name
+        );
+    }
+
+    // 3. again: nothing to do anywhere; the review groups the three hosts.
+    let again = fleet.playbook(&["playbook.yml", "-e@v1.yml"]);
+    record_timing("fleet: ansible-playbook apply again (3 hosts)", again.took);
+    assert!(again.success(), "second apply failed:\n{}", again.context());
+    for h in &fleet.hosts {
+        assert_eq!(again.recap(&h.name, "changed"), 0, "{}", again.context());
+    }
+    let (check2, md2) = review(&fleet, "v1.yml", "review-after.md", &[]);
+    assert!(check2.success(), "{}", check2.context());
+    eprintln!("--- review document after convergence\n{md2}");
+    assert!(md2.contains("1 distinct plan(s)"), "{md2}");
+    assert!(
+        md2.contains("Hosts: `host1`, `host2`, `host3`"),
+        "identical plans must appear once with their hosts:\n{md2}"
+    );
+
+    // 4. host3's upstream goes away; the next rollout fails there only.
+    let converged: Vec<_> = fleet.hosts.iter().map(host_state).collect();
+    peers[2] = None;
+    let partial = fleet.playbook(&["playbook.yml", "-e@v2.yml"]);
+    record_timing(
+        "fleet: ansible-playbook apply, host3 fails (3 hosts)",
+        partial.took,
+    );
+    assert!(
+        !partial.success(),
+        "host3 must fail:\n{}",
+        partial.context()
+    );
+    assert_eq!(
+        partial.recap("host1", "changed"),
+        1,
+        "{}",
+        partial.context()
+    );
+    assert_eq!(
+        partial.recap("host2", "changed"),
+        1,
+        "{}",
+        partial.context()
+    );
+    assert_eq!(partial.recap("host1", "failed"), 0, "{}", partial.context());
+    assert_eq!(partial.recap("host2", "failed"), 0, "{}", partial.context());
+    assert_eq!(partial.recap("host3", "failed"), 1, "{}", partial.context());
+    let out = partial.stdout();
+    eprintln!("--- rollout with host3's upstream down\n{out}");
+    // The failed host's result: timectl's reason and the rollback report.
+    let fatal: serde_json::Value = out
+        .lines()
+        .find_map(|l| l.strip_prefix("fatal: [host3]: FAILED! => "))
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_else(|| panic!("no JSON result for host3:\n{out}"));
+    let msg = fatal["msg"].as_str().unwrap_or("");
+    assert!(
+        msg.starts_with("timectl apply rolled-back: not synchronised within 8s"),
+        "{fatal:#}"
+    );
+    assert_eq!(fatal["outcome"], "rolled-back", "{fatal:#}");
+    assert_eq!(fatal["report"]["outcome"], "rolled-back", "{fatal:#}");
+    assert_eq!(fatal["rollback"]["complete"], true, "{fatal:#}");
+    let undone = fatal["rollback"]["undone"].to_string();
+    assert!(
+        undone.contains("update /etc/chrony/chrony.conf"),
+        "{fatal:#}"
+    );
+    assert!(
+        fatal["plan_markdown"]
+            .as_str()
+            .unwrap_or("")
+            .contains("maxpoll 1"),
+        "{fatal:#}"
+    );
+    // host3 is as it was; host1 and host2 have the new config.
+    let h3 = fleet.host("host3");
+    wait_for("host3's chrony back up", Duration::from_secs(10), || {
+        let s = host_state(h3);
+        let mut want = converged[2].clone();
+        // The failed run's journal is new; nothing else may differ.
+        want.insert("timectl runs".into(), s["timectl runs"].clone());
+        if s == want {
+            Ok(())
+        } else {
+            Err(format!("{s:?} != {want:?}"))
+        }
+    });
+    for (i, name) in ["host1", "host2"].iter().enumerate() {
+        let conf = fleet
+            .host(name)
+            .container
+            .read_file("/etc/chrony/chrony.conf");
+        assert!(conf.contains("maxpoll 1"), "{name}:\n{conf}");
+        assert_ne!(host_state(fleet.host(name)), converged[i], "{name}");
+    }
+    drop(peers);
+    record_timing("fleet: whole test", t_all.elapsed());
+}
+
+// --- benchmark (ci/ansible-bench.sh; skipped by ci/system-tests.sh) --------
+
+/// The same play with linux-system-roles/timesync: chrony, the same peer
+/// (the role has no port option for servers, so the source line is a custom
+/// setting), facts gathered by the role itself (it runs `setup` with the
+/// subsets it needs when the play does not gather them).
+const ROLE_PLAYBOOK: &str = "---
+- name: Time sync by linux-system-roles/timesync
+  hosts: fleet
+  gather_facts: false
+  vars:
+    timesync_ntp_provider: chrony
+    timesync_ntp_servers: []
+    timesync_chrony_custom_settings:
+      - server 127.0.0.1 port 11123 iburst minpoll -2 maxpoll 0
+  roles:
+    - timesync
+";
+
+struct BenchRow {
+    tool: &'static str,
+    run: &'static str,
+    seconds: f64,
+    result: String,
+}
+
+fn recap_summary(run: &PlaybookRun, fleet: &Fleet) -> String {
+    let text = run.stdout();
+    if !text.contains("PLAY RECAP") {
+        return format!("no recap (exit {:?})", run.out.status.code());
+    }
+    let (mut changed, mut failed) = (0, 0);
+    for h in &fleet.hosts {
+        changed += run.recap(&h.name, "changed");
+        failed += run.recap(&h.name, "failed") + run.recap(&h.name, "unreachable");
+    }
+    format!(
+        "{} (hosts failed: {failed}, changed tasks: {changed})",
+        if run.success() { "ok" } else { "FAILED" }
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// One tool on a fresh fleet: check+diff, apply, apply again, check+diff on
+/// the converged hosts (the last two three times each, median).
+/// `prep`: packages installed on every host (from the image's offline
+/// repository) before the timed runs; when given, one check+diff run before
+/// installing them is recorded too.
+fn bench_tool(
+    tool: &'static str,
+    playbook: &str,
+    extra: &[&str],
+    prep: &[&str],
+    rows: &mut Vec<BenchRow>,
+) {
+    let fleet = Fleet::boot(3);
+    let _peers: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|h| loopback_peer(&h.container))
+        .collect();
+    starting_daemons(&fleet);
+    std::fs::write(fleet.dir().join("playbook.yml"), playbook).unwrap();
+    std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
+    if let Some(role) = std::env::var_os("TIMECTL_TIMESYNC_ROLE") {
+        std::fs::create_dir_all(fleet.dir().join("roles")).unwrap();
+        std::os::unix::fs::symlink(role, fleet.dir().join("roles/timesync")).unwrap();
+    }
+    let mut args = vec!["playbook.yml"];
+    args.extend_from_slice(extra);
+    let mut check_args = args.clone();
+    check_args.extend_from_slice(&["--check", "--diff"]);
+    let mut push = |run: &'static str, r: &PlaybookRun, secs: f64| {
+        eprintln!("--- {tool}: {run}\n{}", r.context());
+        let result = recap_summary(r, &fleet);
+        record_figure(&format!(
+            "ansible bench: {tool}: {run}: {secs:.2} s, {result}"
+        ));
+        rows.push(BenchRow {
+            tool,
+            run,
+            seconds: secs,
+            result,
+        });
+    };
+    if !prep.is_empty() {
+        let r = fleet.playbook(&check_args);
+        push("check --diff, hosts as they are", &r, r.took.as_secs_f64());
+        for h in &fleet.hosts {
+            let mut argv = vec!["install", "--no-install-recommends"];
+            argv.extend_from_slice(prep);
+            h.container.apt_get(&argv);
+        }
+    }
+    let r = fleet.playbook(&check_args);
+    push("check --diff, unconverged hosts", &r, r.took.as_secs_f64());
+    let r = fleet.playbook(&args);
+    push("apply, unconverged hosts", &r, r.took.as_secs_f64());
+    let mut again = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = fleet.playbook(&args);
+        again.push(r.took.as_secs_f64());
+        last = Some(r);
+    }
+    push(
+        "apply again (converged; median of 3)",
+        last.as_ref().unwrap(),
+        median(again),
+    );
+    let mut check = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = fleet.playbook(&check_args);
+        check.push(r.took.as_secs_f64());
+        last = Some(r);
+    }
+    push(
+        "check --diff, converged hosts (median of 3)",
+        last.as_ref().unwrap(),
+        median(check),
+    );
+    // Ansible's own floor on these hosts: one ansible.builtin.ping task.
+    std::fs::write(
+        fleet.dir().join("ping.yml"),
+        "- hosts: fleet\n  gather_facts: false\n  tasks:\n    - ansible.builtin.ping:\n",
+    )
+    .unwrap();
+    let mut ping = Vec::new();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = fleet.playbook(&["ping.yml"]);
+        ping.push(r.took.as_secs_f64());
+        last = Some(r);
+    }
+    push(
+        "one ping task: Ansible's floor (median of 3)",
+        last.as_ref().unwrap(),
+        median(ping),
+    );
+}
+
+#[test]
+#[ignore = "benchmark: run ci/ansible-bench.sh (needs TIMECTL_TIMESYNC_ROLE)"]
+fn ansible_bench_timectl_vs_timesync_role() {
+    let role = std::env::var_os("TIMECTL_TIMESYNC_ROLE").unwrap_or_else(|| {
+        panic!(
+            "TIMECTL_TIMESYNC_ROLE is not set: point it at a checkout of \
+             linux-system-roles/timesync (https://github.com/linux-system-roles/timesync); \
+             ci/ansible-bench.sh explains"
+        )
+    });
+    let role = std::path::PathBuf::from(role);
+    assert!(
+        role.join("tasks/main.yml").is_file(),
+        "TIMECTL_TIMESYNC_ROLE={} is not the timesync role (no tasks/main.yml)",
+        role.display()
+    );
+    let mut rows = Vec::new();
+    bench_tool("timectl module", PLAYBOOK, &["-e@v1.yml"], &[], &mut rows);
+    // Ansible's apt module needs python3-apt on the host (the image has it
+    // in its offline repository, not installed); timectl does not.
+    bench_tool(
+        "timesync role",
+        ROLE_PLAYBOOK,
+        &[],
+        &["python3-apt"],
+        &mut rows,
+    );
+    let mut table = String::from(
+        "| run (3 hosts) | timectl module | timesync role | ratio |\n|---|---|---|---|\n",
+    );
+    let runs: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.tool == "timectl module")
+        .map(|r| r.run)
+        .collect();
+    for run in runs {
+        let t = rows
+            .iter()
+            .find(|r| r.tool == "timectl module" && r.run == run)
+            .unwrap();
+        let l = rows
+            .iter()
+            .find(|r| r.tool == "timesync role" && r.run == run)
+            .unwrap();
+        table.push_str(&format!(
+            "| {run} | {:.2} s, {} | {:.2} s, {} | {:.1}x |\n",
+            t.seconds,
+            t.result,
+            l.seconds,
+            l.result,
+            l.seconds / t.seconds
+        ));
+    }
+    for r in rows
+        .iter()
+        .filter(|r| r.run == "check --diff, hosts as they are")
+    {
+        table.push_str(&format!(
+            "\n{} without python3-apt on the hosts, check --diff: {:.2} s, {}\n",
+            r.tool, r.seconds, r.result
+        ));
+    }
+    eprintln!("{table}");
+    if let Some(out) = std::env::var_os("TIMECTL_BENCH_OUT") {
+        std::fs::write(out, &table).expect("write TIMECTL_BENCH_OUT");
+    }
+}
+
+/// The desired state the example playbook ships is valid (plain
+/// `cargo test`, no root).
+#[test]
+fn example_playbook_spec_is_valid() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_timectl"))
+        .args(["validate", "examples/ansible/files/site.yaml"])
+        .current_dir(support::repo_root())
+        .output()
+        .expect("run timectl validate");
+    assert!(out.status.success(), "{out:?}");
+}
