@@ -57,13 +57,65 @@ fn yes() -> bool {
 /// engine's unit runs (unused by the other providers).
 pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desired, SpecError> {
     let ts = &spec.timesync;
+    let (daemon, own, mut notes) = own_resources(spec, facts, engine)?;
+    notes.extend(spec_notes(spec));
+
+    let mut resources = conflicting_resources(spec, facts, &daemon);
+    if let Some(package) = &daemon.package {
+        resources.push(Resource::Package(PackageResource {
+            name: package.clone(),
+            present: true,
+            purpose: daemon.label.clone(),
+            after: resources.iter().map(Resource::id).collect(),
+        }));
+    }
+    let restart_on: Vec<ResourceId> = own.iter().map(Resource::id).collect();
+    resources.extend(own);
+    resources.extend(firewall_resource(spec));
+    let unit_files: Vec<ResourceId> = resources
+        .iter()
+        .filter(|r| matches!(r, Resource::File(f) if f.unit_file))
+        .map(Resource::id)
+        .collect();
+    let installed_by = (daemon.package.iter())
+        .map(|p| ResourceId::Package(p.clone()))
+        .chain(unit_files.iter().cloned())
+        .collect();
+    resources.push(Resource::SystemdUnits(SystemdUnitsResource {
+        reload_on: unit_files,
+    }));
+    resources.push(chosen_service(&daemon, restart_on, installed_by));
+
+    Ok(Desired {
+        daemon,
+        resources,
+        firewall: firewall_mode(spec),
+        conflicts: ts.conflicts,
+        step_now: ts.step.as_ref().is_some_and(|s| s.now) && ts.clock_control,
+        verify: ts.verify.as_ref().map(|v| VerifyPlan {
+            synchronized: v.synchronized,
+            within_seconds: v.within.as_secs_f64(),
+            max_offset_seconds: v.max_offset.map(|d| d.as_secs_f64()),
+            rollback: v.rollback,
+        }),
+        notes,
+    })
+}
+
+/// The chosen daemon's paths and the resources its provider owns (config
+/// files, drop-ins, for the engine also its binary and unit), with notes.
+fn own_resources(
+    spec: &Spec,
+    facts: &Facts,
+    engine: &EngineBinary,
+) -> Result<(DaemonPaths, Vec<Resource>, Vec<String>), SpecError> {
     let files = |(files, notes): (Vec<FileResource>, Vec<String>)| {
         (
             files.into_iter().map(Resource::File).collect::<Vec<_>>(),
             notes,
         )
     };
-    let (daemon, own, mut notes) = match spec.provider() {
+    Ok(match spec.provider() {
         ProviderKind::Chrony => {
             let paths = facts.daemon(Daemon::Chrony);
             let (own, notes) = files(chrony::files(spec, facts, &paths)?);
@@ -84,7 +136,13 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
             let (own, notes) = embedded::resources(spec, &paths, engine)?;
             (paths, own, notes)
         }
-    };
+    })
+}
+
+/// Notes on spec settings that have no effect as written.
+fn spec_notes(spec: &Spec) -> Vec<String> {
+    let ts = &spec.timesync;
+    let mut notes = Vec::new();
     if ts.step.as_ref().is_some_and(|s| s.now) && !ts.clock_control {
         notes.push(
             "step.now is ignored: clockControl is false, so the daemon may not step the clock"
@@ -96,20 +154,24 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
             "config: edit applies to chrony and ntpd files; the embedded engine's config is always managed whole".into(),
         );
     }
+    notes
+}
 
+/// The conflicting daemons, stopped (and disabled or masked) as the
+/// `conflicts` policy says, with any chrony drop-in timectl wrote earlier.
+fn conflicting_resources(spec: &Spec, facts: &Facts, daemon: &DaemonPaths) -> Vec<Resource> {
+    let (enabled, masked) = match spec.timesync.conflicts {
+        ConflictPolicy::Disable | ConflictPolicy::Fail => (Some(false), None),
+        ConflictPolicy::Stop => (None, None),
+        ConflictPolicy::Mask => (Some(false), Some(true)),
+    };
     let mut resources = Vec::new();
-    let chosen = daemon.daemon;
-    for other in facts.conflicting(chosen) {
+    for other in facts.conflicting(daemon.daemon) {
         // Two names for one unit (openntpd and ntpd on RHEL share
         // ntpd.service) must never stop the chosen daemon.
         if other.unit == daemon.unit {
             continue;
         }
-        let (enabled, masked) = match ts.conflicts {
-            ConflictPolicy::Disable | ConflictPolicy::Fail => (Some(false), None),
-            ConflictPolicy::Stop => (None, None),
-            ConflictPolicy::Mask => (Some(false), Some(true)),
-        };
         resources.push(Resource::Service(ServiceResource {
             unit: other.unit.clone(),
             role: ServiceRole::Conflicting,
@@ -137,47 +199,42 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
             }));
         }
     }
-    if let Some(package) = &daemon.package {
-        resources.push(Resource::Package(PackageResource {
-            name: package.clone(),
-            present: true,
-            purpose: daemon.label.clone(),
-            after: resources.iter().map(Resource::id).collect(),
-        }));
+    resources
+}
+
+/// The NTP port, open when the host serves time (or `openFirewall`), closed
+/// otherwise; no resource with `firewall: none`.
+fn firewall_resource(spec: &Spec) -> Option<Resource> {
+    let ts = &spec.timesync;
+    if ts.firewall == FirewallMode::None {
+        return None;
     }
-    let restart_on: Vec<ResourceId> = own.iter().map(Resource::id).collect();
-    resources.extend(own);
-    if ts.firewall != FirewallMode::None {
-        let open = spec.wants_open_port();
-        let reason = match &ts.serve {
-            Some(serve) if open => format!(
-                "this host serves time to {}",
-                serve
-                    .allow
-                    .value
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ if open => "openFirewall: true".to_string(),
-            _ => "this host does not serve time (no `serve`, or openFirewall: false)".to_string(),
-        };
-        resources.push(Resource::Firewall(FirewallResource { open, reason }));
-    }
-    let unit_files: Vec<ResourceId> = resources
-        .iter()
-        .filter(|r| matches!(r, Resource::File(f) if f.unit_file))
-        .map(Resource::id)
-        .collect();
-    let installed_by = (daemon.package.iter())
-        .map(|p| ResourceId::Package(p.clone()))
-        .chain(unit_files.iter().cloned())
-        .collect();
-    resources.push(Resource::SystemdUnits(SystemdUnitsResource {
-        reload_on: unit_files,
-    }));
-    resources.push(Resource::Service(ServiceResource {
+    let open = spec.wants_open_port();
+    let reason = match &ts.serve {
+        Some(serve) if open => format!(
+            "this host serves time to {}",
+            serve
+                .allow
+                .value
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ if open => "openFirewall: true".to_string(),
+        _ => "this host does not serve time (no `serve`, or openFirewall: false)".to_string(),
+    };
+    Some(Resource::Firewall(FirewallResource { open, reason }))
+}
+
+/// The chosen daemon's service: enabled and running, restarted when one
+/// of `restart_on` changes, after the systemd reload and the firewall.
+fn chosen_service(
+    daemon: &DaemonPaths,
+    restart_on: Vec<ResourceId>,
+    installed_by: Vec<ResourceId>,
+) -> Resource {
+    Resource::Service(ServiceResource {
         unit: daemon.unit.clone(),
         role: ServiceRole::Chosen,
         enabled: Some(true),
@@ -187,21 +244,6 @@ pub fn compile(spec: &Spec, facts: &Facts, engine: &EngineBinary) -> Result<Desi
         restart_on,
         installed_by,
         after: vec![ResourceId::SystemdUnits, ResourceId::Firewall],
-    }));
-
-    Ok(Desired {
-        daemon,
-        resources,
-        firewall: firewall_mode(spec),
-        conflicts: ts.conflicts,
-        step_now: ts.step.as_ref().is_some_and(|s| s.now) && ts.clock_control,
-        verify: ts.verify.as_ref().map(|v| VerifyPlan {
-            synchronized: v.synchronized,
-            within_seconds: v.within.as_secs_f64(),
-            max_offset_seconds: v.max_offset.map(|d| d.as_secs_f64()),
-            rollback: v.rollback,
-        }),
-        notes,
     })
 }
 
