@@ -381,34 +381,8 @@ fn plan_command(args: &PlanArgs, record: &mut RunRecord) -> anyhow::Result<i32> 
 }
 
 fn apply_command(args: &ApplyArgs, record: &mut RunRecord) -> anyhow::Result<i32> {
-    let text = match crate::spec::read_text(&args.file) {
-        Ok(text) => text,
-        Err(crate::spec::SpecError::Io { path, cause }) => {
-            anyhow::bail!("cannot read {}: {cause}", path.display())
-        }
-        Err(e) => {
-            err_line(&e.to_string());
-            return Ok(EXIT_ERROR);
-        }
-    };
-    let (spec, saved) = if Plan::looks_like_plan(&text) {
-        let saved = Plan::from_json(&args.file, &text)?;
-        let spec = match Spec::parse(Path::new(&saved.spec_path), saved.spec_text.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                err_line(&e.to_string());
-                return Ok(EXIT_ERROR);
-            }
-        };
-        (spec, Some(saved))
-    } else {
-        match Spec::parse(&args.file, text) {
-            Ok(s) => (s, None),
-            Err(e) => {
-                err_line(&e.to_string());
-                return Ok(EXIT_ERROR);
-            }
-        }
+    let Some((spec, saved)) = apply_input(&args.file)? else {
+        return Ok(EXIT_ERROR);
     };
     if args.target.root.is_none() && !nix::unistd::geteuid().is_root() {
         anyhow::bail!(
@@ -416,7 +390,59 @@ fn apply_command(args: &ApplyArgs, record: &mut RunRecord) -> anyhow::Result<i32
         );
     }
     let host = host_for(&args.target)?;
-    if let Some(saved) = &saved
+    check_saved_mode(args, saved.as_ref())?;
+    let (yes, json) = (args.yes, args.json);
+    // The plan must reach the operator before anything is applied: when it
+    // cannot be written, nothing is.
+    let mut not_shown: Option<anyhow::Error> = None;
+    let mut confirm = |plan: &Plan| confirm_apply(plan, yes, json, record, &mut not_shown);
+    let mut progress = |p: Progress<'_>| print_progress(&p);
+    let result = apply::run(&spec, &host, saved.as_ref(), &mut confirm, &mut progress);
+    let report = match confirmed(result, not_shown, "applied")? {
+        Ok(report) => report,
+        Err(code) => return Ok(code),
+    };
+    record_report(record, &report);
+    print_report(&report, json)
+}
+
+/// The spec `timectl apply` was given, and the saved plan when the file is
+/// one (its spec is the one saved in it). None: the file was reported as
+/// invalid on stderr.
+fn apply_input(file: &Path) -> anyhow::Result<Option<(Spec, Option<Plan>)>> {
+    let text = match crate::spec::read_text(file) {
+        Ok(text) => text,
+        Err(crate::spec::SpecError::Io { path, cause }) => {
+            anyhow::bail!("cannot read {}: {cause}", path.display())
+        }
+        Err(e) => {
+            err_line(&e.to_string());
+            return Ok(None);
+        }
+    };
+    if Plan::looks_like_plan(&text) {
+        let saved = Plan::from_json(file, &text)?;
+        let spec = Spec::parse(Path::new(&saved.spec_path), saved.spec_text.clone());
+        Ok(reported(spec).map(|spec| (spec, Some(saved))))
+    } else {
+        Ok(reported(Spec::parse(file, text)).map(|spec| (spec, None)))
+    }
+}
+
+/// The value, or None once the error is reported on stderr.
+fn reported<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(e) => {
+            err_line(&e.to_string());
+            None
+        }
+    }
+}
+
+/// A plan saved for an offline root is applied only with `--root`.
+fn check_saved_mode(args: &ApplyArgs, saved: Option<&Plan>) -> anyhow::Result<()> {
+    if let Some(saved) = saved
         && args.target.root.is_none()
         && saved.mode == crate::host::Mode::Offline
     {
@@ -427,38 +453,41 @@ fn apply_command(args: &ApplyArgs, record: &mut RunRecord) -> anyhow::Result<i32
             saved.root.display()
         );
     }
-    let yes = args.yes;
-    let json = args.json;
-    // The plan must reach the operator before anything is applied: when it
-    // cannot be written, nothing is.
-    let mut not_shown: Option<anyhow::Error> = None;
-    let mut confirm = |plan: &Plan| -> bool {
-        record.planned_changes = Some(plan.changes.len());
-        if !json && let Err(e) = out(&render::plan_text(plan, use_color(false))) {
-            not_shown = Some(e);
-            return false;
-        }
-        let target = if plan.mode == crate::host::Mode::Live {
-            "this host".to_string()
-        } else {
-            plan.root.display().to_string()
-        };
-        ask(
-            yes,
-            &format!(
-                "\nApply these {} change(s) to {target}? Type 'yes' to go on: ",
-                plan.changes.len()
-            ),
-            "apply",
-            &mut not_shown,
-        )
+    Ok(())
+}
+
+/// Shows the plan (unless `json`) and asks to go on; a plan that cannot be
+/// shown is an answer of no, its error kept in `not_shown`.
+fn confirm_apply(
+    plan: &Plan,
+    yes: bool,
+    json: bool,
+    record: &mut RunRecord,
+    not_shown: &mut Option<anyhow::Error>,
+) -> bool {
+    record.planned_changes = Some(plan.changes.len());
+    if !json && let Err(e) = out(&render::plan_text(plan, use_color(false))) {
+        *not_shown = Some(e);
+        return false;
+    }
+    let target = if plan.mode == crate::host::Mode::Live {
+        "this host".to_string()
+    } else {
+        plan.root.display().to_string()
     };
-    let mut progress = |p: Progress<'_>| print_progress(&p);
-    let result = apply::run(&spec, &host, saved.as_ref(), &mut confirm, &mut progress);
-    let report = match confirmed(result, not_shown, "applied")? {
-        Ok(report) => report,
-        Err(code) => return Ok(code),
-    };
+    ask(
+        yes,
+        &format!(
+            "\nApply these {} change(s) to {target}? Type 'yes' to go on: ",
+            plan.changes.len()
+        ),
+        "apply",
+        not_shown,
+    )
+}
+
+/// What the run did, for the metrics textfile.
+fn record_report(record: &mut RunRecord, report: &apply::Report) {
     record.planned_changes = Some(report.steps.len());
     record.changes_made = report
         .steps
@@ -466,10 +495,14 @@ fn apply_command(args: &ApplyArgs, record: &mut RunRecord) -> anyhow::Result<i32
         .filter(|s| s.status == apply::journal::StepStatus::Done)
         .count();
     record.rolled_back = report.outcome == apply::Outcome::RolledBack;
+}
+
+/// Prints the run's report (JSON or text) and returns the exit code.
+fn print_report(report: &apply::Report, json: bool) -> anyhow::Result<i32> {
     let text = if json {
-        format!("{}\n", serde_json::to_string_pretty(&report)?)
+        format!("{}\n", serde_json::to_string_pretty(report)?)
     } else {
-        format!("\n{}", render::report_text(&report))
+        format!("\n{}", render::report_text(report))
     };
     if let Err(e) = out(&text) {
         // The run is over and recorded; only its report was lost.

@@ -213,116 +213,30 @@ impl Facts {
 
     /// Where each daemon lives on this distribution.
     pub fn daemon(&self, daemon: Daemon) -> DaemonPaths {
+        let mut paths = self.layout(daemon).paths(daemon);
+        // A separate package on Debian 11+ and Ubuntu 20.04+; part of
+        // systemd before. RHEL 9 does not ship it at all (the timesyncd
+        // provider refuses the RHEL family).
+        if daemon == Daemon::Timesyncd && !self.timesyncd_is_a_package() {
+            paths.package = None;
+        }
+        paths
+    }
+
+    /// The entry of the daemon table that applies on this distribution.
+    fn layout(&self, daemon: Daemon) -> &'static Layout {
         let debian = self.family == Family::Debian;
-        let p = PathBuf::from;
         match daemon {
-            Daemon::Chrony if debian => DaemonPaths {
-                daemon,
-                label: "chronyd".into(),
-                unit: "chrony.service".into(),
-                unit_aliases: vec!["chronyd.service".into()],
-                package: Some("chrony".into()),
-                config: p("/etc/chrony/chrony.conf"),
-                driftfile: p("/var/lib/chrony/chrony.drift"),
-                keyfile: Some(p("/etc/chrony/chrony.keys")),
-                ntpsec: false,
-            },
-            Daemon::Chrony => DaemonPaths {
-                daemon,
-                label: "chronyd".into(),
-                unit: "chronyd.service".into(),
-                unit_aliases: vec![],
-                package: Some("chrony".into()),
-                config: p("/etc/chrony.conf"),
-                driftfile: p("/var/lib/chrony/drift"),
-                keyfile: Some(p("/etc/chrony.keys")),
-                ntpsec: false,
-            },
-            Daemon::Ntpd if debian && self.ntpd_is_ntpsec() => DaemonPaths {
-                daemon,
-                label: "ntpd (ntpsec)".into(),
-                unit: "ntpsec.service".into(),
-                unit_aliases: vec!["ntp.service".into(), "ntpd.service".into()],
-                package: Some("ntpsec".into()),
-                config: p("/etc/ntpsec/ntp.conf"),
-                driftfile: p("/var/lib/ntpsec/ntp.drift"),
-                keyfile: Some(p("/etc/ntpsec/ntp.keys")),
-                ntpsec: true,
-            },
-            Daemon::Ntpd if debian => DaemonPaths {
-                daemon,
-                label: "ntpd".into(),
-                unit: "ntp.service".into(),
-                unit_aliases: vec![],
-                package: Some("ntp".into()),
-                config: p("/etc/ntp.conf"),
-                driftfile: p("/var/lib/ntp/ntp.drift"),
-                keyfile: Some(p("/etc/ntp.keys")),
-                ntpsec: false,
-            },
-            Daemon::Ntpd => {
-                let ntpsec = self.ntpd_is_ntpsec();
-                DaemonPaths {
-                    daemon,
-                    label: if ntpsec { "ntpd (ntpsec)" } else { "ntpd" }.into(),
-                    unit: "ntpd.service".into(),
-                    unit_aliases: vec![],
-                    package: Some(if ntpsec { "ntpsec" } else { "ntp" }.into()),
-                    config: p("/etc/ntp.conf"),
-                    driftfile: p("/var/lib/ntp/drift"),
-                    keyfile: Some(p("/etc/ntp/keys")),
-                    ntpsec,
-                }
-            }
-            Daemon::Timesyncd => DaemonPaths {
-                daemon,
-                label: "systemd-timesyncd".into(),
-                unit: "systemd-timesyncd.service".into(),
-                unit_aliases: vec![],
-                // A separate package on Debian 11+ and Ubuntu 20.04+; part
-                // of systemd before. RHEL 9 does not ship it at all (the
-                // timesyncd provider refuses the RHEL family).
-                package: self
-                    .timesyncd_is_a_package()
-                    .then(|| "systemd-timesyncd".into()),
-                // timectl's drop-in: the package's own timesyncd.conf stays
-                // as shipped (a dpkg conffile).
-                config: p("/etc/systemd/timesyncd.conf.d/timectl.conf"),
-                driftfile: p("/var/lib/systemd/timesync/clock"),
-                keyfile: None,
-                ntpsec: false,
-            },
-            Daemon::Openntpd => DaemonPaths {
-                daemon,
-                label: "openntpd".into(),
-                unit: if debian {
-                    "openntpd.service"
-                } else {
-                    "ntpd.service"
-                }
-                .into(),
-                unit_aliases: vec![],
-                package: Some("openntpd".into()),
-                config: p(if debian {
-                    "/etc/openntpd/ntpd.conf"
-                } else {
-                    "/etc/ntpd.conf"
-                }),
-                driftfile: p("/var/db/ntpd.drift"),
-                keyfile: None,
-                ntpsec: false,
-            },
-            Daemon::Embedded => DaemonPaths {
-                daemon,
-                label: "timectl engine".into(),
-                unit: "timectl-engine.service".into(),
-                unit_aliases: vec![],
-                package: None,
-                config: p("/etc/timectl/engine.yaml"),
-                driftfile: p("/var/lib/timectl-engine/drift"),
-                keyfile: None,
-                ntpsec: false,
-            },
+            Daemon::Chrony if debian => &CHRONY_DEBIAN,
+            Daemon::Chrony => &CHRONY_RHEL,
+            Daemon::Ntpd if debian && self.ntpd_is_ntpsec() => &NTPSEC_DEBIAN,
+            Daemon::Ntpd if debian => &NTP_DEBIAN,
+            Daemon::Ntpd if self.ntpd_is_ntpsec() => &NTPSEC_RHEL,
+            Daemon::Ntpd => &NTP_RHEL,
+            Daemon::Timesyncd => &TIMESYNCD,
+            Daemon::Openntpd if debian => &OPENNTPD_DEBIAN,
+            Daemon::Openntpd => &OPENNTPD_RHEL,
+            Daemon::Embedded => &EMBEDDED,
         }
     }
 
@@ -338,6 +252,140 @@ impl Facts {
             .collect()
     }
 }
+
+/// One row of the daemon table: [`DaemonPaths`] as constant data.
+struct Layout {
+    label: &'static str,
+    unit: &'static str,
+    unit_aliases: &'static [&'static str],
+    package: Option<&'static str>,
+    config: &'static str,
+    driftfile: &'static str,
+    keyfile: Option<&'static str>,
+    ntpsec: bool,
+}
+
+impl Layout {
+    fn paths(&self, daemon: Daemon) -> DaemonPaths {
+        DaemonPaths {
+            daemon,
+            label: self.label.into(),
+            unit: self.unit.into(),
+            unit_aliases: self.unit_aliases.iter().map(|a| a.to_string()).collect(),
+            package: self.package.map(String::from),
+            config: PathBuf::from(self.config),
+            driftfile: PathBuf::from(self.driftfile),
+            keyfile: self.keyfile.map(PathBuf::from),
+            ntpsec: self.ntpsec,
+        }
+    }
+}
+
+const CHRONY_DEBIAN: Layout = Layout {
+    label: "chronyd",
+    unit: "chrony.service",
+    unit_aliases: &["chronyd.service"],
+    package: Some("chrony"),
+    config: "/etc/chrony/chrony.conf",
+    driftfile: "/var/lib/chrony/chrony.drift",
+    keyfile: Some("/etc/chrony/chrony.keys"),
+    ntpsec: false,
+};
+
+const CHRONY_RHEL: Layout = Layout {
+    label: "chronyd",
+    unit: "chronyd.service",
+    unit_aliases: &[],
+    package: Some("chrony"),
+    config: "/etc/chrony.conf",
+    driftfile: "/var/lib/chrony/drift",
+    keyfile: Some("/etc/chrony.keys"),
+    ntpsec: false,
+};
+
+const NTPSEC_DEBIAN: Layout = Layout {
+    label: "ntpd (ntpsec)",
+    unit: "ntpsec.service",
+    unit_aliases: &["ntp.service", "ntpd.service"],
+    package: Some("ntpsec"),
+    config: "/etc/ntpsec/ntp.conf",
+    driftfile: "/var/lib/ntpsec/ntp.drift",
+    keyfile: Some("/etc/ntpsec/ntp.keys"),
+    ntpsec: true,
+};
+
+const NTP_DEBIAN: Layout = Layout {
+    label: "ntpd",
+    unit: "ntp.service",
+    unit_aliases: &[],
+    package: Some("ntp"),
+    config: "/etc/ntp.conf",
+    driftfile: "/var/lib/ntp/ntp.drift",
+    keyfile: Some("/etc/ntp.keys"),
+    ntpsec: false,
+};
+
+/// ntpsec on the RHEL family (Fedora): classic ntp's paths.
+const NTPSEC_RHEL: Layout = Layout {
+    label: "ntpd (ntpsec)",
+    package: Some("ntpsec"),
+    ntpsec: true,
+    ..NTP_RHEL
+};
+
+const NTP_RHEL: Layout = Layout {
+    label: "ntpd",
+    unit: "ntpd.service",
+    unit_aliases: &[],
+    package: Some("ntp"),
+    config: "/etc/ntp.conf",
+    driftfile: "/var/lib/ntp/drift",
+    keyfile: Some("/etc/ntp/keys"),
+    ntpsec: false,
+};
+
+/// The package is dropped where timesyncd is part of systemd
+/// ([`Facts::timesyncd_is_a_package`]).
+const TIMESYNCD: Layout = Layout {
+    label: "systemd-timesyncd",
+    unit: "systemd-timesyncd.service",
+    unit_aliases: &[],
+    package: Some("systemd-timesyncd"),
+    // timectl's drop-in: the package's own timesyncd.conf stays as shipped
+    // (a dpkg conffile).
+    config: "/etc/systemd/timesyncd.conf.d/timectl.conf",
+    driftfile: "/var/lib/systemd/timesync/clock",
+    keyfile: None,
+    ntpsec: false,
+};
+
+const OPENNTPD_DEBIAN: Layout = Layout {
+    label: "openntpd",
+    unit: "openntpd.service",
+    unit_aliases: &[],
+    package: Some("openntpd"),
+    config: "/etc/openntpd/ntpd.conf",
+    driftfile: "/var/db/ntpd.drift",
+    keyfile: None,
+    ntpsec: false,
+};
+
+const OPENNTPD_RHEL: Layout = Layout {
+    unit: "ntpd.service",
+    config: "/etc/ntpd.conf",
+    ..OPENNTPD_DEBIAN
+};
+
+const EMBEDDED: Layout = Layout {
+    label: "timectl engine",
+    unit: "timectl-engine.service",
+    unit_aliases: &[],
+    package: None,
+    config: "/etc/timectl/engine.yaml",
+    driftfile: "/var/lib/timectl-engine/drift",
+    keyfile: None,
+    ntpsec: false,
+};
 
 /// `KEY=value` lines, with optional single or double quotes around value.
 fn parse_os_release(text: &str) -> HashMap<String, String> {

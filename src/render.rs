@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::apply::{Outcome, Report, StepStatus};
 use crate::plan::{FORMAT_VERSION, Plan, Summary};
-use crate::resource::{Action, ChangeKind};
+use crate::resource::{Action, Change, ChangeKind};
 
 fn symbol(kind: ChangeKind) -> char {
     match kind {
@@ -26,16 +26,56 @@ pub fn summary_line(s: Summary) -> String {
     )
 }
 
+/// The escape sequences of the text view: all empty without color.
+struct Palette {
+    bold: &'static str,
+    red: &'static str,
+    green: &'static str,
+    yellow: &'static str,
+    cyan: &'static str,
+    reset: &'static str,
+}
+
+impl Palette {
+    fn new(color: bool) -> Palette {
+        if color {
+            Palette {
+                bold: "\x1b[1m",
+                red: "\x1b[31m",
+                green: "\x1b[32m",
+                yellow: "\x1b[33m",
+                cyan: "\x1b[36m",
+                reset: "\x1b[0m",
+            }
+        } else {
+            Palette {
+                bold: "",
+                red: "",
+                green: "",
+                yellow: "",
+                cyan: "",
+                reset: "",
+            }
+        }
+    }
+}
+
 /// Human text: summary line first, then each step with its reason and diff.
 pub fn plan_text(plan: &Plan, color: bool) -> String {
-    let (bold, red, green, yellow, cyan, reset) = if color {
-        (
-            "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[36m", "\x1b[0m",
-        )
-    } else {
-        ("", "", "", "", "", "")
-    };
+    let p = Palette::new(color);
     let mut out = String::new();
+    write_plan_header(&mut out, plan, &p);
+    for (i, change) in plan.changes.iter().enumerate() {
+        write_change(&mut out, i, change, &p);
+    }
+    write_after_changes(&mut out, plan);
+    write_notes(&mut out, plan, &p);
+    out
+}
+
+/// The summary line, the host line and the engine executable, if any.
+fn write_plan_header(out: &mut String, plan: &Plan, p: &Palette) {
+    let (bold, reset) = (p.bold, p.reset);
     out.push_str(&format!("{bold}{}{reset}\n", summary_line(plan.summary())));
     out.push_str(&format!(
         "Host: {} ({} family), {} {}; time daemon: {} ({}, provider {})\n",
@@ -50,63 +90,79 @@ pub fn plan_text(plan: &Plan, color: bool) -> String {
     if let Some(engine) = &plan.engine_binary {
         out.push_str(&format!("Engine executable: {}\n", engine.describe()));
     }
-    for (i, change) in plan.changes.iter().enumerate() {
-        let c = match change.kind {
-            ChangeKind::Add => green,
-            ChangeKind::Change => yellow,
-            ChangeKind::Remove => red,
-        };
+}
+
+/// Step `i` (0-based): its symbol, number, summary and reason, then its
+/// diff.
+fn write_change(out: &mut String, i: usize, change: &Change, p: &Palette) {
+    let c = match change.kind {
+        ChangeKind::Add => p.green,
+        ChangeKind::Change => p.yellow,
+        ChangeKind::Remove => p.red,
+    };
+    out.push_str(&format!(
+        "\n{c}{} {:>2}. {}{}\n      because {}\n",
+        symbol(change.kind),
+        i + 1,
+        change.summary,
+        p.reset,
+        change.reason
+    ));
+    if let Some(diff) = &change.diff {
+        for line in diff.lines() {
+            let lc = diff_line_color(line, p);
+            out.push_str(&format!("      {lc}{line}{}\n", p.reset));
+        }
+    }
+}
+
+/// The color of a unified diff line: headers bold, additions green,
+/// removals red, hunk headers cyan.
+fn diff_line_color(line: &str, p: &Palette) -> &'static str {
+    if line.starts_with("+++") || line.starts_with("---") {
+        p.bold
+    } else if line.starts_with('+') {
+        p.green
+    } else if line.starts_with('-') {
+        p.red
+    } else if line.starts_with("@@") {
+        p.cyan
+    } else {
+        ""
+    }
+}
+
+/// What happens once the changes are made: a step, a verification.
+fn write_after_changes(out: &mut String, plan: &Plan) {
+    if !plan.step_now && plan.verify.is_none() {
+        return;
+    }
+    out.push('\n');
+    if plan.step_now {
+        out.push_str("After the changes: step the clock once (step.now).\n");
+    }
+    if let Some(v) = &plan.verify {
         out.push_str(&format!(
-            "\n{c}{} {:>2}. {}{reset}\n      because {}\n",
-            symbol(change.kind),
-            i + 1,
-            change.summary,
-            change.reason
+            "After the changes: verify {} is synchronised within {}s{}.\n",
+            plan.daemon,
+            v.within_seconds,
+            v.max_offset_seconds
+                .map_or(String::new(), |m| format!(", |offset| <= {m}s"))
         ));
-        if let Some(diff) = &change.diff {
-            for line in diff.lines() {
-                let lc = if !color {
-                    ""
-                } else if line.starts_with("+++") || line.starts_with("---") {
-                    bold
-                } else if line.starts_with('+') {
-                    green
-                } else if line.starts_with('-') {
-                    red
-                } else if line.starts_with("@@") {
-                    cyan
-                } else {
-                    ""
-                };
-                out.push_str(&format!("      {lc}{line}{reset}\n"));
-            }
-        }
     }
-    if plan.step_now || plan.verify.is_some() {
-        out.push('\n');
-        if plan.step_now {
-            out.push_str("After the changes: step the clock once (step.now).\n");
-        }
-        if let Some(v) = &plan.verify {
-            out.push_str(&format!(
-                "After the changes: verify {} is synchronised within {}s{}.\n",
-                plan.daemon,
-                v.within_seconds,
-                v.max_offset_seconds
-                    .map_or(String::new(), |m| format!(", |offset| <= {m}s"))
-            ));
-        }
-    }
+}
+
+/// The notes, then what keeps the plan incomplete.
+fn write_notes(out: &mut String, plan: &Plan, p: &Palette) {
     for note in &plan.notes {
         out.push_str(&format!("\nnote: {note}"));
     }
     for blocker in &plan.blockers {
-        out.push_str(&format!("\n{red}incomplete:{reset} {blocker}"));
+        out.push_str(&format!("\n{}incomplete:{} {blocker}", p.red, p.reset));
     }
     if !plan.notes.is_empty() || !plan.blockers.is_empty() {
         out.push('\n');
     }
-    out
 }
 
 /// One change as the JSON view shows it: no file content, only the diff

@@ -348,12 +348,26 @@ pub fn step_now(path: &Path, timeout: Duration) -> Result<StepDocument, ControlE
 /// Human view of a status document, in the spirit of `chronyc tracking`
 /// followed by `chronyc sources`.
 pub fn render_status(s: &StatusDocument) -> String {
-    use std::fmt::Write as _;
     let mut out = String::new();
-    let secs = |v: Option<f64>| {
-        v.map(|x| format!("{x:+.9} seconds"))
-            .unwrap_or_else(|| "-".into())
-    };
+    write_reference(&mut out, s);
+    write_discipline(&mut out, s);
+    write_sources(&mut out, s);
+    if let Some(server) = &s.server {
+        write_server(&mut out, server);
+    }
+    out
+}
+
+/// An optional offset in seconds, signed to the nanosecond, or "-".
+fn signed_seconds(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:+.9} seconds"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The tracking lines about where the time comes from and how far off the
+/// clock is: Synchronised to Last offset.
+fn write_reference(out: &mut String, s: &StatusDocument) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "Synchronised    : {}",
@@ -372,7 +386,7 @@ pub fn render_status(s: &StatusDocument) -> String {
     let _ = writeln!(
         out,
         "System time     : {}{} (local minus true time{})",
-        secs(s.offset_seconds),
+        signed_seconds(s.offset_seconds),
         s.offset_bound_seconds
             .map(|b| format!(" ± {b:.6}"))
             .unwrap_or_default(),
@@ -382,7 +396,17 @@ pub fn render_status(s: &StatusDocument) -> String {
             ""
         }
     );
-    let _ = writeln!(out, "Last offset     : {}", secs(s.last_offset_seconds));
+    let _ = writeln!(
+        out,
+        "Last offset     : {}",
+        signed_seconds(s.last_offset_seconds)
+    );
+}
+
+/// The tracking lines about the clock discipline: Frequency to Updates /
+/// steps, then a blank line.
+fn write_discipline(out: &mut String, s: &StatusDocument) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "Frequency       : {:+.3} ppm (correction needed)",
@@ -402,16 +426,7 @@ pub fn render_status(s: &StatusDocument) -> String {
             .map(|a| format!("{a:.1} seconds"))
             .unwrap_or_else(|| "-".into())
     );
-    let _ = writeln!(
-        out,
-        "Leap status     : {}{}",
-        s.leap,
-        match s.kernel_leap.as_deref() {
-            Some("insert") => " (kernel: insert a second at midnight UTC)",
-            Some("delete") => " (kernel: delete a second at midnight UTC)",
-            _ => "",
-        }
-    );
+    let _ = writeln!(out, "Leap status     : {}{}", s.leap, kernel_leap_note(s));
     let _ = writeln!(
         out,
         "Clock control   : {}",
@@ -423,6 +438,21 @@ pub fn render_status(s: &StatusDocument) -> String {
     );
     let _ = writeln!(out, "Updates / steps : {} / {}", s.updates, s.steps);
     let _ = writeln!(out);
+}
+
+/// What the kernel has armed for the next midnight, if anything.
+fn kernel_leap_note(s: &StatusDocument) -> &'static str {
+    match s.kernel_leap.as_deref() {
+        Some("insert") => " (kernel: insert a second at midnight UTC)",
+        Some("delete") => " (kernel: delete a second at midnight UTC)",
+        _ => "",
+    }
+}
+
+/// The sources table: header, one line per source, then the names not
+/// resolved yet.
+fn write_sources(out: &mut String, s: &StatusDocument) {
+    use std::fmt::Write as _;
     let _ = writeln!(
         out,
         "MS Name/IP address              Stratum Poll Reach LastRx Last sample"
@@ -432,51 +462,59 @@ pub fn render_status(s: &StatusDocument) -> String {
         "==============================================================================="
     );
     for src in &s.sources {
-        let mark = src.report.state.mark();
-        let age = src
-            .report
-            .last_sample_age_seconds
-            .map(|a| format!("{:.0}", a))
-            .unwrap_or_else(|| "-".into());
-        let off = src
-            .report
-            .last_offset_seconds
-            .map(|o| format!("{:+.0}us", o * 1e6))
-            .unwrap_or_else(|| "-".into());
-        let delay = src
-            .report
-            .delay_seconds
-            .map(|d| format!("+/- {:.0}us", d * 1e6 / 2.0))
-            .unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "^{mark} {:<30} {:>7} {:>4} {:>5o} {:>6} {off} {delay}",
-            truncate(&src.address, 30),
-            src.report
-                .stratum
-                .map(|x| x.to_string())
-                .unwrap_or_else(|| "-".into()),
-            src.report.poll,
-            src.report.reach,
-            age
-        );
+        write_source(out, src);
     }
     for name in &s.unresolved {
         let _ = writeln!(out, "^? {name:<30} (not resolved yet)");
     }
-    if let Some(server) = &s.server {
-        let _ = writeln!(out);
-        let _ = writeln!(
-            out,
-            "Serving on {}: {} requests, {} answered, {} denied, {} rate-limited",
-            server.listen.join(", "),
-            server.received,
-            server.answered,
-            server.denied,
-            server.rate_limited
-        );
-    }
-    out
+}
+
+/// One line of the sources table.
+fn write_source(out: &mut String, src: &SourceStatus) {
+    use std::fmt::Write as _;
+    let mark = src.report.state.mark();
+    let age = src
+        .report
+        .last_sample_age_seconds
+        .map(|a| format!("{:.0}", a))
+        .unwrap_or_else(|| "-".into());
+    let off = src
+        .report
+        .last_offset_seconds
+        .map(|o| format!("{:+.0}us", o * 1e6))
+        .unwrap_or_else(|| "-".into());
+    let delay = src
+        .report
+        .delay_seconds
+        .map(|d| format!("+/- {:.0}us", d * 1e6 / 2.0))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "^{mark} {:<30} {:>7} {:>4} {:>5o} {:>6} {off} {delay}",
+        truncate(&src.address, 30),
+        src.report
+            .stratum
+            .map(|x| x.to_string())
+            .unwrap_or_else(|| "-".into()),
+        src.report.poll,
+        src.report.reach,
+        age
+    );
+}
+
+/// The server summary: a blank line, then one line of counters.
+fn write_server(out: &mut String, server: &ServerStatus) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Serving on {}: {} requests, {} answered, {} denied, {} rate-limited",
+        server.listen.join(", "),
+        server.received,
+        server.answered,
+        server.denied,
+        server.rate_limited
+    );
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -31,7 +31,7 @@ use prometheus::{Encoder, Gauge, GaugeVec, IntCounter, Opts, Registry, TextEncod
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::control::{Connections, ControlRequest, Incoming, StatusDocument};
+use super::control::{Connections, ControlRequest, Incoming, ServerStatus, StatusDocument};
 use super::system::SourceReport;
 
 /// How long one status report serves scrapes.
@@ -264,6 +264,23 @@ const SOURCE_GAUGES: [SourceGauge; 8] = [
 /// (no measurement yet) are left out rather than reported as zero.
 pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
     let f = Families(Registry::new());
+    add_uptime(&f, doc)?;
+    for (name, help, value) in system_gauges(doc) {
+        if let Some(value) = value {
+            f.gauge(name, help, value)?;
+        }
+    }
+    for (name, help, value) in counters(doc) {
+        f.counter(name, help, value)?;
+    }
+    add_source_gauges(&f, doc)?;
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&f.0.gather(), &mut out)?;
+    String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+}
+
+/// `ntp_uptime_seconds`, labelled with this timectl's version.
+fn add_uptime(f: &Families, doc: &StatusDocument) -> prometheus::Result<()> {
     let uptime = GaugeVec::new(
         Opts::new("ntp_uptime_seconds", "Time that the ntp daemon is running"),
         &["version"],
@@ -271,9 +288,15 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
     uptime
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
         .set(doc.uptime_seconds);
-    f.add(uptime)?;
+    f.add(uptime)
+}
 
-    let system_gauges = [
+/// One unlabelled gauge: name, help, and its value (None: left out).
+type SystemGauge = (&'static str, &'static str, Option<f64>);
+
+/// The `ntp_system_*` gauges of a status document.
+fn system_gauges(doc: &StatusDocument) -> [SystemGauge; 8] {
+    [
         (
             "ntp_system_synchronized",
             "Whether the clock is synchronised to a selected source (1) or not (0)",
@@ -314,12 +337,14 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
             "Indicates that a leap second will take place (NTP leap indicator: 0 none, 1 insert, 2 delete, 3 unsynchronised)",
             Some(leap_indicator(&doc.leap)),
         ),
-    ];
-    for (name, help, value) in system_gauges {
-        if let Some(value) = value {
-            f.gauge(name, help, value)?;
-        }
-    }
+    ]
+}
+
+/// One counter: name, help, and its value.
+type Counter = (&'static str, &'static str, u64);
+
+/// The system counters, then the server's when it serves.
+fn counters(doc: &StatusDocument) -> Vec<Counter> {
     let mut counters = vec![
         (
             "ntp_system_steps_total",
@@ -333,43 +358,49 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
         ),
     ];
     if let Some(server) = &doc.server {
-        counters.extend([
-            (
-                "ntp_server_received_packets_total",
-                "Number of incoming packets",
-                server.received,
-            ),
-            (
-                "ntp_server_accepted_packets_total",
-                "Number of packets accepted and answered",
-                server.answered,
-            ),
-            (
-                "ntp_server_denied_packets_total",
-                "Number of denied packets (serve.allow and serve.deny)",
-                server.denied,
-            ),
-            (
-                "ntp_server_rate_limited_packets_total",
-                "Number of rate limited packets (dropped or answered with a kiss-o'-death)",
-                server.rate_limited,
-            ),
-            (
-                "ntp_server_kod_packets_total",
-                "Number of kiss-o'-death (RATE) replies sent",
-                server.kisses,
-            ),
-            (
-                "ntp_server_ignored_packets_total",
-                "Number of packets ignored (not an NTPv3 or v4 client request)",
-                server.malformed,
-            ),
-        ]);
+        counters.extend(server_counters(server));
     }
-    for (name, help, value) in counters {
-        f.counter(name, help, value)?;
-    }
+    counters
+}
 
+/// The `ntp_server_*_packets_total` counters.
+fn server_counters(server: &ServerStatus) -> [Counter; 6] {
+    [
+        (
+            "ntp_server_received_packets_total",
+            "Number of incoming packets",
+            server.received,
+        ),
+        (
+            "ntp_server_accepted_packets_total",
+            "Number of packets accepted and answered",
+            server.answered,
+        ),
+        (
+            "ntp_server_denied_packets_total",
+            "Number of denied packets (serve.allow and serve.deny)",
+            server.denied,
+        ),
+        (
+            "ntp_server_rate_limited_packets_total",
+            "Number of rate limited packets (dropped or answered with a kiss-o'-death)",
+            server.rate_limited,
+        ),
+        (
+            "ntp_server_kod_packets_total",
+            "Number of kiss-o'-death (RATE) replies sent",
+            server.kisses,
+        ),
+        (
+            "ntp_server_ignored_packets_total",
+            "Number of packets ignored (not an NTPv3 or v4 client request)",
+            server.malformed,
+        ),
+    ]
+}
+
+/// The `ntp_source_*` families, one sample per source with a value.
+fn add_source_gauges(f: &Families, doc: &StatusDocument) -> prometheus::Result<()> {
     for (name, help, value) in SOURCE_GAUGES {
         let family = f.gauges(name, help, &SOURCE_LABELS)?;
         for (id, s) in doc.sources.iter().enumerate() {
@@ -381,10 +412,7 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
             }
         }
     }
-
-    let mut out = Vec::new();
-    TextEncoder::new().encode(&f.0.gather(), &mut out)?;
-    String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -189,93 +189,125 @@ fn mask_line(line: &str) -> (String, Vec<String>, Option<usize>) {
     let mut depth = 0usize;
     let mut i = 0;
     while i < chars.len() {
-        let c = chars[i];
         let after_separator = i == 0 || matches!(chars[i - 1], ' ' | '\t' | '{' | ',' | '[');
         if after_separator && let Some(value_at) = secret_key_at(&chars, i) {
-            let mut j = value_at;
-            while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
-                j += 1;
-            }
-            if j >= chars.len() || chars[j] == '#' {
+            let j = skip_blanks(&chars, value_at);
+            if j >= chars.len() || matches!(chars[j], '#' | '|' | '>') {
                 opens_block = Some(i);
                 break;
             }
-            if matches!(chars[j], '|' | '>') {
-                opens_block = Some(i);
-                break;
-            }
-            let end = match chars[j] {
-                '"' | '\'' => {
-                    let quote = chars[j];
-                    let mut k = j + 1;
-                    while k < chars.len() {
-                        if chars[k] == '\\' && quote == '"' {
-                            k += 2;
-                            continue;
-                        }
-                        if chars[k] == quote {
-                            if quote == '\'' && chars.get(k + 1) == Some(&'\'') {
-                                k += 2;
-                                continue;
-                            }
-                            break;
-                        }
-                        k += 1;
-                    }
-                    (k + 1).min(chars.len())
-                }
-                _ => {
-                    let mut k = j;
-                    while k < chars.len() {
-                        let ch = chars[k];
-                        if depth > 0 && matches!(ch, ',' | '}' | ']') {
-                            break;
-                        }
-                        if ch == '#' && k > j && chars[k - 1] == ' ' {
-                            break;
-                        }
-                        k += 1;
-                    }
-                    while k > j && chars[k - 1] == ' ' {
-                        k -= 1;
-                    }
-                    k
-                }
-            };
-            let value: String = chars[j..end].iter().collect();
-            let bare = value.trim_matches(|c| c == '"' || c == '\'');
-            if !bare.is_empty() {
-                found.push(bare.to_string());
-            }
-            for ch in &mut chars[j..end] {
-                *ch = MASK;
-            }
+            let end = value_end(&chars, j, depth);
+            found.extend(mask_value(&mut chars[j..end]));
             i = end;
             continue;
         }
-        match c {
-            '{' | '[' => depth += 1,
-            '}' | ']' => depth = depth.saturating_sub(1),
-            '#' if i == 0 || chars[i - 1] == ' ' => break,
-            '"' | '\'' => {
-                // Skip a quoted string that is not a key of interest.
-                let quote = c;
-                let mut k = i + 1;
-                while k < chars.len() && chars[k] != quote {
-                    k += if chars[k] == '\\' && quote == '"' {
-                        2
-                    } else {
-                        1
-                    };
-                }
-                i = k + 1;
-                continue;
-            }
-            _ => {}
+        match scan_step(&chars, i, &mut depth) {
+            Some(next) => i = next,
+            None => break,
         }
-        i += 1;
     }
     (chars.into_iter().collect(), found, opens_block)
+}
+
+/// The index of the first character from `i` on that is not a space or a
+/// tab.
+fn skip_blanks(chars: &[char], mut i: usize) -> usize {
+    while i < chars.len() && (chars[i] == ' ' || chars[i] == '\t') {
+        i += 1;
+    }
+    i
+}
+
+/// Where the value starting at `j` ends (exclusive): after its closing
+/// quote, or before a comment, the end of a flow collection entry (inside
+/// one, `depth` > 0) or trailing spaces.
+fn value_end(chars: &[char], j: usize, depth: usize) -> usize {
+    match chars[j] {
+        '"' | '\'' => quoted_value_end(chars, j),
+        _ => plain_value_end(chars, j, depth),
+    }
+}
+
+/// The end of the quoted value opening at `j`: after its closing quote
+/// (escapes in double quotes, `''` in single quotes), or the end of the
+/// line.
+fn quoted_value_end(chars: &[char], j: usize) -> usize {
+    let quote = chars[j];
+    let mut k = j + 1;
+    while k < chars.len() {
+        if chars[k] == '\\' && quote == '"' {
+            k += 2;
+            continue;
+        }
+        if chars[k] == quote {
+            if quote == '\'' && chars.get(k + 1) == Some(&'\'') {
+                k += 2;
+                continue;
+            }
+            break;
+        }
+        k += 1;
+    }
+    (k + 1).min(chars.len())
+}
+
+/// The end of the plain value starting at `j`, trailing spaces left out.
+fn plain_value_end(chars: &[char], j: usize, depth: usize) -> usize {
+    let mut k = j;
+    while k < chars.len() {
+        let ch = chars[k];
+        if depth > 0 && matches!(ch, ',' | '}' | ']') {
+            break;
+        }
+        if ch == '#' && k > j && chars[k - 1] == ' ' {
+            break;
+        }
+        k += 1;
+    }
+    while k > j && chars[k - 1] == ' ' {
+        k -= 1;
+    }
+    k
+}
+
+/// Masks a value in place; the value without its quotes, unless empty.
+fn mask_value(value: &mut [char]) -> Option<String> {
+    let text: String = value.iter().collect();
+    let bare = text.trim_matches(|c| c == '"' || c == '\'');
+    let found = (!bare.is_empty()).then(|| bare.to_string());
+    for ch in value {
+        *ch = MASK;
+    }
+    found
+}
+
+/// Steps over the character at `i` outside a secret value: the index to go
+/// on from (past a whole quoted string), tracking the flow collection
+/// `depth`; None at a comment, which ends the line.
+fn scan_step(chars: &[char], i: usize, depth: &mut usize) -> Option<usize> {
+    match chars[i] {
+        '{' | '[' => *depth += 1,
+        '}' | ']' => *depth = depth.saturating_sub(1),
+        '#' if i == 0 || chars[i - 1] == ' ' => return None,
+        '"' | '\'' => return Some(skip_quoted(chars, i)),
+        _ => {}
+    }
+    Some(i + 1)
+}
+
+/// The index after the quoted string opening at `i` (a string that is not
+/// a key of interest).
+fn skip_quoted(chars: &[char], i: usize) -> usize {
+    let quote = chars[i];
+    let mut k = i + 1;
+    while k < chars.len() && chars[k] != quote {
+        k += if chars[k] == '\\' && quote == '"' {
+            2
+        } else {
+            1
+        };
+    }
+    k + 1
 }
 
 /// If a `secret` key (plain or quoted) starts at `i` and is followed by

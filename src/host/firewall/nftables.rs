@@ -152,80 +152,77 @@ pub fn input_chains(ruleset: &Value) -> Vec<InputChain> {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let mut chains: Vec<InputChain> = Vec::new();
+    let mut chains: Vec<InputChain> = items
+        .iter()
+        .filter_map(|item| input_chain(item.get("chain")?))
+        .collect();
     for item in &items {
-        let Some(chain) = item.get("chain") else {
-            continue;
-        };
-        let family = chain.get("family").and_then(Value::as_str).unwrap_or("");
-        if !matches!(family, "ip" | "ip6" | "inet")
-            || chain.get("hook").and_then(Value::as_str) != Some("input")
-            || chain.get("type").and_then(Value::as_str) != Some("filter")
-        {
-            continue;
-        }
-        let policy = chain
-            .get("policy")
-            .and_then(Value::as_str)
-            .unwrap_or("accept")
-            .to_string();
-        chains.push(InputChain {
-            family: family.to_string(),
-            table: chain
-                .get("table")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            name: chain
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            filters: policy == "drop",
-            policy,
-            accepts_ntp: false,
-            ours: Vec::new(),
-            decided: false,
-        });
-    }
-    for item in &items {
-        let Some(rule) = item.get("rule") else {
-            continue;
-        };
-        let field = |k: &str| rule.get(k).and_then(Value::as_str).unwrap_or("");
-        let Some(chain) = chains.iter_mut().find(|c| {
-            c.family == field("family") && c.table == field("table") && c.name == field("chain")
-        }) else {
-            continue;
-        };
-        if field("comment") == COMMENT
-            && let Some(handle) = rule.get("handle").and_then(Value::as_u64)
-        {
-            chain.ours.push(handle);
-        }
-        let expr = rule
-            .get("expr")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        // Rules are listed in chain order: the first one that decides for
-        // every UDP 123 packet decides.
-        if chain.decided {
-            continue;
-        }
-        match unconditional_verdict(expr) {
-            Some("accept") => {
-                chain.accepts_ntp = true;
-                chain.decided = true;
-            }
-            Some(_) => {
-                chain.filters = true;
-                chain.decided = true;
-            }
-            None => {}
+        if let Some(rule) = item.get("rule") {
+            read_rule(&mut chains, rule);
         }
     }
     chains
+}
+
+/// A chain of the ruleset when it is a filter base chain on the input hook
+/// (its rules not read yet).
+fn input_chain(chain: &Value) -> Option<InputChain> {
+    let text = |k: &str| chain.get(k).and_then(Value::as_str);
+    let family = text("family").unwrap_or("");
+    if !matches!(family, "ip" | "ip6" | "inet")
+        || text("hook") != Some("input")
+        || text("type") != Some("filter")
+    {
+        return None;
+    }
+    let policy = text("policy").unwrap_or("accept").to_string();
+    Some(InputChain {
+        family: family.to_string(),
+        table: text("table").unwrap_or("").to_string(),
+        name: text("name").unwrap_or("").to_string(),
+        filters: policy == "drop",
+        policy,
+        accepts_ntp: false,
+        ours: Vec::new(),
+        decided: false,
+    })
+}
+
+/// Reads one rule into the input chain it belongs to, if any: whether it is
+/// one of timectl's own, and what it decides for UDP 123.
+fn read_rule(chains: &mut [InputChain], rule: &Value) {
+    let field = |k: &str| rule.get(k).and_then(Value::as_str).unwrap_or("");
+    let Some(chain) = chains.iter_mut().find(|c| {
+        c.family == field("family") && c.table == field("table") && c.name == field("chain")
+    }) else {
+        return;
+    };
+    if field("comment") == COMMENT
+        && let Some(handle) = rule.get("handle").and_then(Value::as_u64)
+    {
+        chain.ours.push(handle);
+    }
+    let expr = rule
+        .get("expr")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    // Rules are listed in chain order: the first one that decides for
+    // every UDP 123 packet decides.
+    if chain.decided {
+        return;
+    }
+    match unconditional_verdict(expr) {
+        Some("accept") => {
+            chain.accepts_ntp = true;
+            chain.decided = true;
+        }
+        Some(_) => {
+            chain.filters = true;
+            chain.decided = true;
+        }
+        None => {}
+    }
 }
 
 /// The rule timectl inserts into `chain`, as nft JSON.
