@@ -115,8 +115,9 @@ fn kernel_inserts_the_leap_second_the_engine_armed() {
         std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let console = dir.path().join("console.log");
-    let mut uml = ns
-        .command("linux.uml")
+    let mut uml = ns.command("linux.uml");
+    support::uml_fpu::apply(&mut uml);
+    let mut uml = uml
         .args([
             "mem=256M".to_string(),
             format!("umid={}", dir.path().file_name().unwrap().to_string_lossy()),
@@ -129,6 +130,7 @@ fn kernel_inserts_the_leap_second_the_engine_armed() {
             "con=null".into(),
             "con0=fd:0,fd:1".into(),
         ])
+        .args(support::uml_fpu::kernel_args())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console).expect("console file"))
         .stderr(Stdio::null())

@@ -24,6 +24,7 @@ pub mod live;
 pub mod netns;
 pub mod ntpdig;
 pub mod uml;
+pub mod uml_fpu;
 pub mod uml_host;
 
 use std::ffi::OsStr;
