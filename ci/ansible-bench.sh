@@ -6,6 +6,8 @@
 # fresh fleet: `ansible-playbook --check --diff`, apply, apply again (median
 # of 3) and `--check --diff` on the converged hosts (median of 3). Both plays
 # run with gather_facts: false (the role gathers the facts it needs itself).
+# The module runs twice: with the desired state's verify, and without it
+# (the role's job: configure, install, start; no synchronisation check).
 # Prints a markdown table for docs/benchmarks.md.
 #
 #   TIMECTL_TIMESYNC_ROLE=/path/to/timesync sudo -E ci/ansible-bench.sh

@@ -46,7 +46,16 @@ const PLAYBOOK: &str = "---
 /// loopback peer; `maxpoll` and `within` vary between rollouts.
 fn state_vars(maxpoll: i32, within: &str) -> String {
     format!(
-        "timesync_state:\n  timesync:\n    provider: chrony\n    sources:\n      - server: 127.0.0.1\n        port: 11123\n        iburst: true\n        minpoll: -2\n        maxpoll: {maxpoll}\n    clockControl: false\n    verify: {{ synchronized: true, within: {within}, maxOffset: 100ms }}\n"
+        "{}    verify: {{ synchronized: true, within: {within}, maxOffset: 100ms }}\n",
+        state_vars_without_verify(maxpoll)
+    )
+}
+
+/// The same without `verify`: the job the timesync role does (configure,
+/// install, start), for the like-for-like column of the benchmark.
+fn state_vars_without_verify(maxpoll: i32) -> String {
+    format!(
+        "timesync_state:\n  timesync:\n    provider: chrony\n    sources:\n      - server: 127.0.0.1\n        port: 11123\n        iburst: true\n        minpoll: -2\n        maxpoll: {maxpoll}\n    clockControl: false\n"
     )
 }
 
@@ -135,6 +144,11 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
 
     std::fs::write(fleet.dir().join("playbook.yml"), PLAYBOOK).unwrap();
     std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
+    std::fs::write(
+        fleet.dir().join("v1-noverify.yml"),
+        state_vars_without_verify(0),
+    )
+    .unwrap();
     std::fs::write(fleet.dir().join("v2.yml"), state_vars(1, "8s")).unwrap();
 
     // 1. check + diff, through the review script.
@@ -360,6 +374,11 @@ fn bench_tool(
     starting_daemons(&fleet);
     std::fs::write(fleet.dir().join("playbook.yml"), playbook).unwrap();
     std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
+    std::fs::write(
+        fleet.dir().join("v1-noverify.yml"),
+        state_vars_without_verify(0),
+    )
+    .unwrap();
     if let Some(role) = std::env::var_os("TIMECTL_TIMESYNC_ROLE") {
         std::fs::create_dir_all(fleet.dir().join("roles")).unwrap();
         std::os::unix::fs::symlink(role, fleet.dir().join("roles/timesync")).unwrap();
@@ -456,6 +475,14 @@ fn ansible_bench_timectl_vs_timesync_role() {
     );
     let mut rows = Vec::new();
     bench_tool("timectl module", PLAYBOOK, &["-e@v1.yml"], &[], &mut rows);
+    // The role does not check synchronisation: the same job without verify.
+    bench_tool(
+        "timectl module, no verify",
+        PLAYBOOK,
+        &["-e@v1-noverify.yml"],
+        &[],
+        &mut rows,
+    );
     // Ansible's apt module needs python3-apt on the host (the image has it
     // in its offline repository, not installed); timectl does not.
     bench_tool(
@@ -466,29 +493,32 @@ fn ansible_bench_timectl_vs_timesync_role() {
         &mut rows,
     );
     let mut table = String::from(
-        "| run (3 hosts) | timectl module | timesync role | ratio |\n|---|---|---|---|\n",
+        "| run (3 hosts) | timectl module | timectl module, no verify | timesync role | ratio | ratio, no verify |\n|---|---|---|---|---|---|\n",
     );
     let runs: Vec<&str> = rows
         .iter()
         .filter(|r| r.tool == "timectl module")
         .map(|r| r.run)
         .collect();
+    let find = |tool: &str, run: &str| {
+        rows.iter()
+            .find(|r| r.tool == tool && r.run == run)
+            .unwrap_or_else(|| panic!("no {tool} row for {run}"))
+    };
     for run in runs {
-        let t = rows
-            .iter()
-            .find(|r| r.tool == "timectl module" && r.run == run)
-            .unwrap();
-        let l = rows
-            .iter()
-            .find(|r| r.tool == "timesync role" && r.run == run)
-            .unwrap();
+        let t = find("timectl module", run);
+        let n = find("timectl module, no verify", run);
+        let l = find("timesync role", run);
         table.push_str(&format!(
-            "| {run} | {:.2} s, {} | {:.2} s, {} | {:.1}x |\n",
+            "| {run} | {:.2} s, {} | {:.2} s, {} | {:.2} s, {} | {:.1}x | {:.1}x |\n",
             t.seconds,
             t.result,
+            n.seconds,
+            n.result,
             l.seconds,
             l.result,
-            l.seconds / t.seconds
+            l.seconds / t.seconds,
+            l.seconds / n.seconds
         ));
     }
     for r in rows
