@@ -213,17 +213,6 @@ impl BinaryResource {
         })
     }
 
-    fn change(&self, kind: ChangeKind, summary: String, reason: String, action: Action) -> Change {
-        Change {
-            resource: self.id(),
-            kind,
-            summary,
-            reason,
-            diff: None,
-            action,
-        }
-    }
-
     fn changes(&self, seen: &BinarySeen) -> Vec<Change> {
         let shown = self.path.display();
         let (Some(source_path), Some(source)) = (&self.source, &seen.source) else {

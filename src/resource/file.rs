@@ -163,17 +163,6 @@ impl Converge for FileResource {
 }
 
 impl FileResource {
-    fn change(&self, kind: ChangeKind, summary: String, reason: String, action: Action) -> Change {
-        Change {
-            resource: self.id(),
-            kind,
-            summary,
-            reason,
-            diff: None,
-            action,
-        }
-    }
-
     /// The changes that make the file as desired.
     fn changes(&self, host: &Host, current: Option<&FileState>) -> Vec<Change> {
         let current_text = current.map(|s| String::from_utf8_lossy(&s.content).into_owned());

@@ -165,6 +165,17 @@ pub trait Converge {
     /// nothing was there to see (no firewall backend).
     fn fingerprint(&self, observed: &Self::Observation) -> Option<String>;
     fn diff(&self, observed: &Self::Observation, ctx: &PlanContext<'_>) -> Result<Diff, DiffError>;
+    /// A change of this resource (without a file diff).
+    fn change(&self, kind: ChangeKind, summary: String, reason: String, action: Action) -> Change {
+        Change {
+            resource: self.id(),
+            kind,
+            summary,
+            reason,
+            diff: None,
+            action,
+        }
+    }
 }
 
 /// The SHA-256 of a value's JSON, for fingerprints.

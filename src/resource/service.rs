@@ -145,17 +145,6 @@ impl ServiceResource {
         Ok(out)
     }
 
-    fn change(&self, kind: ChangeKind, summary: String, reason: String, action: Action) -> Change {
-        Change {
-            resource: self.id(),
-            kind,
-            summary,
-            reason,
-            diff: None,
-            action,
-        }
-    }
-
     /// Unmask, stop, disable, mask: in that order.
     fn stop_changes(&self, status: &UnitStatus, live: bool) -> Vec<Change> {
         let unit = &self.unit;
