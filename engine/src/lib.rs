@@ -7,6 +7,8 @@
 //! - `source`, `filter`, `select`, `combine`, `discipline`: the clock
 //!   algorithm; `system` ties them together. Inputs are samples and
 //!   instants, outputs are actions; time and the clock are injected.
+//! - `nts`: Network Time Security (RFC 8915) codecs and AEAD, not yet
+//!   used by the daemon.
 //! - `sim`: a simulated clock and network driving the same algorithm.
 //!
 //! Nothing here reads a clock, opens a socket or knows about the
@@ -16,6 +18,7 @@
 pub mod combine;
 pub mod discipline;
 pub mod filter;
+pub mod nts;
 pub mod proto;
 pub mod select;
 pub mod sim;

@@ -1,0 +1,628 @@
+//! NTS extension fields for NTP packets (RFC 8915 section 5), sans-IO.
+//!
+//! Fields use [`proto::ExtensionField`](crate::proto::ExtensionField) with
+//! RFC 7822 framing: a 4-byte header, the body zero-padded so the field is
+//! a multiple of 4 bytes and at least 16 bytes long. The NTS Authenticator
+//! and Encrypted Extension Fields field carries an AEAD_AES_SIV_CMAC_256
+//! (RFC 5297) nonce and ciphertext; its associated data is everything in
+//! the packet before it (header and earlier fields). The caller supplies
+//! keys, unique identifiers and nonces: nothing here draws random numbers.
+
+use aes_siv::KeyInit;
+use aes_siv::siv::Aes128Siv;
+
+use crate::proto::{ExtensionField, HEADER_LEN};
+
+/// Unique Identifier extension field type.
+pub const UNIQUE_IDENTIFIER: u16 = 0x0104;
+/// NTS Cookie extension field type.
+pub const NTS_COOKIE: u16 = 0x0204;
+/// NTS Cookie Placeholder extension field type.
+pub const NTS_COOKIE_PLACEHOLDER: u16 = 0x0304;
+/// NTS Authenticator and Encrypted Extension Fields extension field type.
+pub const NTS_AUTHENTICATOR: u16 = 0x0404;
+/// Length of the unique identifiers and nonces this client sends.
+pub const UID_LEN: usize = 32;
+pub const NONCE_LEN: usize = 16;
+/// AES-SIV's synthetic IV (tag), the ciphertext's first 16 bytes.
+pub const TAG_LEN: usize = 16;
+/// Most extension fields accepted inside a decrypted authenticator.
+pub const MAX_INNER_FIELDS: usize = 32;
+/// An AEAD_AES_SIV_CMAC_256 key (from the TLS exporter, RFC 8915 5.1).
+pub type Key = [u8; 32];
+
+const FIELD_HEADER_LEN: usize = 4;
+const MIN_FIELD_LEN: usize = 16;
+const MAX_FIELD_LEN: usize = u16::MAX as usize & !3;
+
+/// Why fields could not be encoded or sealed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    #[error("extension field type {field_type:#06x} would be {len} bytes, at most {MAX_FIELD_LEN}")]
+    FieldTooLong { field_type: u16, len: usize },
+    #[error("AES-SIV encryption failed")]
+    Seal,
+}
+
+/// Why an authenticator field could not be opened.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("authenticator offset {0} is not inside the packet after its header")]
+    BadOffset(usize),
+    #[error("malformed extension field at byte {offset}: {reason}")]
+    Malformed { offset: usize, reason: &'static str },
+    #[error("field at byte {offset} has type {found:#06x}, not the NTS authenticator")]
+    NotAuthenticator { offset: usize, found: u16 },
+    #[error("authenticator nonce and ciphertext lengths overflow the field")]
+    LengthOverflow,
+    #[error("authenticator has an empty nonce")]
+    EmptyNonce,
+    #[error("authenticator ciphertext is shorter than the {TAG_LEN}-byte tag")]
+    ShortCiphertext,
+    #[error("authentication failed: wrong key or modified packet")]
+    TagMismatch,
+    #[error("decrypted extension fields are malformed: {0}")]
+    BadPlaintext(&'static str),
+}
+
+/// Why an NTS reply is refused by the client.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplyError {
+    #[error("NTS reply shorter than the {HEADER_LEN}-byte NTP header")]
+    TooShort,
+    #[error("NTS reply has no authenticator field")]
+    NoAuthenticator,
+    #[error("NTS reply has no unique identifier before its authenticator")]
+    MissingUid,
+    #[error("NTS reply has more than one unique identifier")]
+    DuplicateUid,
+    #[error("NTS reply's unique identifier is not our request's (replay or stray reply)")]
+    UidMismatch,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+fn padded_len(body_len: usize) -> usize {
+    (FIELD_HEADER_LEN + body_len)
+        .next_multiple_of(4)
+        .max(MIN_FIELD_LEN)
+}
+
+/// A field whose value is `body` zero-padded to RFC 7822's framing.
+pub fn padded_field(field_type: u16, body: &[u8]) -> ExtensionField {
+    let mut value = body.to_vec();
+    value.resize(padded_len(body.len()) - FIELD_HEADER_LEN, 0);
+    ExtensionField { field_type, value }
+}
+
+/// A Unique Identifier field (RFC 8915 5.3).
+pub fn unique_identifier(uid: &[u8; UID_LEN]) -> ExtensionField {
+    padded_field(UNIQUE_IDENTIFIER, uid)
+}
+
+/// An NTS Cookie field (RFC 8915 5.4).
+pub fn cookie(cookie: &[u8]) -> ExtensionField {
+    padded_field(NTS_COOKIE, cookie)
+}
+
+/// An NTS Cookie Placeholder field as long as a cookie of `cookie_len`
+/// bytes (RFC 8915 5.5): its zero body only asks for one more cookie.
+pub fn cookie_placeholder(cookie_len: usize) -> ExtensionField {
+    padded_field(NTS_COOKIE_PLACEHOLDER, &vec![0; cookie_len])
+}
+
+/// Appends the wire form of `fields`, padding each value as needed.
+pub fn encode_fields(fields: &[ExtensionField], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    for field in fields {
+        let len = padded_len(field.value.len());
+        if len > MAX_FIELD_LEN {
+            return Err(EncodeError::FieldTooLong {
+                field_type: field.field_type,
+                len,
+            });
+        }
+        out.extend_from_slice(&field.field_type.to_be_bytes());
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+        out.extend_from_slice(&field.value);
+        out.resize(out.len() + len - FIELD_HEADER_LEN - field.value.len(), 0);
+    }
+    Ok(())
+}
+
+fn siv(key: &Key) -> Aes128Siv {
+    Aes128Siv::new(&(*key).into())
+}
+
+/// Seals `plaintext_fields` into an NTS Authenticator and Encrypted
+/// Extension Fields field with `key` (a client's C2S key; a server seals
+/// its reply the same way with the S2C key). `associated_data` is the
+/// packet as it will precede the field: the NTP header and every
+/// extension field before it. `nonce` must be fresh random bytes.
+pub fn seal_request(
+    key: &Key,
+    associated_data: &[u8],
+    plaintext_fields: &[ExtensionField],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<ExtensionField, EncodeError> {
+    let mut plaintext = Vec::new();
+    encode_fields(plaintext_fields, &mut plaintext)?;
+    let ciphertext = siv(key)
+        .encrypt([associated_data, nonce.as_slice()], &plaintext)
+        .map_err(|_| EncodeError::Seal)?;
+    let len = padded_len(4 + NONCE_LEN + ciphertext.len());
+    if len > MAX_FIELD_LEN {
+        return Err(EncodeError::FieldTooLong {
+            field_type: NTS_AUTHENTICATOR,
+            len,
+        });
+    }
+    let mut body = Vec::with_capacity(len);
+    body.extend_from_slice(&(NONCE_LEN as u16).to_be_bytes());
+    body.extend_from_slice(&(ciphertext.len() as u16).to_be_bytes());
+    body.extend_from_slice(nonce);
+    body.extend_from_slice(&ciphertext);
+    Ok(padded_field(NTS_AUTHENTICATOR, &body))
+}
+
+/// Reads the extension field header at `offset`: its type and length,
+/// checked against RFC 7822's framing and the packet's end.
+fn field_at(packet: &[u8], offset: usize) -> Result<(u16, usize), AuthError> {
+    let malformed = |reason| AuthError::Malformed { offset, reason };
+    let head = packet
+        .get(offset..offset + FIELD_HEADER_LEN)
+        .ok_or(malformed("truncated header"))?;
+    let field_type = u16::from_be_bytes([head[0], head[1]]);
+    let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+    if len < MIN_FIELD_LEN || !len.is_multiple_of(4) {
+        return Err(malformed("length not a multiple of 4 of at least 16"));
+    }
+    if len > packet.len() - offset {
+        return Err(malformed("length runs past the end of the packet"));
+    }
+    Ok((field_type, len))
+}
+
+/// Splits an authenticator body into nonce and ciphertext.
+fn nonce_and_ciphertext(body: &[u8]) -> Result<(&[u8], &[u8]), AuthError> {
+    let [n0, n1, c0, c1, rest @ ..] = body else {
+        return Err(AuthError::LengthOverflow);
+    };
+    let nonce_len = u16::from_be_bytes([*n0, *n1]) as usize;
+    let ct_len = u16::from_be_bytes([*c0, *c1]) as usize;
+    let ct_start = nonce_len.next_multiple_of(4);
+    if ct_start + ct_len.next_multiple_of(4) > rest.len() {
+        return Err(AuthError::LengthOverflow);
+    }
+    if nonce_len == 0 {
+        return Err(AuthError::EmptyNonce);
+    }
+    if ct_len < TAG_LEN {
+        return Err(AuthError::ShortCiphertext);
+    }
+    Ok((&rest[..nonce_len], &rest[ct_start..ct_start + ct_len]))
+}
+
+/// Verifies and decrypts the authenticator field at `offset` of `packet`
+/// with `key` (a client's S2C key), returning the encrypted extension
+/// fields. Everything in `packet` before `offset` is authenticated.
+pub fn open(key: &Key, packet: &[u8], offset: usize) -> Result<Vec<ExtensionField>, AuthError> {
+    if offset < HEADER_LEN || offset > packet.len() {
+        return Err(AuthError::BadOffset(offset));
+    }
+    let (field_type, len) = field_at(packet, offset)?;
+    if field_type != NTS_AUTHENTICATOR {
+        return Err(AuthError::NotAuthenticator {
+            offset,
+            found: field_type,
+        });
+    }
+    let body = &packet[offset + FIELD_HEADER_LEN..offset + len];
+    let (nonce, ciphertext) = nonce_and_ciphertext(body)?;
+    let plaintext = siv(key)
+        .decrypt([&packet[..offset], nonce], ciphertext)
+        .map_err(|_| AuthError::TagMismatch)?;
+    decode_inner(&plaintext)
+}
+
+/// Parses decrypted extension fields (4-byte aligned, no 16-byte minimum:
+/// there is no legacy MAC to tell apart inside the ciphertext).
+fn decode_inner(mut bytes: &[u8]) -> Result<Vec<ExtensionField>, AuthError> {
+    let mut fields = Vec::new();
+    while !bytes.is_empty() {
+        if fields.len() == MAX_INNER_FIELDS {
+            return Err(AuthError::BadPlaintext("too many fields"));
+        }
+        let [t0, t1, l0, l1, ..] = *bytes else {
+            return Err(AuthError::BadPlaintext("truncated field header"));
+        };
+        let len = u16::from_be_bytes([l0, l1]) as usize;
+        if len < FIELD_HEADER_LEN || !len.is_multiple_of(4) || len > bytes.len() {
+            return Err(AuthError::BadPlaintext("bad field length"));
+        }
+        let value = bytes[FIELD_HEADER_LEN..len].to_vec();
+        fields.push(ExtensionField {
+            field_type: u16::from_be_bytes([t0, t1]),
+            value,
+        });
+        bytes = &bytes[len..];
+    }
+    Ok(fields)
+}
+
+/// A client's NTS request: the 48-byte NTP header, a Unique Identifier,
+/// one cookie, `placeholders` Cookie Placeholders (asking for more
+/// cookies) and an authenticator sealed with the C2S key over all of it.
+pub fn request_packet(
+    header: &[u8; HEADER_LEN],
+    c2s_key: &Key,
+    uid: &[u8; UID_LEN],
+    cookie_bytes: &[u8],
+    placeholders: usize,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<Vec<u8>, EncodeError> {
+    let mut fields = vec![unique_identifier(uid), cookie(cookie_bytes)];
+    fields.extend((0..placeholders).map(|_| cookie_placeholder(cookie_bytes.len())));
+    let mut packet = header.to_vec();
+    encode_fields(&fields, &mut packet)?;
+    let auth = seal_request(c2s_key, &packet, &[], nonce)?;
+    encode_fields(&[auth], &mut packet)?;
+    Ok(packet)
+}
+
+/// What an accepted NTS reply carries for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedReply {
+    /// New cookies from the encrypted part, padding included.
+    pub cookies: Vec<Vec<u8>>,
+    /// Offset of the authenticator: the authenticated part ends here.
+    pub authenticated_len: usize,
+}
+
+/// Finds the authenticator and the unique identifiers before it.
+fn scan_reply(packet: &[u8]) -> Result<(usize, Vec<&[u8]>), ReplyError> {
+    let mut uids = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < packet.len() {
+        let (field_type, len) = field_at(packet, at)?;
+        match field_type {
+            NTS_AUTHENTICATOR => return Ok((at, uids)),
+            UNIQUE_IDENTIFIER => uids.push(&packet[at + FIELD_HEADER_LEN..at + len]),
+            _ => {}
+        }
+        at += len;
+    }
+    Err(ReplyError::NoAuthenticator)
+}
+
+/// A client's NTS check of a reply datagram (RFC 8915 5.7): the unique
+/// identifier must be the request's (`expected_uid`, against replays and
+/// stray replies), the authenticator must verify with the S2C key, and
+/// the new cookies are taken from the encrypted part only. Fields after
+/// the authenticator are unauthenticated and ignored. The NTP header
+/// itself is checked by `proto::check_reply`.
+pub fn check_reply(
+    s2c_key: &Key,
+    expected_uid: &[u8; UID_LEN],
+    packet: &[u8],
+) -> Result<CheckedReply, ReplyError> {
+    if packet.len() < HEADER_LEN {
+        return Err(ReplyError::TooShort);
+    }
+    let (auth_at, uids) = scan_reply(packet)?;
+    match uids.as_slice() {
+        [] => return Err(ReplyError::MissingUid),
+        [uid] if *uid == expected_uid.as_slice() => {}
+        [_] => return Err(ReplyError::UidMismatch),
+        _ => return Err(ReplyError::DuplicateUid),
+    }
+    let inner = open(s2c_key, packet, auth_at)?;
+    let cookies = inner
+        .into_iter()
+        .filter(|f| f.field_type == NTS_COOKIE)
+        .map(|f| f.value)
+        .collect();
+    Ok(CheckedReply {
+        cookies,
+        authenticated_len: auth_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::Packet;
+    use proptest::prelude::*;
+
+    const C2S: Key = [1; 32];
+    const S2C: Key = [2; 32];
+    const UID: [u8; UID_LEN] = [7; UID_LEN];
+    const NONCE: [u8; NONCE_LEN] = [9; NONCE_LEN];
+
+    fn header() -> [u8; HEADER_LEN] {
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = 0x24; // v4, server
+        h
+    }
+
+    /// A server's reply: header, our UID, an authenticator with cookies.
+    fn reply(uid: &[u8; UID_LEN], cookies: &[&[u8]]) -> (Vec<u8>, usize) {
+        let mut packet = header().to_vec();
+        encode_fields(&[unique_identifier(uid)], &mut packet).unwrap();
+        let inner: Vec<_> = cookies.iter().map(|c| cookie(c)).collect();
+        let auth = seal_request(&S2C, &packet, &inner, &NONCE).unwrap();
+        let auth_at = packet.len();
+        encode_fields(&[auth], &mut packet).unwrap();
+        (packet, auth_at)
+    }
+
+    fn with_fields(fields: &[ExtensionField]) -> Vec<u8> {
+        let mut packet = header().to_vec();
+        encode_fields(fields, &mut packet).unwrap();
+        packet
+    }
+
+    #[test]
+    fn padding_follows_rfc_7822() {
+        assert_eq!(unique_identifier(&UID).value.len() + 4, 36);
+        assert_eq!(cookie(&[1; 5]).value, [1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(cookie(&[1; 13]).value.len() + 4, 20);
+        assert_eq!(cookie_placeholder(100).value, vec![0; 100]);
+        let mut out = Vec::new();
+        let short = ExtensionField {
+            field_type: 0x1234,
+            value: vec![5],
+        };
+        encode_fields(&[short], &mut out).unwrap();
+        assert_eq!(out, [0x12, 0x34, 0, 16, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn request_round_trip() {
+        let packet = request_packet(&header(), &C2S, &UID, &[3; 100], 2, &NONCE).unwrap();
+        let decoded = Packet::decode(&packet).unwrap();
+        let types: Vec<u16> = decoded.extensions.iter().map(|f| f.field_type).collect();
+        let expected = [
+            UNIQUE_IDENTIFIER,
+            NTS_COOKIE,
+            NTS_COOKIE_PLACEHOLDER,
+            NTS_COOKIE_PLACEHOLDER,
+        ];
+        assert_eq!(types[..4], expected);
+        assert_eq!(decoded.extensions[1].value, vec![3; 100]);
+        let auth_at = packet.len() - (4 + 4 + NONCE_LEN + TAG_LEN);
+        assert_eq!(open(&C2S, &packet, auth_at), Ok(vec![]));
+        assert_eq!(open(&S2C, &packet, auth_at), Err(AuthError::TagMismatch));
+    }
+
+    #[test]
+    fn reply_yields_encrypted_cookies() {
+        let (packet, auth_at) = reply(&UID, &[&[4; 100], &[5; 100]]);
+        let checked = check_reply(&S2C, &UID, &packet).unwrap();
+        assert_eq!(checked.cookies, vec![vec![4; 100], vec![5; 100]]);
+        assert_eq!(checked.authenticated_len, auth_at);
+    }
+
+    #[test]
+    fn fields_after_the_authenticator_are_ignored() {
+        let (mut packet, _) = reply(&UID, &[&[4; 100]]);
+        encode_fields(&[cookie(&[6; 100])], &mut packet).unwrap();
+        assert_eq!(
+            check_reply(&S2C, &UID, &packet).unwrap().cookies,
+            vec![vec![4; 100]]
+        );
+    }
+
+    #[test]
+    fn wrong_key_is_rejected() {
+        let (packet, _) = reply(&UID, &[&[4; 100]]);
+        let err = check_reply(&C2S, &UID, &packet).unwrap_err();
+        assert_eq!(err, ReplyError::Auth(AuthError::TagMismatch));
+    }
+
+    #[test]
+    fn every_flipped_byte_is_rejected() {
+        let (packet, auth_at) = reply(&UID, &[&[4; 100]]);
+        for i in 0..packet.len() {
+            let mut bad = packet.clone();
+            bad[i] ^= 0x01;
+            assert!(open(&S2C, &bad, auth_at).is_err(), "byte {i}");
+            assert!(check_reply(&S2C, &UID, &bad).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn replay_with_another_uid_is_rejected() {
+        let (packet, _) = reply(&[8; UID_LEN], &[&[4; 100]]);
+        assert_eq!(
+            check_reply(&S2C, &UID, &packet),
+            Err(ReplyError::UidMismatch)
+        );
+    }
+
+    #[test]
+    fn uid_must_be_present_once() {
+        let auth = seal_request(&S2C, &with_fields(&[]), &[], &NONCE).unwrap();
+        assert_eq!(
+            check_reply(&S2C, &UID, &with_fields(&[auth])),
+            Err(ReplyError::MissingUid)
+        );
+        let uid = unique_identifier(&UID);
+        let packet = with_fields(&[uid.clone(), uid]);
+        let auth = seal_request(&S2C, &packet, &[], &NONCE).unwrap();
+        let mut packet = packet;
+        encode_fields(&[auth], &mut packet).unwrap();
+        assert_eq!(
+            check_reply(&S2C, &UID, &packet),
+            Err(ReplyError::DuplicateUid)
+        );
+    }
+
+    #[test]
+    fn missing_authenticator_and_short_packet() {
+        let packet = with_fields(&[unique_identifier(&UID)]);
+        assert_eq!(
+            check_reply(&S2C, &UID, &packet),
+            Err(ReplyError::NoAuthenticator)
+        );
+        assert_eq!(
+            check_reply(&S2C, &UID, &packet[..47]),
+            Err(ReplyError::TooShort)
+        );
+    }
+
+    #[test]
+    fn every_truncation_is_rejected() {
+        let (packet, auth_at) = reply(&UID, &[&[4; 100]]);
+        for end in auth_at..packet.len() {
+            let err = open(&S2C, &packet[..end], auth_at).unwrap_err();
+            assert!(
+                matches!(err, AuthError::Malformed { .. }),
+                "end {end}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_offsets_and_field_types() {
+        let (packet, auth_at) = reply(&UID, &[]);
+        assert_eq!(open(&S2C, &packet, 47), Err(AuthError::BadOffset(47)));
+        let beyond = packet.len() + 1;
+        assert_eq!(
+            open(&S2C, &packet, beyond),
+            Err(AuthError::BadOffset(beyond))
+        );
+        let err = open(&S2C, &packet, HEADER_LEN).unwrap_err();
+        assert_eq!(
+            err,
+            AuthError::NotAuthenticator {
+                offset: 48,
+                found: UNIQUE_IDENTIFIER
+            }
+        );
+        assert!(open(&S2C, &packet, auth_at + 4).is_err());
+    }
+
+    fn authenticator(nonce_len: u16, ct_len: u16, rest: &[u8]) -> Vec<u8> {
+        let mut body = nonce_len.to_be_bytes().to_vec();
+        body.extend_from_slice(&ct_len.to_be_bytes());
+        body.extend_from_slice(rest);
+        with_fields(&[padded_field(NTS_AUTHENTICATOR, &body)])
+    }
+
+    #[test]
+    fn length_fields_must_fit_the_field() {
+        let open_at = |p: Vec<u8>| open(&S2C, &p, HEADER_LEN);
+        assert_eq!(
+            open_at(authenticator(16, 16, &[0; 28])),
+            Err(AuthError::LengthOverflow)
+        );
+        // The nonce's padding counts: 13 + 17 bytes would fit, 16 + 20 do not.
+        assert_eq!(
+            open_at(authenticator(13, 17, &[0; 32])),
+            Err(AuthError::LengthOverflow)
+        );
+        assert_eq!(
+            open_at(authenticator(16, 17, &[0; 32])),
+            Err(AuthError::LengthOverflow)
+        );
+        assert_eq!(
+            open_at(authenticator(u16::MAX, 16, &[0; 32])),
+            Err(AuthError::LengthOverflow)
+        );
+        assert_eq!(
+            open_at(authenticator(16, u16::MAX, &[0; 32])),
+            Err(AuthError::LengthOverflow)
+        );
+        assert_eq!(
+            open_at(authenticator(0, 16, &[0; 32])),
+            Err(AuthError::EmptyNonce)
+        );
+        assert_eq!(
+            open_at(authenticator(16, 15, &[0; 32])),
+            Err(AuthError::ShortCiphertext)
+        );
+        assert_eq!(
+            open_at(authenticator(16, 16, &[0; 32])),
+            Err(AuthError::TagMismatch)
+        );
+    }
+
+    #[test]
+    fn malformed_plaintext_is_rejected() {
+        let packet = with_fields(&[]);
+        let plaintext = [0x02, 0x04, 0, 3, 0, 0, 0, 0];
+        let ct = siv(&S2C)
+            .encrypt([packet.as_slice(), &NONCE], &plaintext)
+            .unwrap();
+        let mut body = (NONCE_LEN as u16).to_be_bytes().to_vec();
+        body.extend_from_slice(&(ct.len() as u16).to_be_bytes());
+        body.extend_from_slice(&NONCE);
+        body.extend_from_slice(&ct);
+        let mut packet = packet;
+        encode_fields(&[padded_field(NTS_AUTHENTICATOR, &body)], &mut packet).unwrap();
+        let err = open(&S2C, &packet, HEADER_LEN).unwrap_err();
+        assert_eq!(err, AuthError::BadPlaintext("bad field length"));
+    }
+
+    #[test]
+    fn oversized_fields_are_not_encoded() {
+        let big = cookie(&vec![0; 70_000]);
+        let err = encode_fields(std::slice::from_ref(&big), &mut Vec::new()).unwrap_err();
+        assert!(matches!(err, EncodeError::FieldTooLong { .. }));
+        assert!(seal_request(&C2S, &[], &[big], &NONCE).is_err());
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// RFC 5297 appendix A.1 (deterministic AES-SIV, one AD component),
+    /// through the same cipher construction `seal_request` uses.
+    #[test]
+    fn rfc5297_a1_vector() {
+        let key: Key =
+            hex("fffefdfc fbfaf9f8 f7f6f5f4 f3f2f1f0 f0f1f2f3 f4f5f6f7 f8f9fafb fcfdfeff")
+                .try_into()
+                .unwrap();
+        let ad = hex("10111213 14151617 18191a1b 1c1d1e1f 20212223 24252627");
+        let plaintext = hex("11223344 55667788 99aabbcc ddee");
+        let expected = hex("85632d07 c6e8f37f 950acd32 0a2ecc93 40c02b96 90c4dc04 daef7f6a fe5c");
+        assert_eq!(siv(&key).encrypt([&ad], &plaintext).unwrap(), expected);
+        assert_eq!(siv(&key).decrypt([&ad], &expected).unwrap(), plaintext);
+    }
+
+    fn any_inner_field() -> impl Strategy<Value = ExtensionField> {
+        (any::<u16>(), proptest::collection::vec(any::<u8>(), 0..40)).prop_map(|(t, mut v)| {
+            v.resize(v.len().next_multiple_of(4).max(12), 0);
+            ExtensionField {
+                field_type: t,
+                value: v,
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn open_and_check_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600),
+                                      offset in 0usize..700) {
+            let _ = open(&S2C, &bytes, offset);
+            let _ = check_reply(&S2C, &UID, &bytes);
+        }
+
+        #[test]
+        fn seal_then_open_is_identity(fields in proptest::collection::vec(any_inner_field(), 0..8),
+                                      nonce in any::<[u8; NONCE_LEN]>()) {
+            let mut packet = with_fields(&[unique_identifier(&UID)]);
+            let auth = seal_request(&S2C, &packet, &fields, &nonce).unwrap();
+            let auth_at = packet.len();
+            encode_fields(&[auth], &mut packet).unwrap();
+            prop_assert_eq!(open(&S2C, &packet, auth_at).unwrap(), fields.clone());
+            let decoded = Packet::decode(&packet).unwrap();
+            prop_assert_eq!(decoded.extensions[0].clone(), unique_identifier(&UID));
+        }
+    }
+}
