@@ -221,12 +221,13 @@ pub fn open(key: &Key, packet: &[u8], offset: usize) -> Result<Vec<ExtensionFiel
     let plaintext = siv(key)
         .decrypt([&packet[..offset], nonce], ciphertext)
         .map_err(|_| AuthError::TagMismatch)?;
-    decode_inner(&plaintext)
+    decode_encrypted_fields(&plaintext)
 }
 
-/// Parses decrypted extension fields (4-byte aligned, no 16-byte minimum:
-/// there is no legacy MAC to tell apart inside the ciphertext).
-fn decode_inner(mut bytes: &[u8]) -> Result<Vec<ExtensionField>, AuthError> {
+/// Parses the extension fields of a decrypted authenticator (4-byte
+/// aligned, no 16-byte minimum: there is no legacy MAC to tell apart
+/// inside the ciphertext), at most [`MAX_INNER_FIELDS`].
+pub fn decode_encrypted_fields(mut bytes: &[u8]) -> Result<Vec<ExtensionField>, AuthError> {
     let mut fields = Vec::new();
     while !bytes.is_empty() {
         if fields.len() == MAX_INNER_FIELDS {
@@ -565,6 +566,30 @@ mod tests {
     }
 
     #[test]
+    fn encrypted_fields_are_bounded() {
+        let bad = |reason| Err(AuthError::BadPlaintext(reason));
+        assert_eq!(
+            decode_encrypted_fields(&[0, 1, 0]),
+            bad("truncated field header")
+        );
+        assert_eq!(
+            decode_encrypted_fields(&[0, 1, 0, 8, 0, 0]),
+            bad("bad field length")
+        );
+        assert_eq!(
+            decode_encrypted_fields(&[0, 1, 0, 6, 0, 0]),
+            bad("bad field length")
+        );
+        let many = [0, 1, 0, 4].repeat(MAX_INNER_FIELDS);
+        assert_eq!(
+            decode_encrypted_fields(&many).map(|f| f.len()),
+            Ok(MAX_INNER_FIELDS)
+        );
+        let too_many = [0, 1, 0, 4].repeat(MAX_INNER_FIELDS + 1);
+        assert_eq!(decode_encrypted_fields(&too_many), bad("too many fields"));
+    }
+
+    #[test]
     fn oversized_fields_are_not_encoded() {
         let big = cookie(&vec![0; 70_000]);
         let err = encode_fields(std::slice::from_ref(&big), &mut Vec::new()).unwrap_err();
@@ -611,6 +636,11 @@ mod tests {
                                       offset in 0usize..700) {
             let _ = open(&S2C, &bytes, offset);
             let _ = check_reply(&S2C, &UID, &bytes);
+        }
+
+        #[test]
+        fn encrypted_fields_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = decode_encrypted_fields(&bytes);
         }
 
         #[test]
