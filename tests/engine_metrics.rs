@@ -116,9 +116,12 @@ fn metrics_agree_with_status_and_count_served_packets() {
         sample(&text, &format!("ntp_source_poll_interval_seconds{labels}")),
         Some(0.25)
     );
-    assert_eq!(
-        sample(&text, &format!("ntp_source_unanswered_polls{labels}")),
-        Some(0.0)
+    // 0, or 1 when the scrape falls between a poll and its reply (seen
+    // in CI under load); a counter that never reset would be higher.
+    let unanswered = sample(&text, &format!("ntp_source_unanswered_polls{labels}"));
+    assert!(
+        matches!(unanswered, Some(n) if n <= 1.0),
+        "unanswered polls {unanswered:?}"
     );
     let delay = sample(&text, &format!("ntp_source_delay_seconds{labels}")).expect("delay");
     assert!(delay > 0.0 && delay < 0.05, "loopback delay {delay}");
