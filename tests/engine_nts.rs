@@ -28,6 +28,8 @@ impl Pki {
     fn new(label: &str) -> Pki {
         let dir = temp_dir(&format!("{}-{label}", unique_name()), 0o700);
         let pki = Pki { dir };
+        // Each CA its own name: another CA is then an unknown issuer.
+        let subject = format!("/CN=timectl test CA {label}");
         pki.openssl(&[
             "req",
             "-x509",
@@ -39,7 +41,7 @@ impl Pki {
             "-days",
             "2",
             "-subj",
-            "/CN=timectl test CA",
+            &subject,
             "-keyout",
             "ca.key",
             "-out",
@@ -208,5 +210,7 @@ fn chronyd_certificate_refused_with_another_ca() {
         .expect_err("certificate of another CA accepted");
     println!("{err}");
     assert!(matches!(err, KeError::Untrusted { .. }), "{err:?}");
-    assert!(err.to_string().contains(&ca.display().to_string()), "{err}");
+    let message = err.to_string();
+    assert!(message.contains(&ca.display().to_string()), "{message}");
+    assert!(message.contains("UnknownIssuer"), "{message}");
 }
