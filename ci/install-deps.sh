@@ -55,6 +55,7 @@ packages=(
     rpm               # rpm -qlp / rpm -K on the built .rpm
     python3-venv      # the venv that holds ansible-core (below) and ansible-test's sanity venvs
     openssh-client    # ssh: Ansible reaches the fleet test's containers over SSH
+    openssl           # the throw-away CA and certificate of chronyd's NTS-KE server (tests/engine_nts.rs)
 )
 
 missing=()
@@ -83,7 +84,7 @@ else
 fi
 
 for tool in systemd-nspawn mmdebstrap nft chronyd chronyc ntpdig firewalld dbus-daemon busctl \
-    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 prometheus promtool rpm ssh ssh-keygen; do
+    dpkg-scanpackages zstd nsenter setpriv pgrep ip flock linux.uml python3 prometheus promtool rpm ssh ssh-keygen openssl; do
     if ! command -v "$tool" >/dev/null; then
         echo "install-deps: $tool still missing after install" >&2
         exit 1

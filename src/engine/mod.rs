@@ -9,6 +9,8 @@
 //!   `control`, `metrics`, `logging`, `notify`, `cli`: the daemon (tokio
 //!   sockets, kernel timestamps, the kernel clock, files, the control
 //!   socket).
+//! - `nts_ke`: the NTS-KE client (TLS 1.3, rustls with ring), not wired
+//!   into the daemon yet.
 
 mod adjtimex;
 pub mod cli;
@@ -21,6 +23,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod nts_ke;
 pub mod server;
 
 pub use timectl_engine::{combine, discipline, filter, proto, select, sim, source, system, units};
