@@ -127,21 +127,21 @@ pub fn probe_for<'a>(
                 .root
                 .join(crate::provider::CONTROL_SOCKET.trim_start_matches('/')),
         })),
-        ProviderKind::Ntpd => {
-            let facts = Facts::detect(&host.root).map_err(|e| HostError::msg(e.to_string()))?;
-            Ok(Box::new(Ntpd {
-                host,
-                unit: facts.daemon(Daemon::Ntpd).unit,
-            }))
-        }
+        ProviderKind::Ntpd => Ok(Box::new(Ntpd {
+            host,
+            unit: unit_of(host, Daemon::Ntpd)?,
+        })),
         ProviderKind::Timesyncd => Ok(Box::new(Timesyncd {
             host,
-            unit: Facts::detect(&host.root)
-                .map_err(|e| HostError::msg(e.to_string()))?
-                .daemon(Daemon::Timesyncd)
-                .unit,
+            unit: unit_of(host, Daemon::Timesyncd)?,
         })),
     }
+}
+
+/// The unit of `daemon` on this host's distribution.
+fn unit_of(host: &Host, daemon: Daemon) -> Result<String, HostError> {
+    let facts = Facts::detect(&host.root).map_err(|e| HostError::msg(e.to_string()))?;
+    Ok(facts.daemon(daemon).unit)
 }
 
 /// Run a query tool; a missing tool or a refused connection is reported in
