@@ -116,21 +116,20 @@ fn kernel_inserts_the_leap_second_the_engine_armed() {
     }
     let console = dir.path().join("console.log");
     let mut uml = ns.command("linux.uml");
-    support::uml_fpu::apply(&mut uml);
+    uml.args([
+        "mem=256M".to_string(),
+        format!("umid={}", dir.path().file_name().unwrap().to_string_lossy()),
+        format!("uml_dir={}", dir.path().display()),
+        "rootfstype=hostfs".into(),
+        "rootflags=/".into(),
+        "rw".into(),
+        format!("init={}", init.display()),
+        "eth0=tuntap,tap0".into(),
+        "con=null".into(),
+        "con0=fd:0,fd:1".into(),
+    ]);
+    support::uml_fpu::prepare(&mut uml);
     let mut uml = uml
-        .args([
-            "mem=256M".to_string(),
-            format!("umid={}", dir.path().file_name().unwrap().to_string_lossy()),
-            format!("uml_dir={}", dir.path().display()),
-            "rootfstype=hostfs".into(),
-            "rootflags=/".into(),
-            "rw".into(),
-            format!("init={}", init.display()),
-            "eth0=tuntap,tap0".into(),
-            "con=null".into(),
-            "con0=fd:0,fd:1".into(),
-        ])
-        .args(support::uml_fpu::kernel_args())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&console).expect("console file"))
         .stderr(Stdio::null())

@@ -498,11 +498,10 @@ impl Kernel {
             "con=null".to_string(),
             "con0=fd:0,fd:1".to_string(),
         ]);
-        argv.extend(super::uml_fpu::kernel_args());
         let mut cmd = netns.command(&argv[0]);
-        super::uml_fpu::apply(&mut cmd);
-        cmd.args(&argv[1..])
-            .stdin(Stdio::null())
+        cmd.args(&argv[1..]);
+        super::uml_fpu::prepare(&mut cmd);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
         let launched = Instant::now();

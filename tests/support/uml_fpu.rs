@@ -14,7 +14,7 @@
 //!
 //! UML falls back to `PTRACE_GETFPREGS`/`SETFPREGS` (the 512-byte FXSAVE area:
 //! x87 and SSE, which the host accepts at any XSAVE size) when its probe of
-//! `GETREGSET NT_X86_XSTATE` at boot fails. [`apply`] makes that probe fail:
+//! `GETREGSET NT_X86_XSTATE` at boot fails. [`prepare`] makes that probe fail:
 //! it installs a seccomp filter in the launched process (inherited by UML
 //! and its helper processes, kept across exec) that answers exactly
 //! `ptrace(PTRACE_GETREGSET | PTRACE_SETREGSET, _, NT_X86_XSTATE, _)` with
@@ -25,7 +25,7 @@
 //! The fallback does not keep the AVX and AVX-512 registers of guest
 //! processes: measured here, python3 inside UML dies at start ("Fatal
 //! Python error: error evaluating path") when glibc's AVX string functions
-//! run. So the guest's glibc is told not to use them: [`kernel_args`] adds
+//! run. So the guest's glibc is told not to use them: [`prepare`] adds
 //! `GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX,...` to the kernel command line,
 //! which UML passes to PID 1's environment (shell inits pass it on), and
 //! `systemd.setenv=` of the same for the units of a systemd init. The
@@ -63,26 +63,19 @@ pub fn needs_fallback() -> bool {
 /// glibc's CPU features the guest must not use under the fallback.
 const GUEST_TUNABLES: &str = "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512VL,-AVX512BW,-AVX512DQ,-FMA,-AVX_Fast_Unaligned_Load";
 
-/// Kernel command-line arguments that go with [`apply`]: the guest's glibc
-/// tunables, for PID 1 and (with a systemd init) for every unit. Empty when
-/// the host needs no fallback.
-pub fn kernel_args() -> Vec<String> {
-    if !needs_fallback() {
-        return Vec::new();
-    }
-    vec![
-        format!("GLIBC_TUNABLES={GUEST_TUNABLES}"),
-        format!("systemd.setenv=GLIBC_TUNABLES={GUEST_TUNABLES}"),
-    ]
-}
-
-/// Prepare `cmd` (which starts linux.uml, directly or through `ip netns
-/// exec` and `setpriv`) to run on this host: installs the seccomp filter
-/// described above when the host's XSAVE area is larger than UML's buffer.
-pub fn apply(cmd: &mut Command) {
+/// Prepare `cmd`, which starts linux.uml (directly or through `ip netns
+/// exec` and `setpriv`) and already holds UML's other kernel arguments,
+/// to run on this host: when the host's XSAVE area is larger than UML's
+/// buffer, installs the seccomp filter described above and appends the
+/// guest's glibc tunables to the kernel command line (for PID 1, and
+/// through `systemd.setenv=` for the units of a systemd init). Nothing
+/// otherwise.
+pub fn prepare(cmd: &mut Command) {
     if !needs_fallback() {
         return;
     }
+    cmd.arg(format!("GLIBC_TUNABLES={GUEST_TUNABLES}"))
+        .arg(format!("systemd.setenv=GLIBC_TUNABLES={GUEST_TUNABLES}"));
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs in the child between fork and exec; it only
     // makes two prctl calls on data it owns (no allocation, no locks).

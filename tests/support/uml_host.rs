@@ -131,7 +131,6 @@ impl UmlHost {
             .unwrap_or_else(|e| panic!("create {}: {e}", console_path.display()));
         let console_err = console.try_clone().expect("dup console log");
         let mut cmd = netns.command("linux.uml");
-        super::uml_fpu::apply(&mut cmd);
         cmd.arg(format!("umid={name}"))
             .arg(format!("uml_dir={}", dir.path().display()))
             .arg("mem=768M")
@@ -141,10 +140,10 @@ impl UmlHost {
             .arg("init=/lib/systemd/systemd")
             .arg("eth0=tuntap,tap0")
             .arg("con=null")
-            .arg("con0=fd:0,fd:1")
-            .args(super::uml_fpu::kernel_args())
-            // UML's memory file goes to $TMPDIR (unlinked at once).
-            .env_remove("CI")
+            .arg("con0=fd:0,fd:1");
+        super::uml_fpu::prepare(&mut cmd);
+        // UML's memory file goes to $TMPDIR (unlinked at once).
+        cmd.env_remove("CI")
             .env_remove("TIMECTL_NO_CLOCK_CONTROL")
             .stdin(Stdio::piped())
             .stdout(console)
