@@ -139,7 +139,7 @@ _timectl() {
             return 0
             ;;
         timectl__subcmd__daemon)
-            opts="-h --config --source --listen --control --no-clock-control --drift-file --minpoll --maxpoll --local-stratum --rate-limit --metrics --metrics-allow-remote --check --help"
+            opts="-h --config --source --listen --control --no-clock-control --drift-file --minpoll --maxpoll --local-stratum --rate-limit --metrics --metrics-allow-remote --nts --nts-ca --nts-cert --nts-key --nts-listen --nts-key-dir --check --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -182,6 +182,26 @@ _timectl() {
                     return 0
                     ;;
                 --metrics)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nts-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nts-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nts-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nts-listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --nts-key-dir)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

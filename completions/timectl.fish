@@ -72,8 +72,14 @@ complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l maxpoll -r
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l local-stratum -d 'Serve this stratum while unsynchronised (with --listen)' -r
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l rate-limit -d 'Rate-limit each client (with --listen): on average one request per INTERVAL seconds, bursts of 8; over it, a RATE kiss-o\'-death (serve.rateLimit in the config file)' -r
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l metrics -d 'Serve Prometheus metrics on this address (`GET /metrics`, e.g. 127.0.0.1:9975); replaces the file\'s `metrics.listen`' -r
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l nts-ca -d 'Trust these CA certificates (PEM) for NTS-KE servers instead of the system\'s store (the file\'s `ntsTrustedCerts`)' -r -F
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l nts-cert -d 'Serve NTS with this certificate chain (PEM; needs --nts-key and NTP serving, e.g. --listen)' -r -F
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l nts-key -d 'Private key (PEM) of --nts-cert' -r -F
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l nts-listen -d 'Serve NTS-KE on this address (repeatable) [default: 0.0.0.0:4460 and [::]:4460]' -r
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l nts-key-dir -d 'Keep the NTS cookie keys in this directory across restarts' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l no-clock-control -d 'Compute everything, never touch the system clock (like chronyd -x)'
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l metrics-allow-remote -d 'Allow a --metrics address other than loopback (the endpoint has no authentication)'
+complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l nts -d 'Authenticate every --source server with NTS (RFC 8915); their PORT is then the NTS-KE port (default 4460)'
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -l check -d 'Check the configuration and exit'
 complete -c timectl -n "__fish_timectl_using_subcommand daemon" -s h -l help -d 'Print help'
 complete -c timectl -n "__fish_timectl_using_subcommand status" -l control -d 'Control socket of the daemon' -r -F

@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::config::{
-    DEFAULT_CONTROL_SOCKET, EngineConfig, MetricsConfig, RateLimitConfig, ServeConfig,
-    SourceConfig, check_metrics_listen, parse_host_port,
+    DEFAULT_CONTROL_SOCKET, DEFAULT_NTS_KE_PORT, EngineConfig, MetricsConfig, NtsServeConfig,
+    RateLimitConfig, ServeConfig, SourceConfig, check_metrics_listen, parse_host_port,
 };
 use super::control;
 
@@ -56,6 +56,28 @@ pub struct DaemonArgs {
     /// authentication).
     #[arg(long, requires = "metrics")]
     pub metrics_allow_remote: bool,
+    /// Authenticate every --source server with NTS (RFC 8915); their PORT
+    /// is then the NTS-KE port (default 4460).
+    #[arg(long)]
+    pub nts: bool,
+    /// Trust these CA certificates (PEM) for NTS-KE servers instead of the
+    /// system's store (the file's `ntsTrustedCerts`).
+    #[arg(long, value_name = "FILE")]
+    pub nts_ca: Option<PathBuf>,
+    /// Serve NTS with this certificate chain (PEM; needs --nts-key and
+    /// NTP serving, e.g. --listen).
+    #[arg(long, value_name = "FILE", requires = "nts_key")]
+    pub nts_cert: Option<PathBuf>,
+    /// Private key (PEM) of --nts-cert.
+    #[arg(long, value_name = "FILE", requires = "nts_cert")]
+    pub nts_key: Option<PathBuf>,
+    /// Serve NTS-KE on this address (repeatable) [default: 0.0.0.0:4460
+    /// and [::]:4460].
+    #[arg(long, value_name = "ADDR:PORT", requires = "nts_cert")]
+    pub nts_listen: Vec<SocketAddr>,
+    /// Keep the NTS cookie keys in this directory across restarts.
+    #[arg(long, value_name = "DIR", requires = "nts_cert")]
+    pub nts_key_dir: Option<PathBuf>,
     /// Check the configuration and exit.
     #[arg(long)]
     pub check: bool,
@@ -82,7 +104,21 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
     };
     for s in &args.sources {
         let (host, port) = parse_host_port(s).map_err(|e| anyhow::anyhow!("--source {e}"))?;
-        let mut sc = SourceConfig::server(&host, port);
+        let mut sc = if args.nts {
+            // HOST:PORT names the NTS-KE server; a bare HOST means 4460.
+            let ke_port = if port == 123 && !has_explicit_port(s) {
+                DEFAULT_NTS_KE_PORT
+            } else {
+                port
+            };
+            SourceConfig {
+                nts: true,
+                nts_port: ke_port,
+                ..SourceConfig::server(&host, 123)
+            }
+        } else {
+            SourceConfig::server(&host, port)
+        };
         if let Some(p) = args.minpoll {
             sc.minpoll = p;
             sc.maxpoll = sc.maxpoll.max(p);
@@ -99,6 +135,7 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
             deny: vec![],
             rate_limit: None,
             local_stratum: None,
+            nts: None,
         });
         serve.listen.extend(args.listen.iter().copied());
         if args.local_stratum.is_some() {
@@ -114,6 +151,29 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
                 interval,
                 burst: serve.rate_limit.map_or(8, |r| r.burst),
             });
+        }
+    }
+    if let Some(ca) = &args.nts_ca {
+        config.nts_trusted_certs = Some(ca.clone());
+    }
+    if let (Some(certificate), Some(key)) = (&args.nts_cert, &args.nts_key) {
+        let Some(serve) = config.serve.as_mut() else {
+            anyhow::bail!("--nts-cert: NTS is served beside NTP: add --listen ADDR:PORT");
+        };
+        let nts = serve.nts.get_or_insert_with(|| NtsServeConfig {
+            certificate: certificate.clone(),
+            key: key.clone(),
+            listen: vec![],
+            key_dir: None,
+            max_connections: 100,
+        });
+        nts.certificate = certificate.clone();
+        nts.key = key.clone();
+        if !args.nts_listen.is_empty() {
+            nts.listen = args.nts_listen.clone();
+        }
+        if args.nts_key_dir.is_some() {
+            nts.key_dir = args.nts_key_dir.clone();
         }
     }
     if let Some(c) = &args.control {
@@ -142,6 +202,17 @@ pub fn effective_config(args: &DaemonArgs) -> anyhow::Result<EngineConfig> {
     }
     config.validate().map_err(|m| anyhow::anyhow!("{m}"))?;
     Ok(config)
+}
+
+/// Whether a `--source` value names a port (`HOST:PORT`, `[V6]:PORT`).
+fn has_explicit_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    if s.parse::<std::net::IpAddr>().is_ok() || s.starts_with('[') {
+        return false;
+    }
+    s.contains(':')
 }
 
 /// `timectl daemon`: runs until SIGTERM or SIGINT. Returns the exit code.

@@ -45,6 +45,10 @@ pub struct EngineConfig {
     /// endpoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// PEM file of CA certificates trusted for NTS-KE servers (chrony's
+    /// `ntstrustedcerts`); absent: the system's CA store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts_trusted_certs: Option<PathBuf>,
 }
 
 /// The Prometheus endpoint: `GET /metrics` on `listen`.
@@ -133,6 +137,17 @@ fn default_maxpoll() -> i8 {
 fn default_max_sources() -> usize {
     4
 }
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+/// The NTS-KE port (RFC 8915).
+pub const DEFAULT_NTS_KE_PORT: u16 = 4460;
+fn default_nts_port() -> u16 {
+    DEFAULT_NTS_KE_PORT
+}
+fn is_default_nts_port(p: &u16) -> bool {
+    *p == DEFAULT_NTS_KE_PORT
+}
 
 /// One `server` (a single host) or `pool` (a name resolving to several).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -161,6 +176,18 @@ pub struct SourceConfig {
     /// For a pool: how many of its addresses to use.
     #[serde(default = "default_max_sources")]
     pub max_sources: usize,
+    /// Authenticate this source with NTS (RFC 8915): keys and cookies come
+    /// from an NTS-KE exchange over TLS on `ntsPort`; the NTP port is the
+    /// one the KE server names (else `port`). Replies that do not
+    /// authenticate are dropped.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub nts: bool,
+    /// TCP port of the NTS-KE server (chrony's `ntsport`).
+    #[serde(
+        default = "default_nts_port",
+        skip_serializing_if = "is_default_nts_port"
+    )]
+    pub nts_port: u16,
 }
 
 impl SourceConfig {
@@ -174,6 +201,8 @@ impl SourceConfig {
             maxpoll: default_maxpoll(),
             prefer: false,
             max_sources: default_max_sources(),
+            nts: false,
+            nts_port: default_nts_port(),
         }
     }
 
@@ -234,6 +263,38 @@ pub struct ServeConfig {
     /// network); absent: unsynchronised replies (LI=3, stratum 16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_stratum: Option<u8>,
+    /// Serve NTS (RFC 8915): an NTS-KE server over TLS and NTS-protected
+    /// replies on the NTP `listen` addresses; absent: plain NTP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts: Option<NtsServeConfig>,
+}
+
+/// The NTS server: TLS certificate and key, where NTS-KE listens, and
+/// where the cookie keys are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NtsServeConfig {
+    /// PEM certificate chain, the server's own certificate first
+    /// (chrony's `ntsservercert`).
+    pub certificate: PathBuf,
+    /// PEM private key of that certificate (chrony's `ntsserverkey`).
+    pub key: PathBuf,
+    /// TCP addresses for NTS-KE (default `0.0.0.0:4460` and `[::]:4460`).
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    /// Directory where the cookie keys are kept, so a restart does not
+    /// invalidate clients' cookies (chrony's `ntsdumpdir`); absent: keys
+    /// live in memory only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_dir: Option<PathBuf>,
+    /// NTS-KE connections handled at once; more wait in the kernel's
+    /// backlog (or are refused when it is full).
+    #[serde(default = "default_nts_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_nts_max_connections() -> usize {
+    100
 }
 
 /// Token bucket per client address: on average one request per
@@ -353,6 +414,9 @@ impl EngineConfig {
             if s.port == 0 {
                 return Err(format!("{at}.port: 0 is not a port"));
             }
+            if s.nts_port == 0 {
+                return Err(format!("{at}.ntsPort: 0 is not a port"));
+            }
             if s.max_sources == 0 || s.max_sources > 16 {
                 return Err(format!(
                     "{at}.maxSources: expected 1..=16, found {}",
@@ -384,6 +448,14 @@ impl EngineConfig {
                 return Err(
                     "serve.rateLimit: interval must be positive and burst at least 1".into(),
                 );
+            }
+            if let Some(nts) = &serve.nts {
+                if nts.max_connections == 0 {
+                    return Err("serve.nts.maxConnections: expected at least 1".into());
+                }
+                if let Some(a) = nts.listen.iter().find(|a| a.port() == 0) {
+                    return Err(format!("serve.nts.listen: {a} has port 0"));
+                }
             }
         }
         if let Some(m) = &self.metrics

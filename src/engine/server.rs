@@ -284,6 +284,7 @@ mod tests {
             deny: vec![],
             rate_limit: None,
             local_stratum: None,
+            nts: None,
         }
     }
 

@@ -103,6 +103,7 @@ pub(super) fn engine_config(spec: &Spec, paths: &DaemonPaths) -> EngineConfig {
             listen: m.listen.value.0,
             allow_remote: m.allow_remote,
         }),
+        nts_trusted_certs: None,
     }
 }
 
@@ -139,6 +140,7 @@ fn engine_serve(s: Serving) -> ServeConfig {
         deny: s.deny.into_iter().map(|c| c.0).collect(),
         rate_limit: s.rate_limit.then(RateLimitConfig::default),
         local_stratum: s.local_stratum,
+        nts: None,
     }
 }
 
