@@ -46,12 +46,17 @@ pub(super) fn files(
     context.insert("rtcsync", &ts.rtcsync);
     context.insert(
         "nts",
-        &ts.sources
+        &(ts.sources
             .value
             .iter()
-            .any(|s| s.nts.as_ref().is_some_and(|n| n.value)),
+            .any(|s| s.nts.as_ref().is_some_and(|n| n.value))
+            || spec.serves_nts()),
     );
     context.insert("serve", &serving(spec));
+    context.insert(
+        "nts_trusted_certs",
+        &ts.nts_trusted_certs.as_ref().map(|c| c.value.to_string()),
+    );
     let whole = render("chrony.conf", TEMPLATE, &context);
 
     let content = config_content(ts.config, whole, &sources);

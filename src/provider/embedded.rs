@@ -12,7 +12,8 @@ use super::shared::{
     Serving, comment_text, driftfile, header_context, render, serving, step_limit,
 };
 use crate::engine::config::{
-    EngineConfig, MetricsConfig, RateLimitConfig, ServeConfig, SourceConfig, StepConfig,
+    DEFAULT_NTS_KE_PORT, EngineConfig, MetricsConfig, NtsServeConfig, RateLimitConfig, ServeConfig,
+    SourceConfig, StepConfig,
 };
 use crate::facts::DaemonPaths;
 use crate::resource::binary::EngineBinary;
@@ -103,9 +104,22 @@ pub(super) fn engine_config(spec: &Spec, paths: &DaemonPaths) -> EngineConfig {
             listen: m.listen.value.0,
             allow_remote: m.allow_remote,
         }),
-        nts_trusted_certs: None,
+        nts_trusted_certs: ts
+            .nts_trusted_certs
+            .as_ref()
+            .map(|c| PathBuf::from(c.value.as_str())),
     }
 }
+
+/// Where systemd hands the unit its NTS certificate and key
+/// (`LoadCredential=`): the engine runs as a dynamic user that could not
+/// read a root-only key file where the admin keeps it.
+pub const NTS_CREDENTIALS: &str = "/run/credentials/timectl-engine.service";
+/// The credential names of the certificate and the key.
+const NTS_CERT_CREDENTIAL: &str = "nts-certificate";
+const NTS_KEY_CREDENTIAL: &str = "nts-key";
+/// Where the engine keeps its NTS cookie keys (StateDirectory=timectl-engine).
+pub const NTS_KEY_DIR: &str = "/var/lib/timectl-engine/nts";
 
 fn engine_source(s: &Source) -> SourceConfig {
     let host = s.host().to_string();
@@ -116,6 +130,10 @@ fn engine_source(s: &Source) -> SourceConfig {
     }
     source.iburst = s.iburst;
     source.prefer = s.prefer;
+    source.nts = s.nts.as_ref().is_some_and(|n| n.value);
+    if let Some(p) = &s.nts_port {
+        source.nts_port = p.value;
+    }
     if let Some(p) = &s.minpoll {
         source.minpoll = p.value;
     }
@@ -130,17 +148,27 @@ fn engine_source(s: &Source) -> SourceConfig {
 
 /// The engine takes socket addresses; NTP is served on port 123.
 fn engine_serve(s: Serving) -> ServeConfig {
+    let listen: Vec<SocketAddr> = s
+        .listen
+        .into_iter()
+        .map(|ip| SocketAddr::new(ip, 123))
+        .collect();
     ServeConfig {
-        listen: s
-            .listen
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, 123))
-            .collect(),
+        listen: listen.clone(),
         allow: s.allow.into_iter().map(|c| c.0).collect(),
         deny: s.deny.into_iter().map(|c| c.0).collect(),
         rate_limit: s.rate_limit.then(RateLimitConfig::default),
         local_stratum: s.local_stratum,
-        nts: None,
+        nts: s.nts.map(|_| NtsServeConfig {
+            certificate: PathBuf::from(format!("{NTS_CREDENTIALS}/{NTS_CERT_CREDENTIAL}")),
+            key: PathBuf::from(format!("{NTS_CREDENTIALS}/{NTS_KEY_CREDENTIAL}")),
+            listen: listen
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), DEFAULT_NTS_KE_PORT))
+                .collect(),
+            key_dir: Some(PathBuf::from(NTS_KEY_DIR)),
+            max_connections: 100,
+        }),
     }
 }
 
@@ -234,6 +262,18 @@ fn unit_file(spec: &Spec, paths: &DaemonPaths, engine: &EngineBinary) -> FileRes
         },
     );
     context.insert("clock_control", &ts.clock_control);
+    let credentials: Vec<String> = ts
+        .serve
+        .as_ref()
+        .and_then(|s| s.nts.as_ref())
+        .map(|n| {
+            vec![
+                format!("{NTS_CERT_CREDENTIAL}:{}", n.certificate.value),
+                format!("{NTS_KEY_CREDENTIAL}:{}", n.key.value),
+            ]
+        })
+        .unwrap_or_default();
+    context.insert("credentials", &credentials);
     FileResource {
         unit_file: true,
         ..config_file(

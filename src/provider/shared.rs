@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use serde::{Serialize, Serializer};
 
 use crate::facts::DaemonPaths;
-use crate::spec::{Cidr, HostName, Source, Spec};
+use crate::spec::{Cidr, ConfigPath, HostName, Source, Spec};
 
 /// The config-file dialect a source line is written in: chrony.conf and
 /// ntp.conf share the `server`/`pool` syntax, but ntpd has no `port` and
@@ -49,6 +49,7 @@ pub(super) enum SourceOption {
     Iburst,
     Prefer,
     Nts,
+    NtsPort(u16),
     Key(u32),
     MinPoll(i8),
     MaxPoll(i8),
@@ -62,6 +63,7 @@ impl fmt::Display for SourceOption {
             SourceOption::Iburst => f.write_str("iburst"),
             SourceOption::Prefer => f.write_str("prefer"),
             SourceOption::Nts => f.write_str("nts"),
+            SourceOption::NtsPort(p) => write!(f, "ntsport {p}"),
             SourceOption::Key(k) => write!(f, "key {k}"),
             SourceOption::MinPoll(p) => write!(f, "minpoll {p}"),
             SourceOption::MaxPoll(p) => write!(f, "maxpoll {p}"),
@@ -92,6 +94,12 @@ impl SourceLine {
             .map(SourceOption::Port)
             .into_iter()
             .chain(flags.into_iter().filter(|(on, _)| *on).map(|(_, o)| o))
+            .chain(
+                s.nts_port
+                    .as_ref()
+                    .filter(|_| chrony)
+                    .map(|p| SourceOption::NtsPort(p.value)),
+            )
             .chain(s.key.as_ref().map(|k| SourceOption::Key(k.value)))
             .chain(s.minpoll.as_ref().map(|p| SourceOption::MinPoll(p.value)))
             .chain(s.maxpoll.as_ref().map(|p| SourceOption::MaxPoll(p.value)))
@@ -146,6 +154,15 @@ pub(super) struct Serving {
     pub deny: Vec<Cidr>,
     pub rate_limit: bool,
     pub local_stratum: Option<u8>,
+    /// NTS served with this certificate and key (`serve.nts`).
+    pub nts: Option<ServingNts>,
+}
+
+/// The certificate and key files of an NTS server.
+#[derive(Clone, Debug, Serialize)]
+pub(super) struct ServingNts {
+    pub certificate: ConfigPath,
+    pub key: ConfigPath,
 }
 
 /// The spec's `serve`, if any.
@@ -156,6 +173,10 @@ pub(super) fn serving(spec: &Spec) -> Option<Serving> {
         deny: s.deny.clone(),
         rate_limit: s.rate_limit,
         local_stratum: s.local_stratum.as_ref().map(|l| l.value),
+        nts: s.nts.as_ref().map(|n| ServingNts {
+            certificate: n.certificate.value.clone(),
+            key: n.key.value.clone(),
+        }),
     })
 }
 

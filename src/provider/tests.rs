@@ -118,7 +118,7 @@ driftfile /var/lib/chrony/chrony.drift
 # Symmetric keys for authenticated sources.
 keyfile /etc/chrony/chrony.keys
 
-# Keep NTS cookies across restarts.
+# Keep NTS cookies (and a server's cookie keys) across restarts.
 ntsdumpdir /var/lib/chrony
 
 # Leap seconds from the system's time zone data.
@@ -799,5 +799,79 @@ fn embedded_config_the_engine_would_refuse_is_never_written() {
         err.contains("site.yaml:3:5: the embedded engine would refuse this configuration")
             && err.contains("minpoll 12 is above maxpoll 10"),
         "{err}"
+    );
+}
+
+#[test]
+fn chrony_serving_nts_with_trusted_certs_and_a_ke_port() {
+    let d = compile(
+        &spec(
+            "timesync:\n  provider: chrony\n  ntsTrustedCerts: /etc/ssl/corp-ca.pem\n  sources:\n    - server: nts.example.net\n      nts: true\n      ntsPort: 14460\n  serve:\n    allow: [10.0.0.0/8]\n    nts: { certificate: /etc/ssl/ntp.crt, key: /etc/ssl/private/ntp.key }\n",
+        ),
+        &debian12(),
+        &copy_of("/usr/bin/timectl"),
+    )
+    .unwrap();
+    let conf = whole(file(&d, "/etc/chrony/chrony.conf"));
+    let lines: Vec<&str> = conf.lines().collect();
+    for want in [
+        "server nts.example.net iburst nts ntsport 14460",
+        "ntstrustedcerts /etc/ssl/corp-ca.pem",
+        "ntsdumpdir /var/lib/chrony",
+        "ntsservercert /etc/ssl/ntp.crt",
+        "ntsserverkey /etc/ssl/private/ntp.key",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in:\n{conf}");
+    }
+    // Without serve.nts and NTS sources, none of it.
+    let plain = compile(
+        &spec("timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n  serve:\n    allow: [10.0.0.0/8]\n"),
+        &debian12(),
+        &copy_of("/usr/bin/timectl"),
+    )
+    .unwrap();
+    assert!(!whole(file(&plain, "/etc/chrony/chrony.conf")).contains("nts"));
+}
+
+#[test]
+fn embedded_nts_sources_and_serving_reach_the_engine_and_its_unit() {
+    let text = "timesync:\n  ntsTrustedCerts: /etc/ssl/corp-ca.pem\n  sources:\n    - server: nts.example.net\n      nts: true\n    - server: 192.0.2.7\n      nts: true\n      ntsPort: 14460\n    - server: 192.0.2.8\n  serve:\n    allow: [10.0.0.0/8]\n    listen: [192.0.2.1]\n    nts: { certificate: /etc/ssl/ntp.crt, key: /etc/ssl/private/ntp.key }\n";
+    let (d, config) = embedded_config(text);
+    let nts: Vec<(bool, u16)> = config.sources.iter().map(|s| (s.nts, s.nts_port)).collect();
+    assert_eq!(nts, vec![(true, 4460), (true, 14460), (false, 4460)]);
+    assert_eq!(
+        config.nts_trusted_certs.as_deref(),
+        Some(Path::new("/etc/ssl/corp-ca.pem"))
+    );
+    let served = config
+        .serve
+        .as_ref()
+        .and_then(|s| s.nts.as_ref())
+        .expect("serves NTS");
+    // The engine reads systemd's copies; the unit names the admin's files.
+    assert_eq!(
+        served.certificate,
+        Path::new("/run/credentials/timectl-engine.service/nts-certificate")
+    );
+    assert_eq!(
+        served.key,
+        Path::new("/run/credentials/timectl-engine.service/nts-key")
+    );
+    assert_eq!(served.listen, vec!["192.0.2.1:4460".parse().unwrap()]);
+    assert_eq!(
+        served.key_dir.as_deref(),
+        Some(Path::new("/var/lib/timectl-engine/nts"))
+    );
+    let unit = whole(file(&d, "/etc/systemd/system/timectl-engine.service"));
+    assert!(
+        unit.contains("\nLoadCredential=nts-certificate:/etc/ssl/ntp.crt\nLoadCredential=nts-key:/etc/ssl/private/ntp.key\n"),
+        "{unit}"
+    );
+    // A client-only engine's unit loads no credentials.
+    let (plain, config) = embedded_config("timesync:\n  sources:\n    - server: 192.0.2.8\n");
+    assert!(config.nts_trusted_certs.is_none() && !config.sources[0].nts);
+    assert!(
+        !whole(file(&plain, "/etc/systemd/system/timectl-engine.service"))
+            .contains("LoadCredential")
     );
 }

@@ -15,6 +15,7 @@ impl Spec {
         self.check_step(&mut out);
         self.check_serve(&mut out);
         self.check_metrics(&mut out);
+        self.check_nts_trust(&mut out);
         self.check_provider_limits(&mut out);
         self.check_extra_config(&mut out);
         out
@@ -146,6 +147,17 @@ impl Spec {
                     }
                 }
             }
+            if let Some(nts) = &serve.nts
+                && !matches!(provider, ProviderKind::Embedded | ProviderKind::Chrony)
+            {
+                out.push(self.diagnostic(
+                    &nts.certificate.referenced,
+                    format!(
+                        "serve.nts is served by provider embedded or chrony, not {}: remove `serve.nts` or change the provider",
+                        provider.name()
+                    ),
+                ));
+            }
             if let Some(stratum) = &serve.local_stratum
                 && !(1..=15).contains(&stratum.value)
             {
@@ -154,6 +166,22 @@ impl Spec {
                     format!("invalid localStratum {}: expected 1 to 15", stratum.value),
                 ));
             }
+        }
+    }
+
+    /// NTS trust anchors only where the provider reads them.
+    fn check_nts_trust(&self, out: &mut Vec<Diagnostic>) {
+        let provider = self.provider();
+        if let Some(certs) = &self.timesync.nts_trusted_certs
+            && !matches!(provider, ProviderKind::Embedded | ProviderKind::Chrony)
+        {
+            out.push(self.diagnostic(
+                &certs.referenced,
+                format!(
+                    "ntsTrustedCerts is read by provider embedded or chrony, not {}: remove it",
+                    provider.name()
+                ),
+            ));
         }
     }
 
@@ -407,17 +435,31 @@ impl Spec {
             .map(|h| h.referenced);
         if let Some(nts) = &source.nts
             && nts.value
+            && source.key.is_some()
         {
-            if provider == ProviderKind::Embedded {
+            out.push(self.diagnostic(
+                &nts.referenced,
+                "a source cannot use both nts and a symmetric key",
+            ));
+        }
+        if let Some(port) = &source.nts_port {
+            if !source.nts.as_ref().is_some_and(|n| n.value) {
                 out.push(self.diagnostic(
-                    &nts.referenced,
-                    "nts is not supported by the embedded engine yet: use provider chrony for NTS sources",
+                    &port.referenced,
+                    "ntsPort applies only to a source with `nts: true`",
                 ));
-            }
-            if source.key.is_some() {
+            } else if port.value == 0 {
                 out.push(self.diagnostic(
-                    &nts.referenced,
-                    "a source cannot use both nts and a symmetric key",
+                    &port.referenced,
+                    "invalid ntsPort 0: expected a TCP port 1 to 65535",
+                ));
+            } else if !matches!(provider, ProviderKind::Embedded | ProviderKind::Chrony) {
+                out.push(self.diagnostic(
+                    &port.referenced,
+                    format!(
+                        "ntsPort is written for provider embedded and chrony, not {}: remove it",
+                        provider.name()
+                    ),
                 ));
             }
         }

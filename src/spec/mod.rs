@@ -93,6 +93,12 @@ pub struct TimeSync {
     #[schemars(with = "Option<ConfigPath>")]
     pub driftfile: Option<Spanned<ConfigPath>>,
 
+    /// PEM file of the CA certificates trusted for NTS-KE servers
+    /// (chrony's `ntstrustedcerts`). Absent: the system's CA store.
+    #[serde(default)]
+    #[schemars(with = "Option<ConfigPath>")]
+    pub nts_trusted_certs: Option<Spanned<ConfigPath>>,
+
     /// Symmetric keys for authenticated sources. Key material is never shown.
     #[serde(default)]
     pub keys: Vec<Key>,
@@ -169,10 +175,16 @@ pub struct Source {
     /// Prefer this source over others of similar quality.
     #[serde(default)]
     pub prefer: bool,
-    /// Authenticate with Network Time Security (chrony; ntpsec).
+    /// Authenticate with Network Time Security, RFC 8915 (embedded,
+    /// chrony). Replies that do not authenticate are never used.
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
     pub nts: Option<Spanned<bool>>,
+    /// TCP port of the NTS-KE server (default 4460; chrony's `ntsport`).
+    /// Only with `nts: true`.
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub nts_port: Option<Spanned<u16>>,
     /// Minimum poll interval as a power of two seconds.
     #[serde(default)]
     #[schemars(with = "Option<i8>")]
@@ -278,6 +290,24 @@ pub struct Serve {
     #[serde(default)]
     #[schemars(with = "Option<u8>")]
     pub local_stratum: Option<Spanned<u8>>,
+    /// Serve NTS (RFC 8915) too: NTS-KE on TCP 4460 with this certificate,
+    /// and NTS-protected replies on UDP 123 (embedded, chrony). The
+    /// firewall step opens TCP 4460 as well.
+    #[serde(default)]
+    pub nts: Option<ServeNts>,
+}
+
+/// The certificate and key an NTS server presents to its clients.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServeNts {
+    /// PEM certificate chain, the server's certificate first (chrony's
+    /// `ntsservercert`).
+    #[schemars(with = "ConfigPath")]
+    pub certificate: Spanned<ConfigPath>,
+    /// PEM private key of that certificate (chrony's `ntsserverkey`).
+    #[schemars(with = "ConfigPath")]
+    pub key: Spanned<ConfigPath>,
 }
 
 /// The embedded engine's Prometheus endpoint.
@@ -460,6 +490,15 @@ impl Spec {
         self.timesync
             .open_firewall
             .unwrap_or(self.timesync.serve.is_some())
+    }
+
+    /// Whether this host serves NTS (`serve.nts`), so TCP 4460 must be open
+    /// too when UDP 123 is.
+    pub fn serves_nts(&self) -> bool {
+        self.timesync
+            .serve
+            .as_ref()
+            .is_some_and(|s| s.nts.is_some())
     }
 
     /// A diagnostic at a position of this spec's text.

@@ -181,17 +181,54 @@ fn min_sources_above_what_sources_give() {
 
 #[test]
 fn nts_only_where_the_provider_supports_it() {
+    // The embedded engine and chrony do NTS, with a KE port and trust anchors.
+    for provider in ["embedded", "chrony"] {
+        assert!(
+            parse(&format!(
+                "timesync:\n  provider: {provider}\n  ntsTrustedCerts: /etc/ssl/corp-ca.pem\n  sources:\n    - server: a.example\n      nts: true\n      ntsPort: 14460\n  serve:\n    allow: [10.0.0.0/8]\n    nts: {{ certificate: /etc/ssl/ntp.crt, key: /etc/ssl/ntp.key }}\n"
+            ))
+            .is_ok(),
+            "{provider}"
+        );
+    }
+    // timesyncd has no NTS at all.
     let (line, col, msg) = fails(
-        "timesync:\n  provider: embedded\n  sources:\n    - server: a.example\n      nts: true\n",
+        "timesync:\n  provider: timesyncd\n  sources:\n    - server: a.example\n      nts: true\n",
     );
     assert_eq!((line, col), (5, 12));
-    assert!(msg.contains("embedded"), "{msg}");
-    assert!(
-        parse(
-            "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n      nts: true\n"
-        )
-        .is_ok()
+    assert!(msg.contains("has no NTS"), "{msg}");
+    // An NTS-KE port on a source without NTS is a mistake.
+    let (line, col, msg) =
+        fails("timesync:\n  sources:\n    - server: a.example\n      ntsPort: 4460\n");
+    assert_eq!((line, col), (4, 16));
+    assert!(msg.contains("only to a source with `nts: true`"), "{msg}");
+    let (_, _, msg) = fails(
+        "timesync:\n  sources:\n    - server: a.example\n      nts: true\n      ntsPort: 0\n",
     );
+    assert!(msg.contains("invalid ntsPort 0"), "{msg}");
+    // ntpd neither serves NTS nor reads ntsTrustedCerts here.
+    let (line, col, msg) = fails(
+        "timesync:\n  provider: ntpd\n  sources:\n    - server: a.example\n  serve:\n    allow: [10.0.0.0/8]\n    nts: { certificate: /etc/ssl/ntp.crt, key: /etc/ssl/ntp.key }\n",
+    );
+    assert_eq!((line, col), (7, 25));
+    assert!(
+        msg.contains("serve.nts is served by provider embedded or chrony, not ntpd"),
+        "{msg}"
+    );
+    let (line, _, msg) = fails(
+        "timesync:\n  provider: ntpd\n  ntsTrustedCerts: /etc/ca.pem\n  sources:\n    - server: a.example\n",
+    );
+    assert_eq!(line, 3);
+    assert!(
+        msg.contains("ntsTrustedCerts is read by provider embedded or chrony"),
+        "{msg}"
+    );
+    // The certificate is a path a config line can hold.
+    let (line, _, msg) = fails(
+        "timesync:\n  provider: chrony\n  sources:\n    - server: a.example\n  serve:\n    allow: [10.0.0.0/8]\n    nts: { certificate: \"/etc/ssl/a b.crt\", key: /etc/ssl/ntp.key }\n",
+    );
+    assert_eq!(line, 7);
+    assert!(msg.contains("invalid path"), "{msg}");
 }
 
 #[test]
