@@ -1020,3 +1020,6 @@ fn step_reports(journal: &journal::Journal) -> Vec<StepReport> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod nts_ke_tests;

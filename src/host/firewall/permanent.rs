@@ -346,6 +346,80 @@ mod tests {
     }
 
     #[test]
+    fn nts_ke_is_a_port_element_with_its_own_record() {
+        let entry = ZoneEntry::of(Port::NtsKe);
+        let added = add_entry(PUBLIC, entry).unwrap();
+        assert!(
+            added.contains("  <port port=\"4460\" protocol=\"tcp\"/>\n</zone>\n"),
+            "{added}"
+        );
+        assert_eq!(add_entry(&added, entry).unwrap(), added);
+        assert_eq!(remove_entry(&added, entry), PUBLIC);
+        // Either order of the attributes, either quote; not another port.
+        for line in [
+            "<port protocol='tcp' port='4460' />",
+            "  <port port=\"4460\"  protocol=\"tcp\"/>",
+        ] {
+            assert!(line_matches(line, entry), "{line}");
+        }
+        for line in [
+            "<port port=\"4460\" protocol=\"udp\"/>",
+            "<port port=\"44600\" protocol=\"tcp\"/>",
+        ] {
+            assert!(!line_matches(line, entry), "{line}");
+        }
+
+        let dir = root();
+        let fw = PermanentFirewalld::open_root(
+            &Files::new(dir.path()),
+            Path::new(crate::host::STATE_DIR),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            fw.rule_for(Port::NtsKe),
+            "<port port=\"4460\" protocol=\"tcp\"/> (tcp/4460) in zone public (/etc/firewalld/zones/public.xml)"
+        );
+        fw.open().unwrap();
+        fw.open_port(Port::NtsKe).unwrap();
+        let zone = dir.path().join("etc/firewalld/zones/public.xml");
+        let etc = std::fs::read_to_string(&zone).unwrap();
+        assert!(etc.contains("<service name=\"ntp\"/>") && etc.contains("<port port=\"4460\""));
+        let nts = fw.observe_port(Port::NtsKe).unwrap();
+        assert!(nts.ntp_open && nts.opened_by_timectl, "{nts:?}");
+        assert_eq!(nts.detail, "port 4460/tcp in zone public (permanent)");
+        // Closing TCP 4460 leaves UDP 123 (and its record) alone.
+        fw.close_port(Port::NtsKe).unwrap();
+        let etc = std::fs::read_to_string(&zone).unwrap();
+        assert!(etc.contains("<service name=\"ntp\"/>") && !etc.contains("4460"));
+        let ntp = fw.observe().unwrap();
+        assert!(ntp.ntp_open && ntp.opened_by_timectl, "{ntp:?}");
+        let nts = fw.observe_port(Port::NtsKe).unwrap();
+        assert!(!nts.ntp_open && !nts.opened_by_timectl, "{nts:?}");
+    }
+
+    #[test]
+    fn an_admins_nts_ke_port_is_not_ours() {
+        let dir = root();
+        let zones = dir.path().join("etc/firewalld/zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        std::fs::write(
+            zones.join("public.xml"),
+            PUBLIC.replace(
+                "</zone>",
+                "  <port protocol=\"tcp\" port=\"4460\"/>\n</zone>",
+            ),
+        )
+        .unwrap();
+        let fw = PermanentFirewalld::open_root(&Files::new(dir.path()), Path::new("/state"), None)
+            .unwrap();
+        let state = fw.observe_port(Port::NtsKe).unwrap();
+        assert!(state.ntp_open && !state.opened_by_timectl, "{state:?}");
+        fw.open_port(Port::NtsKe).unwrap();
+        assert!(!fw.observe_port(Port::NtsKe).unwrap().opened_by_timectl);
+    }
+
+    #[test]
     fn missing_zone_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let fw =
