@@ -200,6 +200,8 @@ fn op_name(action: &Action) -> &'static str {
         Action::ReloadUnits => "reload_units",
         Action::OpenFirewall => "open_firewall",
         Action::CloseFirewall => "close_firewall",
+        Action::OpenNtsKe => "open_nts_ke",
+        Action::CloseNtsKe => "close_nts_ke",
     }
 }
 

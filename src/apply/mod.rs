@@ -849,10 +849,7 @@ pub fn rollback(
     }
     let was = journal.state;
     remove_stale_temps(host, None, std::slice::from_ref(&journal));
-    let needs_firewall = undo
-        .iter()
-        .flat_map(|(_, a)| a)
-        .any(|a| matches!(a, Action::OpenFirewall | Action::CloseFirewall));
+    let needs_firewall = undo.iter().flat_map(|(_, a)| a).any(Action::is_firewall);
     let firewall = if needs_firewall {
         host.firewall_backend(journal.firewall)
             .map_err(|e| ApplyError::Host {
@@ -1023,3 +1020,6 @@ fn step_reports(journal: &journal::Journal) -> Vec<StepReport> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod nts_ke_tests;

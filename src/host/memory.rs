@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
     Activity, Enablement, Files, Firewall, FirewallState, Host, HostError, InstallPreview, Mode,
-    PackageManager, PackageState, ServiceManager, UnitStatus,
+    PackageManager, PackageState, Port, ServiceManager, UnitStatus,
 };
 use crate::sync::{SyncStatus, TimeProbe};
 
@@ -34,7 +34,7 @@ pub enum Op {
     Reload,
     Install,
     Remove,
-    /// Opening UDP 123 (target "").
+    /// Opening UDP 123 (target ""), or TCP 4460 (target "nts-ke").
     Open,
     Close,
     /// The daemon reports itself unsynchronised (target "").
@@ -70,6 +70,9 @@ pub struct MemoryState {
     pub packages: BTreeMap<String, String>,
     pub firewall_open: bool,
     pub firewall_opened_by_timectl: bool,
+    /// TCP 4460 (NTS-KE).
+    pub nts_ke_open: bool,
+    pub nts_ke_opened_by_timectl: bool,
 }
 
 #[derive(Debug, Default)]
@@ -182,6 +185,12 @@ impl MemoryHost {
 
     pub fn with_firewall_open(self, open: bool) -> MemoryHost {
         self.lock().state.firewall_open = open;
+        self
+    }
+
+    /// TCP 4460 open by the administrator (not by timectl).
+    pub fn with_nts_ke_open(self, open: bool) -> MemoryHost {
+        self.lock().state.nts_ke_open = open;
         self
     }
 
@@ -357,32 +366,50 @@ impl PackageManager for MemoryHost {
     }
 }
 
+/// The fault target for a port's open and close.
+fn port_target(port: Port) -> &'static str {
+    match port {
+        Port::Ntp => "",
+        Port::NtsKe => "nts-ke",
+    }
+}
+
 impl Firewall for MemoryHost {
     fn describe(&self) -> String {
         "the firewall (in memory)".into()
     }
-    fn rule(&self) -> String {
-        "udp dport 123 accept".into()
+    fn rule_for(&self, port: Port) -> String {
+        format!("{} dport {} accept", port.protocol(), port.number())
     }
-    fn observe(&self) -> Result<FirewallState, HostError> {
+    fn observe_port(&self, port: Port) -> Result<FirewallState, HostError> {
         let state = &self.lock().state;
+        let (open, ours) = match port {
+            Port::Ntp => (state.firewall_open, state.firewall_opened_by_timectl),
+            Port::NtsKe => (state.nts_ke_open, state.nts_ke_opened_by_timectl),
+        };
         Ok(FirewallState {
-            ntp_open: state.firewall_open,
-            detail: "udp dport 123 accept".into(),
-            opened_by_timectl: state.firewall_opened_by_timectl,
+            ntp_open: open,
+            detail: self.rule_for(port),
+            opened_by_timectl: ours,
         })
     }
-    fn open(&self) -> Result<(), HostError> {
-        self.operate(Op::Open, "", |inner| {
-            inner.state.firewall_open = true;
-            inner.state.firewall_opened_by_timectl = true;
+    fn open_port(&self, port: Port) -> Result<(), HostError> {
+        self.operate(Op::Open, port_target(port), |inner| {
+            let s = &mut inner.state;
+            match port {
+                Port::Ntp => (s.firewall_open, s.firewall_opened_by_timectl) = (true, true),
+                Port::NtsKe => (s.nts_ke_open, s.nts_ke_opened_by_timectl) = (true, true),
+            }
             Ok(())
         })
     }
-    fn close(&self) -> Result<(), HostError> {
-        self.operate(Op::Close, "", |inner| {
-            inner.state.firewall_open = false;
-            inner.state.firewall_opened_by_timectl = false;
+    fn close_port(&self, port: Port) -> Result<(), HostError> {
+        self.operate(Op::Close, port_target(port), |inner| {
+            let s = &mut inner.state;
+            match port {
+                Port::Ntp => (s.firewall_open, s.firewall_opened_by_timectl) = (false, false),
+                Port::NtsKe => (s.nts_ke_open, s.nts_ke_opened_by_timectl) = (false, false),
+            }
             Ok(())
         })
     }

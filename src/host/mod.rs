@@ -256,27 +256,86 @@ pub trait PackageManager {
     fn remove(&self, names: &[String]) -> Result<(), HostError>;
 }
 
-/// Whether UDP 123 is open, and the firewall that decides it.
+/// A port timectl manages in the host firewall: NTP (UDP 123), and NTS-KE
+/// (TCP 4460, RFC 8915) when the host serves NTS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Port {
+    /// UDP 123.
+    Ntp,
+    /// TCP 4460.
+    NtsKe,
+}
+
+impl Port {
+    pub const ALL: [Port; 2] = [Port::Ntp, Port::NtsKe];
+
+    /// `udp` or `tcp`.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Port::Ntp => "udp",
+            Port::NtsKe => "tcp",
+        }
+    }
+
+    pub fn number(self) -> u16 {
+        match self {
+            Port::Ntp => 123,
+            Port::NtsKe => 4460,
+        }
+    }
+
+    /// "UDP 123", "TCP 4460", for plans.
+    pub fn label(self) -> String {
+        format!("{} {}", self.protocol().to_uppercase(), self.number())
+    }
+
+    /// "udp/123", "tcp/4460", for details.
+    pub fn short(self) -> String {
+        format!("{}/{}", self.protocol(), self.number())
+    }
+}
+
+/// Whether a port (UDP 123 unless said otherwise) is open, and the firewall
+/// that decides it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirewallState {
+    /// The port is open (the name is from when UDP 123 was the only one;
+    /// kept so that fingerprints of existing plans do not change).
     pub ntp_open: bool,
     /// The rule or setting that opens it, as the backend shows it.
     pub detail: String,
     /// Whether what opens it was added by timectl (its nftables rule, or
-    /// the firewalld service it recorded adding), so that timectl may close
-    /// it again when the desired state no longer serves time.
+    /// the firewalld service or port it recorded adding), so that timectl
+    /// may close it again when the desired state no longer wants it.
     #[serde(default)]
     pub opened_by_timectl: bool,
 }
 
-/// firewalld or nftables, live or offline.
+/// firewalld or nftables, live or offline. Each port is observed, opened
+/// and closed on its own; the methods without a port are about UDP 123.
 pub trait Firewall {
     fn describe(&self) -> String;
-    /// The exact rule timectl adds, for the plan.
-    fn rule(&self) -> String;
-    fn observe(&self) -> Result<FirewallState, HostError>;
-    fn open(&self) -> Result<(), HostError>;
-    fn close(&self) -> Result<(), HostError>;
+    /// The exact rule timectl adds for `port`, for the plan.
+    fn rule_for(&self, port: Port) -> String;
+    fn observe_port(&self, port: Port) -> Result<FirewallState, HostError>;
+    fn open_port(&self, port: Port) -> Result<(), HostError>;
+    /// Remove what timectl added for `port` (only that).
+    fn close_port(&self, port: Port) -> Result<(), HostError>;
+
+    /// The exact rule timectl adds for UDP 123.
+    fn rule(&self) -> String {
+        self.rule_for(Port::Ntp)
+    }
+    fn observe(&self) -> Result<FirewallState, HostError> {
+        self.observe_port(Port::Ntp)
+    }
+    fn open(&self) -> Result<(), HostError> {
+        self.open_port(Port::Ntp)
+    }
+    fn close(&self) -> Result<(), HostError> {
+        self.close_port(Port::Ntp)
+    }
 }
 
 /// timectl's state directory on a managed host: the apply lock, run

@@ -224,7 +224,11 @@ fn firewall_resource(spec: &Spec) -> Option<Resource> {
         _ if open => "openFirewall: true".to_string(),
         _ => "this host does not serve time (no `serve`, or openFirewall: false)".to_string(),
     };
-    Some(Resource::Firewall(FirewallResource { open, reason }))
+    Some(Resource::Firewall(FirewallResource {
+        open,
+        reason,
+        nts_ke: false,
+    }))
 }
 
 /// The chosen daemon's service: enabled and running, restarted when one

@@ -1,11 +1,19 @@
 //! UDP 123 open (or closed) in the host's firewall, through whichever
-//! backend the host uses (firewalld or nftables).
+//! backend the host uses (firewalld or nftables), and TCP 4460 with it when
+//! the host serves NTS (NTS-KE, RFC 8915).
+//!
+//! Each port is its own change line. What the desired state no longer
+//! wants is closed only if timectl opened it: an administrator's opening
+//! stays. TCP 4460 is observed on every plan (timectl may have opened it
+//! before), but it enters the fingerprint only when it matters to the plan
+//! (wanted open, or opened by timectl), so a host where NTS plays no part
+//! fingerprints exactly as before NTS-KE was managed.
 
 use super::{
     Action, Change, ChangeKind, Converge, Diff, DiffError, ObserveError, PlanContext, ResourceId,
     hash_of,
 };
-use crate::host::{Firewall, FirewallState, HostError};
+use crate::host::{Firewall, FirewallState, HostError, Port};
 
 #[derive(Debug, Clone)]
 pub struct FirewallResource {
@@ -13,6 +21,8 @@ pub struct FirewallResource {
     pub open: bool,
     /// Why: "this host serves time to 10.0.0.0/8".
     pub reason: String,
+    /// TCP 4460 for NTS-KE must be open too (only with `open`).
+    pub nts_ke: bool,
 }
 
 /// The firewall as seen: no backend to manage, or a backend and its state.
@@ -20,7 +30,10 @@ pub enum FirewallObservation {
     NoBackend,
     Seen {
         backend: Box<dyn Firewall>,
+        /// UDP 123.
         state: FirewallState,
+        /// TCP 4460 (NTS-KE).
+        nts_ke: FirewallState,
     },
 }
 
@@ -43,8 +56,15 @@ impl Converge for FirewallResource {
         let Some(backend) = backend else {
             return Ok(FirewallObservation::NoBackend);
         };
-        match backend.observe() {
-            Ok(state) => Ok(FirewallObservation::Seen { backend, state }),
+        let observed = backend
+            .observe_port(Port::Ntp)
+            .and_then(|state| Ok((state, backend.observe_port(Port::NtsKe)?)));
+        match observed {
+            Ok((state, nts_ke)) => Ok(FirewallObservation::Seen {
+                backend,
+                state,
+                nts_ke,
+            }),
             Err(cause) => Err(ObserveError {
                 subject: format!("the firewall ({})", backend.describe()),
                 context: "observing the firewall".into(),
@@ -56,20 +76,37 @@ impl Converge for FirewallResource {
     fn fingerprint(&self, observed: &FirewallObservation) -> Option<String> {
         match observed {
             FirewallObservation::NoBackend => None,
-            FirewallObservation::Seen { state, .. } => Some(hash_of(state)),
+            FirewallObservation::Seen { state, nts_ke, .. } => {
+                if self.wants_nts_ke() || nts_ke.opened_by_timectl {
+                    Some(hash_of(&(state, nts_ke)))
+                } else {
+                    // As before TCP 4460 was managed: existing plans keep
+                    // their fingerprints.
+                    Some(hash_of(state))
+                }
+            }
         }
     }
 
     fn diff(&self, observed: &FirewallObservation, _: &PlanContext<'_>) -> Result<Diff, DiffError> {
         match observed {
-            FirewallObservation::Seen { backend, state } => self
-                .plan(backend.as_ref(), state)
+            FirewallObservation::Seen {
+                backend,
+                state,
+                nts_ke,
+            } => self
+                .plan(backend.as_ref(), state, nts_ke)
                 .map(Diff::from)
                 .map_err(DiffError::host("planning the firewall")),
             FirewallObservation::NoBackend if self.open => Ok(Diff {
                 changes: Vec::new(),
                 notes: vec![format!(
-                    "UDP 123 should be open ({}), but no firewall backend was found: nothing to open",
+                    "{} should be open ({}), but no firewall backend was found: nothing to open",
+                    if self.wants_nts_ke() {
+                        "UDP 123 and TCP 4460 (NTS-KE)"
+                    } else {
+                        "UDP 123"
+                    },
                     self.reason
                 )],
             }),
@@ -78,28 +115,50 @@ impl Converge for FirewallResource {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// For apply tests on the in-memory host: every firewall resource
+    /// planned on this thread wants NTS-KE, as the provider will for a host
+    /// that serves NTS once the spec is wired to it (until then it plans
+    /// `nts_ke: false`). Apply plans again to check convergence, so the
+    /// tests cannot just change the resource in the first plan.
+    pub(crate) static TEST_WANTS_NTS_KE: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
+}
+
 impl FirewallResource {
+    /// TCP 4460 must be open.
+    fn wants_nts_ke(&self) -> bool {
+        #[cfg(test)]
+        let nts_ke = self.nts_ke || TEST_WANTS_NTS_KE.with(std::cell::Cell::get);
+        #[cfg(not(test))]
+        let nts_ke = self.nts_ke;
+        self.open && nts_ke
+    }
+
     fn plan(
         &self,
         backend: &dyn Firewall,
         observed: &FirewallState,
+        nts_ke: &FirewallState,
     ) -> Result<Vec<Change>, HostError> {
         let resource = self.id();
+        let mut changes = Vec::new();
         if self.open && !observed.ntp_open {
-            return Ok(vec![Change {
+            changes.push(Change {
                 resource: resource.clone(),
                 kind: ChangeKind::Add,
                 summary: format!("open UDP 123 in {}: {}", backend.describe(), backend.rule()),
                 reason: self.reason.clone(),
                 diff: None,
                 action: Action::OpenFirewall,
-            }]);
+            });
         }
         // Close only what timectl itself opened: a port the administrator
         // opened stays open.
         if !self.open && observed.ntp_open && observed.opened_by_timectl {
-            return Ok(vec![Change {
-                resource,
+            changes.push(Change {
+                resource: resource.clone(),
                 kind: ChangeKind::Remove,
                 summary: format!(
                     "close UDP 123 in {}: remove what timectl opened ({})",
@@ -109,8 +168,43 @@ impl FirewallResource {
                 reason: self.reason.clone(),
                 diff: None,
                 action: Action::CloseFirewall,
-            }]);
+            });
         }
-        Ok(Vec::new())
+        let port = Port::NtsKe;
+        if self.wants_nts_ke() && !nts_ke.ntp_open {
+            changes.push(Change {
+                resource: resource.clone(),
+                kind: ChangeKind::Add,
+                summary: format!(
+                    "open {} (NTS-KE) in {}: {}",
+                    port.label(),
+                    backend.describe(),
+                    backend.rule_for(port)
+                ),
+                reason: format!("{}; NTS key exchange (RFC 8915) uses TCP 4460", self.reason),
+                diff: None,
+                action: Action::OpenNtsKe,
+            });
+        }
+        if !self.wants_nts_ke() && nts_ke.ntp_open && nts_ke.opened_by_timectl {
+            changes.push(Change {
+                resource,
+                kind: ChangeKind::Remove,
+                summary: format!(
+                    "close {} (NTS-KE) in {}: remove what timectl opened ({})",
+                    port.label(),
+                    backend.describe(),
+                    nts_ke.detail
+                ),
+                reason: if self.open {
+                    "this host does not serve NTS: NTS-KE (TCP 4460) is not needed".to_string()
+                } else {
+                    self.reason.clone()
+                },
+                diff: None,
+                action: Action::CloseNtsKe,
+            });
+        }
+        Ok(changes)
     }
 }

@@ -312,8 +312,14 @@ pub enum Action {
         unit: String,
     },
     ReloadUnits,
+    /// Open UDP 123.
     OpenFirewall,
+    /// Close the UDP 123 timectl opened.
     CloseFirewall,
+    /// Open TCP 4460 (NTS-KE).
+    OpenNtsKe,
+    /// Close the TCP 4460 timectl opened.
+    CloseNtsKe,
 }
 
 /// Where a restored file's previous state comes from.
@@ -381,6 +387,8 @@ impl Action {
             Action::ReloadUnits => Ok(vec![Action::ReloadUnits]),
             Action::OpenFirewall => Ok(vec![Action::CloseFirewall]),
             Action::CloseFirewall => Ok(vec![Action::OpenFirewall]),
+            Action::OpenNtsKe => Ok(vec![Action::CloseNtsKe]),
+            Action::CloseNtsKe => Ok(vec![Action::OpenNtsKe]),
         }
     }
 
@@ -452,6 +460,8 @@ impl Action {
             Action::RemovePackages { names } => host.packages.remove(names),
             Action::OpenFirewall => ctx.firewall()?.open(),
             Action::CloseFirewall => ctx.firewall()?.close(),
+            Action::OpenNtsKe => ctx.firewall()?.open_port(crate::host::Port::NtsKe),
+            Action::CloseNtsKe => ctx.firewall()?.close_port(crate::host::Port::NtsKe),
             unit_action => unit_action.perform_on_units(host.services.as_ref()),
         }
     }
@@ -536,7 +546,15 @@ impl Action {
     /// A unit or package operation: one that a pending systemd reload or
     /// daemon restart must come before during a rollback.
     pub fn reads_unit_files(&self) -> bool {
-        !self.changes_only_files() && !matches!(self, Action::OpenFirewall | Action::CloseFirewall)
+        !self.changes_only_files() && !self.is_firewall()
+    }
+
+    /// Opens or closes a port in the firewall.
+    pub fn is_firewall(&self) -> bool {
+        matches!(
+            self,
+            Action::OpenFirewall | Action::CloseFirewall | Action::OpenNtsKe | Action::CloseNtsKe
+        )
     }
 
     /// Makes systemd or a daemon read files again: as an undo it must wait
@@ -579,6 +597,8 @@ impl Action {
             Action::ReloadUnits => "reload systemd unit files".to_string(),
             Action::OpenFirewall => "open UDP 123 in the firewall".to_string(),
             Action::CloseFirewall => "close UDP 123 in the firewall".to_string(),
+            Action::OpenNtsKe => "open TCP 4460 (NTS-KE) in the firewall".to_string(),
+            Action::CloseNtsKe => "close TCP 4460 (NTS-KE) in the firewall".to_string(),
         }
     }
 }

@@ -4,14 +4,16 @@
 //! both are changed; a service that is already there (`ALREADY_ENABLED`)
 //! or already gone (`NOT_ENABLED`) is no change. What timectl added is
 //! recorded (see [`FirewalldRecord`]) so that closing removes only that.
+//! NTS-KE (TCP 4460) is the port `4460/tcp` in the same zone, handled the
+//! same way with its own record (firewalld ships no NTS-KE service).
 
 use std::path::{Path, PathBuf};
 
 use zbus::{OwnedObjectPath, proxy};
 
-use super::{FIREWALLD_BUS_NAME, FIREWALLD_SERVICE, FirewalldRecord};
+use super::{FIREWALLD_BUS_NAME, FirewalldRecord, ZoneEntry};
 use crate::host::bus::{SystemBus, error as bus_error};
-use crate::host::{Files, Firewall, FirewallState, HostError};
+use crate::host::{Files, Firewall, FirewallState, HostError, Port};
 
 #[proxy(
     interface = "org.fedoraproject.FirewallD1",
@@ -35,6 +37,18 @@ trait RuntimeZone {
     fn add_service(&self, zone: &str, service: &str, timeout: i32) -> zbus::Result<String>;
     #[zbus(name = "removeService")]
     fn remove_service(&self, zone: &str, service: &str) -> zbus::Result<String>;
+    #[zbus(name = "queryPort")]
+    fn query_port(&self, zone: &str, port: &str, protocol: &str) -> zbus::Result<bool>;
+    #[zbus(name = "addPort")]
+    fn add_port(
+        &self,
+        zone: &str,
+        port: &str,
+        protocol: &str,
+        timeout: i32,
+    ) -> zbus::Result<String>;
+    #[zbus(name = "removePort")]
+    fn remove_port(&self, zone: &str, port: &str, protocol: &str) -> zbus::Result<String>;
 }
 
 #[proxy(
@@ -58,6 +72,12 @@ trait PermanentZone {
     fn add_service(&self, service: &str) -> zbus::Result<()>;
     #[zbus(name = "removeService")]
     fn remove_service(&self, service: &str) -> zbus::Result<()>;
+    #[zbus(name = "queryPort")]
+    fn query_port(&self, port: &str, protocol: &str) -> zbus::Result<bool>;
+    #[zbus(name = "addPort")]
+    fn add_port(&self, port: &str, protocol: &str) -> zbus::Result<()>;
+    #[zbus(name = "removePort")]
+    fn remove_port(&self, port: &str, protocol: &str) -> zbus::Result<()>;
 }
 
 pub struct Firewalld {
@@ -130,22 +150,39 @@ impl Firewalld {
             .map_err(|e| bus_error("firewalld", e))
     }
 
-    fn seen(&self) -> Result<Seen, HostError> {
+    async fn runtime_zone(&self) -> Result<RuntimeZoneProxy<'_>, HostError> {
+        RuntimeZoneProxy::new(self.bus.conn())
+            .await
+            .map_err(|e| bus_error("firewalld", e))
+    }
+
+    fn seen(&self, entry: ZoneEntry<'_>) -> Result<Seen, HostError> {
         self.bus.block_on(async {
-            let runtime = RuntimeZoneProxy::new(self.bus.conn())
-                .await
-                .map_err(|e| bus_error("firewalld", e))?
-                .query_service(&self.zone, FIREWALLD_SERVICE)
-                .await
-                .map_err(|e| bus_error("asking firewalld (runtime)", e))?;
-            let permanent = self
-                .permanent_zone()
-                .await?
-                .query_service(FIREWALLD_SERVICE)
-                .await
-                .map_err(|e| bus_error("asking firewalld (permanent)", e))?;
+            let runtime = self.runtime_zone().await?;
+            let runtime = match entry {
+                ZoneEntry::Service(name) => runtime.query_service(&self.zone, name).await,
+                ZoneEntry::Port(port, protocol) => {
+                    runtime.query_port(&self.zone, port, protocol).await
+                }
+            }
+            .map_err(|e| bus_error("asking firewalld (runtime)", e))?;
+            let permanent = self.permanent_zone().await?;
+            let permanent = match entry {
+                ZoneEntry::Service(name) => permanent.query_service(name).await,
+                ZoneEntry::Port(port, protocol) => permanent.query_port(port, protocol).await,
+            }
+            .map_err(|e| bus_error("asking firewalld (permanent)", e))?;
             Ok(Seen { runtime, permanent })
         })
+    }
+}
+
+/// A change that is no change: already there, or already gone.
+fn unchanged(result: zbus::Result<()>, code: &str, context: String) -> Result<bool, HostError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if is_code(&e, code) => Ok(false),
+        Err(e) => Err(bus_error(&context, e)),
     }
 }
 
@@ -154,21 +191,28 @@ impl Firewall for Firewalld {
         "firewalld (D-Bus)".to_string()
     }
 
-    fn rule(&self) -> String {
+    fn rule_for(&self, port: Port) -> String {
+        let entry = ZoneEntry::of(port);
         format!(
-            "service {FIREWALLD_SERVICE} (udp/123) in zone {}, runtime and permanent (firewall-cmd --zone={} --add-service={FIREWALLD_SERVICE} [--permanent])",
-            self.zone, self.zone
+            "{} ({}) in zone {}, runtime and permanent (firewall-cmd --zone={} {} [--permanent])",
+            entry.describe(),
+            port.short(),
+            self.zone,
+            self.zone,
+            entry.option()
         )
     }
 
-    fn observe(&self) -> Result<FirewallState, HostError> {
-        let seen = self.seen()?;
-        let record = FirewalldRecord::load(&self.files, &self.state_dir, &self.zone);
+    fn observe_port(&self, port: Port) -> Result<FirewallState, HostError> {
+        let entry = ZoneEntry::of(port);
+        let seen = self.seen(entry)?;
+        let record = FirewalldRecord::load_for(&self.files, &self.state_dir, &self.zone, port);
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         Ok(FirewallState {
             ntp_open: seen.runtime && seen.permanent,
             detail: format!(
-                "service {FIREWALLD_SERVICE} in zone {}: runtime {}, permanent {}",
+                "{} in zone {}: runtime {}, permanent {}",
+                entry.describe(),
                 self.zone,
                 yes_no(seen.runtime),
                 yes_no(seen.permanent)
@@ -178,29 +222,38 @@ impl Firewall for Firewalld {
         })
     }
 
-    fn open(&self) -> Result<(), HostError> {
+    fn open_port(&self, port: Port) -> Result<(), HostError> {
+        let entry = ZoneEntry::of(port);
+        let what = entry.describe();
         let (added_runtime, added_permanent) = self.bus.block_on(async {
-            let runtime = RuntimeZoneProxy::new(self.bus.conn())
-                .await
-                .map_err(|e| bus_error("firewalld", e))?;
-            let added_runtime = match runtime.add_service(&self.zone, FIREWALLD_SERVICE, 0).await {
-                Ok(_) => true,
-                Err(e) if is_code(&e, "ALREADY_ENABLED") => false,
-                Err(e) => return Err(bus_error("adding service ntp (runtime)", e)),
+            let runtime = self.runtime_zone().await?;
+            let result = match entry {
+                ZoneEntry::Service(name) => runtime.add_service(&self.zone, name, 0).await,
+                ZoneEntry::Port(p, protocol) => runtime.add_port(&self.zone, p, protocol, 0).await,
             };
+            let added_runtime = unchanged(
+                result.map(|_| ()),
+                "ALREADY_ENABLED",
+                format!("adding {what} (runtime)"),
+            )?;
             let permanent = self.permanent_zone().await?;
-            let added_permanent = match permanent.add_service(FIREWALLD_SERVICE).await {
-                Ok(()) => true,
-                Err(e) if is_code(&e, "ALREADY_ENABLED") => false,
-                Err(e) => return Err(bus_error("adding service ntp (permanent)", e)),
+            let result = match entry {
+                ZoneEntry::Service(name) => permanent.add_service(name).await,
+                ZoneEntry::Port(p, protocol) => permanent.add_port(p, protocol).await,
             };
-            Ok((added_runtime, added_permanent))
+            let added_permanent = unchanged(
+                result,
+                "ALREADY_ENABLED",
+                format!("adding {what} (permanent)"),
+            )?;
+            Ok::<_, HostError>((added_runtime, added_permanent))
         })?;
         if added_runtime || added_permanent {
-            FirewalldRecord::add(
+            FirewalldRecord::add_for(
                 &self.files,
                 &self.state_dir,
                 &self.zone,
+                port,
                 added_runtime,
                 added_permanent,
             )?;
@@ -208,37 +261,46 @@ impl Firewall for Firewalld {
         Ok(())
     }
 
-    fn close(&self) -> Result<(), HostError> {
+    fn close_port(&self, port: Port) -> Result<(), HostError> {
+        let entry = ZoneEntry::of(port);
+        let what = entry.describe();
         // Only what timectl added; without a record (an explicit close),
         // both.
-        let record = FirewalldRecord::load(&self.files, &self.state_dir, &self.zone).unwrap_or(
-            FirewalldRecord {
+        let record = FirewalldRecord::load_for(&self.files, &self.state_dir, &self.zone, port)
+            .unwrap_or(FirewalldRecord {
                 zone: self.zone.clone(),
                 runtime: true,
                 permanent: true,
-            },
-        );
+            });
         self.bus.block_on(async {
             if record.runtime {
-                let runtime = RuntimeZoneProxy::new(self.bus.conn())
-                    .await
-                    .map_err(|e| bus_error("firewalld", e))?;
-                match runtime.remove_service(&self.zone, FIREWALLD_SERVICE).await {
-                    Ok(_) => {}
-                    Err(e) if is_code(&e, "NOT_ENABLED") => {}
-                    Err(e) => return Err(bus_error("removing service ntp (runtime)", e)),
-                }
+                let runtime = self.runtime_zone().await?;
+                let result = match entry {
+                    ZoneEntry::Service(name) => runtime.remove_service(&self.zone, name).await,
+                    ZoneEntry::Port(p, protocol) => {
+                        runtime.remove_port(&self.zone, p, protocol).await
+                    }
+                };
+                unchanged(
+                    result.map(|_| ()),
+                    "NOT_ENABLED",
+                    format!("removing {what} (runtime)"),
+                )?;
             }
             if record.permanent {
                 let permanent = self.permanent_zone().await?;
-                match permanent.remove_service(FIREWALLD_SERVICE).await {
-                    Ok(()) => {}
-                    Err(e) if is_code(&e, "NOT_ENABLED") => {}
-                    Err(e) => return Err(bus_error("removing service ntp (permanent)", e)),
-                }
+                let result = match entry {
+                    ZoneEntry::Service(name) => permanent.remove_service(name).await,
+                    ZoneEntry::Port(p, protocol) => permanent.remove_port(p, protocol).await,
+                };
+                unchanged(
+                    result,
+                    "NOT_ENABLED",
+                    format!("removing {what} (permanent)"),
+                )?;
             }
             Ok::<_, HostError>(())
         })?;
-        FirewalldRecord::forget(&self.files, &self.state_dir)
+        FirewalldRecord::forget_for(&self.files, &self.state_dir, port)
     }
 }

@@ -12,6 +12,15 @@
 //! udp dport 123 accept comment "timectl: NTP (UDP 123)"
 //! ```
 //!
+//! When the host serves NTS, NTS-KE (TCP 4460) gets its own rule, found,
+//! added and removed the same way and on its own:
+//!
+//! ```text
+//! tcp dport 4460 accept comment "timectl: NTS-KE (TCP 4460)"
+//! ```
+//!
+//! Everything below about UDP 123 holds for TCP 4460 with `tcp` for `udp`.
+//!
 //! The comment is how timectl recognises its rule: observing, adding it
 //! again (never twice) and removing it touch nothing else. A chain
 //! "filters" UDP 123 when its policy is drop, or when one of its own rules
@@ -34,11 +43,28 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::host::command;
-use crate::host::{Firewall, FirewallState, HostError};
+use crate::host::{Firewall, FirewallState, HostError, Port};
 
-/// The comment that marks timectl's rule.
+/// The comment that marks timectl's rule for UDP 123.
 pub const COMMENT: &str = "timectl: NTP (UDP 123)";
-const NTP_PORT: u64 = 123;
+/// The comment that marks timectl's rule for TCP 4460 (NTS-KE).
+pub const NTS_KE_COMMENT: &str = "timectl: NTS-KE (TCP 4460)";
+
+/// The comment that marks timectl's rule for `port`.
+pub fn comment(port: Port) -> &'static str {
+    match port {
+        Port::Ntp => COMMENT,
+        Port::NtsKe => NTS_KE_COMMENT,
+    }
+}
+
+/// The IP protocol number of `port`'s protocol (`meta l4proto 17`).
+fn l4proto(port: Port) -> u64 {
+    match port {
+        Port::Ntp => 17,
+        Port::NtsKe => 6,
+    }
+}
 const NFT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Nftables {
@@ -47,20 +73,22 @@ pub struct Nftables {
     nft: Vec<String>,
 }
 
-/// One base chain on the input hook, as far as UDP 123 is concerned.
+/// One base chain on the input hook, as far as one port (UDP 123 or TCP
+/// 4460) is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputChain {
     pub family: String,
     pub table: String,
     pub name: String,
     pub policy: String,
-    /// Would drop or reject a new UDP 123 packet.
+    /// Would drop or reject a new packet to the port.
     pub filters: bool,
-    /// Has a rule that accepts UDP 123 unconditionally.
+    /// Has a rule that accepts the port unconditionally (named for UDP
+    /// 123, the first port; the same for TCP 4460).
     pub accepts_ntp: bool,
-    /// Handles of timectl's own rules in this chain.
+    /// Handles of timectl's own rules for the port in this chain.
     pub ours: Vec<u64>,
-    /// A rule already decided the fate of UDP 123 (while reading).
+    /// A rule already decided the fate of the port (while reading).
     decided: bool,
 }
 
@@ -70,20 +98,20 @@ impl InputChain {
     }
 }
 
-/// Whether a match expression's value includes port 123: a number, a set
+/// Whether a match expression's value includes `port`: a number, a set
 /// of numbers, or a range.
-fn value_includes_ntp(right: &Value) -> bool {
+fn value_includes(right: &Value, port: u64) -> bool {
     match right {
-        Value::Number(n) => n.as_u64() == Some(NTP_PORT),
+        Value::Number(n) => n.as_u64() == Some(port),
         Value::Object(o) => {
             if let Some(set) = o.get("set").and_then(Value::as_array) {
-                return set.iter().any(value_includes_ntp);
+                return set.iter().any(|v| value_includes(v, port));
             }
             if let Some(range) = o.get("range").and_then(Value::as_array)
                 && let [low, high] = range.as_slice()
                 && let (Some(low), Some(high)) = (low.as_u64(), high.as_u64())
             {
-                return (low..=high).contains(&NTP_PORT);
+                return (low..=high).contains(&port);
             }
             false
         }
@@ -91,9 +119,10 @@ fn value_includes_ntp(right: &Value) -> bool {
     }
 }
 
-/// A match that every UDP 123 packet passes: `udp dport 123` (or a set or
-/// range holding 123) and `meta l4proto udp`.
-fn match_passes_ntp(m: &Value) -> bool {
+/// A match that every packet to `port` passes: `udp dport 123` (or a set
+/// or range holding 123, or `th dport`) and `meta l4proto udp`; for TCP
+/// 4460 the same with `tcp`.
+fn match_passes(m: &Value, port: Port) -> bool {
     let op = m.get("op").and_then(Value::as_str).unwrap_or("==");
     if op != "==" && op != "in" {
         return false;
@@ -103,27 +132,27 @@ fn match_passes_ntp(m: &Value) -> bool {
     if let Some(payload) = left.get("payload") {
         let protocol = payload.get("protocol").and_then(Value::as_str);
         let field = payload.get("field").and_then(Value::as_str);
-        return matches!(protocol, Some("udp") | Some("th"))
+        return (protocol == Some(port.protocol()) || protocol == Some("th"))
             && field == Some("dport")
-            && value_includes_ntp(right);
+            && value_includes(right, u64::from(port.number()));
     }
     if let Some(meta) = left.get("meta") {
         let key = meta.get("key").and_then(Value::as_str);
         return key == Some("l4proto")
-            && (right.as_str() == Some("udp") || right.as_u64() == Some(17));
+            && (right.as_str() == Some(port.protocol()) || right.as_u64() == Some(l4proto(port)));
     }
     false
 }
 
-/// The verdict a rule ends in if every UDP 123 packet reaches it: only
-/// rules whose matches all pass NTP count. Counters, logs and comments are
-/// not conditions.
-fn unconditional_verdict(expr: &[Value]) -> Option<&'static str> {
+/// The verdict a rule ends in if every packet to `port` reaches it: only
+/// rules whose matches all pass that port count. Counters, logs and
+/// comments are not conditions.
+fn unconditional_verdict(expr: &[Value], port: Port) -> Option<&'static str> {
     let mut verdict = None;
     for statement in expr {
         let obj = statement.as_object()?;
         if let Some(m) = obj.get("match") {
-            if !match_passes_ntp(m) {
+            if !match_passes(m, port) {
                 return None;
             }
         } else if obj.contains_key("accept") {
@@ -145,8 +174,15 @@ fn unconditional_verdict(expr: &[Value]) -> Option<&'static str> {
     verdict
 }
 
-/// The input base chains of a `nft -j list ruleset` document.
+/// The input base chains of a `nft -j list ruleset` document, as far as
+/// UDP 123 is concerned.
 pub fn input_chains(ruleset: &Value) -> Vec<InputChain> {
+    input_chains_for(ruleset, Port::Ntp)
+}
+
+/// The input base chains of a `nft -j list ruleset` document, as far as
+/// `port` is concerned.
+pub fn input_chains_for(ruleset: &Value, port: Port) -> Vec<InputChain> {
     let items = ruleset
         .get("nftables")
         .and_then(Value::as_array)
@@ -158,7 +194,7 @@ pub fn input_chains(ruleset: &Value) -> Vec<InputChain> {
         .collect();
     for item in &items {
         if let Some(rule) = item.get("rule") {
-            read_rule(&mut chains, rule);
+            read_rule(&mut chains, rule, port);
         }
     }
     chains
@@ -189,15 +225,15 @@ fn input_chain(chain: &Value) -> Option<InputChain> {
 }
 
 /// Reads one rule into the input chain it belongs to, if any: whether it is
-/// one of timectl's own, and what it decides for UDP 123.
-fn read_rule(chains: &mut [InputChain], rule: &Value) {
+/// one of timectl's own for `port`, and what it decides for `port`.
+fn read_rule(chains: &mut [InputChain], rule: &Value, port: Port) {
     let field = |k: &str| rule.get(k).and_then(Value::as_str).unwrap_or("");
     let Some(chain) = chains.iter_mut().find(|c| {
         c.family == field("family") && c.table == field("table") && c.name == field("chain")
     }) else {
         return;
     };
-    if field("comment") == COMMENT
+    if field("comment") == comment(port)
         && let Some(handle) = rule.get("handle").and_then(Value::as_u64)
     {
         chain.ours.push(handle);
@@ -208,11 +244,11 @@ fn read_rule(chains: &mut [InputChain], rule: &Value) {
         .map(Vec::as_slice)
         .unwrap_or_default();
     // Rules are listed in chain order: the first one that decides for
-    // every UDP 123 packet decides.
+    // every packet to the port decides.
     if chain.decided {
         return;
     }
-    match unconditional_verdict(expr) {
+    match unconditional_verdict(expr, port) {
         Some("accept") => {
             chain.accepts_ntp = true;
             chain.decided = true;
@@ -225,25 +261,30 @@ fn read_rule(chains: &mut [InputChain], rule: &Value) {
     }
 }
 
-/// The rule timectl inserts into `chain`, as nft JSON.
-fn rule_json(chain: &InputChain) -> Value {
+/// The rule timectl inserts into `chain` for `port`, as nft JSON.
+fn rule_json(chain: &InputChain, port: Port) -> Value {
     json!({
         "family": chain.family,
         "table": chain.table,
         "chain": chain.name,
         "expr": [
-            {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": NTP_PORT}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": port.protocol(), "field": "dport"}}, "right": port.number()}},
             {"accept": null}
         ],
-        "comment": COMMENT,
+        "comment": comment(port),
     })
 }
 
 /// The same rule as `nft` command text, for plans.
-fn rule_text(chain: &InputChain) -> String {
+fn rule_text(chain: &InputChain, port: Port) -> String {
     format!(
-        "nft insert rule {} {} {} udp dport {NTP_PORT} accept comment \"{COMMENT}\"",
-        chain.family, chain.table, chain.name
+        "nft insert rule {} {} {} {} dport {} accept comment \"{}\"",
+        chain.family,
+        chain.table,
+        chain.name,
+        port.protocol(),
+        port.number(),
+        comment(port)
     )
 }
 
@@ -284,12 +325,18 @@ impl Nftables {
         }
     }
 
+    /// The input chains, as far as UDP 123 is concerned.
     pub fn chains(&self) -> Result<Vec<InputChain>, HostError> {
+        self.chains_for(Port::Ntp)
+    }
+
+    /// The input chains, as far as `port` is concerned.
+    pub fn chains_for(&self, port: Port) -> Result<Vec<InputChain>, HostError> {
         let text = self.nft(&["-j", "list", "ruleset"])?;
         let ruleset: Value = serde_json::from_str(&text).map_err(|e| {
             HostError::msg(format!("nft -j list ruleset printed invalid JSON: {e}"))
         })?;
-        Ok(input_chains(&ruleset))
+        Ok(input_chains_for(&ruleset, port))
     }
 
     fn transaction(&self, commands: Vec<Value>) -> Result<(), HostError> {
@@ -306,32 +353,37 @@ impl Firewall for Nftables {
         "nftables".to_string()
     }
 
-    fn rule(&self) -> String {
-        match self.chains() {
+    fn rule_for(&self, port: Port) -> String {
+        match self.chains_for(port) {
             Ok(chains) => {
                 let needed: Vec<String> = chains
                     .iter()
                     .filter(|c| c.filters && !c.accepts_ntp)
-                    .map(rule_text)
+                    .map(|c| rule_text(c, port))
                     .collect();
                 if needed.is_empty() {
-                    "no input chain drops UDP 123: nothing to insert".to_string()
+                    format!("no input chain drops {}: nothing to insert", port.label())
                 } else {
                     needed.join("; ")
                 }
             }
             Err(_) => format!(
-                "nft insert rule FAMILY TABLE CHAIN udp dport {NTP_PORT} accept comment \"{COMMENT}\" in each input chain that drops UDP 123"
+                "nft insert rule FAMILY TABLE CHAIN {} dport {} accept comment \"{}\" in each input chain that drops {}",
+                port.protocol(),
+                port.number(),
+                comment(port),
+                port.label()
             ),
         }
     }
 
-    fn observe(&self) -> Result<FirewallState, HostError> {
-        let chains = self.chains()?;
+    fn observe_port(&self, port: Port) -> Result<FirewallState, HostError> {
+        let chains = self.chains_for(port)?;
         let filtering: Vec<&InputChain> = chains.iter().filter(|c| c.filters).collect();
         let open = filtering.iter().all(|c| c.accepts_ntp);
+        let short = port.short();
         let detail = if filtering.is_empty() {
-            "no input chain drops UDP 123".to_string()
+            format!("no input chain drops {}", port.label())
         } else {
             filtering
                 .iter()
@@ -341,9 +393,9 @@ impl Firewall for Nftables {
                         c.label(),
                         c.policy,
                         match (c.accepts_ntp, c.ours.is_empty()) {
-                            (true, false) => "accepts udp/123 (timectl rule)",
-                            (true, true) => "accepts udp/123",
-                            (false, _) => "drops udp/123",
+                            (true, false) => format!("accepts {short} (timectl rule)"),
+                            (true, true) => format!("accepts {short}"),
+                            (false, _) => format!("drops {short}"),
                         }
                     )
                 })
@@ -357,19 +409,19 @@ impl Firewall for Nftables {
         })
     }
 
-    fn open(&self) -> Result<(), HostError> {
+    fn open_port(&self, port: Port) -> Result<(), HostError> {
         let commands = self
-            .chains()?
+            .chains_for(port)?
             .iter()
             .filter(|c| c.filters && !c.accepts_ntp)
-            .map(|c| json!({ "insert": { "rule": rule_json(c) } }))
+            .map(|c| json!({ "insert": { "rule": rule_json(c, port) } }))
             .collect();
         self.transaction(commands)
     }
 
-    fn close(&self) -> Result<(), HostError> {
+    fn close_port(&self, port: Port) -> Result<(), HostError> {
         let commands = self
-            .chains()?
+            .chains_for(port)?
             .iter()
             .flat_map(|c| {
                 c.ours.iter().map(move |handle| {
@@ -415,7 +467,7 @@ mod tests {
         let rs = ruleset(vec![chain("inet", "filter", "input", "input", "drop")]);
         let c = &input_chains(&rs)[0];
         assert!(c.filters && !c.accepts_ntp && c.ours.is_empty());
-        let ours = rule_json(c);
+        let ours = rule_json(c, Port::Ntp);
         let rs = ruleset(vec![
             chain("inet", "filter", "input", "input", "drop"),
             json!({"rule": {"handle": 7, "family": "inet", "table": "filter", "chain": "input",
@@ -550,8 +602,158 @@ mod tests {
             decided: false,
         };
         assert_eq!(
-            rule_text(&c),
+            rule_text(&c, Port::Ntp),
             "nft insert rule inet filter input udp dport 123 accept comment \"timectl: NTP (UDP 123)\""
+        );
+    }
+
+    fn tcp_dport(right: Value) -> Value {
+        json!({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": right}})
+    }
+
+    fn nts_ke(rs: &Value) -> InputChain {
+        input_chains_for(rs, Port::NtsKe).remove(0)
+    }
+
+    #[test]
+    fn nts_ke_policy_drop_filters_and_our_rule_opens_only_tcp_4460() {
+        let rs = ruleset(vec![chain("inet", "filter", "input", "input", "drop")]);
+        let c = nts_ke(&rs);
+        assert!(c.filters && !c.accepts_ntp && c.ours.is_empty());
+        let ours = rule_json(&c, Port::NtsKe);
+        assert_eq!(ours["comment"], json!(NTS_KE_COMMENT));
+        assert_eq!(ours["expr"][0], tcp_dport(json!(4460)));
+        let rs = ruleset(vec![
+            chain("inet", "filter", "input", "input", "drop"),
+            json!({"rule": {"handle": 8, "family": "inet", "table": "filter", "chain": "input",
+                "expr": ours["expr"], "comment": NTS_KE_COMMENT}}),
+        ]);
+        let c = nts_ke(&rs);
+        assert!(c.filters && c.accepts_ntp);
+        assert_eq!(c.ours, vec![8]);
+        // The NTS-KE rule neither opens UDP 123 nor counts as its rule.
+        let ntp = &input_chains(&rs)[0];
+        assert!(ntp.filters && !ntp.accepts_ntp && ntp.ours.is_empty());
+        // And timectl's UDP 123 rule does not open TCP 4460.
+        let udp = rule_json(ntp, Port::Ntp);
+        let rs = ruleset(vec![
+            chain("inet", "filter", "input", "input", "drop"),
+            json!({"rule": {"handle": 7, "family": "inet", "table": "filter", "chain": "input",
+                "expr": udp["expr"], "comment": COMMENT}}),
+        ]);
+        let c = nts_ke(&rs);
+        assert!(c.filters && !c.accepts_ntp && c.ours.is_empty());
+        assert!(input_chains(&rs)[0].accepts_ntp);
+    }
+
+    #[test]
+    fn nts_ke_final_reject_and_port_drop_filter() {
+        let rs = ruleset(vec![
+            chain("inet", "filter", "input", "input", "accept"),
+            rule(
+                "input",
+                5,
+                json!([{"counter": {"packets": 0, "bytes": 0}}, {"reject": {"type": "tcp reset"}}]),
+                None,
+            ),
+        ]);
+        assert!(nts_ke(&rs).filters);
+        let rs = ruleset(vec![
+            chain("inet", "filter", "input", "input", "accept"),
+            rule(
+                "input",
+                5,
+                json!([tcp_dport(json!(4460)), {"drop": null}]),
+                None,
+            ),
+        ]);
+        let c = nts_ke(&rs);
+        assert!(c.filters && !c.accepts_ntp);
+        // ...which does not touch UDP 123.
+        assert!(!input_chains(&rs)[0].filters);
+        // A UDP drop does not touch TCP 4460, nor a drop of another port.
+        for expr in [
+            json!([udp_dport(json!(4460)), {"drop": null}]),
+            json!([tcp_dport(json!(4461)), {"drop": null}]),
+            json!([{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "udp"}}, {"drop": null}]),
+        ] {
+            let rs = ruleset(vec![
+                chain("inet", "filter", "input", "input", "accept"),
+                rule("input", 5, expr.clone(), None),
+            ]);
+            assert!(!nts_ke(&rs).filters, "{expr}");
+        }
+        // `meta l4proto tcp drop` does.
+        let rs = ruleset(vec![
+            chain("inet", "filter", "input", "input", "accept"),
+            rule(
+                "input",
+                5,
+                json!([{"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}}, {"drop": null}]),
+                None,
+            ),
+        ]);
+        assert!(nts_ke(&rs).filters);
+    }
+
+    #[test]
+    fn an_admin_rule_that_accepts_tcp_4460_counts_as_open() {
+        for right in [
+            json!(4460),
+            json!({"set": [22, 443, 4460]}),
+            json!({"range": [4000, 5000]}),
+        ] {
+            let rs = ruleset(vec![
+                chain("inet", "filter", "input", "input", "drop"),
+                rule(
+                    "input",
+                    9,
+                    json!([tcp_dport(right.clone()), {"accept": null}]),
+                    None,
+                ),
+            ]);
+            let c = nts_ke(&rs);
+            assert!(c.accepts_ntp, "{right}");
+            assert!(c.ours.is_empty());
+        }
+        // udp 4460 is not NTS-KE; from some sources only is not open.
+        for expr in [
+            json!([udp_dport(json!(4460)), {"accept": null}]),
+            json!([{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "right": {"prefix": {"addr": "10.0.0.0", "len": 8}}}}, tcp_dport(json!(4460)), {"accept": null}]),
+        ] {
+            let rs = ruleset(vec![
+                chain("inet", "filter", "input", "input", "drop"),
+                rule("input", 9, expr.clone(), None),
+            ]);
+            assert!(!nts_ke(&rs).accepts_ntp, "{expr}");
+        }
+        // An accept after a drop of the port is too late.
+        let rs = ruleset(vec![
+            chain("inet", "filter", "input", "input", "accept"),
+            rule(
+                "input",
+                5,
+                json!([tcp_dport(json!(4460)), {"drop": null}]),
+                None,
+            ),
+            rule(
+                "input",
+                6,
+                json!([tcp_dport(json!(4460)), {"accept": null}]),
+                None,
+            ),
+        ]);
+        let c = nts_ke(&rs);
+        assert!(c.filters && !c.accepts_ntp);
+    }
+
+    #[test]
+    fn nts_ke_plan_text_is_the_exact_command() {
+        let rs = ruleset(vec![chain("inet", "filter", "input", "input", "drop")]);
+        assert_eq!(
+            rule_text(&nts_ke(&rs), Port::NtsKe),
+            "nft insert rule inet filter input tcp dport 4460 accept comment \"timectl: NTS-KE (TCP 4460)\""
         );
     }
 }

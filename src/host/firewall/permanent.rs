@@ -6,11 +6,13 @@
 //! `<root>/usr/lib/firewalld/zones/<zone>.xml`, which is copied to /etc with
 //! the service added. Used for offline roots, and on live hosts where
 //! firewalld is installed but not running (it reads these files at start).
+//! NTS-KE (TCP 4460) is the element `<port port="4460" protocol="tcp"/>`
+//! in the same zone, with its own record.
 
 use std::path::{Path, PathBuf};
 
-use super::{FIREWALLD_SERVICE, FirewalldRecord};
-use crate::host::{Files, Firewall, FirewallState, HostError};
+use super::{FirewalldRecord, ZoneEntry};
+use crate::host::{Files, Firewall, FirewallState, HostError, Port};
 
 const CONF: &str = "/etc/firewalld/firewalld.conf";
 const ETC_ZONES: &str = "/etc/firewalld/zones";
@@ -40,16 +42,39 @@ pub struct PermanentFirewalld {
 }
 
 /// `<service name="ntp"/>` with any spacing and either quote.
+#[cfg(test)]
 fn service_line_matches(line: &str, service: &str) -> bool {
-    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
-    compact == format!("<servicename=\"{service}\"/>")
-        || compact == format!("<servicename='{service}'/>")
+    line_matches(line, ZoneEntry::Service(service))
+}
+
+/// The entry's element (`<service name="ntp"/>`, `<port port="4460"
+/// protocol="tcp"/>`) with any spacing, either quote and, for a port,
+/// either order of the attributes.
+fn line_matches(line: &str, entry: ZoneEntry<'_>) -> bool {
+    let compact: String = line
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| if c == '\'' { '"' } else { c })
+        .collect();
+    match entry {
+        ZoneEntry::Service(name) => compact == format!("<servicename=\"{name}\"/>"),
+        ZoneEntry::Port(port, protocol) => {
+            compact == format!("<portport=\"{port}\"protocol=\"{protocol}\"/>")
+                || compact == format!("<portprotocol=\"{protocol}\"port=\"{port}\"/>")
+        }
+    }
 }
 
 /// The zone XML with the service added before `</zone>` (unchanged if it is
 /// there already).
 pub fn add_service(xml: &str, service: &str) -> Result<String, HostError> {
-    if xml.lines().any(|l| service_line_matches(l, service)) {
+    add_entry(xml, ZoneEntry::Service(service))
+}
+
+/// The zone XML with the entry added before `</zone>` (unchanged if it is
+/// there already).
+pub fn add_entry(xml: &str, entry: ZoneEntry<'_>) -> Result<String, HostError> {
+    if xml.lines().any(|l| line_matches(l, entry)) {
         return Ok(xml.to_string());
     }
     let Some(end) = xml.rfind("</zone>") else {
@@ -58,18 +83,23 @@ pub fn add_service(xml: &str, service: &str) -> Result<String, HostError> {
         ));
     };
     let line_start = xml[..end].rfind('\n').map_or(0, |i| i + 1);
-    let mut out = String::with_capacity(xml.len() + 32);
+    let mut out = String::with_capacity(xml.len() + 48);
     out.push_str(&xml[..line_start]);
-    out.push_str(&format!("  <service name=\"{service}\"/>\n"));
+    out.push_str(&format!("  {}\n", entry.element()));
     out.push_str(&xml[line_start..]);
     Ok(out)
 }
 
 /// The zone XML without the service's line.
 pub fn remove_service(xml: &str, service: &str) -> String {
+    remove_entry(xml, ZoneEntry::Service(service))
+}
+
+/// The zone XML without the entry's line.
+pub fn remove_entry(xml: &str, entry: ZoneEntry<'_>) -> String {
     let mut out: String = xml
         .lines()
-        .filter(|l| !service_line_matches(l, service))
+        .filter(|l| !line_matches(l, entry))
         .collect::<Vec<_>>()
         .join("\n");
     if xml.ends_with('\n') {
@@ -139,11 +169,9 @@ impl PermanentFirewalld {
         )))
     }
 
-    fn has_service(&self) -> Result<bool, HostError> {
+    fn has(&self, entry: ZoneEntry<'_>) -> Result<bool, HostError> {
         let (xml, _) = self.zone_xml()?;
-        Ok(xml
-            .lines()
-            .any(|l| service_line_matches(l, FIREWALLD_SERVICE)))
+        Ok(xml.lines().any(|l| line_matches(l, entry)))
     }
 
     /// Write the zone under /etc, keeping the mode and owner of the file it
@@ -175,21 +203,26 @@ impl Firewall for PermanentFirewalld {
         }
     }
 
-    fn rule(&self) -> String {
+    fn rule_for(&self, port: Port) -> String {
         format!(
-            "<service name=\"{FIREWALLD_SERVICE}\"/> (udp/123) in zone {} ({ETC_ZONES}/{}.xml)",
-            self.zone, self.zone
+            "{} ({}) in zone {} ({ETC_ZONES}/{}.xml)",
+            ZoneEntry::of(port).element(),
+            port.short(),
+            self.zone,
+            self.zone
         )
     }
 
-    fn observe(&self) -> Result<FirewallState, HostError> {
-        let open = self.has_service()?;
-        let ours = FirewalldRecord::load(&self.files, &self.state_dir, &self.zone)
+    fn observe_port(&self, port: Port) -> Result<FirewallState, HostError> {
+        let entry = ZoneEntry::of(port);
+        let open = self.has(entry)?;
+        let ours = FirewalldRecord::load_for(&self.files, &self.state_dir, &self.zone, port)
             .is_some_and(|r| r.permanent);
         Ok(FirewallState {
             ntp_open: open,
             detail: format!(
-                "service {FIREWALLD_SERVICE} {} zone {} (permanent)",
+                "{} {} zone {} (permanent)",
+                entry.describe(),
                 if open { "in" } else { "not in" },
                 self.zone
             ),
@@ -197,26 +230,26 @@ impl Firewall for PermanentFirewalld {
         })
     }
 
-    fn open(&self) -> Result<(), HostError> {
+    fn open_port(&self, port: Port) -> Result<(), HostError> {
         let (xml, _) = self.zone_xml()?;
-        let updated = add_service(&xml, FIREWALLD_SERVICE)?;
+        let updated = add_entry(&xml, ZoneEntry::of(port))?;
         if updated != xml {
             self.write_zone(&updated)?;
-            FirewalldRecord::add(&self.files, &self.state_dir, &self.zone, false, true)?;
+            FirewalldRecord::add_for(&self.files, &self.state_dir, &self.zone, port, false, true)?;
         }
         Ok(())
     }
 
-    fn close(&self) -> Result<(), HostError> {
+    fn close_port(&self, port: Port) -> Result<(), HostError> {
         let etc = self.etc_zone();
         if let Some(state) = self.files.read(&etc)? {
             let xml = String::from_utf8_lossy(&state.content).into_owned();
-            let updated = remove_service(&xml, FIREWALLD_SERVICE);
+            let updated = remove_entry(&xml, ZoneEntry::of(port));
             if updated != xml {
                 self.write_zone(&updated)?;
             }
         }
-        FirewalldRecord::forget(&self.files, &self.state_dir)
+        FirewalldRecord::forget_for(&self.files, &self.state_dir, port)
     }
 }
 
@@ -310,6 +343,80 @@ mod tests {
         // Opening what is open changes nothing and records nothing.
         fw.open().unwrap();
         assert!(!fw.observe().unwrap().opened_by_timectl);
+    }
+
+    #[test]
+    fn nts_ke_is_a_port_element_with_its_own_record() {
+        let entry = ZoneEntry::of(Port::NtsKe);
+        let added = add_entry(PUBLIC, entry).unwrap();
+        assert!(
+            added.contains("  <port port=\"4460\" protocol=\"tcp\"/>\n</zone>\n"),
+            "{added}"
+        );
+        assert_eq!(add_entry(&added, entry).unwrap(), added);
+        assert_eq!(remove_entry(&added, entry), PUBLIC);
+        // Either order of the attributes, either quote; not another port.
+        for line in [
+            "<port protocol='tcp' port='4460' />",
+            "  <port port=\"4460\"  protocol=\"tcp\"/>",
+        ] {
+            assert!(line_matches(line, entry), "{line}");
+        }
+        for line in [
+            "<port port=\"4460\" protocol=\"udp\"/>",
+            "<port port=\"44600\" protocol=\"tcp\"/>",
+        ] {
+            assert!(!line_matches(line, entry), "{line}");
+        }
+
+        let dir = root();
+        let fw = PermanentFirewalld::open_root(
+            &Files::new(dir.path()),
+            Path::new(crate::host::STATE_DIR),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            fw.rule_for(Port::NtsKe),
+            "<port port=\"4460\" protocol=\"tcp\"/> (tcp/4460) in zone public (/etc/firewalld/zones/public.xml)"
+        );
+        fw.open().unwrap();
+        fw.open_port(Port::NtsKe).unwrap();
+        let zone = dir.path().join("etc/firewalld/zones/public.xml");
+        let etc = std::fs::read_to_string(&zone).unwrap();
+        assert!(etc.contains("<service name=\"ntp\"/>") && etc.contains("<port port=\"4460\""));
+        let nts = fw.observe_port(Port::NtsKe).unwrap();
+        assert!(nts.ntp_open && nts.opened_by_timectl, "{nts:?}");
+        assert_eq!(nts.detail, "port 4460/tcp in zone public (permanent)");
+        // Closing TCP 4460 leaves UDP 123 (and its record) alone.
+        fw.close_port(Port::NtsKe).unwrap();
+        let etc = std::fs::read_to_string(&zone).unwrap();
+        assert!(etc.contains("<service name=\"ntp\"/>") && !etc.contains("4460"));
+        let ntp = fw.observe().unwrap();
+        assert!(ntp.ntp_open && ntp.opened_by_timectl, "{ntp:?}");
+        let nts = fw.observe_port(Port::NtsKe).unwrap();
+        assert!(!nts.ntp_open && !nts.opened_by_timectl, "{nts:?}");
+    }
+
+    #[test]
+    fn an_admins_nts_ke_port_is_not_ours() {
+        let dir = root();
+        let zones = dir.path().join("etc/firewalld/zones");
+        std::fs::create_dir_all(&zones).unwrap();
+        std::fs::write(
+            zones.join("public.xml"),
+            PUBLIC.replace(
+                "</zone>",
+                "  <port protocol=\"tcp\" port=\"4460\"/>\n</zone>",
+            ),
+        )
+        .unwrap();
+        let fw = PermanentFirewalld::open_root(&Files::new(dir.path()), Path::new("/state"), None)
+            .unwrap();
+        let state = fw.observe_port(Port::NtsKe).unwrap();
+        assert!(state.ntp_open && !state.opened_by_timectl, "{state:?}");
+        fw.open_port(Port::NtsKe).unwrap();
+        assert!(!fw.observe_port(Port::NtsKe).unwrap().opened_by_timectl);
     }
 
     #[test]
