@@ -2,14 +2,12 @@
 //! both openings, apply opens both, a second plan is empty, only what
 //! timectl opened is closed, and a rollback puts both back.
 //!
-//! The provider does not ask for NTS-KE yet (`nts_ke: false` until the
-//! spec says when a host serves NTS), so these tests make every firewall
-//! resource on their thread want it ([`WantNtsKe`]) and go through the
-//! real plan, apply and convergence check; the resource-level ones plan a
-//! [`FirewallResource`] directly.
+//! The host serves NTS when the spec has `serve.nts` ([`serve_nts`]); the
+//! tests go through the real plan, apply and convergence check, and the
+//! resource-level ones plan a [`FirewallResource`] directly.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::tests::{Fixture, ntpsec_host};
 use super::*;
@@ -52,21 +50,18 @@ fn firewall_changes(f: &Fixture, resource: &FirewallResource) -> Vec<crate::reso
     resource.diff(&observed, &ctx).unwrap().changes
 }
 
-/// While it lives, firewall resources planned on this thread want TCP
-/// 4460 as well (see `TEST_WANTS_NTS_KE`).
-struct WantNtsKe;
-
-impl WantNtsKe {
-    fn new() -> WantNtsKe {
-        crate::resource::firewall::TEST_WANTS_NTS_KE.with(|w| w.set(true));
-        WantNtsKe
-    }
-}
-
-impl Drop for WantNtsKe {
-    fn drop(&mut self) {
-        crate::resource::firewall::TEST_WANTS_NTS_KE.with(|w| w.set(false));
-    }
+/// Makes the fixture's spec serve NTS too (`serve.nts`), or not.
+fn serve_nts(f: &mut Fixture, nts: bool) {
+    let text = if nts {
+        super::tests::SWITCH.replace(
+            "serve: { allow: [10.0.0.0/8] }",
+            "serve: { allow: [10.0.0.0/8], nts: { certificate: /etc/ssl/ntp.pem, key: /etc/ssl/ntp.key } }",
+        )
+    } else {
+        super::tests::SWITCH.to_string()
+    };
+    assert_eq!(text.contains("nts:"), nts);
+    f.spec = Spec::parse(Path::new("site.yaml"), text).unwrap();
 }
 
 fn plan_of(f: &Fixture) -> Plan {
@@ -94,8 +89,8 @@ fn ports(memory: &MemoryHost) -> [(bool, bool); 2] {
 
 #[test]
 fn both_ports_open_in_their_own_lines_and_a_second_plan_is_empty() {
-    let f = ntpsec_host();
-    let _nts = WantNtsKe::new();
+    let mut f = ntpsec_host();
+    serve_nts(&mut f, true);
     let plan = plan_of(&f);
     assert_eq!(
         firewall_summaries(&plan),
@@ -134,15 +129,20 @@ fn both_ports_open_in_their_own_lines_and_a_second_plan_is_empty() {
 
 #[test]
 fn ntp_without_nts_closes_the_tcp_4460_timectl_opened_and_keeps_udp_123() {
-    let f = ntpsec_host();
-    let nts = WantNtsKe::new();
+    let mut f = ntpsec_host();
+    serve_nts(&mut f, true);
     let report = apply_plan(&f, &plan_of(&f));
     assert_eq!(report.outcome, Outcome::Converged, "{:?}", report.error);
-    drop(nts);
+    serve_nts(&mut f, false);
     // NTP still served, NTS no longer.
     let plan = plan_of(&f);
-    assert_eq!(plan.changes.len(), 1, "{:?}", plan.changes);
-    let change = &plan.changes[0];
+    // chrony.conf loses its NTS lines (and chrony restarts); the firewall
+    // closes TCP 4460 and nothing else.
+    let firewall: Vec<_> = (plan.changes.iter())
+        .filter(|c| c.resource == ResourceId::Firewall)
+        .collect();
+    assert_eq!(firewall.len(), 1, "{:?}", plan.changes);
+    let change = firewall[0];
     assert_eq!(change.action, Action::CloseNtsKe);
     assert_eq!(change.kind, ChangeKind::Remove);
     assert_eq!(
@@ -152,18 +152,25 @@ fn ntp_without_nts_closes_the_tcp_4460_timectl_opened_and_keeps_udp_123() {
     assert!(change.reason.contains("does not serve NTS"), "{change:?}");
     let report = apply_plan(&f, &plan);
     assert_eq!(report.outcome, Outcome::Converged, "{:?}", report.error);
-    assert_eq!(f.memory.log().last().unwrap(), "Close nts-ke");
+    let log = f.memory.log();
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.starts_with("Close"))
+            .collect::<Vec<_>>(),
+        ["Close nts-ke"],
+        "{log:?}"
+    );
     assert_eq!(ports(&f.memory), [(true, true), (false, false)]);
     assert!(plan::build(&f.spec, &f.host).unwrap().is_empty());
 }
 
 #[test]
 fn not_serving_closes_both_ports_timectl_opened() {
-    let f = ntpsec_host();
-    let nts = WantNtsKe::new();
+    let mut f = ntpsec_host();
+    serve_nts(&mut f, true);
     let report = apply_plan(&f, &plan_of(&f));
     assert_eq!(report.outcome, Outcome::Converged, "{:?}", report.error);
-    drop(nts);
+    serve_nts(&mut f, false);
     let changes = firewall_changes(&f, &firewall(false, false));
     let actions: Vec<&Action> = changes.iter().map(|c| &c.action).collect();
     assert_eq!(actions, [&Action::CloseFirewall, &Action::CloseNtsKe]);
@@ -190,8 +197,8 @@ fn an_admins_tcp_4460_is_neither_opened_again_nor_closed() {
 
 #[test]
 fn rollback_when_opening_tcp_4460_fails_closes_udp_123_again() {
-    let f = ntpsec_host();
-    let _nts = WantNtsKe::new();
+    let mut f = ntpsec_host();
+    serve_nts(&mut f, true);
     let before = f.memory.state();
     f.memory.fail(Op::Open, "nts-ke", Times::Always);
     let report = apply_plan(&f, &plan_of(&f));
@@ -207,8 +214,8 @@ fn rollback_when_opening_tcp_4460_fails_closes_udp_123_again() {
 
 #[test]
 fn rollback_after_both_opened_closes_both() {
-    let f = ntpsec_host();
-    let _nts = WantNtsKe::new();
+    let mut f = ntpsec_host();
+    serve_nts(&mut f, true);
     let before = f.memory.state();
     f.memory.fail(Op::Enable, "chrony.service", Times::Always);
     let report = apply_plan(&f, &plan_of(&f));

@@ -227,7 +227,7 @@ fn firewall_resource(spec: &Spec) -> Option<Resource> {
     Some(Resource::Firewall(FirewallResource {
         open,
         reason,
-        nts_ke: false,
+        nts_ke: spec.serves_nts(),
     }))
 }
 

@@ -115,25 +115,10 @@ impl Converge for FirewallResource {
     }
 }
 
-#[cfg(test)]
-thread_local! {
-    /// For apply tests on the in-memory host: every firewall resource
-    /// planned on this thread wants NTS-KE, as the provider will for a host
-    /// that serves NTS once the spec is wired to it (until then it plans
-    /// `nts_ke: false`). Apply plans again to check convergence, so the
-    /// tests cannot just change the resource in the first plan.
-    pub(crate) static TEST_WANTS_NTS_KE: std::cell::Cell<bool> =
-        const { std::cell::Cell::new(false) };
-}
-
 impl FirewallResource {
     /// TCP 4460 must be open.
     fn wants_nts_ke(&self) -> bool {
-        #[cfg(test)]
-        let nts_ke = self.nts_ke || TEST_WANTS_NTS_KE.with(std::cell::Cell::get);
-        #[cfg(not(test))]
-        let nts_ke = self.nts_ke;
-        self.open && nts_ke
+        self.open && self.nts_ke
     }
 
     fn plan(
