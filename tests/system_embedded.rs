@@ -28,7 +28,7 @@ use support::live::{
 use support::live::{
     ENGINE, ENGINE_CONF, ENGINE_UNIT, INSTALLED, engine_spec, hand_configured_chrony, switch_state,
 };
-use support::{Container, ContainerOptions, ntpdig, record_timing, wait_for};
+use support::{ChronyPeer, Container, ContainerOptions, Pki, ntpdig, record_timing, wait_for};
 
 /// systemd's range for DynamicUser= uids.
 const DYNAMIC_UIDS: std::ops::RangeInclusive<u32> = 61184..=65519;
@@ -748,4 +748,116 @@ fn embedded_metrics_and_journal_fields_under_the_hardened_unit() {
         "{stderr}"
     );
     assert_idempotent(&c, &spec);
+}
+
+/// The NTS-KE port of the chronyd NTS server on the container's loopback.
+const NTS_KE_PORT: u16 = 14460;
+
+/// NTS end to end on the test host (issue 10): the embedded engine takes
+/// time only from an NTS source (a chronyd NTS server on the container's
+/// loopback, trusted through `ntsTrustedCerts`) and serves NTS itself with
+/// a certificate systemd hands it (`LoadCredential=`, the key file readable
+/// by root only) behind a drop-by-default nftables firewall, which apply
+/// opens for UDP 123 and TCP 4460. A real `chronyd -x` NTS client on the
+/// uplink selects the engine and holds NTS cookies from it.
+#[test]
+#[ignore = "needs root, systemd-nspawn, the test image, chronyd and openssl; run ci/system-tests.sh"]
+fn embedded_nts_client_and_server_through_nftables() {
+    support::require_root_and(&["openssl", "chronyd"]);
+    let c = boot(true);
+    let pki = Pki::for_names(
+        "embedded",
+        &["DNS:localhost", "IP:127.0.0.1", "IP:192.0.2.1"],
+    );
+    let _nts_peer = ChronyPeer::builder()
+        .port(11123)
+        .netns(c.netns())
+        .line(&format!(
+            "ntsservercert {}",
+            pki.path("server.pem").display()
+        ))
+        .line(&format!(
+            "ntsserverkey {}",
+            pki.path("server.key").display()
+        ))
+        .line(&format!("ntsport {NTS_KE_PORT}"))
+        .start();
+    c.write_file("/etc/timectl/nts-ca.pem", &pki.read("ca.pem"));
+    c.exec_ok(&["install", "-d", "-m", "0700", "/etc/ssl/timectl"]);
+    c.write_file("/etc/ssl/timectl/server.pem", &pki.read("server.pem"));
+    c.write_file("/etc/ssl/timectl/server.key", &pki.read("server.key"));
+    c.exec_ok(&["chmod", "0600", "/etc/ssl/timectl/server.key"]);
+    drop_by_default_firewall(&c);
+    let spec = put_spec(
+        &c,
+        "nts",
+        &format!(
+            "timesync:\n  ntsTrustedCerts: /etc/timectl/nts-ca.pem\n  sources:\n    - server: 127.0.0.1\n      nts: true\n      ntsPort: {NTS_KE_PORT}\n      iburst: true\n      minpoll: -2\n      maxpoll: 0\n  clockControl: false\n  verify: {{ synchronized: true, within: 20s, maxOffset: 100ms }}\n  serve:\n    allow: [127.0.0.0/8, 192.0.2.0/24]\n    nts: {{ certificate: /etc/ssl/timectl/server.pem, key: /etc/ssl/timectl/server.key }}\n  firewall: nftables\n"
+        ),
+    );
+    let steps = summaries(&plan_json(&c, &spec));
+    for rule in [
+        "open UDP 123 in nftables: nft insert rule inet filter input udp dport 123 accept comment \"timectl: NTP (UDP 123)\"",
+        "open TCP 4460 (NTS-KE) in nftables: nft insert rule inet filter input tcp dport 4460 accept comment \"timectl: NTS-KE (TCP 4460)\"",
+    ] {
+        assert!(steps.contains(&rule.to_string()), "{rule} not in {steps:?}");
+    }
+    let applied = converge(&c, &spec, "embedded engine, NTS source and NTS server");
+    assert_verified(&applied);
+    let unit_file = c.read_file(ENGINE_UNIT);
+    assert!(
+        unit_file.contains("LoadCredential=nts-key:/etc/ssl/timectl/server.key\n"),
+        "{unit_file}"
+    );
+
+    // The engine's own account: synchronised to the NTS source, which is
+    // authenticated and holds cookies.
+    assert_engine_synchronised(&c);
+    let status = engine_status(&c);
+    let source = &status["sources"][0];
+    assert_nts_source_status(source, &status);
+
+    // A chronyd NTS client on the uplink, through the firewall: it selects
+    // the engine, whose certificate it verified against the test CA.
+    let client = ChronyPeer::builder()
+        .port(0)
+        .local_stratum(None)
+        .netns(c.uplink().netns())
+        .line("server 192.0.2.1 iburst nts minpoll -2 maxpoll 0")
+        .line(&format!("ntstrustedcerts {}", pki.path("ca.pem").display()))
+        .start();
+    client.wait_selected("192.0.2.1", Duration::from_secs(30));
+    let auth = client.authdata();
+    let engine = auth
+        .iter()
+        .find(|a| a.address == "192.0.2.1")
+        .unwrap_or_else(|| panic!("no authdata for 192.0.2.1: {auth:?}"));
+    assert_eq!(engine.mode, "NTS", "{auth:?}");
+    assert!(engine.cookies > 0, "{auth:?}");
+    assert_eq!(engine.naks, 0, "{auth:?}");
+    assert_eq!(
+        c.netns()
+            .nft_ruleset()
+            .to_string()
+            .matches("timectl: NTS-KE (TCP 4460)")
+            .count(),
+        1
+    );
+    assert_idempotent(&c, &spec);
+}
+
+/// An NTS source in `timectl status --json`: keys established, the last
+/// reply authenticated, cookies held, nothing dropped, the NTP server the
+/// key exchange named (chronyd's Port record: 11123).
+fn assert_nts_source_status(source: &Value, status: &Value) {
+    let nts = &source["nts"];
+    assert_eq!(nts["state"], "established", "{status}");
+    assert_eq!(nts["authenticated"], true, "{status}");
+    let cookies = nts["cookies"].as_u64().expect("cookies");
+    assert!((1..=8).contains(&cookies), "{status}");
+    assert_eq!(nts["ntp_address"], "127.0.0.1:11123", "{status}");
+    assert!(nts["key_exchanges"].as_u64() >= Some(1), "{status}");
+    assert!(nts["authenticated_replies"].as_u64() >= Some(1), "{status}");
+    assert_eq!(nts["dropped_unauthenticated"], 0, "{status}");
+    assert!(nts["last_key_exchange_error"].is_null(), "{status}");
 }

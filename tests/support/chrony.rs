@@ -252,6 +252,50 @@ impl ChronyPeer {
     pub fn sources(&self) -> Vec<ChronySource> {
         ChronySource::parse_csv(&self.chronyc(&["-c", "sources"])).unwrap_or_else(|e| panic!("{e}"))
     }
+
+    /// `chronyc -c authdata`: how each source is authenticated.
+    pub fn authdata(&self) -> Vec<ChronyAuth> {
+        ChronyAuth::parse_csv(&self.chronyc(&["-c", "authdata"])).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+/// One line of `chronyc -c authdata`: name, mode (`NTS`, `SK`, `-`), key
+/// id, type, key length, last KE ago, attempts, NAKs, cookies, cookie length.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChronyAuth {
+    pub address: String,
+    pub mode: String,
+    pub ke_attempts: u32,
+    pub naks: u32,
+    pub cookies: u32,
+    pub cookie_length: u32,
+}
+
+impl ChronyAuth {
+    pub fn parse_csv(text: &str) -> Result<Vec<ChronyAuth>, String> {
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| {
+                let f: Vec<&str> = line.split(',').collect();
+                let num = |i: usize| -> Result<u32, String> {
+                    f.get(i)
+                        .and_then(|v| v.trim().parse().ok())
+                        .ok_or_else(|| format!("authdata field {i} in {line:?}"))
+                };
+                if f.len() < 10 {
+                    return Err(format!("authdata line with {} fields: {line:?}", f.len()));
+                }
+                Ok(ChronyAuth {
+                    address: f[0].to_string(),
+                    mode: f[1].to_string(),
+                    ke_attempts: num(6)?,
+                    naks: num(7)?,
+                    cookies: num(8)?,
+                    cookie_length: num(9)?,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Drop for ChronyPeer {

@@ -23,6 +23,7 @@ pub mod fleet;
 pub mod live;
 pub mod netns;
 pub mod ntpdig;
+pub mod pki;
 pub mod uml;
 pub mod uml_fpu;
 pub mod uml_host;
@@ -33,11 +34,12 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use chrony::{ChronyPeer, ChronySource, ChronyTracking};
+pub use chrony::{ChronyAuth, ChronyPeer, ChronySource, ChronyTracking};
 pub use container::{Container, ContainerOptions, Uplink};
 pub use firewalld::PrivateFirewalld;
 pub use netns::NetNs;
 pub use ntpdig::{NtpdigReply, ntpdig};
+pub use pki::Pki;
 pub use uml::{ConsoleLine, Uml, UmlOptions};
 
 /// Where the repository (and so `ci/`) is.
