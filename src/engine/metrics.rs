@@ -443,6 +443,7 @@ mod tests {
                 samples: 8,
                 last_error: None,
             },
+            nts: None,
         }
     }
 

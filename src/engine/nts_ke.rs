@@ -3,10 +3,12 @@
 //! The records, the streaming decoder and the response check are the sans-IO
 //! `timectl_engine::nts::ke`; this module adds the TCP connection, TLS 1.3
 //! (rustls with the `ring` provider, ALPN `ntske/1`, SNI = the host) and the
-//! key export. Not used by the daemon yet: no cookie store, no retry.
+//! key export. The cookie store, the retries and the NTP side are in
+//! `nts_client`.
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,11 +150,37 @@ pub async fn key_exchange(
     trust: &Trust,
     timeout: Duration,
 ) -> Result<KeyExchange, KeError> {
+    exchange_within(host, port, None, trust, timeout).await
+}
+
+/// Like `key_exchange`, but connects to the already resolved `address`;
+/// `host` is still the TLS server name (SNI) the certificate must match.
+pub async fn key_exchange_at(
+    host: &str,
+    address: SocketAddr,
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<KeyExchange, KeError> {
+    exchange_within(host, address.port(), Some(address), trust, timeout).await
+}
+
+async fn exchange_within(
+    host: &str,
+    port: u16,
+    address: Option<SocketAddr>,
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<KeyExchange, KeError> {
     let connector = TlsConnector::from(Arc::new(client_config(trust)?));
     let name = ServerName::try_from(host.to_string()).map_err(|_| KeError::ServerName {
         host: host.to_string(),
     })?;
-    let peer = Peer { host, port, trust };
+    let peer = Peer {
+        host,
+        port,
+        address,
+        trust,
+    };
     let exchange = peer.exchange(&connector, name);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
@@ -210,6 +238,8 @@ fn system_certs() -> Result<Vec<CertificateDer<'static>>, KeError> {
 struct Peer<'a> {
     host: &'a str,
     port: u16,
+    /// Where to connect; None: resolve `host`.
+    address: Option<SocketAddr>,
     trust: &'a Trust,
 }
 
@@ -219,13 +249,15 @@ impl Peer<'_> {
         connector: &TlsConnector,
         name: ServerName<'static>,
     ) -> Result<KeyExchange, KeError> {
-        let tcp = TcpStream::connect((self.host, self.port))
-            .await
-            .map_err(|source| KeError::Connect {
-                host: self.host.to_string(),
-                port: self.port,
-                source,
-            })?;
+        let tcp = match self.address {
+            Some(address) => TcpStream::connect(address).await,
+            None => TcpStream::connect((self.host, self.port)).await,
+        }
+        .map_err(|source| KeError::Connect {
+            host: self.host.to_string(),
+            port: self.port,
+            source,
+        })?;
         let mut tls = connector
             .connect(name, tcp)
             .await
