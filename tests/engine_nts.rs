@@ -542,3 +542,42 @@ fn replayed_replies_are_dropped_and_the_real_ones_used() {
     );
     assert_eq!(nts.dropped_unauthenticated, 0, "{nts:?}");
 }
+
+#[test]
+#[ignore = "needs root and chronyd (NTS); run ci/system-tests.sh"]
+fn nts_nak_after_the_server_forgets_its_keys_starts_a_new_key_exchange() {
+    require_root_and(&["chronyd", "openssl"]);
+    let pki = Pki::new("nts");
+    let (ke_port, ntp_port) = (free_tcp_port(), free_udp_port());
+    let chronyd = chronyd_nts(&pki, ke_port, ntp_port);
+    let mut engine = EngineProcess::start(&[
+        "--source",
+        &format!("127.0.0.1:{ke_port}"),
+        "--nts",
+        "--nts-ca",
+        &pki.path("ca.pem").display().to_string(),
+        "--minpoll",
+        "-1",
+        "--maxpoll",
+        "-1",
+    ]);
+    engine_support::wait_for("authenticated", Duration::from_secs(10), || {
+        nts_of(&engine.status()).filter(|n| n.authenticated)
+    });
+    // A new chronyd with new server keys (the dump of the old ones
+    // removed): our cookies no longer decrypt, it answers with NTS NAKs.
+    drop(chronyd);
+    std::fs::remove_dir_all(pki.path("ntsdump")).expect("remove ntsdumpdir");
+    let chronyd = chronyd_nts(&pki, ke_port, ntp_port);
+    let nts = engine_support::wait_for("a NAK and a new KE", Duration::from_secs(15), || {
+        nts_of(&engine.status()).filter(|n| n.naks >= 1 && n.key_exchanges >= 2 && n.authenticated)
+    });
+    println!("{nts:?}");
+    assert_eq!(nts.state, "established");
+    assert!(nts.cookies > 0);
+    assert!(
+        engine.status().synchronized,
+        "still synchronised\n{}",
+        chronyd.log()
+    );
+}
