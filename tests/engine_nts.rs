@@ -483,7 +483,16 @@ fn replies_with_a_flipped_authenticator_byte_are_never_used() {
     require_root_and(&["chronyd", "openssl"]);
     let pki = Pki::new("nts");
     let (chronyd, proxy, ke_port) = behind_proxy(&pki, Tamper::FlipAuthenticator);
-    let mut engine = nts_daemon(ke_port, &pki.path("ca.pem"));
+    let metrics = free_tcp_port();
+    let mut engine = EngineProcess::start(&[
+        "--source",
+        &format!("127.0.0.1:{ke_port}"),
+        "--nts",
+        "--nts-ca",
+        &pki.path("ca.pem").display().to_string(),
+        "--metrics",
+        &format!("127.0.0.1:{metrics}"),
+    ]);
     let nts = engine_support::wait_for("3 dropped replies", Duration::from_secs(15), || {
         let s = engine.status();
         assert!(!s.synchronized, "synchronised on tampered replies: {s:?}");
@@ -508,6 +517,46 @@ fn replies_with_a_flipped_authenticator_byte_are_never_used() {
     assert!(!s.synchronized);
     assert_eq!(s.sources[0].report.reach, 0, "no reply reached the engine");
     assert_eq!(s.sources[0].report.samples, 0);
+    // The same counters on the Prometheus endpoint (refreshed each second).
+    let labels = format!(r#"address="127.0.0.1:{ke_port}",id="0",name="127.0.0.1""#);
+    let key =
+        format!(r#"ntp_source_nts_dropped_replies_total{{{labels},reason="unauthenticated"}}"#);
+    let text = engine_support::wait_for("the metrics", Duration::from_secs(5), || {
+        let text = scrape(metrics);
+        sample(&text, &key)
+            .is_some_and(|v| v >= 3.0)
+            .then_some(text)
+    });
+    assert_eq!(
+        sample(&text, &format!("ntp_source_nts_authenticated{{{labels}}}")),
+        Some(0.0),
+        "{text}"
+    );
+}
+
+/// The metrics endpoint's text.
+fn scrape(port: u16) -> String {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    agent
+        .get(&url)
+        .call()
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .body_mut()
+        .read_to_string()
+        .expect("UTF-8 body")
+}
+
+/// The value of the sample `key` (`name{labels}` exactly as exposed).
+fn sample(text: &str, key: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(k, _)| *k == key))
+        .map(|(_, v)| v.parse().expect("a number"))
 }
 
 #[test]
