@@ -500,6 +500,7 @@ impl ClockTask {
                     .nts_trusted_certs
                     .clone()
                     .map_or(Trust::System, Trust::CaFile),
+                ntp_port: sc.port,
             };
             let (tx, rx) = mpsc::channel::<Outgoing>(4);
             let status = nts_client::new_status();

@@ -251,6 +251,17 @@ pub struct KeTarget {
     /// The resolved KE address.
     pub address: SocketAddr,
     pub trust: Trust,
+    /// The NTP port when the KE names none (the source's `port`).
+    pub ntp_port: u16,
+}
+
+/// The NTP port: the KE's Port record, else the configured one.
+pub fn ntp_port(kx: &KeyExchange, target: &KeTarget) -> u16 {
+    if kx.ntp_port_given {
+        kx.ntp_port
+    } else {
+        target.ntp_port
+    }
 }
 
 /// The task of an NTS source: key exchange (retried with backoff), then
@@ -348,15 +359,16 @@ async fn connect(
 }
 
 /// The NTP server the key exchange named (Server record, else the KE host;
-/// the KE address itself when that is the host), on its Port record's port.
+/// the KE address itself when that is the host), on `ntp_port`.
 async fn resolve_ntp(kx: &KeyExchange, target: &KeTarget) -> Result<SocketAddr, String> {
+    let port = ntp_port(kx, target);
     if kx.ntp_server == target.host {
-        return Ok(SocketAddr::new(target.address.ip(), kx.ntp_port));
+        return Ok(SocketAddr::new(target.address.ip(), port));
     }
     if let Ok(ip) = kx.ntp_server.parse() {
-        return Ok(SocketAddr::new(ip, kx.ntp_port));
+        return Ok(SocketAddr::new(ip, port));
     }
-    let found = tokio::net::lookup_host((kx.ntp_server.as_str(), kx.ntp_port))
+    let found = tokio::net::lookup_host((kx.ntp_server.as_str(), port))
         .await
         .map_err(|e| format!("NTS NTP server {}: {e}", kx.ntp_server))?
         .collect::<Vec<_>>();

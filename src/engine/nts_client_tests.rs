@@ -11,6 +11,7 @@ fn kx(cookies: usize) -> KeyExchange {
         cookies: (0..cookies).map(|i| vec![i as u8 + 1; 100]).collect(),
         ntp_server: "localhost".into(),
         ntp_port: 123,
+        ntp_port_given: false,
         aead: 15,
     }
 }
@@ -274,6 +275,34 @@ fn key_exchange_due_when_cookies_run_out_polls_go_unanswered_or_keys_age() {
     assert!(
         s.needs_key_exchange(t0),
         "{MAX_UNANSWERED} requests unanswered"
+    );
+}
+
+#[test]
+fn ntp_port_is_the_port_record_else_the_configured_port() {
+    let target = KeTarget {
+        host: "localhost".into(),
+        address: "127.0.0.1:4460".parse().expect("addr"),
+        trust: Trust::System,
+        ntp_port: 1123,
+    };
+    let mut k = kx(1);
+    assert_eq!(ntp_port(&k, &target), 1123, "no Port record");
+    k.ntp_port = 123;
+    k.ntp_port_given = true;
+    assert_eq!(ntp_port(&k, &target), 123, "the Port record wins");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // Server record = the KE host: the address the KE went to.
+    assert_eq!(
+        rt.block_on(resolve_ntp(&k, &target)),
+        Ok("127.0.0.1:123".parse().expect("addr"))
+    );
+    k.ntp_server = "192.0.2.7".into();
+    assert_eq!(
+        rt.block_on(resolve_ntp(&k, &target)),
+        Ok("192.0.2.7:123".parse().expect("addr"))
     );
 }
 

@@ -63,6 +63,9 @@ pub struct KeyExchange {
     pub ntp_server: String,
     /// The Port record, or 123 when there is none.
     pub ntp_port: u16,
+    /// Whether the server sent a Port record (else the client may use its
+    /// configured port instead of 123).
+    pub ntp_port_given: bool,
     /// The negotiated AEAD algorithm (15).
     pub aead: u16,
 }
@@ -79,6 +82,7 @@ impl fmt::Debug for KeyExchange {
             )
             .field("ntp_server", &self.ntp_server)
             .field("ntp_port", &self.ntp_port)
+            .field("ntp_port_given", &self.ntp_port_given)
             .field("aead", &self.aead)
             .finish()
     }
@@ -331,6 +335,7 @@ impl Peer<'_> {
             cookies: response.cookies,
             ntp_server: response.server.unwrap_or_else(|| self.host.to_string()),
             ntp_port: response.port.unwrap_or(DEFAULT_NTP_PORT),
+            ntp_port_given: response.port.is_some(),
             aead: response.aead,
         })
     }

@@ -144,6 +144,7 @@ async fn exchange_agrees_on_keys_and_returns_cookies() {
     assert_eq!(kx.cookies, (0..8).map(|i| vec![i; 100]).collect::<Vec<_>>());
     assert_eq!(kx.aead, 15);
     assert_eq!((kx.ntp_server.as_str(), kx.ntp_port), ("localhost", 123));
+    assert!(!kx.ntp_port_given, "no Port record");
     let debug = format!("{kx:?}");
     assert!(debug.contains("<8 redacted>"), "{debug}");
     assert!(!debug.contains(&format!("{:?}", kx.c2s)), "{debug}");
@@ -166,6 +167,7 @@ async fn server_and_port_records_override_the_defaults() {
         (kx.ntp_server.as_str(), kx.ntp_port),
         ("ntp.example", 11123)
     );
+    assert!(kx.ntp_port_given);
 }
 
 #[tokio::test]
