@@ -295,6 +295,12 @@ fn daemon_synchronises_over_nts_to_chronyd() {
         to_sync.as_secs_f64(),
         started.as_secs_f64()
     );
+    // The KE, one iburst request and its reply: the target is under 2 s.
+    assert!(
+        to_sync < Duration::from_secs(2),
+        "{:.3} s to synchronised over NTS",
+        to_sync.as_secs_f64()
+    );
     let nts = nts_of(&s).unwrap_or_else(|| panic!("no NTS status: {s:?}"));
     assert_eq!(nts.state, "established", "{nts:?}");
     assert!(nts.authenticated, "{nts:?}");
