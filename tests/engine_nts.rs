@@ -345,6 +345,7 @@ fn daemon_refuses_another_cas_certificate_and_keeps_retrying() {
     println!("{nts:?}");
     let error = nts.last_key_exchange_error.clone().unwrap_or_default();
     assert!(error.contains("UnknownIssuer"), "{error}");
+    assert!(error.contains("--nts-ca"), "says what to do: {error}");
     assert!(
         error.contains(&other.path("ca.pem").display().to_string()),
         "names the trust source: {error}"

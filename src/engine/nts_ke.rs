@@ -107,7 +107,10 @@ pub enum KeError {
         port: u16,
         timeout: Duration,
     },
-    #[error("NTS-KE {host}:{port}: server certificate not trusted by {trust}: {reason}")]
+    #[error(
+        "NTS-KE {host}:{port}: server certificate not trusted by {trust}: {reason}{hint}",
+        hint = untrusted_hint(reason)
+    )]
     Untrusted {
         host: String,
         port: u16,
@@ -144,6 +147,23 @@ pub enum KeError {
         port: u16,
         source: rustls::Error,
     },
+}
+
+/// What a certificate refusal most likely means, for the error message.
+fn untrusted_hint(reason: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as E;
+    match reason {
+        rustls::Error::InvalidCertificate(E::UnknownIssuer) => {
+            " (not issued by a CA of that trust source: give the server's CA with --nts-ca or ntsTrustedCerts)"
+        }
+        rustls::Error::InvalidCertificate(
+            E::NotValidForName | E::NotValidForNameContext { .. },
+        ) => " (the certificate does not name the configured host)",
+        rustls::Error::InvalidCertificate(
+            E::Expired | E::ExpiredContext { .. } | E::NotValidYet | E::NotValidYetContext { .. },
+        ) => " (validity is checked against the system clock: is it far off?)",
+        _ => "",
+    }
 }
 
 /// Runs one NTS-KE exchange with `host:port`, all of it (connect,

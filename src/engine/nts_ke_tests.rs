@@ -186,6 +186,33 @@ async fn certificate_of_another_ca_is_refused() {
         message.contains(&client_pki.ca_file.display().to_string()),
         "{message}"
     );
+    assert!(
+        message.contains("UnknownIssuer") && message.contains("give the server's CA with --nts-ca"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn certificate_for_another_name_is_refused_with_that_hint() {
+    let pki = pki("timectl test CA");
+    let (port, _server) = serve(&pki, true, accept(cookies(1))).await;
+    let trust = Trust::CaFile(pki.ca_file.clone());
+    // The certificate names localhost only; connect to the same server as
+    // 127.0.0.1, so the name checked is that IP address.
+    let err = key_exchange_at(
+        "127.0.0.1",
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &trust,
+        TIMEOUT,
+    )
+    .await
+    .expect_err("certificate for another name accepted");
+    let message = err.to_string();
+    assert!(matches!(err, KeError::Untrusted { .. }), "{err:?}");
+    assert!(
+        message.contains("does not name the configured host"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
