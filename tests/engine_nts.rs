@@ -637,3 +637,34 @@ fn nts_nak_after_the_server_forgets_its_keys_starts_a_new_key_exchange() {
         chronyd.log()
     );
 }
+
+#[test]
+#[ignore = "needs root and chronyd (NTS); run ci/system-tests.sh"]
+fn key_exchange_server_down_at_start_is_retried_until_it_answers() {
+    require_root_and(&["chronyd", "openssl"]);
+    let pki = Pki::new("nts");
+    let (ke_port, ntp_port) = (free_tcp_port(), free_udp_port());
+    let mut engine = nts_daemon(ke_port, &pki.path("ca.pem"));
+    let nts = engine_support::wait_for("a refused connection", Duration::from_secs(10), || {
+        nts_of(&engine.status()).filter(|n| n.key_exchange_failures >= 1)
+    });
+    println!("{nts:?}");
+    let error = nts.last_key_exchange_error.unwrap_or_default();
+    assert!(error.contains("cannot connect"), "{error}");
+    // The first retry is 3-5 s after the failure: the server is up by then.
+    let chronyd = chronyd_nts(&pki, ke_port, ntp_port);
+    let s = engine_support::wait_for(
+        "synchronised after a retry",
+        Duration::from_secs(10),
+        || {
+            let s = engine.status();
+            s.synchronized.then_some(s)
+        },
+    );
+    let nts = nts_of(&s).expect("NTS status");
+    println!("{nts:?}");
+    assert_eq!(nts.state, "established");
+    assert_eq!(nts.key_exchanges, 1);
+    assert_eq!(nts.last_key_exchange_error, None, "cleared by the success");
+    assert!(nts.authenticated, "{nts:?}\n{}", chronyd.log());
+}

@@ -688,5 +688,35 @@ mod tests {
         }
         let parsed = serde_json::from_value::<StatusDocument>(old).unwrap();
         assert_eq!(parsed.updates_since_step, None);
+        assert!(
+            serde_json::to_value(&doc).unwrap()["sources"][0]
+                .get("nts")
+                .is_none(),
+            "no nts object for a source without NTS"
+        );
+        assert!(!text.contains("NTS "), "{text}");
+
+        // An NTS source: its object round-trips, a line under the table.
+        let mut doc = doc;
+        doc.sources[0].nts = Some(NtsSourceStatus {
+            state: "retrying".into(),
+            key_exchange_failures: 2,
+            last_key_exchange_error: Some("NTS-KE 127.0.0.1:4460: UnknownIssuer".into()),
+            next_retry_seconds: Some(7.6),
+            dropped_unauthenticated: 3,
+            dropped_replayed: 1,
+            ..NtsSourceStatus::default()
+        });
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["sources"][0]["nts"]["state"], "retrying");
+        assert_eq!(json["sources"][0]["nts"]["dropped_unauthenticated"], 3);
+        assert_eq!(serde_json::from_value::<StatusDocument>(json).unwrap(), doc);
+        let text = render_status(&doc);
+        assert!(
+            text.contains(
+                "NTS 127.0.0.1:11123: retrying, not authenticated, 0 cookies, 0 key exchanges, dropped 3 unauthenticated 1 replayed, retry in 8 s\n    key exchange failed: NTS-KE 127.0.0.1:4460: UnknownIssuer\n"
+            ),
+            "{text}"
+        );
     }
 }
