@@ -1,6 +1,7 @@
 //! `timectl daemon`: tokio tasks wired by channels around the sans-IO
 //! `Engine`. One task per source (its own UDP socket, kernel receive
-//! timestamps), one server task per listen address, a control-socket task,
+//! timestamps; for an NTS source also its key exchanges and cookies, in
+//! `nts_client`), one server task per listen address, a control-socket task,
 //! name-resolution tasks, and the clock task that owns the `Engine`, runs
 //! its timers, applies its clock actions and keeps the drift file. No
 //! algorithm logic lives here.
@@ -492,26 +493,7 @@ impl ClockTask {
         let index = self.engine.add_source(settings, self.engine_clock.now());
         let name = sc.host().to_owned();
         if sc.nts {
-            let target = nts_client::KeTarget {
-                host: name.clone(),
-                address: addr,
-                trust: self
-                    .config
-                    .nts_trusted_certs
-                    .clone()
-                    .map_or(Trust::System, Trust::CaFile),
-                ntp_port: sc.port,
-            };
-            let (tx, rx) = mpsc::channel::<Outgoing>(4);
-            let status = nts_client::new_status();
-            let task = tokio::spawn(nts_client::run(
-                index,
-                target,
-                rx,
-                self.reply_tx.clone(),
-                self.clock.clone(),
-                status.clone(),
-            ));
+            let (tx, task, status) = self.spawn_nts_source(index, config_index, addr);
             tracing::info!(source = %addr, "NTS source {} ({})", addr, name);
             self.sources.push(SourceHandle {
                 address: addr,
@@ -543,6 +525,42 @@ impl ClockTask {
             task,
             nts: None,
         });
+    }
+
+    /// Spawns the task of an NTS source whose NTS-KE server is at `addr`
+    /// (see `nts_client`); returns its channel, task and shared status.
+    fn spawn_nts_source(
+        &self,
+        index: usize,
+        config_index: usize,
+        addr: SocketAddr,
+    ) -> (
+        mpsc::Sender<Outgoing>,
+        JoinHandle<()>,
+        nts_client::SharedStatus,
+    ) {
+        let sc = &self.config.sources[config_index];
+        let target = nts_client::KeTarget {
+            host: sc.host().to_owned(),
+            address: addr,
+            trust: self
+                .config
+                .nts_trusted_certs
+                .clone()
+                .map_or(Trust::System, Trust::CaFile),
+            ntp_port: sc.port,
+        };
+        let (tx, rx) = mpsc::channel::<Outgoing>(4);
+        let status = nts_client::new_status();
+        let task = tokio::spawn(nts_client::run(
+            index,
+            target,
+            rx,
+            self.reply_tx.clone(),
+            self.clock.clone(),
+            status.clone(),
+        ));
+        (tx, task, status)
     }
 
     fn on_control(&mut self, incoming: Incoming) {

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use timectl_engine::nts::ef::{self, Key, NONCE_LEN, ReplyError, UID_LEN};
-use timectl_engine::proto::HEADER_LEN;
+use timectl_engine::proto::{HEADER_LEN, NtpTimestamp};
 use tokio::sync::mpsc;
 
 use super::control::NtsSourceStatus;
@@ -445,11 +445,8 @@ impl Exchange<'_> {
         &self,
         session: &mut Session,
         packet: &[u8],
-        received: timectl_engine::proto::NtpTimestamp,
-        sent: Option<(
-            timectl_engine::proto::NtpTimestamp,
-            timectl_engine::proto::NtpTimestamp,
-        )>,
+        received: NtpTimestamp,
+        sent: Option<(NtpTimestamp, NtpTimestamp)>,
     ) -> Result<(), Stop> {
         match session.check(packet) {
             ReplyCheck::Authenticated { header } => {
