@@ -499,6 +499,11 @@ fn replies_with_a_flipped_authenticator_byte_are_never_used() {
         &pki.path("ca.pem").display().to_string(),
         "--metrics",
         &format!("127.0.0.1:{metrics}"),
+        // Polls every 0.25 s: the 8 cookies are spent within 2-3 s.
+        "--minpoll",
+        "-2",
+        "--maxpoll",
+        "-2",
     ]);
     let nts = engine_support::wait_for("3 dropped replies", Duration::from_secs(15), || {
         let s = engine.status();
@@ -539,6 +544,30 @@ fn replies_with_a_flipped_authenticator_byte_are_never_used() {
         Some(0.0),
         "{text}"
     );
+    // Cookies spent without one authenticated answer: the next key
+    // exchange waits out the backoff (3-5 s), then comes.
+    let nts = engine_support::wait_for(
+        "the backoff after unanswered keys",
+        Duration::from_secs(10),
+        || {
+            nts_of(&engine.status()).filter(|n| {
+                n.state == "retrying"
+                    && n.last_key_exchange_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("no authenticated reply"))
+            })
+        },
+    );
+    println!("{nts:?}");
+    assert_eq!(nts.key_exchanges, 1);
+    assert_eq!(nts.key_exchange_failures, 0, "the KE itself worked");
+    let nts = engine_support::wait_for("a second key exchange", Duration::from_secs(10), || {
+        let s = engine.status();
+        assert!(!s.synchronized, "synchronised on tampered replies: {s:?}");
+        nts_of(&s).filter(|n| n.key_exchanges >= 2)
+    });
+    println!("{nts:?}");
+    assert_eq!(nts.authenticated_replies, 0);
 }
 
 /// The metrics endpoint's text.

@@ -141,6 +141,8 @@ pub struct Session {
     /// Unique identifier of the request awaiting its reply.
     outstanding: Option<[u8; UID_LEN]>,
     unanswered: u32,
+    /// Whether any reply authenticated with these keys.
+    answered: bool,
     established: Instant,
 }
 
@@ -152,8 +154,14 @@ impl Session {
             cookies: CookieStore::new(kx.cookies.clone()),
             outstanding: None,
             unanswered: 0,
+            answered: false,
             established: now,
         }
+    }
+
+    /// Whether any reply authenticated with these keys.
+    pub fn answered(&self) -> bool {
+        self.answered
     }
 
     /// Whether a new key exchange is due before the next request.
@@ -201,6 +209,7 @@ impl Session {
                 }
                 self.outstanding = None;
                 self.unanswered = 0;
+                self.answered = true;
                 ReplyCheck::Authenticated { header }
             }
             Err(ReplyError::UidMismatch) => ReplyCheck::Replayed,
@@ -286,7 +295,6 @@ pub(super) async fn run(
         });
         match connect(&target).await {
             Ok((kx, socket, ntp)) => {
-                backoff.reset();
                 update(&status, |s| {
                     s.state = "established".into();
                     s.key_exchanges += 1;
@@ -309,6 +317,27 @@ pub(super) async fn run(
                     Some(next) => held = next,
                     None => return,
                 }
+                if session.answered() {
+                    backoff.reset();
+                    continue;
+                }
+                // Keys that never got an authenticated answer (NAKs, or
+                // silence): the next key exchange waits like after a
+                // failed one, so a server whose KE and NTP sides disagree
+                // is not asked for keys at every poll.
+                let delay = backoff.next_delay(rand::random::<f64>());
+                let message = format!(
+                    "no authenticated reply from {ntp} with the keys of the last key exchange"
+                );
+                tracing::warn!(source = %target.address, "{message}; new key exchange in {:.0} s", delay.as_secs_f64());
+                update(&status, |s| {
+                    s.state = "retrying".into();
+                    s.last_key_exchange_error = Some(message);
+                    s.next_retry_seconds = Some(delay.as_secs_f64());
+                });
+                if !hold_requests(delay, &mut rx, &mut held).await {
+                    return;
+                }
             }
             Err(message) => {
                 let delay = backoff.next_delay(rand::random::<f64>());
@@ -319,18 +348,30 @@ pub(super) async fn run(
                     s.last_key_exchange_error = Some(message);
                     s.next_retry_seconds = Some(delay.as_secs_f64());
                 });
-                let wake = tokio::time::sleep(delay);
-                tokio::pin!(wake);
-                loop {
-                    tokio::select! {
-                        _ = &mut wake => break,
-                        out = rx.recv() => match out {
-                            Some(out) => held = Some(out),
-                            None => return,
-                        },
-                    }
+                if !hold_requests(delay, &mut rx, &mut held).await {
+                    return;
                 }
             }
+        }
+    }
+}
+
+/// Waits `delay`, keeping the latest request that arrives meanwhile in
+/// `held`; false when the daemon stopped the source.
+async fn hold_requests(
+    delay: Duration,
+    rx: &mut mpsc::Receiver<Outgoing>,
+    held: &mut Option<Outgoing>,
+) -> bool {
+    let wake = tokio::time::sleep(delay);
+    tokio::pin!(wake);
+    loop {
+        tokio::select! {
+            _ = &mut wake => return true,
+            out = rx.recv() => match out {
+                Some(out) => *held = Some(out),
+                None => return false,
+            },
         }
     }
 }

@@ -161,6 +161,7 @@ fn authenticated_reply_gives_the_header_and_cookies_once() {
         panic!("not accepted");
     };
     assert_eq!(&h[..], &reply[..HEADER_LEN]);
+    assert!(s.answered());
     assert_eq!(s.cookies.len(), 8, "1 left + 7 new");
     assert_eq!(
         s.check(&reply),
@@ -196,6 +197,7 @@ fn modified_or_wrongly_keyed_replies_are_refused_and_add_no_cookies() {
         ReplyCheck::Unauthenticated(_)
     ));
     assert_eq!(s.cookies.len(), 1, "nothing added");
+    assert!(!s.answered(), "forgeries do not count as answers");
     // The real reply still works after the forgeries.
     assert!(matches!(s.check(&reply), ReplyCheck::Authenticated { .. }));
 }
