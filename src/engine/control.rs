@@ -55,6 +55,54 @@ pub struct SourceStatus {
     pub name: String,
     #[serde(flatten)]
     pub report: SourceReport,
+    /// NTS (RFC 8915) state; absent for a source without NTS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts: Option<NtsSourceStatus>,
+}
+
+/// An NTS source's state in the status document (`sources[].nts`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NtsSourceStatus {
+    /// "key exchange" (running), "established" (keys and cookies held) or
+    /// "retrying" (the last key exchange failed; see the error).
+    pub state: String,
+    /// The last reply accepted was authenticated, and no key exchange
+    /// started since.
+    pub authenticated: bool,
+    /// Cookies held (at most 8).
+    pub cookies: usize,
+    /// `IP:PORT` of the NTP server the key exchange named.
+    #[serde(default)]
+    pub ntp_address: Option<String>,
+    /// Successful key exchanges since start.
+    #[serde(default)]
+    pub key_exchanges: u64,
+    /// Failed key exchanges since start.
+    #[serde(default)]
+    pub key_exchange_failures: u64,
+    /// Why the last key exchange failed; cleared by a successful one.
+    #[serde(default)]
+    pub last_key_exchange_error: Option<String>,
+    /// With state "retrying": the delay before the next attempt.
+    #[serde(default)]
+    pub next_retry_seconds: Option<f64>,
+    /// Authenticated replies passed to the engine.
+    #[serde(default)]
+    pub authenticated_replies: u64,
+    /// Replies dropped because they did not authenticate (modified,
+    /// forged, unprotected or malformed).
+    #[serde(default)]
+    pub dropped_unauthenticated: u64,
+    /// Replies dropped because their unique identifier was not the
+    /// outstanding request's (replays and duplicates).
+    #[serde(default)]
+    pub dropped_replayed: u64,
+    /// NTS NAKs received (each starts a new key exchange).
+    #[serde(default)]
+    pub naks: u64,
+    /// Why the last dropped unauthenticated reply was refused.
+    #[serde(default)]
+    pub last_drop_reason: Option<String>,
 }
 
 /// The server half in the status document.
@@ -467,6 +515,33 @@ fn write_sources(out: &mut String, s: &StatusDocument) {
     for name in &s.unresolved {
         let _ = writeln!(out, "^? {name:<30} (not resolved yet)");
     }
+    for src in &s.sources {
+        if let Some(nts) = &src.nts {
+            write_nts(out, &src.address, nts);
+        }
+    }
+}
+
+/// One NTS line per NTS source, and its key exchange error if any.
+fn write_nts(out: &mut String, address: &str, nts: &NtsSourceStatus) {
+    use std::fmt::Write as _;
+    let _ = write!(
+        out,
+        "NTS {address}: {}, {}authenticated, {} cookies, {} key exchanges, dropped {} unauthenticated {} replayed",
+        nts.state,
+        if nts.authenticated { "" } else { "not " },
+        nts.cookies,
+        nts.key_exchanges,
+        nts.dropped_unauthenticated,
+        nts.dropped_replayed,
+    );
+    if let Some(t) = nts.next_retry_seconds {
+        let _ = write!(out, ", retry in {t:.0} s");
+    }
+    let _ = writeln!(out);
+    if let Some(e) = &nts.last_key_exchange_error {
+        let _ = writeln!(out, "    key exchange failed: {e}");
+    }
 }
 
 /// One line of the sources table.
@@ -582,6 +657,7 @@ mod tests {
                     samples: 8,
                     last_error: None,
                 },
+                nts: None,
             }],
             unresolved: vec![],
             server: None,
@@ -612,5 +688,35 @@ mod tests {
         }
         let parsed = serde_json::from_value::<StatusDocument>(old).unwrap();
         assert_eq!(parsed.updates_since_step, None);
+        assert!(
+            serde_json::to_value(&doc).unwrap()["sources"][0]
+                .get("nts")
+                .is_none(),
+            "no nts object for a source without NTS"
+        );
+        assert!(!text.contains("NTS "), "{text}");
+
+        // An NTS source: its object round-trips, a line under the table.
+        let mut doc = doc;
+        doc.sources[0].nts = Some(NtsSourceStatus {
+            state: "retrying".into(),
+            key_exchange_failures: 2,
+            last_key_exchange_error: Some("NTS-KE 127.0.0.1:4460: UnknownIssuer".into()),
+            next_retry_seconds: Some(7.6),
+            dropped_unauthenticated: 3,
+            dropped_replayed: 1,
+            ..NtsSourceStatus::default()
+        });
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["sources"][0]["nts"]["state"], "retrying");
+        assert_eq!(json["sources"][0]["nts"]["dropped_unauthenticated"], 3);
+        assert_eq!(serde_json::from_value::<StatusDocument>(json).unwrap(), doc);
+        let text = render_status(&doc);
+        assert!(
+            text.contains(
+                "NTS 127.0.0.1:11123: retrying, not authenticated, 0 cookies, 0 key exchanges, dropped 3 unauthenticated 1 replayed, retry in 8 s\n    key exchange failed: NTS-KE 127.0.0.1:4460: UnknownIssuer\n"
+            ),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `timectl daemon`: tokio tasks wired by channels around the sans-IO
 //! `Engine`. One task per source (its own UDP socket, kernel receive
-//! timestamps), one server task per listen address, a control-socket task,
+//! timestamps; for an NTS source also its key exchanges and cookies, in
+//! `nts_client`), one server task per listen address, a control-socket task,
 //! name-resolution tasks, and the clock task that owns the `Engine`, runs
 //! its timers, applies its clock actions and keeps the drift file. No
 //! algorithm logic lives here.
@@ -26,6 +27,8 @@ use super::control::{
 use super::discipline::{ClockAction, ClockControl, LocalClock, StepNowError, StepPolicy};
 use super::drift;
 use super::net::TimestampedSocket;
+use super::nts_client;
+use super::nts_ke::Trust;
 use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
@@ -65,18 +68,19 @@ pub enum DaemonError {
 }
 
 /// A request for a source task: send these bytes.
-struct Outgoing {
-    nonce: NtpTimestamp,
-    bytes: [u8; 48],
+pub(super) struct Outgoing {
+    pub(super) nonce: NtpTimestamp,
+    pub(super) bytes: [u8; 48],
 }
 
-/// A reply from a source task.
-struct ReplyEvent {
-    index: usize,
-    bytes: Vec<u8>,
-    received: NtpTimestamp,
+/// A reply from a source task (for an NTS source: the authenticated
+/// reply's NTP header only).
+pub(super) struct ReplyEvent {
+    pub(super) index: usize,
+    pub(super) bytes: Vec<u8>,
+    pub(super) received: NtpTimestamp,
     /// The last request this task sent, and our clock when it left.
-    sent: Option<(NtpTimestamp, NtpTimestamp)>,
+    pub(super) sent: Option<(NtpTimestamp, NtpTimestamp)>,
 }
 
 struct Resolved {
@@ -91,6 +95,8 @@ struct SourceHandle {
     config_index: usize,
     tx: mpsc::Sender<Outgoing>,
     task: JoinHandle<()>,
+    /// An NTS source's state, shared with its task.
+    nts: Option<nts_client::SharedStatus>,
 }
 
 /// Runs the daemon until `shutdown` completes (SIGTERM/SIGINT in the CLI).
@@ -486,6 +492,19 @@ impl ClockTask {
         };
         let index = self.engine.add_source(settings, self.engine_clock.now());
         let name = sc.host().to_owned();
+        if sc.nts {
+            let (tx, task, status) = self.spawn_nts_source(index, config_index, addr);
+            tracing::info!(source = %addr, "NTS source {} ({})", addr, name);
+            self.sources.push(SourceHandle {
+                address: addr,
+                name,
+                config_index,
+                tx,
+                task,
+                nts: Some(status),
+            });
+            return;
+        }
         let (tx, task) =
             match spawn_source(index, addr, self.reply_tx.clone(), self.clock.clone()).await {
                 Ok((tx, task)) => {
@@ -504,7 +523,44 @@ impl ClockTask {
             config_index,
             tx,
             task,
+            nts: None,
         });
+    }
+
+    /// Spawns the task of an NTS source whose NTS-KE server is at `addr`
+    /// (see `nts_client`); returns its channel, task and shared status.
+    fn spawn_nts_source(
+        &self,
+        index: usize,
+        config_index: usize,
+        addr: SocketAddr,
+    ) -> (
+        mpsc::Sender<Outgoing>,
+        JoinHandle<()>,
+        nts_client::SharedStatus,
+    ) {
+        let sc = &self.config.sources[config_index];
+        let target = nts_client::KeTarget {
+            host: sc.host().to_owned(),
+            address: addr,
+            trust: self
+                .config
+                .nts_trusted_certs
+                .clone()
+                .map_or(Trust::System, Trust::CaFile),
+            ntp_port: sc.port,
+        };
+        let (tx, rx) = mpsc::channel::<Outgoing>(4);
+        let status = nts_client::new_status();
+        let task = tokio::spawn(nts_client::run(
+            index,
+            target,
+            rx,
+            self.reply_tx.clone(),
+            self.clock.clone(),
+            status.clone(),
+        ));
+        (tx, task, status)
     }
 
     fn on_control(&mut self, incoming: Incoming) {
@@ -587,6 +643,10 @@ impl ClockTask {
                         address: h.address.to_string(),
                         name: h.name.clone(),
                         report: s.clone(),
+                        nts: h
+                            .nts
+                            .as_ref()
+                            .and_then(|n| n.lock().ok().map(|n| n.clone())),
                     })
                 })
                 .collect(),
@@ -759,11 +819,17 @@ async fn resolve(config_index: usize, source: SourceConfig, tx: mpsc::Sender<Res
     } else {
         1
     };
+    // An NTS source's address is its NTS-KE server's.
+    let port = if source.nts {
+        source.nts_port
+    } else {
+        source.port
+    };
     loop {
         let host = source.host().to_owned();
         let result = match host.parse::<IpAddr>() {
-            Ok(ip) => Ok(vec![SocketAddr::new(ip, source.port)]),
-            Err(_) => tokio::net::lookup_host((host.as_str(), source.port))
+            Ok(ip) => Ok(vec![SocketAddr::new(ip, port)]),
+            Err(_) => tokio::net::lookup_host((host.as_str(), port))
                 .await
                 .map(|it| {
                     let mut seen = Vec::new();

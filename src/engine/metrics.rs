@@ -27,7 +27,9 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::core::Collector;
-use prometheus::{Encoder, Gauge, GaugeVec, IntCounter, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -274,6 +276,7 @@ pub fn encode(doc: &StatusDocument) -> prometheus::Result<String> {
         f.counter(name, help, value)?;
     }
     add_source_gauges(&f, doc)?;
+    add_nts_metrics(&f, doc)?;
     let mut out = Vec::new();
     TextEncoder::new().encode(&f.0.gather(), &mut out)?;
     String::from_utf8(out).map_err(|e| prometheus::Error::Msg(e.to_string()))
@@ -415,6 +418,70 @@ fn add_source_gauges(f: &Families, doc: &StatusDocument) -> prometheus::Result<(
     Ok(())
 }
 
+/// The `ntp_source_nts_*` families, for NTS sources only (none at all
+/// without one).
+fn add_nts_metrics(f: &Families, doc: &StatusDocument) -> prometheus::Result<()> {
+    let nts: Vec<_> = doc
+        .sources
+        .iter()
+        .enumerate()
+        .filter_map(|(id, s)| Some((id.to_string(), s, s.nts.as_ref()?)))
+        .collect();
+    if nts.is_empty() {
+        return Ok(());
+    }
+    let authenticated = f.gauges(
+        "ntp_source_nts_authenticated",
+        "Whether the last reply accepted from the NTS source was authenticated (1) or not (0)",
+        &SOURCE_LABELS,
+    )?;
+    let cookies = f.gauges(
+        "ntp_source_nts_cookies",
+        "NTS cookies held for the source (at most 8)",
+        &SOURCE_LABELS,
+    )?;
+    let key_exchanges = IntCounterVec::new(
+        Opts::new(
+            "ntp_source_nts_key_exchanges_total",
+            "NTS-KE exchanges for the source by result",
+        ),
+        &["name", "address", "id", "result"],
+    )?;
+    f.add(key_exchanges.clone())?;
+    let dropped = IntCounterVec::new(
+        Opts::new(
+            "ntp_source_nts_dropped_replies_total",
+            "Replies from the NTS source dropped, by reason: unauthenticated (failed authentication) or replayed (not for the outstanding request)",
+        ),
+        &["name", "address", "id", "reason"],
+    )?;
+    f.add(dropped.clone())?;
+    for (id, s, n) in &nts {
+        let labels = [s.name.as_str(), s.address.as_str(), id.as_str()];
+        authenticated
+            .with_label_values(&labels)
+            .set(flag(n.authenticated));
+        cookies.with_label_values(&labels).set(n.cookies as f64);
+        for (result, count) in [
+            ("success", n.key_exchanges),
+            ("failure", n.key_exchange_failures),
+        ] {
+            key_exchanges
+                .with_label_values(&[labels[0], labels[1], labels[2], result])
+                .inc_by(count);
+        }
+        for (reason, count) in [
+            ("unauthenticated", n.dropped_unauthenticated),
+            ("replayed", n.dropped_replayed),
+        ] {
+            dropped
+                .with_label_values(&[labels[0], labels[1], labels[2], reason])
+                .inc_by(count);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +510,7 @@ mod tests {
                 samples: 8,
                 last_error: None,
             },
+            nts: None,
         }
     }
 
@@ -629,6 +697,57 @@ mod tests {
         assert_eq!(
             value(&text, &format!("ntp_source_unanswered_polls{first}")),
             8.0
+        );
+    }
+
+    #[test]
+    fn nts_metrics_for_nts_sources_only() {
+        let text = encode(&document()).expect("encodes");
+        assert!(!text.contains("ntp_source_nts_"), "{text}");
+        let mut doc = document();
+        doc.sources[1].nts = Some(crate::engine::control::NtsSourceStatus {
+            state: "established".into(),
+            authenticated: true,
+            cookies: 7,
+            key_exchanges: 2,
+            key_exchange_failures: 3,
+            dropped_unauthenticated: 4,
+            dropped_replayed: 5,
+            ..Default::default()
+        });
+        let text = encode(&doc).expect("encodes");
+        let second = r#"address="[2001:db8::1]:123",id="1",name="odd \"name\"\\with\nnewline""#;
+        assert_eq!(
+            value(&text, &format!("ntp_source_nts_authenticated{{{second}}}")),
+            1.0
+        );
+        assert_eq!(
+            value(&text, &format!("ntp_source_nts_cookies{{{second}}}")),
+            7.0
+        );
+        for (key, want) in [
+            (
+                r#"ntp_source_nts_key_exchanges_total{ID,result="success"}"#,
+                2.0,
+            ),
+            (
+                r#"ntp_source_nts_key_exchanges_total{ID,result="failure"}"#,
+                3.0,
+            ),
+            (
+                r#"ntp_source_nts_dropped_replies_total{ID,reason="unauthenticated"}"#,
+                4.0,
+            ),
+            (
+                r#"ntp_source_nts_dropped_replies_total{ID,reason="replayed"}"#,
+                5.0,
+            ),
+        ] {
+            assert_eq!(value(&text, &key.replace("ID", second)), want, "{key}");
+        }
+        assert!(
+            !text.contains(r#"ntp_source_nts_cookies{address="192.0.2.1:123""#),
+            "no NTS samples for a source without NTS:\n{text}"
         );
     }
 

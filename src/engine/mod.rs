@@ -9,8 +9,9 @@
 //!   `control`, `metrics`, `logging`, `notify`, `cli`: the daemon (tokio
 //!   sockets, kernel timestamps, the kernel clock, files, the control
 //!   socket).
-//! - `nts_ke`: the NTS-KE client (TLS 1.3, rustls with ring), not wired
-//!   into the daemon yet.
+//! - `nts_ke`: the NTS-KE client (TLS 1.3, rustls with ring);
+//!   `nts_client`: an NTS source's task (cookies, key exchange retries,
+//!   request fields, reply check).
 
 mod adjtimex;
 pub mod cli;
@@ -23,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod nts_client;
 pub mod nts_ke;
 pub mod server;
 

@@ -3,10 +3,12 @@
 //! The records, the streaming decoder and the response check are the sans-IO
 //! `timectl_engine::nts::ke`; this module adds the TCP connection, TLS 1.3
 //! (rustls with the `ring` provider, ALPN `ntske/1`, SNI = the host) and the
-//! key export. Not used by the daemon yet: no cookie store, no retry.
+//! key export. The cookie store, the retries and the NTP side are in
+//! `nts_client`.
 
 use std::fmt;
 use std::io;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,9 @@ pub struct KeyExchange {
     pub ntp_server: String,
     /// The Port record, or 123 when there is none.
     pub ntp_port: u16,
+    /// Whether the server sent a Port record (else the client may use its
+    /// configured port instead of 123).
+    pub ntp_port_given: bool,
     /// The negotiated AEAD algorithm (15).
     pub aead: u16,
 }
@@ -77,6 +82,7 @@ impl fmt::Debug for KeyExchange {
             )
             .field("ntp_server", &self.ntp_server)
             .field("ntp_port", &self.ntp_port)
+            .field("ntp_port_given", &self.ntp_port_given)
             .field("aead", &self.aead)
             .finish()
     }
@@ -101,7 +107,10 @@ pub enum KeError {
         port: u16,
         timeout: Duration,
     },
-    #[error("NTS-KE {host}:{port}: server certificate not trusted by {trust}: {reason}")]
+    #[error(
+        "NTS-KE {host}:{port}: server certificate not trusted by {trust}: {reason}{hint}",
+        hint = untrusted_hint(reason)
+    )]
     Untrusted {
         host: String,
         port: u16,
@@ -140,6 +149,23 @@ pub enum KeError {
     },
 }
 
+/// What a certificate refusal most likely means, for the error message.
+fn untrusted_hint(reason: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as E;
+    match reason {
+        rustls::Error::InvalidCertificate(E::UnknownIssuer) => {
+            " (not issued by a CA of that trust source: give the server's CA with --nts-ca or ntsTrustedCerts)"
+        }
+        rustls::Error::InvalidCertificate(
+            E::NotValidForName | E::NotValidForNameContext { .. },
+        ) => " (the certificate does not name the configured host)",
+        rustls::Error::InvalidCertificate(
+            E::Expired | E::ExpiredContext { .. } | E::NotValidYet | E::NotValidYetContext { .. },
+        ) => " (validity is checked against the system clock: is it far off?)",
+        _ => "",
+    }
+}
+
 /// Runs one NTS-KE exchange with `host:port`, all of it (connect,
 /// handshake, request, response) within `timeout`.
 pub async fn key_exchange(
@@ -148,11 +174,37 @@ pub async fn key_exchange(
     trust: &Trust,
     timeout: Duration,
 ) -> Result<KeyExchange, KeError> {
+    exchange_within(host, port, None, trust, timeout).await
+}
+
+/// Like `key_exchange`, but connects to the already resolved `address`;
+/// `host` is still the TLS server name (SNI) the certificate must match.
+pub async fn key_exchange_at(
+    host: &str,
+    address: SocketAddr,
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<KeyExchange, KeError> {
+    exchange_within(host, address.port(), Some(address), trust, timeout).await
+}
+
+async fn exchange_within(
+    host: &str,
+    port: u16,
+    address: Option<SocketAddr>,
+    trust: &Trust,
+    timeout: Duration,
+) -> Result<KeyExchange, KeError> {
     let connector = TlsConnector::from(Arc::new(client_config(trust)?));
     let name = ServerName::try_from(host.to_string()).map_err(|_| KeError::ServerName {
         host: host.to_string(),
     })?;
-    let peer = Peer { host, port, trust };
+    let peer = Peer {
+        host,
+        port,
+        address,
+        trust,
+    };
     let exchange = peer.exchange(&connector, name);
     match tokio::time::timeout(timeout, exchange).await {
         Ok(result) => result,
@@ -210,6 +262,8 @@ fn system_certs() -> Result<Vec<CertificateDer<'static>>, KeError> {
 struct Peer<'a> {
     host: &'a str,
     port: u16,
+    /// Where to connect; None: resolve `host`.
+    address: Option<SocketAddr>,
     trust: &'a Trust,
 }
 
@@ -219,13 +273,15 @@ impl Peer<'_> {
         connector: &TlsConnector,
         name: ServerName<'static>,
     ) -> Result<KeyExchange, KeError> {
-        let tcp = TcpStream::connect((self.host, self.port))
-            .await
-            .map_err(|source| KeError::Connect {
-                host: self.host.to_string(),
-                port: self.port,
-                source,
-            })?;
+        let tcp = match self.address {
+            Some(address) => TcpStream::connect(address).await,
+            None => TcpStream::connect((self.host, self.port)).await,
+        }
+        .map_err(|source| KeError::Connect {
+            host: self.host.to_string(),
+            port: self.port,
+            source,
+        })?;
         let mut tls = connector
             .connect(name, tcp)
             .await
@@ -299,6 +355,7 @@ impl Peer<'_> {
             cookies: response.cookies,
             ntp_server: response.server.unwrap_or_else(|| self.host.to_string()),
             ntp_port: response.port.unwrap_or(DEFAULT_NTP_PORT),
+            ntp_port_given: response.port.is_some(),
             aead: response.aead,
         })
     }

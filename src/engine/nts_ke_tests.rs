@@ -144,6 +144,7 @@ async fn exchange_agrees_on_keys_and_returns_cookies() {
     assert_eq!(kx.cookies, (0..8).map(|i| vec![i; 100]).collect::<Vec<_>>());
     assert_eq!(kx.aead, 15);
     assert_eq!((kx.ntp_server.as_str(), kx.ntp_port), ("localhost", 123));
+    assert!(!kx.ntp_port_given, "no Port record");
     let debug = format!("{kx:?}");
     assert!(debug.contains("<8 redacted>"), "{debug}");
     assert!(!debug.contains(&format!("{:?}", kx.c2s)), "{debug}");
@@ -166,6 +167,7 @@ async fn server_and_port_records_override_the_defaults() {
         (kx.ntp_server.as_str(), kx.ntp_port),
         ("ntp.example", 11123)
     );
+    assert!(kx.ntp_port_given);
 }
 
 #[tokio::test]
@@ -182,6 +184,33 @@ async fn certificate_of_another_ca_is_refused() {
     assert!(message.contains("not trusted by the CAs in"), "{message}");
     assert!(
         message.contains(&client_pki.ca_file.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains("UnknownIssuer") && message.contains("give the server's CA with --nts-ca"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn certificate_for_another_name_is_refused_with_that_hint() {
+    let pki = pki("timectl test CA");
+    let (port, _server) = serve(&pki, true, accept(cookies(1))).await;
+    let trust = Trust::CaFile(pki.ca_file.clone());
+    // The certificate names localhost only; connect to the same server as
+    // 127.0.0.1, so the name checked is that IP address.
+    let err = key_exchange_at(
+        "127.0.0.1",
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        &trust,
+        TIMEOUT,
+    )
+    .await
+    .expect_err("certificate for another name accepted");
+    let message = err.to_string();
+    assert!(matches!(err, KeError::Untrusted { .. }), "{err:?}");
+    assert!(
+        message.contains("does not name the configured host"),
         "{message}"
     );
 }
