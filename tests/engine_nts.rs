@@ -11,7 +11,6 @@ mod engine_support;
 mod support;
 
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,93 +19,11 @@ use std::time::{Duration, Instant};
 use engine_support::EngineProcess;
 use timectl::engine::control::{NtsSourceStatus, StatusDocument};
 
-use support::{ChronyPeer, check_ok, require_root_and, temp_dir, unique_name, wait_for};
+use support::{ChronyPeer, Pki, check_ok, require_root_and, wait_for};
 use timectl::engine::nts_ke::{KeError, KeyExchange, Trust, key_exchange};
 use timectl_engine::nts::ef;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A CA and a server certificate for `localhost` signed by it, in a temp
-/// dir removed on Drop.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new(label: &str) -> Pki {
-        let dir = temp_dir(&format!("{}-{label}", unique_name()), 0o700);
-        let pki = Pki { dir };
-        // Each CA its own name: another CA is then an unknown issuer.
-        let subject = format!("/CN=timectl test CA {label}");
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &subject,
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        std::fs::write(
-            pki.path("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("write ext.cnf");
-        pki.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        pki.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ]);
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run openssl");
-        check_ok(&format!("openssl {}", args.join(" ")), &out);
-    }
-}
 
 fn free_tcp_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind TCP");
