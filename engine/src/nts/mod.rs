@@ -3,7 +3,8 @@
 //! - `ke`: NTS-KE records, a streaming decoder, the client request and
 //!   the server response check, and the TLS key export parameters.
 //! - `ef`: NTS extension fields for NTP packets and their AEAD
-//!   (AES-SIV-CMAC-256): sealing a request and opening a reply.
+//!   (AES-SIV-CMAC-256): sealing a request and opening a reply, and the
+//!   server side (parsing a request, sealing a reply, the NTS NAK).
 //!
 //! - `cookie`: the server's cookies (the client's keys sealed with a
 //!   rotating master key) and the persisted master key set.
