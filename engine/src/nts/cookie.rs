@@ -6,10 +6,11 @@
 //! sealed with a server master key:
 //!
 //! ```text
-//! key id (4, clear) | nonce (16) | AES-SIV(master, ad = key id, nonce)(aead (2) | c2s (32) | s2c (32)) + tag (16)
+//! key id (4, clear) | nonce (16) | AES-SIV(master, ad = key id, nonce)(aead (2) | zero (2) | c2s (32) | s2c (32)) + tag (16)
 //! ```
 //!
-//! 118 bytes in all. Master keys rotate (a new one every
+//! 120 bytes in all, a multiple of 4 so that the extension field needs no
+//! padding and the cookie comes back exactly as it was issued. Master keys rotate (a new one every
 //! [`KeySet::rotation_interval`], the previous [`KEPT_KEYS`]` - 1` kept, like
 //! chrony's three keys) so cookies stay valid across a rotation and for
 //! `KEPT_KEYS` intervals at most. The caller supplies key material, key
@@ -24,8 +25,8 @@ use super::ef::{Key, NONCE_LEN, TAG_LEN};
 pub const KEPT_KEYS: usize = 3;
 /// Default master key rotation interval: one day.
 pub const DEFAULT_ROTATION_SECONDS: u64 = 86_400;
-/// Length of the plaintext: AEAD id and the two keys.
-const PLAINTEXT_LEN: usize = 2 + 32 + 32;
+/// Length of the plaintext: AEAD id, two zero bytes and the two keys.
+const PLAINTEXT_LEN: usize = 4 + 32 + 32;
 /// Length of every cookie this server issues.
 pub const COOKIE_LEN: usize = 4 + NONCE_LEN + PLAINTEXT_LEN + TAG_LEN;
 /// First line of the persisted key set.
@@ -181,8 +182,8 @@ impl KeySet {
         let id = master.id.to_be_bytes();
         let mut plaintext = [0u8; PLAINTEXT_LEN];
         plaintext[..2].copy_from_slice(&content.aead.to_be_bytes());
-        plaintext[2..34].copy_from_slice(&content.c2s);
-        plaintext[34..].copy_from_slice(&content.s2c);
+        plaintext[4..36].copy_from_slice(&content.c2s);
+        plaintext[36..].copy_from_slice(&content.s2c);
         let ciphertext = siv(&master.key)
             .encrypt([id.as_slice(), nonce.as_slice()], &plaintext)
             .map_err(|_| CookieError::Seal)?;
@@ -210,7 +211,7 @@ impl KeySet {
         let plaintext = siv(&master.key)
             .decrypt([id, nonce], ciphertext)
             .map_err(|_| CookieError::TagMismatch)?;
-        let [a0, a1, keys @ ..] = plaintext.as_slice() else {
+        let [a0, a1, _, _, keys @ ..] = plaintext.as_slice() else {
             return Err(CookieError::TagMismatch);
         };
         let mut c2s = [0u8; 32];
@@ -309,6 +310,7 @@ mod tests {
         let set = set_at(T0);
         let cookie = set.seal(&content(), &[3; NONCE_LEN]).unwrap();
         assert_eq!(cookie.len(), COOKIE_LEN);
+        assert_eq!(COOKIE_LEN % 4, 0, "no extension field padding");
         assert_eq!(&cookie[..4], &7u32.to_be_bytes());
         assert_eq!(set.open(&cookie), Ok(content()));
         // Another nonce, another cookie, same content.
