@@ -60,6 +60,64 @@ pub enum NtsServerError {
     },
     #[error("NTS key directory {}: {cause}", path.display())]
     KeyDir { path: PathBuf, cause: io::Error },
+    #[error("NTS-KE listening on {addr}: {cause}")]
+    Listen { addr: SocketAddr, cause: io::Error },
+}
+
+/// Default NTS-KE listen addresses.
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], ke::DEFAULT_KE_PORT)),
+        SocketAddr::from(([0u16; 8], ke::DEFAULT_KE_PORT)),
+    ]
+}
+
+/// Starts the NTS-KE listeners and the key rotation task (the daemon's
+/// part): TLS set up from the configured files, every listen address
+/// bound (an unbindable default `[::]` is skipped, like NTP's).
+pub fn start(
+    serve: &ServeConfig,
+    nts: &NtsServeConfig,
+    store: KeyStore,
+    ntp_port: u16,
+    stats: Arc<ServerStats>,
+    mono: Monotonic,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, NtsServerError> {
+    let server = Arc::new(KeServer::new(
+        serve,
+        nts,
+        store.keys.clone(),
+        ntp_port,
+        stats,
+        mono,
+    )?);
+    let defaults = nts.listen.is_empty();
+    let listen = if defaults {
+        default_listen()
+    } else {
+        nts.listen.clone()
+    };
+    let mut tasks = Vec::new();
+    for addr in listen {
+        match bind(addr) {
+            Ok(listener) => {
+                let bound = listener.local_addr().unwrap_or(addr);
+                tracing::info!("serving NTS-KE on {bound}");
+                tasks.push(tokio::spawn(run(listener, server.clone())));
+            }
+            Err(e) if defaults && addr.is_ipv6() => {
+                tracing::warn!("not serving NTS-KE on {addr}: {e}");
+            }
+            Err(cause) => {
+                tasks
+                    .iter()
+                    .for_each(|t: &tokio::task::JoinHandle<()>| t.abort());
+                return Err(NtsServerError::Listen { addr, cause });
+            }
+        }
+    }
+    tasks.push(tokio::spawn(rotate_keys(store)));
+    Ok(tasks)
 }
 
 /// A TLS 1.3-only server configuration with ALPN `ntske/1` from PEM files.

@@ -233,11 +233,6 @@ impl Responder {
         self
     }
 
-    /// The access list and rate limiter, for the NTS-KE server.
-    pub fn access(&self) -> &Access {
-        &self.access
-    }
-
     /// The reply to `request` from `from`, received at local time `received`
     /// (`now` is monotonic seconds for the rate limiter), or None to drop.
     pub fn respond(
