@@ -9,7 +9,7 @@
 //! key id (4, clear) | nonce (16) | AES-SIV(master, ad = key id, nonce)(aead (2) | zero (2) | c2s (32) | s2c (32)) + tag (16)
 //! ```
 //!
-//! 120 bytes in all, a multiple of 4 so that the extension field needs no
+//! 104 bytes in all, a multiple of 4 so that the extension field needs no
 //! padding and the cookie comes back exactly as it was issued. Master keys rotate (a new one every
 //! [`KeySet::rotation_interval`], the previous [`KEPT_KEYS`]` - 1` kept, like
 //! chrony's three keys) so cookies stay valid across a rotation and for
