@@ -42,6 +42,9 @@ pub const COOKIES_PER_RESPONSE: usize = 8;
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// The key file's name in the key directory.
 pub const KEY_FILE: &str = "nts-cookie-keys";
+/// Most request bytes read from one client (a real request is 16 bytes;
+/// the decoder's own bounds would allow 64 records of 4 KiB).
+pub const MAX_REQUEST_BYTES: usize = 4096;
 /// How often the rotation task looks at the current key's age.
 const ROTATION_CHECK: Duration = Duration::from_secs(60);
 
@@ -386,17 +389,24 @@ async fn exchange(server: &KeServer, tcp: TcpStream) -> io::Result<()> {
     let mut decoder = Decoder::new();
     let mut records = Vec::new();
     let mut buf = [0u8; 1024];
+    let mut total = 0;
     while !decoder.is_finished() {
         let n = tls.read(&mut buf).await?;
         if n == 0 {
             return Err(io::Error::other("connection closed inside the request"));
         }
-        match decoder.feed(&buf[..n]) {
+        total += n;
+        let fed = if total > MAX_REQUEST_BYTES {
+            Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"))
+        } else {
+            decoder.feed(&buf[..n]).map_err(|e| e.to_string())
+        };
+        match fed {
             Ok(new) => records.extend(new),
             Err(e) => {
                 let reply = [Record::Error(ke::ERROR_BAD_REQUEST), Record::EndOfMessage];
                 send(&mut tls, &reply).await?;
-                return Err(io::Error::other(e.to_string()));
+                return Err(io::Error::other(e));
             }
         }
     }
