@@ -374,9 +374,21 @@ fn nts_bench() {
         engine_runs.push(nts_requests_per_second(engine_ntp, &engine_kx).0);
         chrony_runs.push(nts_requests_per_second(chronyd.port, &chrony_kx).0);
     }
+    // Server CPU seconds spent in the handshake rounds, per handshake:
+    // the client (on one core) may be what limits the rate.
+    let (mut engine_cpu, mut chrony_cpu) = (0.0, 0.0);
+    let (mut engine_count, mut chrony_count) = (0.0, 0.0);
     for _ in 0..3 {
-        engine_ke_runs.push(handshakes_per_second(&rt, engine_ke, &trust));
-        chrony_ke_runs.push(handshakes_per_second(&rt, chrony_ke, &trust));
+        let before = cpu_seconds(engine.guard.pid());
+        let rate = handshakes_per_second(&rt, engine_ke, &trust);
+        engine_cpu += cpu_seconds(engine.guard.pid()) - before;
+        engine_count += rate * LOAD_SECONDS;
+        engine_ke_runs.push(rate);
+        let before = cpu_seconds(chronyd.guard.pid());
+        let rate = handshakes_per_second(&rt, chrony_ke, &trust);
+        chrony_cpu += cpu_seconds(chronyd.guard.pid()) - before;
+        chrony_count += rate * LOAD_SECONDS;
+        chrony_ke_runs.push(rate);
     }
     let nts_answered = engine.status().server.map(|s| s.answered).unwrap_or(0);
     drop(engine);
@@ -425,4 +437,30 @@ fn nts_bench() {
         show(&chrony_ke_runs)
     );
     println!("  ratio timectl/chronyd: {:.2}", e / c.max(1.0));
+    let per = |cpu: f64, n: f64| cpu * 1e6 / n.max(1.0);
+    println!(
+        "  server CPU per handshake: timectl {:.0} us, chronyd {:.0} us (utime+stime over the rounds)",
+        per(engine_cpu, engine_count),
+        per(chrony_cpu, chrony_count)
+    );
+}
+
+/// User plus system CPU seconds of `pid` so far (/proc/PID/stat).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are
+    // the 14th and 15th fields of the line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    (ticks(11) + ticks(12)) / hz
 }
