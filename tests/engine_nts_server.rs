@@ -417,3 +417,36 @@ fn ke_server_survives_a_thousand_half_open_connections() {
          first key exchange {ok_at:?} after opening"
     );
 }
+
+#[test]
+#[ignore = "needs root, chronyd (NTS) and openssl; run ci/system-tests.sh"]
+fn chronyd_recovers_with_a_new_key_exchange_when_the_engine_lost_its_keys() {
+    require_root();
+    let pki = Pki::new();
+    let (first_keys, second_keys) = (state_dir(), state_dir());
+    let (ntp, ke) = (free_udp_port(), free_tcp_port());
+    let engine_process = engine(&pki, ntp, ke, first_keys.path());
+    let mut chrony = ChronyClient::start(&pki, ntp, ke);
+    chrony.wait_selected(Duration::from_secs(30));
+    // Let the first key exchange age, so a new one is visible in "Last".
+    std::thread::sleep(Duration::from_secs(4));
+    let before = chrony.authdata();
+    assert!(before.last_ke >= 3, "{before:?}");
+    drop(engine_process);
+    // Other keys: chronyd's cookies no longer open (NTS NAK, RFC 8915 5.7),
+    // so it must make a new key exchange and carry on.
+    let mut engine_process = engine(&pki, ntp, ke, second_keys.path());
+    let restarted = Instant::now();
+    let after = wait_for(
+        "chronyd's new key exchange with the restarted engine",
+        Duration::from_secs(20),
+        || {
+            chrony.guard.assert_running();
+            let auth = chrony.authdata();
+            (auth.last_ke <= restarted.elapsed().as_secs() && auth.cookies > 0).then_some(auth)
+        },
+    );
+    assert_eq!(after.mode, "NTS", "{after:?}");
+    chrony.wait_selected(Duration::from_secs(20));
+    engine_process.guard.assert_running();
+}
