@@ -403,3 +403,32 @@ fn unreadable_key_dir_is_an_error_naming_it() {
         .to_string();
     assert!(err.contains("plain-file"), "{err}");
 }
+
+#[test]
+fn expired_keys_in_the_file_are_dropped_at_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut old = KeySet::new(DEFAULT_ROTATION_SECONDS);
+    let long_ago = unix_now() - 3 * DEFAULT_ROTATION_SECONDS - 10;
+    old.rotate(long_ago, 0x0bad, [9; 32]);
+    let content = CookieContent {
+        aead: AEAD_AES_SIV_CMAC_256,
+        c2s: [1; 32],
+        s2c: [2; 32],
+    };
+    let cookie = old.seal(&content, &[3; 16]).expect("seal");
+    std::fs::write(dir.path().join(KEY_FILE), old.serialize()).expect("write");
+    let store = KeyStore::open(Some(dir.path())).expect("start");
+    let keys = store.keys.read().expect("lock");
+    assert_eq!(
+        keys.open(&cookie),
+        Err(timectl_engine::nts::cookie::CookieError::UnknownKey(0x0bad))
+    );
+    assert_eq!(keys.keys().len(), 1, "a fresh current key");
+    let persisted = std::fs::read_to_string(dir.path().join(KEY_FILE)).expect("read");
+    assert!(!persisted.contains("00000bad"), "{persisted}");
+    // A malformed file is replaced, not fatal.
+    std::fs::write(dir.path().join(KEY_FILE), "garbage\n").expect("write");
+    drop(keys);
+    let store = KeyStore::open(Some(dir.path())).expect("start over a bad file");
+    assert_eq!(store.keys.read().expect("lock").keys().len(), 1);
+}
