@@ -3,7 +3,9 @@
 #  - RMS time error under simulation at 10 us .. 10 ms jitter (vs chrony's
 #    published 14/56/229/750 us), pure, no root needed;
 #  - server requests/second on loopback on one core, RSS with four
-#    sources, start-to-synchronised with iburst (needs root and chrony).
+#    sources, start-to-synchronised with iburst, NTS-protected requests/s
+#    and NTS-KE handshakes/s (needs root and chrony; chrony's NTS server
+#    runs with ntsprocesses 0). TIMECTL_BENCH_ONLY=nts: the NTS part only.
 # Figures only: exits 0 whether or not targets are met.
 # Usage: ci/engine-bench.sh [sim|daemon|nts|all]   (default all)
 set -euo pipefail

@@ -1,10 +1,10 @@
-//! Fuzz target for the NTS-KE stream decoder and response check: no input
-//! may panic, split at any point the stream must decode the same, and a
+//! Fuzz target for the NTS-KE stream decoder, the response check and the
+//! server's request evaluation: no input may panic, split at any point the stream must decode the same, and a
 //! decoded message must re-encode to the bytes it came from.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use timectl_engine::nts::ke::{Decoder, ServerResponse, encode_message};
+use timectl_engine::nts::ke::{Decoder, ServerResponse, encode_message, evaluate_request};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&split, stream)) = data.split_first() else { return };
@@ -17,6 +17,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(whole.is_ok(), parts.is_ok());
     if let (Ok(whole), Ok(parts)) = (whole, parts) {
         assert_eq!(whole, parts);
+        let _ = evaluate_request(&whole);
         if decoder.is_finished() {
             let again = encode_message(&whole).expect("decoded records re-encode");
             assert_eq!(

@@ -287,8 +287,8 @@ pub struct NtsServeConfig {
     /// live in memory only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_dir: Option<PathBuf>,
-    /// NTS-KE connections handled at once; more wait in the kernel's
-    /// backlog (or are refused when it is full).
+    /// NTS-KE connections handled at once; more are closed at once
+    /// (each connection has 5 s for handshake and exchange).
     #[serde(default = "default_nts_max_connections")]
     pub max_connections: usize,
 }

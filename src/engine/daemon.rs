@@ -29,6 +29,7 @@ use super::drift;
 use super::net::TimestampedSocket;
 use super::nts_client;
 use super::nts_ke::Trust;
+use super::nts_server;
 use super::proto::NtpTimestamp;
 use super::server::{self, Responder, ServerStats};
 use super::source::SourceSettings;
@@ -65,6 +66,8 @@ pub enum DaemonError {
     },
     #[error("nothing to do: no sources and no serve section")]
     Idle,
+    #[error(transparent)]
+    Nts(#[from] super::nts_server::NtsServerError),
 }
 
 /// A request for a source task: send these bytes.
@@ -272,13 +275,22 @@ async fn bind_servers(
     } else {
         serve.listen.clone()
     };
+    let nts_keys = match &serve.nts {
+        Some(nts) => Some(nts_server::KeyStore::open(nts.key_dir.as_deref())?),
+        None => None,
+    };
+    let mut ntp_port = None;
     for addr in listen {
         match TimestampedSocket::bind(addr).await {
             Ok(socket) => {
                 let bound = socket.local_addr().unwrap_or(addr);
                 tracing::info!("serving NTP on {bound}");
                 listening.push(bound.to_string());
-                let responder = Responder::new(serve, stats.clone());
+                ntp_port.get_or_insert(bound.port());
+                let mut responder = Responder::new(serve, stats.clone());
+                if let Some(store) = &nts_keys {
+                    responder = responder.with_nts(store.keys.clone());
+                }
                 server_tasks.push(tokio::spawn(server::run(
                     socket,
                     responder,
@@ -294,6 +306,16 @@ async fn bind_servers(
             }
             Err(cause) => return Err(DaemonError::Listen { addr, cause }),
         }
+    }
+    if let (Some(nts), Some(store), Some(port)) = (&serve.nts, nts_keys, ntp_port) {
+        server_tasks.extend(nts_server::start(
+            serve,
+            nts,
+            store,
+            port,
+            stats.clone(),
+            mono,
+        )?);
     }
     Ok((server_tasks, listening))
 }

@@ -26,6 +26,7 @@ pub mod net;
 pub mod notify;
 pub mod nts_client;
 pub mod nts_ke;
+pub mod nts_server;
 pub mod server;
 
 pub use timectl_engine::{combine, discipline, filter, proto, select, sim, source, system, units};

@@ -136,8 +136,9 @@ impl TimestampedSocket {
 /// Datagrams read at most per `recv_batch` (recvmmsg).
 pub const BATCH: usize = 32;
 /// Bytes kept of each datagram in a batch (longer ones are truncated, and
-/// the decoder rejects them as malformed).
-const BATCH_BUF: usize = 1100;
+/// the decoder rejects them as malformed): an Ethernet MTU's UDP payload,
+/// room for an NTS request with a cookie and seven placeholders.
+const BATCH_BUF: usize = 1472;
 
 /// Buffers for `recv_batch`, reused between calls.
 pub struct RecvBatch {
@@ -219,7 +220,7 @@ impl TimestampedSocket {
 
     /// Sends replies, as many as possible with one sendmmsg call, the rest
     /// one by one.
-    pub async fn send_batch(&self, replies: &[([u8; 48], SocketAddr)]) -> io::Result<()> {
+    pub async fn send_batch<B: AsRef<[u8]>>(&self, replies: &[(B, SocketAddr)]) -> io::Result<()> {
         let fd = self.socket.as_raw_fd();
         let mut sent = 0;
         if replies.len() > 1 {
@@ -230,7 +231,7 @@ impl TimestampedSocket {
                         MultiHeaders::<SockaddrStorage>::preallocate(replies.len(), None);
                     let iovs: Vec<[IoSlice<'_>; 1]> = replies
                         .iter()
-                        .map(|(b, _)| [IoSlice::new(&b[..])])
+                        .map(|(b, _)| [IoSlice::new(b.as_ref())])
                         .collect();
                     let addrs: Vec<Option<SockaddrStorage>> = replies
                         .iter()
@@ -251,7 +252,7 @@ impl TimestampedSocket {
                 .unwrap_or(0);
         }
         for (bytes, to) in &replies[sent..] {
-            self.socket.send_to(bytes, *to).await?;
+            self.socket.send_to(bytes.as_ref(), *to).await?;
         }
         Ok(())
     }

@@ -1,19 +1,31 @@
 //! The server half: answers NTPv4 and NTPv3 client requests from the
 //! engine's own state (stratum, reference ID, root delay and dispersion,
 //! leap), filters clients by CIDR, and rate-limits per client address with
-//! a kiss-o'-death RATE. A reply is always the bare 48-byte header, so it
+//! a kiss-o'-death RATE. A plain reply is the bare 48-byte header, so it
 //! is never larger than the request (amplification-safe).
+//!
+//! With NTS (RFC 8915 section 5) configured, a request carrying NTS
+//! extension fields is answered with the header, its Unique Identifier
+//! and an authenticator sealed with the client's S2C key holding one new
+//! cookie per cookie and placeholder received, as many as fit in the
+//! request's size (never larger than the request either). A cookie that
+//! does not open gets an NTS NAK (kiss code NTSN); a request whose
+//! authenticator fails is dropped.
 //!
 //! `Responder` is the pure decision for one datagram; `run` is the tokio
 //! loop around it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 use serde::Serialize;
+use timectl_engine::nts::cookie::{CookieContent, KeySet};
+use timectl_engine::nts::ef;
+use timectl_engine::nts::ke::AEAD_AES_SIV_CMAC_256;
 use tokio::sync::watch;
 
 use super::config::{RateLimitConfig, ServeConfig};
@@ -111,6 +123,18 @@ pub struct ServerStats {
     pub rate_limited: AtomicU64,
     pub kisses: AtomicU64,
     pub malformed: AtomicU64,
+    /// Requests with NTS extension fields (while NTS is served).
+    pub nts_received: AtomicU64,
+    pub nts_answered: AtomicU64,
+    /// NTS NAKs sent (cookie unknown, expired or forged).
+    pub nts_naks: AtomicU64,
+    /// NTS requests dropped: malformed fields or a failed authenticator.
+    pub nts_dropped: AtomicU64,
+    /// NTS-KE exchanges completed, failed (handshake, timeout, bad
+    /// request), and connections refused (access, rate, too many).
+    pub ke_handshakes: AtomicU64,
+    pub ke_failed: AtomicU64,
+    pub ke_refused: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
@@ -121,6 +145,13 @@ pub struct ServerStatsReport {
     pub rate_limited: u64,
     pub kisses: u64,
     pub malformed: u64,
+    pub nts_received: u64,
+    pub nts_answered: u64,
+    pub nts_naks: u64,
+    pub nts_dropped: u64,
+    pub ke_handshakes: u64,
+    pub ke_failed: u64,
+    pub ke_refused: u64,
 }
 
 impl ServerStats {
@@ -133,14 +164,53 @@ impl ServerStats {
             rate_limited: g(&self.rate_limited),
             kisses: g(&self.kisses),
             malformed: g(&self.malformed),
+            nts_received: g(&self.nts_received),
+            nts_answered: g(&self.nts_answered),
+            nts_naks: g(&self.nts_naks),
+            nts_dropped: g(&self.nts_dropped),
+            ke_handshakes: g(&self.ke_handshakes),
+            ke_failed: g(&self.ke_failed),
+            ke_refused: g(&self.ke_refused),
         }
     }
 }
 
-/// Decides the reply to each datagram (pure apart from the injected clock).
+/// The NTS cookie master keys, shared by the NTS-KE server (which seals
+/// cookies and rotates the keys) and the NTP responders.
+pub type CookieKeys = Arc<RwLock<KeySet>>;
+
+/// Most cookies one NTS reply carries (a client keeps 8).
+const MAX_REPLY_COOKIES: usize = 8;
+
+/// A reply datagram: the bare header, or an NTS reply or NAK.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Plain([u8; HEADER_LEN]),
+    Nts(Vec<u8>),
+}
+
+impl Deref for Reply {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Reply::Plain(b) => b,
+            Reply::Nts(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Reply {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+/// Decides the reply to each datagram (pure apart from the injected clock
+/// and, for NTS, the random nonces).
 pub struct Responder {
     access: Access,
     limiter: Option<RateLimiter>,
+    nts: Option<CookieKeys>,
     pub stats: Arc<ServerStats>,
 }
 
@@ -152,8 +222,15 @@ impl Responder {
                 deny: config.deny.clone(),
             },
             limiter: config.rate_limit.map(RateLimiter::new),
+            nts: None,
             stats,
         }
+    }
+
+    /// Also answers NTS requests, with cookies sealed under `keys`.
+    pub fn with_nts(mut self, keys: CookieKeys) -> Responder {
+        self.nts = Some(keys);
+        self
     }
 
     /// The reply to `request` from `from`, received at local time `received`
@@ -166,9 +243,25 @@ impl Responder {
         now: f64,
         state: &ServerState,
         clock: &dyn LocalClock,
-    ) -> Option<[u8; HEADER_LEN]> {
+    ) -> Option<Reply> {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
-        let packet = match Packet::decode(request) {
+        // NTS fields are walked by the NTS parser (a request may carry a
+        // cookie and 7 placeholders: more fields than `Packet` keeps); the
+        // header is decoded alone then.
+        let nts = match &self.nts {
+            Some(keys) if request.len() > HEADER_LEN && (request[0] >> 3) & 7 == 4 => {
+                match ef::parse_request(request) {
+                    Ok(None) => None,
+                    parsed => Some((keys.clone(), parsed)),
+                }
+            }
+            _ => None,
+        };
+        let decoded = match nts {
+            Some(_) => &request[..HEADER_LEN],
+            None => request,
+        };
+        let packet = match Packet::decode(decoded) {
             Ok(p) if p.mode == Mode::Client && (3..=4).contains(&p.version) => p,
             _ => {
                 self.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +282,7 @@ impl Responder {
                     kiss.leap = Leap::Unsynchronized;
                     kiss.stratum = 0;
                     kiss.reference_id = KissCode::Rate.bytes();
-                    return Some(kiss.encode());
+                    return Some(Reply::Plain(kiss.encode()));
                 }
                 RateDecision::Drop => {
                     self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -197,9 +290,88 @@ impl Responder {
                 }
             }
         }
+        if let Some((keys, parsed)) = nts {
+            self.stats.nts_received.fetch_add(1, Ordering::Relaxed);
+            let outcome = match parsed {
+                Ok(Some(nts)) => nts_reply(&keys, request, &nts, &packet, received, state, clock),
+                Ok(None) => NtsOutcome::Drop,
+                Err(e) => {
+                    tracing::debug!("NTS request from {from}: {e}");
+                    NtsOutcome::Drop
+                }
+            };
+            let counter = match &outcome {
+                NtsOutcome::Answer(_) => {
+                    self.stats.answered.fetch_add(1, Ordering::Relaxed);
+                    &self.stats.nts_answered
+                }
+                NtsOutcome::Nak(_) => &self.stats.nts_naks,
+                NtsOutcome::Drop => &self.stats.nts_dropped,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return match outcome {
+                NtsOutcome::Answer(bytes) | NtsOutcome::Nak(bytes) => Some(Reply::Nts(bytes)),
+                NtsOutcome::Drop => None,
+            };
+        }
         let reply = state.reply(&packet, received, clock.now()).encode();
         self.stats.answered.fetch_add(1, Ordering::Relaxed);
-        Some(reply)
+        Some(Reply::Plain(reply))
+    }
+}
+
+enum NtsOutcome {
+    Answer(Vec<u8>),
+    Nak(Vec<u8>),
+    Drop,
+}
+
+/// The NTS part of the decision (RFC 8915 section 5.7).
+fn nts_reply(
+    keys: &CookieKeys,
+    request: &[u8],
+    nts: &ef::ParsedRequest<'_>,
+    packet: &Packet,
+    received: NtpTimestamp,
+    state: &ServerState,
+    clock: &dyn LocalClock,
+) -> NtsOutcome {
+    let keys = keys.read().unwrap_or_else(|e| e.into_inner());
+    let content = match keys.open(nts.cookie) {
+        Ok(c) if c.aead == AEAD_AES_SIV_CMAC_256 => c,
+        _ => {
+            let mut nak = state.reply(packet, received, clock.now());
+            nak.leap = Leap::Unsynchronized;
+            nak.stratum = 0;
+            nak.reference_id = *b"NTSN";
+            return NtsOutcome::Nak(ef::nak_packet(&nak.encode(), nts.uid));
+        }
+    };
+    if ef::open(&content.c2s, request, nts.auth_at).is_err() {
+        return NtsOutcome::Drop;
+    }
+    let fresh = CookieContent {
+        aead: content.aead,
+        c2s: content.c2s,
+        s2c: content.s2c,
+    };
+    let cookie_len = timectl_engine::nts::cookie::COOKIE_LEN;
+    let mut count = (1 + nts.placeholders).min(MAX_REPLY_COOKIES);
+    while count > 0 && ef::reply_len(nts.uid.len(), count, cookie_len) > request.len() {
+        count -= 1;
+    }
+    let mut cookies = Vec::with_capacity(count);
+    for _ in 0..count {
+        match keys.seal(&fresh, &rand::random()) {
+            Ok(c) => cookies.push(c),
+            Err(_) => return NtsOutcome::Drop,
+        }
+    }
+    drop(keys);
+    let header = state.reply(packet, received, clock.now()).encode();
+    match ef::reply_packet(&header, &content.s2c, nts.uid, &cookies, &rand::random()) {
+        Ok(bytes) => NtsOutcome::Answer(bytes),
+        Err(_) => NtsOutcome::Drop,
     }
 }
 
@@ -214,7 +386,7 @@ pub async fn run(
     mono: super::clock::Monotonic,
 ) {
     let mut batch = RecvBatch::default();
-    let mut replies: Vec<([u8; HEADER_LEN], SocketAddr)> = Vec::with_capacity(super::net::BATCH);
+    let mut replies: Vec<(Reply, SocketAddr)> = Vec::with_capacity(super::net::BATCH);
     loop {
         if let Err(e) = socket.recv_batch(&mut batch, clock.as_ref()).await {
             tracing::debug!("server receive: {e}");
@@ -520,5 +692,113 @@ mod tests {
             l.check(IpAddr::from(i.to_be_bytes()), 0.0);
         }
         assert!(l.buckets.len() <= MAX_TRACKED_CLIENTS);
+    }
+
+    mod nts {
+        use super::*;
+        use timectl_engine::nts::cookie::{COOKIE_LEN, DEFAULT_ROTATION_SECONDS};
+        use timectl_engine::nts::ef::{self, UID_LEN};
+
+        const C2S: [u8; 32] = [1; 32];
+        const S2C: [u8; 32] = [2; 32];
+        const UID: [u8; UID_LEN] = [7; UID_LEN];
+
+        fn new_keys() -> CookieKeys {
+            let mut set = KeySet::new(DEFAULT_ROTATION_SECONDS);
+            set.rotate(1_800_000_000, 1, [0x55; 32]);
+            Arc::new(RwLock::new(set))
+        }
+
+        fn cookie_for(keys: &CookieKeys) -> Vec<u8> {
+            let content = CookieContent {
+                aead: AEAD_AES_SIV_CMAC_256,
+                c2s: C2S,
+                s2c: S2C,
+            };
+            keys.read().unwrap().seal(&content, &[9; 16]).unwrap()
+        }
+
+        fn request(cookie: &[u8], placeholders: usize, c2s: &[u8; 32]) -> Vec<u8> {
+            let header = Packet::client_request(NtpTimestamp(42), 6).encode();
+            ef::request_packet(&header, c2s, &UID, cookie, placeholders, &[3; 16]).unwrap()
+        }
+
+        fn ask(r: &mut Responder, req: &[u8]) -> Option<Reply> {
+            r.respond(
+                req,
+                ip("127.0.0.1"),
+                t0(),
+                0.0,
+                &synced(),
+                &FixedClock(t0()),
+            )
+        }
+
+        #[test]
+        fn nts_request_gets_an_authenticated_reply_with_new_cookies() {
+            let keys = new_keys();
+            let mut r = serve(open()).with_nts(keys.clone());
+            for placeholders in [0, 1, 7] {
+                let req = request(&cookie_for(&keys), placeholders, &C2S);
+                let reply = ask(&mut r, &req).expect("answered");
+                assert!(reply.len() <= req.len(), "never larger than the request");
+                let checked = ef::check_reply(&S2C, &UID, &reply).expect("client accepts");
+                assert_eq!(checked.cookies.len(), 1 + placeholders);
+                let p = Packet::decode(&reply[..HEADER_LEN]).expect("header");
+                assert_eq!(
+                    (p.mode, p.stratum, p.origin_ts),
+                    (Mode::Server, 3, NtpTimestamp(42))
+                );
+                for c in &checked.cookies {
+                    assert_eq!(c.len(), COOKIE_LEN);
+                    // Each new cookie opens to the same keys and works in turn.
+                    let next = ask(&mut r, &request(c, 0, &C2S)).expect("answered");
+                    assert!(ef::check_reply(&S2C, &UID, &next).is_ok());
+                }
+            }
+            let s = r.stats.report();
+            assert_eq!((s.nts_received, s.nts_answered, s.nts_naks), (14, 14, 0));
+        }
+
+        #[test]
+        fn unknown_cookie_gets_a_nak_and_bad_authenticator_is_dropped() {
+            let keys = new_keys();
+            let mut r = serve(open()).with_nts(keys.clone());
+            let mut forged = cookie_for(&keys);
+            forged[30] ^= 1;
+            let other = new_keys();
+            other.write().unwrap().rotate(1_800_000_000, 99, [0x66; 32]);
+            let foreign = cookie_for(&other);
+            for bad in [forged, foreign] {
+                let nak = ask(&mut r, &request(&bad, 0, &C2S)).expect("NAK");
+                let p = Packet::decode(&nak).expect("decodes");
+                assert_eq!((p.stratum, p.reference_id), (0, *b"NTSN"));
+                assert_eq!(p.extensions, vec![ef::unique_identifier(&UID)]);
+                assert_eq!(
+                    ef::check_reply(&S2C, &UID, &nak),
+                    Err(ef::ReplyError::NoAuthenticator)
+                );
+            }
+            let wrong_key = request(&cookie_for(&keys), 0, &[8; 32]);
+            assert_eq!(ask(&mut r, &wrong_key), None);
+            let mut tampered = request(&cookie_for(&keys), 0, &C2S);
+            tampered[40] ^= 1; // transmit timestamp, inside the authenticated part
+            assert_eq!(ask(&mut r, &tampered), None);
+            let s = r.stats.report();
+            assert_eq!((s.nts_naks, s.nts_dropped, s.nts_answered), (2, 2, 0));
+        }
+
+        #[test]
+        fn plain_requests_are_unchanged_and_nts_without_keys_is_plain() {
+            let keys = new_keys();
+            let mut r = serve(open()).with_nts(keys.clone());
+            let plain = Packet::client_request(NtpTimestamp(5), 6).encode();
+            assert!(matches!(ask(&mut r, &plain), Some(Reply::Plain(_))));
+            let mut no_nts = serve(open());
+            let req = request(&cookie_for(&keys), 0, &C2S);
+            let reply = ask(&mut no_nts, &req).expect("answered plain");
+            assert_eq!(reply.len(), HEADER_LEN);
+            assert_eq!(no_nts.stats.report().nts_received, 0);
+        }
     }
 }

@@ -328,6 +328,132 @@ pub fn check_reply(
     })
 }
 
+/// Why a server refuses an NTS request (RFC 8915 5.7): a request it
+/// cannot parse is dropped; one whose cookie does not open gets a NAK;
+/// one whose authenticator fails is dropped.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("NTS request has no unique identifier")]
+    MissingUid,
+    #[error("NTS request's unique identifier is shorter than 32 bytes")]
+    ShortUid,
+    #[error("NTS request has more than one {0}")]
+    Duplicate(&'static str),
+    #[error("NTS request has no cookie")]
+    MissingCookie,
+    #[error("NTS request has no authenticator")]
+    NoAuthenticator,
+    #[error("NTS request has fields after its authenticator")]
+    FieldsAfterAuthenticator,
+    #[error("NTS request has more than {MAX_PLACEHOLDERS} cookie placeholders")]
+    TooManyPlaceholders,
+    #[error("NTS request cookie placeholder is shorter than its cookie")]
+    ShortPlaceholder,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+}
+
+/// Most placeholders honoured (more cookies than a client keeps).
+pub const MAX_PLACEHOLDERS: usize = 7;
+
+/// What a server reads from an NTS request before opening the cookie.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParsedRequest<'a> {
+    /// The Unique Identifier field's body, echoed in the reply.
+    pub uid: &'a [u8],
+    /// The cookie field's body (padding included, as sent).
+    pub cookie: &'a [u8],
+    pub placeholders: usize,
+    /// Offset of the authenticator field (the last field).
+    pub auth_at: usize,
+}
+
+/// Walks an NTS request's extension fields (RFC 8915 5.7): exactly one
+/// Unique Identifier (at least 32 bytes), exactly one cookie, at most
+/// [`MAX_PLACEHOLDERS`] placeholders, the authenticator last. Returns
+/// `Ok(None)` when there is no NTS field at all (a plain NTP request).
+pub fn parse_request(packet: &[u8]) -> Result<Option<ParsedRequest<'_>>, RequestError> {
+    let mut uid = None;
+    let mut cookie_body = None;
+    let mut placeholders = Vec::new();
+    let mut auth_at = None;
+    let mut at = HEADER_LEN;
+    // A trailing legacy MAC (20 or 24 bytes) is not an extension field.
+    while packet.len().saturating_sub(at) > 24 {
+        let (field_type, len) = field_at(packet, at)?;
+        let body = &packet[at + FIELD_HEADER_LEN..at + len];
+        match field_type {
+            _ if auth_at.is_some() => return Err(RequestError::FieldsAfterAuthenticator),
+            UNIQUE_IDENTIFIER if uid.is_some() => return Err(RequestError::Duplicate("UID")),
+            UNIQUE_IDENTIFIER => uid = Some(body),
+            NTS_COOKIE if cookie_body.is_some() => return Err(RequestError::Duplicate("cookie")),
+            NTS_COOKIE => cookie_body = Some(body),
+            NTS_COOKIE_PLACEHOLDER if placeholders.len() == MAX_PLACEHOLDERS => {
+                return Err(RequestError::TooManyPlaceholders);
+            }
+            NTS_COOKIE_PLACEHOLDER => placeholders.push(body.len()),
+            NTS_AUTHENTICATOR => auth_at = Some(at),
+            _ => {}
+        }
+        at += len;
+    }
+    if uid.is_none() && cookie_body.is_none() && auth_at.is_none() && placeholders.is_empty() {
+        return Ok(None);
+    }
+    let uid = uid.ok_or(RequestError::MissingUid)?;
+    if uid.len() < UID_LEN {
+        return Err(RequestError::ShortUid);
+    }
+    let cookie = cookie_body.ok_or(RequestError::MissingCookie)?;
+    let auth_at = auth_at.ok_or(RequestError::NoAuthenticator)?;
+    if at < packet.len() {
+        return Err(RequestError::FieldsAfterAuthenticator);
+    }
+    if placeholders.iter().any(|&len| len < cookie.len()) {
+        return Err(RequestError::ShortPlaceholder);
+    }
+    Ok(Some(ParsedRequest {
+        uid,
+        cookie,
+        placeholders: placeholders.len(),
+        auth_at,
+    }))
+}
+
+/// A server's NTS reply (RFC 8915 5.7): `header` (the 48-byte NTP reply),
+/// the request's Unique Identifier, and an authenticator sealed with the
+/// S2C key whose encrypted part holds `cookies`.
+pub fn reply_packet(
+    header: &[u8; HEADER_LEN],
+    s2c_key: &Key,
+    uid: &[u8],
+    cookies: &[Vec<u8>],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<Vec<u8>, EncodeError> {
+    let mut packet = header.to_vec();
+    encode_fields(&[padded_field(UNIQUE_IDENTIFIER, uid)], &mut packet)?;
+    let inner: Vec<_> = cookies.iter().map(|c| cookie(c)).collect();
+    let auth = seal_request(s2c_key, &packet, &inner, nonce)?;
+    encode_fields(&[auth], &mut packet)?;
+    Ok(packet)
+}
+
+/// The length of [`reply_packet`]'s result for `uid_len` and
+/// `cookie_count` cookies of `cookie_len` bytes.
+pub fn reply_len(uid_len: usize, cookie_count: usize, cookie_len: usize) -> usize {
+    let ciphertext = cookie_count * padded_len(cookie_len) + TAG_LEN;
+    HEADER_LEN + padded_len(uid_len) + padded_len(4 + NONCE_LEN + ciphertext)
+}
+
+/// An NTS NAK (RFC 8915 5.7): `kiss_header` (a kiss-o'-death with code
+/// NTSN) and the request's Unique Identifier, no authenticator.
+pub fn nak_packet(kiss_header: &[u8; HEADER_LEN], uid: &[u8]) -> Vec<u8> {
+    let mut packet = kiss_header.to_vec();
+    // A UID is at most a packet long, far below a field's maximum.
+    let _ = encode_fields(&[padded_field(UNIQUE_IDENTIFIER, uid)], &mut packet);
+    packet
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -597,6 +723,75 @@ mod tests {
         assert!(seal_request(&C2S, &[], &[big], &NONCE).is_err());
     }
 
+    #[test]
+    fn server_parses_request_and_client_accepts_its_reply() {
+        let packet = request_packet(&header(), &C2S, &UID, &[3; 100], 2, &NONCE).unwrap();
+        let parsed = parse_request(&packet).unwrap().unwrap();
+        assert_eq!(parsed.uid, UID.as_slice());
+        assert_eq!(parsed.cookie, [3; 100].as_slice());
+        assert_eq!(parsed.placeholders, 2);
+        assert_eq!(open(&C2S, &packet, parsed.auth_at), Ok(vec![]));
+        let cookies = vec![vec![4; 100]; 3];
+        let reply = reply_packet(&header(), &S2C, parsed.uid, &cookies, &NONCE).unwrap();
+        assert_eq!(reply.len(), reply_len(UID_LEN, 3, 100));
+        assert!(reply.len() <= packet.len(), "no amplification");
+        let checked = check_reply(&S2C, &UID, &reply).unwrap();
+        assert_eq!(checked.cookies, cookies);
+        let nak = nak_packet(&header(), parsed.uid);
+        assert_eq!(nak.len(), HEADER_LEN + 36);
+        assert_eq!(
+            check_reply(&S2C, &UID, &nak),
+            Err(ReplyError::NoAuthenticator)
+        );
+    }
+
+    #[test]
+    fn plain_and_malformed_requests() {
+        assert_eq!(parse_request(&header()), Ok(None));
+        // A legacy MAC is not NTS.
+        let mut mac = header().to_vec();
+        mac.extend_from_slice(&[1; 20]);
+        assert_eq!(parse_request(&mac), Ok(None));
+        let uid = unique_identifier(&UID);
+        let ck = cookie(&[3; 100]);
+        let auth = || seal_request(&C2S, &header(), &[], &NONCE).unwrap();
+        let err = |fields: &[ExtensionField]| parse_request(&with_fields(fields)).unwrap_err();
+        assert_eq!(err(&[ck.clone(), auth()]), RequestError::MissingUid);
+        assert_eq!(err(&[uid.clone(), auth()]), RequestError::MissingCookie);
+        assert_eq!(
+            err(&[uid.clone(), ck.clone()]),
+            RequestError::NoAuthenticator
+        );
+        assert_eq!(
+            err(&[uid.clone(), uid.clone(), ck.clone(), auth()]),
+            RequestError::Duplicate("UID")
+        );
+        assert_eq!(
+            err(&[uid.clone(), ck.clone(), ck.clone(), auth()]),
+            RequestError::Duplicate("cookie")
+        );
+        assert_eq!(
+            err(&[uid.clone(), ck.clone(), auth(), uid.clone()]),
+            RequestError::FieldsAfterAuthenticator
+        );
+        assert_eq!(
+            err(&[
+                padded_field(UNIQUE_IDENTIFIER, &[1; 16]),
+                ck.clone(),
+                auth()
+            ]),
+            RequestError::ShortUid
+        );
+        assert_eq!(
+            err(&[uid.clone(), ck.clone(), cookie_placeholder(50), auth()]),
+            RequestError::ShortPlaceholder
+        );
+        let mut many = vec![uid, ck];
+        many.extend((0..=MAX_PLACEHOLDERS).map(|_| cookie_placeholder(100)));
+        many.push(auth());
+        assert_eq!(err(&many), RequestError::TooManyPlaceholders);
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len())
@@ -636,6 +831,11 @@ mod tests {
                                       offset in 0usize..700) {
             let _ = open(&S2C, &bytes, offset);
             let _ = check_reply(&S2C, &UID, &bytes);
+        }
+
+        #[test]
+        fn parse_request_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = parse_request(&bytes);
         }
 
         #[test]

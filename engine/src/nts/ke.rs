@@ -5,7 +5,8 @@
 //! split across reads at arbitrary points: [`Decoder`] takes bytes as they
 //! come and hands out whole records, with hard bounds on record size and
 //! count. [`ClientRequest`] builds what a client sends and
-//! [`ServerResponse`] checks what a server answers. The TLS key export
+//! [`ServerResponse`] checks what a server answers; [`evaluate_request`] and
+//! [`server_response`] are the server side. The TLS key export
 //! parameters are here too; the TLS connection itself is not.
 
 /// NTS-KE's well-known TCP port (RFC 8915 section 4).
@@ -479,6 +480,90 @@ impl ServerResponse {
     }
 }
 
+/// NTS-KE error code: the request has an unknown critical record.
+pub const ERROR_UNRECOGNIZED_CRITICAL: u16 = 0;
+/// NTS-KE error code: the request is malformed.
+pub const ERROR_BAD_REQUEST: u16 = 1;
+/// NTS-KE error code: the server failed.
+pub const ERROR_INTERNAL: u16 = 2;
+
+/// What a server makes of a client's request (RFC 8915 section 4.1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerDecision {
+    /// NTPv4 with AES-SIV-CMAC-256: export the keys and answer with
+    /// [`server_response`].
+    Accept,
+    /// Answer with these records (an Error record, or an empty Next
+    /// Protocol or AEAD Algorithm record when nothing offered is
+    /// supported) and no cookies.
+    Refuse(Vec<Record>),
+}
+
+fn error_response(code: u16) -> ServerDecision {
+    ServerDecision::Refuse(vec![Record::Error(code), Record::EndOfMessage])
+}
+
+/// Checks a client's request records (as decoded up to End of Message):
+/// exactly one Next Protocol and one AEAD Algorithm record, no record a
+/// client must not send, no unknown critical record.
+pub fn evaluate_request(records: &[Record]) -> ServerDecision {
+    if records.last() != Some(&Record::EndOfMessage) {
+        return error_response(ERROR_BAD_REQUEST);
+    }
+    let mut protocols = None;
+    let mut aeads = None;
+    for record in records {
+        match record {
+            Record::NextProtocol(p) if protocols.is_none() => protocols = Some(p),
+            Record::AeadAlgorithm(a) if aeads.is_none() => aeads = Some(a),
+            Record::NextProtocol(_)
+            | Record::AeadAlgorithm(_)
+            | Record::Error(_)
+            | Record::Warning(_)
+            | Record::NewCookie(_) => return error_response(ERROR_BAD_REQUEST),
+            Record::Unknown { critical: true, .. } => {
+                return error_response(ERROR_UNRECOGNIZED_CRITICAL);
+            }
+            // Server and Port are the client's hints; we ignore them.
+            Record::Server(_) | Record::Port(_) | Record::Unknown { .. } | Record::EndOfMessage => {
+            }
+        }
+    }
+    let (Some(protocols), Some(aeads)) = (protocols, aeads) else {
+        return error_response(ERROR_BAD_REQUEST);
+    };
+    if !protocols.contains(&PROTOCOL_NTPV4) {
+        return ServerDecision::Refuse(vec![Record::NextProtocol(vec![]), Record::EndOfMessage]);
+    }
+    if !aeads.contains(&AEAD_AES_SIV_CMAC_256) {
+        return ServerDecision::Refuse(vec![
+            Record::NextProtocol(vec![PROTOCOL_NTPV4]),
+            Record::AeadAlgorithm(vec![]),
+            Record::EndOfMessage,
+        ]);
+    }
+    ServerDecision::Accept
+}
+
+/// A server's answer to an accepted request: NTPv4, AES-SIV-CMAC-256,
+/// the cookies, the NTP server and port when they are not the NTS-KE
+/// host and 123, End of Message.
+pub fn server_response(
+    cookies: Vec<Vec<u8>>,
+    server: Option<String>,
+    port: Option<u16>,
+) -> Vec<Record> {
+    let mut records = vec![
+        Record::NextProtocol(vec![PROTOCOL_NTPV4]),
+        Record::AeadAlgorithm(vec![AEAD_AES_SIV_CMAC_256]),
+    ];
+    records.extend(cookies.into_iter().map(Record::NewCookie));
+    records.extend(server.map(Record::Server));
+    records.extend(port.map(Record::Port));
+    records.push(Record::EndOfMessage);
+    records
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +599,100 @@ mod tests {
         let mut records = response_records();
         records[index] = record;
         records
+    }
+
+    #[test]
+    fn server_accepts_the_client_request_and_the_client_its_response() {
+        let mut decoder = Decoder::new();
+        let records = decoder.feed(&ClientRequest::new().encode()).unwrap();
+        assert_eq!(evaluate_request(&records), ServerDecision::Accept);
+        let response = server_response(vec![vec![1; 118]; 8], None, Some(1123));
+        let bytes = encode_message(&response).unwrap();
+        let parsed = ServerResponse::parse(&bytes).unwrap();
+        assert_eq!(parsed.cookies.len(), 8);
+        assert_eq!((parsed.port, parsed.server), (Some(1123), None));
+        let plain = server_response(vec![vec![1; 118]], Some("ntp.example".into()), None);
+        let parsed = ServerResponse::parse(&encode_message(&plain).unwrap()).unwrap();
+        assert_eq!(
+            (parsed.port, parsed.server.as_deref()),
+            (None, Some("ntp.example"))
+        );
+    }
+
+    #[test]
+    fn server_refuses_bad_requests() {
+        let eom = Record::EndOfMessage;
+        let np = Record::NextProtocol(vec![PROTOCOL_NTPV4]);
+        let aead = Record::AeadAlgorithm(vec![AEAD_AES_SIV_CMAC_256]);
+        let refused = |records: Vec<Record>| match evaluate_request(&records) {
+            ServerDecision::Refuse(r) => r,
+            ServerDecision::Accept => panic!("accepted {records:?}"),
+        };
+        let error = |code| vec![Record::Error(code), Record::EndOfMessage];
+        assert_eq!(
+            refused(vec![aead.clone(), eom.clone()]),
+            error(ERROR_BAD_REQUEST)
+        );
+        assert_eq!(
+            refused(vec![np.clone(), eom.clone()]),
+            error(ERROR_BAD_REQUEST)
+        );
+        assert_eq!(
+            refused(vec![np.clone(), aead.clone()]),
+            error(ERROR_BAD_REQUEST)
+        );
+        assert_eq!(
+            refused(vec![np.clone(), np.clone(), aead.clone(), eom.clone()]),
+            error(ERROR_BAD_REQUEST)
+        );
+        assert_eq!(
+            refused(vec![
+                np.clone(),
+                aead.clone(),
+                Record::NewCookie(vec![1]),
+                eom.clone()
+            ]),
+            error(ERROR_BAD_REQUEST)
+        );
+        let critical = Record::Unknown {
+            critical: true,
+            record_type: 0x1234,
+            body: vec![],
+        };
+        assert_eq!(
+            refused(vec![np.clone(), aead.clone(), critical, eom.clone()]),
+            error(ERROR_UNRECOGNIZED_CRITICAL)
+        );
+        assert_eq!(
+            refused(vec![
+                Record::NextProtocol(vec![5]),
+                aead.clone(),
+                eom.clone()
+            ]),
+            vec![Record::NextProtocol(vec![]), eom.clone()]
+        );
+        assert_eq!(
+            refused(vec![
+                np.clone(),
+                Record::AeadAlgorithm(vec![1, 2]),
+                eom.clone()
+            ]),
+            vec![np.clone(), Record::AeadAlgorithm(vec![]), eom.clone()]
+        );
+        // Hints and non-critical unknown records are ignored; other offers too.
+        let ok = vec![
+            Record::NextProtocol(vec![9, PROTOCOL_NTPV4]),
+            Record::AeadAlgorithm(vec![1, AEAD_AES_SIV_CMAC_256]),
+            Record::Server("x".into()),
+            Record::Port(5),
+            Record::Unknown {
+                critical: false,
+                record_type: 0x4000,
+                body: vec![],
+            },
+            eom,
+        ];
+        assert_eq!(evaluate_request(&ok), ServerDecision::Accept);
     }
 
     #[test]
