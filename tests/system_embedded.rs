@@ -855,6 +855,18 @@ fn embedded_nts_client_and_server_through_nftables() {
     assert_eq!(engine.mode, "NTS", "{auth:?}");
     assert!(engine.cookies > 0, "{auth:?}");
     assert_eq!(engine.naks, 0, "{auth:?}");
+    // The engine counted the client's key exchange and NTS requests.
+    let status = engine_status(&c);
+    let served = &status["server"]["nts"];
+    assert!(
+        served["ke_listen"]
+            .as_array()
+            .is_some_and(|a| a.contains(&serde_json::json!("0.0.0.0:4460"))),
+        "{status}"
+    );
+    assert!(served["key_exchanges"].as_u64() >= Some(1), "{status}");
+    assert!(served["answered"].as_u64() >= Some(1), "{status}");
+    assert_eq!(served["naks"], 0, "{status}");
     assert_eq!(
         c.netns()
             .nft_ruleset()

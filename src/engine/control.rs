@@ -115,10 +115,40 @@ pub struct ServerStatus {
     pub rate_limited: u64,
     pub kisses: u64,
     pub malformed: u64,
+    /// Serving NTS: its counters; absent when not serving NTS (and from
+    /// engines before issue 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nts: Option<NtsServerStatus>,
+}
+
+/// The NTS half of the server (`server.nts`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NtsServerStatus {
+    /// Addresses NTS-KE listens on (TCP).
+    pub ke_listen: Vec<String>,
+    /// Key exchanges completed (cookies handed out).
+    pub key_exchanges: u64,
+    /// Key exchanges that failed: TLS handshake, protocol errors, the
+    /// connection deadline.
+    pub key_exchange_failures: u64,
+    /// Connections refused before TLS: allow/deny, rate limit, connection cap.
+    pub key_exchanges_refused: u64,
+    /// NTP requests carrying NTS fields.
+    pub requests: u64,
+    /// Of those, answered with an authenticated reply.
+    pub answered: u64,
+    /// Answered with an NTS NAK (a cookie this server cannot open).
+    pub naks: u64,
+    /// Dropped: the authenticator did not verify, or malformed NTS fields.
+    pub dropped: u64,
 }
 
 impl ServerStatus {
-    pub fn new(listen: Vec<String>, s: ServerStatsReport) -> ServerStatus {
+    pub fn new(
+        listen: Vec<String>,
+        nts_ke_listen: Option<Vec<String>>,
+        s: ServerStatsReport,
+    ) -> ServerStatus {
         ServerStatus {
             listen,
             received: s.received,
@@ -127,6 +157,16 @@ impl ServerStatus {
             rate_limited: s.rate_limited,
             kisses: s.kisses,
             malformed: s.malformed,
+            nts: nts_ke_listen.map(|ke_listen| NtsServerStatus {
+                ke_listen,
+                key_exchanges: s.ke_handshakes,
+                key_exchange_failures: s.ke_failed,
+                key_exchanges_refused: s.ke_refused,
+                requests: s.nts_received,
+                answered: s.nts_answered,
+                naks: s.nts_naks,
+                dropped: s.nts_dropped,
+            }),
         }
     }
 }
@@ -590,6 +630,20 @@ fn write_server(out: &mut String, server: &ServerStatus) {
         server.denied,
         server.rate_limited
     );
+    if let Some(nts) = &server.nts {
+        let _ = writeln!(
+            out,
+            "NTS-KE on {}: {} key exchanges, {} failed, {} refused; NTS requests: {}, {} answered, {} NAKs, {} dropped",
+            nts.ke_listen.join(", "),
+            nts.key_exchanges,
+            nts.key_exchange_failures,
+            nts.key_exchanges_refused,
+            nts.requests,
+            nts.answered,
+            nts.naks,
+            nts.dropped
+        );
+    }
 }
 
 fn truncate(s: &str, n: usize) -> &str {

@@ -253,17 +253,26 @@ fn start_engine(
     Ok((engine, kernel))
 }
 
+/// Where the daemon serves: the bound NTP addresses, and NTS-KE's when it
+/// serves NTS.
+#[derive(Default)]
+struct Listening {
+    ntp: Vec<String>,
+    nts_ke: Option<Vec<String>>,
+}
+
 /// Binds the NTP server sockets of the serve section (none without one) and
-/// spawns a server task for each; returns the tasks and the bound addresses.
+/// spawns a server task for each, and the NTS-KE listeners with
+/// `serve.nts`; returns the tasks and the bound addresses.
 async fn bind_servers(
     config: &EngineConfig,
     stats: &Arc<ServerStats>,
     state_rx: &watch::Receiver<ServerState>,
     clock: &Arc<dyn LocalClock + Send + Sync>,
     mono: Monotonic,
-) -> Result<(Vec<JoinHandle<()>>, Vec<String>), DaemonError> {
+) -> Result<(Vec<JoinHandle<()>>, Listening), DaemonError> {
     let mut server_tasks = Vec::new();
-    let mut listening = Vec::new();
+    let mut listening = Listening::default();
     let Some(serve) = &config.serve else {
         return Ok((server_tasks, listening));
     };
@@ -285,7 +294,7 @@ async fn bind_servers(
             Ok(socket) => {
                 let bound = socket.local_addr().unwrap_or(addr);
                 tracing::info!("serving NTP on {bound}");
-                listening.push(bound.to_string());
+                listening.ntp.push(bound.to_string());
                 ntp_port.get_or_insert(bound.port());
                 let mut responder = Responder::new(serve, stats.clone());
                 if let Some(store) = &nts_keys {
@@ -308,14 +317,10 @@ async fn bind_servers(
         }
     }
     if let (Some(nts), Some(store), Some(port)) = (&serve.nts, nts_keys, ntp_port) {
-        server_tasks.extend(nts_server::start(
-            serve,
-            nts,
-            store,
-            port,
-            stats.clone(),
-            mono,
-        )?);
+        let (tasks, ke_listening) =
+            nts_server::start(serve, nts, store, port, stats.clone(), mono)?;
+        server_tasks.extend(tasks);
+        listening.nts_ke = Some(ke_listening);
     }
     Ok((server_tasks, listening))
 }
@@ -391,7 +396,7 @@ struct ClockTask {
     /// Per configured source: its name while it has not resolved.
     unresolved: Vec<Option<String>>,
     resolvers: Vec<JoinHandle<()>>,
-    listening: Vec<String>,
+    listening: Listening,
     stats: Arc<ServerStats>,
     state_tx: watch::Sender<ServerState>,
     reply_tx: mpsc::Sender<ReplyEvent>,
@@ -405,10 +410,10 @@ impl ClockTask {
         super::notify::notify(&format!(
             "READY=1\nSTATUS={} source(s), serving on {}",
             self.config.sources.len(),
-            if self.listening.is_empty() {
+            if self.listening.ntp.is_empty() {
                 "nothing".to_string()
             } else {
-                self.listening.join(" ")
+                self.listening.ntp.join(" ")
             }
         ));
     }
@@ -673,8 +678,13 @@ impl ClockTask {
                 })
                 .collect(),
             unresolved: self.unresolved.iter().flatten().cloned().collect(),
-            server: (!self.listening.is_empty())
-                .then(|| ServerStatus::new(self.listening.clone(), self.stats.report())),
+            server: (!self.listening.ntp.is_empty()).then(|| {
+                ServerStatus::new(
+                    self.listening.ntp.clone(),
+                    self.listening.nts_ke.clone(),
+                    self.stats.report(),
+                )
+            }),
         }
     }
 

@@ -33,7 +33,9 @@ use prometheus::{
 use tokio::net::TcpListener;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::control::{Connections, ControlRequest, Incoming, ServerStatus, StatusDocument};
+use super::control::{
+    Connections, ControlRequest, Incoming, NtsServerStatus, ServerStatus, StatusDocument,
+};
 use super::system::SourceReport;
 
 /// How long one status report serves scrapes.
@@ -362,6 +364,9 @@ fn counters(doc: &StatusDocument) -> Vec<Counter> {
     ];
     if let Some(server) = &doc.server {
         counters.extend(server_counters(server));
+        if let Some(nts) = &server.nts {
+            counters.extend(nts_server_counters(nts));
+        }
     }
     counters
 }
@@ -398,6 +403,47 @@ fn server_counters(server: &ServerStatus) -> [Counter; 6] {
             "ntp_server_ignored_packets_total",
             "Number of packets ignored (not an NTPv3 or v4 client request)",
             server.malformed,
+        ),
+    ]
+}
+
+/// The NTS server's counters (only while serving NTS).
+fn nts_server_counters(nts: &NtsServerStatus) -> [Counter; 7] {
+    [
+        (
+            "ntp_server_nts_key_exchanges_total",
+            "Number of NTS-KE exchanges completed (cookies handed out)",
+            nts.key_exchanges,
+        ),
+        (
+            "ntp_server_nts_key_exchange_failures_total",
+            "Number of NTS-KE connections that failed (TLS, protocol, deadline)",
+            nts.key_exchange_failures,
+        ),
+        (
+            "ntp_server_nts_key_exchanges_refused_total",
+            "Number of NTS-KE connections refused before TLS (access, rate limit, connection cap)",
+            nts.key_exchanges_refused,
+        ),
+        (
+            "ntp_server_nts_received_packets_total",
+            "Number of NTP requests with NTS fields",
+            nts.requests,
+        ),
+        (
+            "ntp_server_nts_accepted_packets_total",
+            "Number of NTS requests answered with an authenticated reply",
+            nts.answered,
+        ),
+        (
+            "ntp_server_nts_nak_packets_total",
+            "Number of NTS NAKs sent (cookies that did not open)",
+            nts.naks,
+        ),
+        (
+            "ntp_server_nts_dropped_packets_total",
+            "Number of NTS requests dropped (authenticator did not verify, malformed fields)",
+            nts.dropped,
         ),
     ]
 }
@@ -549,6 +595,7 @@ mod tests {
                 rate_limited: 2,
                 kisses: 1,
                 malformed: 1,
+                nts: None,
             }),
         }
     }
@@ -664,10 +711,58 @@ mod tests {
             assert_eq!(value(&text, name), want, "{name}");
             assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
         }
+        // Not serving NTS: no NTS server counters.
+        assert!(!text.contains("ntp_server_nts_"), "{text}");
         let mut doc = document();
         doc.server = None;
         let text = encode(&doc).expect("encodes");
         assert!(!text.contains("ntp_server_"), "{text}");
+    }
+
+    #[test]
+    fn nts_server_counters_only_when_serving_nts() {
+        use crate::engine::server::ServerStatsReport;
+        let report = ServerStatsReport {
+            received: 20,
+            answered: 15,
+            ke_handshakes: 3,
+            ke_failed: 4,
+            ke_refused: 5,
+            nts_received: 9,
+            nts_answered: 6,
+            nts_naks: 2,
+            nts_dropped: 1,
+            denied: 0,
+            rate_limited: 0,
+            kisses: 0,
+            malformed: 0,
+        };
+        let mut doc = document();
+        doc.server = Some(ServerStatus::new(
+            vec!["127.0.0.1:123".into()],
+            Some(vec!["127.0.0.1:4460".into()]),
+            report,
+        ));
+        let text = encode(&doc).expect("encodes");
+        for (name, want) in [
+            ("ntp_server_received_packets_total", 20.0),
+            ("ntp_server_nts_key_exchanges_total", 3.0),
+            ("ntp_server_nts_key_exchange_failures_total", 4.0),
+            ("ntp_server_nts_key_exchanges_refused_total", 5.0),
+            ("ntp_server_nts_received_packets_total", 9.0),
+            ("ntp_server_nts_accepted_packets_total", 6.0),
+            ("ntp_server_nts_nak_packets_total", 2.0),
+            ("ntp_server_nts_dropped_packets_total", 1.0),
+        ] {
+            assert_eq!(value(&text, name), want, "{name}");
+            assert!(text.contains(&format!("# TYPE {name} counter\n")), "{name}");
+        }
+        // The status text says the same.
+        let status = crate::engine::control::render_status(&doc);
+        assert!(
+            status.contains("NTS-KE on 127.0.0.1:4460: 3 key exchanges, 4 failed, 5 refused; NTS requests: 9, 6 answered, 2 NAKs, 1 dropped"),
+            "{status}"
+        );
     }
 
     #[test]

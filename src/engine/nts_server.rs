@@ -77,7 +77,8 @@ fn default_listen() -> Vec<SocketAddr> {
 
 /// Starts the NTS-KE listeners and the key rotation task (the daemon's
 /// part): TLS set up from the configured files, every listen address
-/// bound (an unbindable default `[::]` is skipped, like NTP's).
+/// bound (an unbindable default `[::]` is skipped, like NTP's). Returns
+/// the tasks and the addresses NTS-KE listens on.
 pub fn start(
     serve: &ServeConfig,
     nts: &NtsServeConfig,
@@ -85,7 +86,7 @@ pub fn start(
     ntp_port: u16,
     stats: Arc<ServerStats>,
     mono: Monotonic,
-) -> Result<Vec<tokio::task::JoinHandle<()>>, NtsServerError> {
+) -> Result<(Vec<tokio::task::JoinHandle<()>>, Vec<String>), NtsServerError> {
     let server = Arc::new(KeServer::new(
         serve,
         nts,
@@ -101,11 +102,13 @@ pub fn start(
         nts.listen.clone()
     };
     let mut tasks = Vec::new();
+    let mut listening = Vec::new();
     for addr in listen {
         match bind(addr) {
             Ok(listener) => {
                 let bound = listener.local_addr().unwrap_or(addr);
                 tracing::info!("serving NTS-KE on {bound}");
+                listening.push(bound.to_string());
                 tasks.push(tokio::spawn(run(listener, server.clone())));
             }
             Err(e) if defaults && addr.is_ipv6() => {
@@ -120,7 +123,7 @@ pub fn start(
         }
     }
     tasks.push(tokio::spawn(rotate_keys(store)));
-    Ok(tasks)
+    Ok((tasks, listening))
 }
 
 /// A TLS 1.3-only server configuration with ALPN `ntske/1` from PEM files.
