@@ -782,6 +782,7 @@ fn embedded_nts_client_and_server_through_nftables() {
         ))
         .line(&format!("ntsport {NTS_KE_PORT}"))
         .start();
+    c.exec_ok(&["mkdir", "-p", "/etc/timectl"]);
     c.write_file("/etc/timectl/nts-ca.pem", &pki.read("ca.pem"));
     c.exec_ok(&["install", "-d", "-m", "0700", "/etc/ssl/timectl"]);
     c.write_file("/etc/ssl/timectl/server.pem", &pki.read("server.pem"));
