@@ -29,6 +29,6 @@ fi
 if [ "$what" = daemon ] || [ "$what" = all ]; then
     cargo bench --bench engine_daemon
 fi
-if [ "$what" = nts ] || [ "$what" = all ]; then
-    cargo bench --bench engine_nts
+if [ "$what" = nts ]; then
+    TIMECTL_BENCH_ONLY=nts cargo bench --bench engine_daemon
 fi
