@@ -84,7 +84,18 @@ pub(super) fn files(
     }
 
     files.push(clock_control_drop_in(spec, facts, paths));
-    Ok((files, Vec::new()))
+    let mut notes = Vec::new();
+    if let Some(nts) = ts.serve.as_ref().and_then(|s| s.nts.as_ref()) {
+        let user = match facts.family {
+            Family::Debian => "_chrony",
+            Family::Rhel => "chrony",
+        };
+        notes.push(format!(
+            "chronyd reads ntsservercert {} and ntsserverkey {} after dropping root privileges: both must be readable by user {user} (e.g. group {user}, mode 0640), or chronyd serves no NTS",
+            nts.certificate.value, nts.key.value
+        ));
+    }
+    Ok((files, notes))
 }
 
 /// Without clock control chronyd runs with -x, and the unit's

@@ -814,6 +814,13 @@ fn chrony_serving_nts_with_trusted_certs_and_a_ke_port() {
     .unwrap();
     let conf = whole(file(&d, "/etc/chrony/chrony.conf"));
     let lines: Vec<&str> = conf.lines().collect();
+    assert!(
+        d.notes.iter().any(|n| n.contains(
+            "ntsserverkey /etc/ssl/private/ntp.key after dropping root privileges: both must be readable by user _chrony"
+        )),
+        "{:?}",
+        d.notes
+    );
     for want in [
         "server nts.example.net iburst nts ntsport 14460",
         "ntstrustedcerts /etc/ssl/corp-ca.pem",
