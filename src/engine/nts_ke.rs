@@ -282,6 +282,10 @@ impl Peer<'_> {
             port: self.port,
             source,
         })?;
+        // The exchange is a few small writes, each waiting for the other
+        // side: without this, Nagle's algorithm against a delayed ACK can
+        // hold a write back for 40 ms.
+        let _ = tcp.set_nodelay(true);
         let mut tls = connector
             .connect(name, tcp)
             .await
