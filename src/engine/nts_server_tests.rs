@@ -432,3 +432,38 @@ fn expired_keys_in_the_file_are_dropped_at_start() {
     let store = KeyStore::open(Some(dir.path())).expect("start over a bad file");
     assert_eq!(store.keys.read().expect("lock").keys().len(), 1);
 }
+
+/// The daemon's `start` with an IPv6 listen address: NTS-KE is served on
+/// `[::1]` (a v6-only socket), the bound address is reported with its
+/// real port, and a key exchange over IPv6 gets cookies and the NTP port.
+#[tokio::test]
+async fn ke_listens_on_ipv6_and_reports_the_bound_address() {
+    let pki = pki();
+    let mut nts = nts_config(&pki, 10);
+    nts.listen = vec!["[::1]:0".parse().expect("addr")];
+    let store = KeyStore::open(None).expect("keys");
+    let (tasks, listening) = super::start(
+        &serve_config(),
+        &nts,
+        store,
+        1123,
+        Arc::new(ServerStats::default()),
+        Monotonic::start(),
+    )
+    .expect("start");
+    assert_eq!(listening.len(), 1, "{listening:?}");
+    let bound: std::net::SocketAddr = listening[0].parse().expect("bound address");
+    assert_eq!(bound.ip(), "::1".parse::<std::net::IpAddr>().expect("ip"));
+    assert_ne!(bound.port(), 0);
+    let kx = crate::engine::nts_ke::key_exchange_at(
+        "localhost",
+        bound,
+        &Trust::CaFile(pki.ca.clone()),
+        Duration::from_secs(5),
+    )
+    .await;
+    tasks.iter().for_each(|t| t.abort());
+    let kx = kx.expect("key exchange over IPv6");
+    assert_eq!(kx.cookies.len(), 8);
+    assert_eq!(kx.ntp_port, 1123);
+}
