@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 
 use ipnet::IpNet;
 use serde::Serialize;
-use timectl_engine::nts::cookie::{CookieContent, KeySet};
+use timectl_engine::nts::cookie::{COOKIE_LEN, CookieCiphers, CookieContent, KeySet};
 use timectl_engine::nts::ef;
 use timectl_engine::nts::ke::AEAD_AES_SIV_CMAC_256;
 use tokio::sync::watch;
@@ -211,6 +211,9 @@ pub struct Responder {
     access: Access,
     limiter: Option<RateLimiter>,
     nts: Option<CookieKeys>,
+    /// The master keys' ciphers, kept in step with `nts` (built once per
+    /// key, not per cookie).
+    ciphers: CookieCiphers,
     pub stats: Arc<ServerStats>,
 }
 
@@ -223,6 +226,7 @@ impl Responder {
             },
             limiter: config.rate_limit.map(RateLimiter::new),
             nts: None,
+            ciphers: CookieCiphers::default(),
             stats,
         }
     }
@@ -249,10 +253,10 @@ impl Responder {
         // cookie and 7 placeholders: more fields than `Packet` keeps); the
         // header is decoded alone then.
         let nts = match &self.nts {
-            Some(keys) if request.len() > HEADER_LEN && (request[0] >> 3) & 7 == 4 => {
+            Some(_) if request.len() > HEADER_LEN && (request[0] >> 3) & 7 == 4 => {
                 match ef::parse_request(request) {
                     Ok(None) => None,
-                    parsed => Some((keys.clone(), parsed)),
+                    parsed => Some(parsed),
                 }
             }
             _ => None,
@@ -290,10 +294,19 @@ impl Responder {
                 }
             }
         }
-        if let Some((keys, parsed)) = nts {
+        if let (Some(parsed), Some(keys)) = (nts, &self.nts) {
             self.stats.nts_received.fetch_add(1, Ordering::Relaxed);
             let outcome = match parsed {
-                Ok(Some(nts)) => nts_reply(&keys, request, &nts, &packet, received, state, clock),
+                Ok(Some(nts)) => nts_reply(
+                    keys,
+                    &mut self.ciphers,
+                    request,
+                    &nts,
+                    &packet,
+                    received,
+                    state,
+                    clock,
+                ),
                 Ok(None) => NtsOutcome::Drop,
                 Err(e) => {
                     tracing::debug!("NTS request from {from}: {e}");
@@ -327,8 +340,10 @@ enum NtsOutcome {
 }
 
 /// The NTS part of the decision (RFC 8915 section 5.7).
+#[allow(clippy::too_many_arguments)]
 fn nts_reply(
     keys: &CookieKeys,
+    ciphers: &mut CookieCiphers,
     request: &[u8],
     nts: &ef::ParsedRequest<'_>,
     packet: &Packet,
@@ -336,8 +351,8 @@ fn nts_reply(
     state: &ServerState,
     clock: &dyn LocalClock,
 ) -> NtsOutcome {
-    let keys = keys.read().unwrap_or_else(|e| e.into_inner());
-    let content = match keys.open(nts.cookie) {
+    ciphers.sync(&keys.read().unwrap_or_else(|e| e.into_inner()));
+    let content = match ciphers.open(nts.cookie) {
         Ok(c) if c.aead == AEAD_AES_SIV_CMAC_256 => c,
         _ => {
             let mut nak = state.reply(packet, received, clock.now());
@@ -347,7 +362,7 @@ fn nts_reply(
             return NtsOutcome::Nak(ef::nak_packet(&nak.encode(), nts.uid));
         }
     };
-    if ef::open(&content.c2s, request, nts.auth_at).is_err() {
+    if ef::verify(&content.c2s, request, nts.auth_at).is_err() {
         return NtsOutcome::Drop;
     }
     let fresh = CookieContent {
@@ -355,22 +370,34 @@ fn nts_reply(
         c2s: content.c2s,
         s2c: content.s2c,
     };
-    let cookie_len = timectl_engine::nts::cookie::COOKIE_LEN;
     let mut count = (1 + nts.placeholders).min(MAX_REPLY_COOKIES);
-    while count > 0 && ef::reply_len(nts.uid.len(), count, cookie_len) > request.len() {
+    while count > 0 && ef::reply_len(nts.uid.len(), count, COOKIE_LEN) > request.len() {
         count -= 1;
     }
-    let mut cookies = Vec::with_capacity(count);
-    for _ in 0..count {
-        match keys.seal(&fresh, &rand::random()) {
-            Ok(c) => cookies.push(c),
-            Err(_) => return NtsOutcome::Drop,
+    let mut cookies = [[0u8; COOKIE_LEN]; MAX_REPLY_COOKIES];
+    for cookie in &mut cookies[..count] {
+        if ciphers.seal_into(&fresh, &rand::random(), cookie).is_err() {
+            return NtsOutcome::Drop;
         }
     }
-    drop(keys);
     let header = state.reply(packet, received, clock.now()).encode();
-    match ef::reply_packet(&header, &content.s2c, nts.uid, &cookies, &rand::random()) {
-        Ok(bytes) => NtsOutcome::Answer(bytes),
+    let mut bytes = Vec::with_capacity(ef::reply_len(nts.uid.len(), count, COOKIE_LEN));
+    let mut sealed = cookies[..count].iter();
+    let fill = |out: &mut [u8]| {
+        out.copy_from_slice(sealed.next().ok_or(ef::EncodeError::Seal)?);
+        Ok(())
+    };
+    match ef::reply_into(
+        &mut bytes,
+        &header,
+        &content.s2c,
+        nts.uid,
+        count,
+        COOKIE_LEN,
+        fill,
+        &rand::random(),
+    ) {
+        Ok(()) => NtsOutcome::Answer(bytes),
         Err(_) => NtsOutcome::Drop,
     }
 }

@@ -179,50 +179,26 @@ impl KeySet {
         nonce: &[u8; NONCE_LEN],
     ) -> Result<Vec<u8>, CookieError> {
         let master = self.current().ok_or(CookieError::NoKey)?;
-        let id = master.id.to_be_bytes();
-        let mut plaintext = [0u8; PLAINTEXT_LEN];
-        plaintext[..2].copy_from_slice(&content.aead.to_be_bytes());
-        plaintext[4..36].copy_from_slice(&content.c2s);
-        plaintext[36..].copy_from_slice(&content.s2c);
-        let ciphertext = siv(&master.key)
-            .encrypt([id.as_slice(), nonce.as_slice()], &plaintext)
-            .map_err(|_| CookieError::Seal)?;
-        let mut cookie = Vec::with_capacity(COOKIE_LEN);
-        cookie.extend_from_slice(&id);
-        cookie.extend_from_slice(nonce);
-        cookie.extend_from_slice(&ciphertext);
-        debug_assert_eq!(cookie.len(), COOKIE_LEN);
+        let mut cookie = vec![0u8; COOKIE_LEN];
+        seal_into(
+            master.id,
+            &mut siv(&master.key),
+            content,
+            nonce,
+            (&mut cookie[..]).try_into().expect("COOKIE_LEN"),
+        )?;
         Ok(cookie)
     }
 
     /// Opens a cookie sealed with any key in the set.
     pub fn open(&self, cookie: &[u8]) -> Result<CookieContent, CookieError> {
-        if cookie.len() != COOKIE_LEN {
-            return Err(CookieError::BadLength(cookie.len()));
-        }
-        let (id, rest) = cookie.split_at(4);
-        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
-        let key_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+        let key_id = cookie_key_id(cookie)?;
         let master = self
             .keys
             .iter()
             .find(|k| k.id == key_id)
             .ok_or(CookieError::UnknownKey(key_id))?;
-        let plaintext = siv(&master.key)
-            .decrypt([id, nonce], ciphertext)
-            .map_err(|_| CookieError::TagMismatch)?;
-        let [a0, a1, _, _, keys @ ..] = plaintext.as_slice() else {
-            return Err(CookieError::TagMismatch);
-        };
-        let mut c2s = [0u8; 32];
-        let mut s2c = [0u8; 32];
-        c2s.copy_from_slice(&keys[..32]);
-        s2c.copy_from_slice(&keys[32..64]);
-        Ok(CookieContent {
-            aead: u16::from_be_bytes([*a0, *a1]),
-            c2s,
-            s2c,
-        })
+        open_with(&mut siv(&master.key), cookie)
     }
 
     /// The set's persisted form (secret: the caller stores it mode 0600).
@@ -269,6 +245,115 @@ impl KeySet {
         }
         set.keys.sort_by_key(|k| k.created);
         Ok(set)
+    }
+}
+
+/// The key id of a cookie of the right length.
+fn cookie_key_id(cookie: &[u8]) -> Result<u32, CookieError> {
+    match cookie {
+        [a, b, c, d, ..] if cookie.len() == COOKIE_LEN => Ok(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => Err(CookieError::BadLength(cookie.len())),
+    }
+}
+
+/// Seals `content` into `out` with master key `id` (its cipher `siv`).
+fn seal_into(
+    id: u32,
+    siv: &mut Aes128Siv,
+    content: &CookieContent,
+    nonce: &[u8; NONCE_LEN],
+    out: &mut [u8; COOKIE_LEN],
+) -> Result<(), CookieError> {
+    let id = id.to_be_bytes();
+    let (head, sealed) = out.split_at_mut(4 + NONCE_LEN);
+    head[..4].copy_from_slice(&id);
+    head[4..].copy_from_slice(nonce);
+    let (tag, plaintext) = sealed.split_at_mut(TAG_LEN);
+    plaintext[..2].copy_from_slice(&content.aead.to_be_bytes());
+    plaintext[2..4].fill(0);
+    plaintext[4..36].copy_from_slice(&content.c2s);
+    plaintext[36..].copy_from_slice(&content.s2c);
+    let siv_tag = siv
+        .encrypt_in_place_detached([id.as_slice(), nonce.as_slice()], plaintext)
+        .map_err(|_| CookieError::Seal)?;
+    tag.copy_from_slice(&siv_tag);
+    Ok(())
+}
+
+/// Opens `cookie` (of [`COOKIE_LEN`] bytes) with its master key's cipher.
+fn open_with(siv: &mut Aes128Siv, cookie: &[u8]) -> Result<CookieContent, CookieError> {
+    let (id, rest) = cookie.split_at(4);
+    let (nonce, sealed) = rest.split_at(NONCE_LEN);
+    let (tag, ciphertext) = sealed.split_at(TAG_LEN);
+    let mut plaintext = [0u8; PLAINTEXT_LEN];
+    plaintext.copy_from_slice(ciphertext);
+    siv.decrypt_in_place_detached([id, nonce], &mut plaintext, aes_siv::Tag::from_slice(tag))
+        .map_err(|_| CookieError::TagMismatch)?;
+    let mut c2s = [0u8; 32];
+    let mut s2c = [0u8; 32];
+    c2s.copy_from_slice(&plaintext[4..36]);
+    s2c.copy_from_slice(&plaintext[36..]);
+    Ok(CookieContent {
+        aead: u16::from_be_bytes([plaintext[0], plaintext[1]]),
+        c2s,
+        s2c,
+    })
+}
+
+/// The master keys' ciphers, built once per key rather than per cookie:
+/// a responder's copy of a [`KeySet`], brought up to date with
+/// [`CookieCiphers::sync`] (cheap when nothing changed) before use.
+#[derive(Default)]
+pub struct CookieCiphers {
+    /// (id, key, cipher) per master key, in the set's order.
+    ciphers: Vec<(u32, Key, Aes128Siv)>,
+}
+
+impl std::fmt::Debug for CookieCiphers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<u32> = self.ciphers.iter().map(|c| c.0).collect();
+        f.debug_struct("CookieCiphers").field("ids", &ids).finish()
+    }
+}
+
+impl CookieCiphers {
+    /// Rebuilds the ciphers if `set`'s keys differ from the cached ones.
+    pub fn sync(&mut self, set: &KeySet) {
+        let same = self.ciphers.len() == set.keys.len()
+            && self
+                .ciphers
+                .iter()
+                .zip(&set.keys)
+                .all(|((id, key, _), k)| *id == k.id && *key == k.key);
+        if !same {
+            self.ciphers = set
+                .keys
+                .iter()
+                .map(|k| (k.id, k.key, siv(&k.key)))
+                .collect();
+        }
+    }
+
+    /// [`KeySet::open`] with the cached ciphers.
+    pub fn open(&mut self, cookie: &[u8]) -> Result<CookieContent, CookieError> {
+        let key_id = cookie_key_id(cookie)?;
+        let (_, _, siv) = self
+            .ciphers
+            .iter_mut()
+            .find(|c| c.0 == key_id)
+            .ok_or(CookieError::UnknownKey(key_id))?;
+        open_with(siv, cookie)
+    }
+
+    /// [`KeySet::seal`] with the cached current key, into `out`.
+    pub fn seal_into(
+        &mut self,
+        content: &CookieContent,
+        nonce: &[u8; NONCE_LEN],
+        out: &mut [u8; COOKIE_LEN],
+    ) -> Result<(), CookieError> {
+        let (id, _, siv) = self.ciphers.last_mut().ok_or(CookieError::NoKey)?;
+        seal_into(*id, siv, content, nonce, out)
     }
 }
 
@@ -428,10 +513,57 @@ mod tests {
         assert!(KeySet::deserialize(&good, DAY).is_ok());
     }
 
+    #[test]
+    fn cached_ciphers_match_the_key_set() {
+        let mut set = set_at(T0);
+        let mut cache = CookieCiphers::default();
+        let mut out = [0u8; COOKIE_LEN];
+        assert_eq!(
+            cache.seal_into(&content(), &[3; NONCE_LEN], &mut out),
+            Err(CookieError::NoKey)
+        );
+        cache.sync(&set);
+        cache
+            .seal_into(&content(), &[3; NONCE_LEN], &mut out)
+            .unwrap();
+        let sealed = set.seal(&content(), &[3; NONCE_LEN]).unwrap();
+        assert_eq!(
+            out.as_slice(),
+            sealed.as_slice(),
+            "same bytes as KeySet::seal"
+        );
+        assert_eq!(cache.open(&sealed), Ok(content()));
+        let mut bad = sealed.clone();
+        bad[50] ^= 1;
+        assert_eq!(cache.open(&bad), Err(CookieError::TagMismatch));
+        assert_eq!(
+            cache.open(&sealed[1..]),
+            Err(CookieError::BadLength(COOKIE_LEN - 1))
+        );
+        // A rotation is picked up by the next sync, old cookies still open.
+        set.rotate(T0 + DAY, 8, [0x22; 32]);
+        cache.sync(&set);
+        cache
+            .seal_into(&content(), &[4; NONCE_LEN], &mut out)
+            .unwrap();
+        assert_eq!(&out[..4], &8u32.to_be_bytes());
+        assert_eq!(set.open(&out), Ok(content()));
+        assert_eq!(cache.open(&sealed), Ok(content()));
+        // Same ids, other key material (a reloaded key file): rebuilt too.
+        let mut other = KeySet::new(DAY);
+        other.rotate(T0, 7, [0x33; 32]);
+        other.rotate(T0 + DAY, 8, [0x44; 32]);
+        cache.sync(&other);
+        assert_eq!(cache.open(&sealed), Err(CookieError::TagMismatch));
+    }
+
     proptest! {
         #[test]
         fn open_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = set_at(T0).open(&bytes);
+            let mut cache = CookieCiphers::default();
+            cache.sync(&set_at(T0));
+            prop_assert_eq!(cache.open(&bytes), set_at(T0).open(&bytes));
         }
 
         #[test]

@@ -206,6 +206,30 @@ fn nonce_and_ciphertext(body: &[u8]) -> Result<(&[u8], &[u8]), AuthError> {
 /// with `key` (a client's S2C key), returning the encrypted extension
 /// fields. Everything in `packet` before `offset` is authenticated.
 pub fn open(key: &Key, packet: &[u8], offset: usize) -> Result<Vec<ExtensionField>, AuthError> {
+    with_plaintext(key, packet, offset, decode_encrypted_fields)
+}
+
+/// [`open`] for a server, which has no use for the encrypted fields of a
+/// request: the same checks (the authenticator verifies with `key`, a
+/// client's C2S key, and the plaintext is well-formed extension fields),
+/// without allocating.
+pub fn verify(key: &Key, packet: &[u8], offset: usize) -> Result<(), AuthError> {
+    with_plaintext(key, packet, offset, |plaintext| {
+        walk_encrypted_fields(plaintext, |_, _| {})
+    })
+}
+
+/// Ciphertexts up to this long are decrypted on the stack.
+const STACK_PLAINTEXT: usize = 512;
+
+/// Checks and decrypts the authenticator field at `offset` of `packet`,
+/// then hands the plaintext to `f`.
+fn with_plaintext<R>(
+    key: &Key,
+    packet: &[u8],
+    offset: usize,
+    f: impl FnOnce(&[u8]) -> Result<R, AuthError>,
+) -> Result<R, AuthError> {
     if offset < HEADER_LEN || offset > packet.len() {
         return Err(AuthError::BadOffset(offset));
     }
@@ -218,19 +242,49 @@ pub fn open(key: &Key, packet: &[u8], offset: usize) -> Result<Vec<ExtensionFiel
     }
     let body = &packet[offset + FIELD_HEADER_LEN..offset + len];
     let (nonce, ciphertext) = nonce_and_ciphertext(body)?;
-    let plaintext = siv(key)
-        .decrypt([&packet[..offset], nonce], ciphertext)
+    let (tag, sealed) = ciphertext.split_at(TAG_LEN);
+    let mut stack = [0u8; STACK_PLAINTEXT];
+    let mut heap = Vec::new();
+    let plaintext = if sealed.len() <= STACK_PLAINTEXT {
+        &mut stack[..sealed.len()]
+    } else {
+        heap.resize(sealed.len(), 0);
+        &mut heap[..]
+    };
+    plaintext.copy_from_slice(sealed);
+    siv(key)
+        .decrypt_in_place_detached(
+            [&packet[..offset], nonce],
+            plaintext,
+            aes_siv::Tag::from_slice(tag),
+        )
         .map_err(|_| AuthError::TagMismatch)?;
-    decode_encrypted_fields(&plaintext)
+    f(plaintext)
 }
 
 /// Parses the extension fields of a decrypted authenticator (4-byte
 /// aligned, no 16-byte minimum: there is no legacy MAC to tell apart
 /// inside the ciphertext), at most [`MAX_INNER_FIELDS`].
-pub fn decode_encrypted_fields(mut bytes: &[u8]) -> Result<Vec<ExtensionField>, AuthError> {
+pub fn decode_encrypted_fields(bytes: &[u8]) -> Result<Vec<ExtensionField>, AuthError> {
     let mut fields = Vec::new();
+    walk_encrypted_fields(bytes, |field_type, value| {
+        fields.push(ExtensionField {
+            field_type,
+            value: value.to_vec(),
+        })
+    })?;
+    Ok(fields)
+}
+
+/// Calls `each` with the type and value of every field of a decrypted
+/// authenticator, with [`decode_encrypted_fields`]'s checks.
+fn walk_encrypted_fields(
+    mut bytes: &[u8],
+    mut each: impl FnMut(u16, &[u8]),
+) -> Result<(), AuthError> {
+    let mut count = 0;
     while !bytes.is_empty() {
-        if fields.len() == MAX_INNER_FIELDS {
+        if count == MAX_INNER_FIELDS {
             return Err(AuthError::BadPlaintext("too many fields"));
         }
         let [t0, t1, l0, l1, ..] = *bytes else {
@@ -240,14 +294,11 @@ pub fn decode_encrypted_fields(mut bytes: &[u8]) -> Result<Vec<ExtensionField>, 
         if len < FIELD_HEADER_LEN || !len.is_multiple_of(4) || len > bytes.len() {
             return Err(AuthError::BadPlaintext("bad field length"));
         }
-        let value = bytes[FIELD_HEADER_LEN..len].to_vec();
-        fields.push(ExtensionField {
-            field_type: u16::from_be_bytes([t0, t1]),
-            value,
-        });
+        each(u16::from_be_bytes([t0, t1]), &bytes[FIELD_HEADER_LEN..len]);
+        count += 1;
         bytes = &bytes[len..];
     }
-    Ok(fields)
+    Ok(())
 }
 
 /// A client's NTS request: the 48-byte NTP header, a Unique Identifier,
@@ -375,7 +426,8 @@ pub struct ParsedRequest<'a> {
 pub fn parse_request(packet: &[u8]) -> Result<Option<ParsedRequest<'_>>, RequestError> {
     let mut uid = None;
     let mut cookie_body = None;
-    let mut placeholders = Vec::new();
+    let mut placeholders = 0;
+    let mut shortest_placeholder = usize::MAX;
     let mut auth_at = None;
     let mut at = HEADER_LEN;
     // A trailing legacy MAC (20 or 24 bytes) is not an extension field.
@@ -388,16 +440,19 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<ParsedRequest<'_>>, Request
             UNIQUE_IDENTIFIER => uid = Some(body),
             NTS_COOKIE if cookie_body.is_some() => return Err(RequestError::Duplicate("cookie")),
             NTS_COOKIE => cookie_body = Some(body),
-            NTS_COOKIE_PLACEHOLDER if placeholders.len() == MAX_PLACEHOLDERS => {
+            NTS_COOKIE_PLACEHOLDER if placeholders == MAX_PLACEHOLDERS => {
                 return Err(RequestError::TooManyPlaceholders);
             }
-            NTS_COOKIE_PLACEHOLDER => placeholders.push(body.len()),
+            NTS_COOKIE_PLACEHOLDER => {
+                placeholders += 1;
+                shortest_placeholder = shortest_placeholder.min(body.len());
+            }
             NTS_AUTHENTICATOR => auth_at = Some(at),
             _ => {}
         }
         at += len;
     }
-    if uid.is_none() && cookie_body.is_none() && auth_at.is_none() && placeholders.is_empty() {
+    if uid.is_none() && cookie_body.is_none() && auth_at.is_none() && placeholders == 0 {
         return Ok(None);
     }
     let uid = uid.ok_or(RequestError::MissingUid)?;
@@ -409,13 +464,13 @@ pub fn parse_request(packet: &[u8]) -> Result<Option<ParsedRequest<'_>>, Request
     if at < packet.len() {
         return Err(RequestError::FieldsAfterAuthenticator);
     }
-    if placeholders.iter().any(|&len| len < cookie.len()) {
+    if placeholders > 0 && shortest_placeholder < cookie.len() {
         return Err(RequestError::ShortPlaceholder);
     }
     Ok(Some(ParsedRequest {
         uid,
         cookie,
-        placeholders: placeholders.len(),
+        placeholders,
         auth_at,
     }))
 }
@@ -436,6 +491,81 @@ pub fn reply_packet(
     let auth = seal_request(s2c_key, &packet, &inner, nonce)?;
     encode_fields(&[auth], &mut packet)?;
     Ok(packet)
+}
+
+/// [`reply_packet`] written into `out` (cleared first) without
+/// intermediate buffers: `cookie_count` cookies of `cookie_len` bytes
+/// each, which `fill_cookie` writes in place (it gets the cookie's bytes,
+/// zeroed), encrypted in place with the S2C key. The same bytes as
+/// `reply_packet` with those cookies.
+#[allow(clippy::too_many_arguments)]
+pub fn reply_into(
+    out: &mut Vec<u8>,
+    header: &[u8; HEADER_LEN],
+    s2c_key: &Key,
+    uid: &[u8],
+    cookie_count: usize,
+    cookie_len: usize,
+    mut fill_cookie: impl FnMut(&mut [u8]) -> Result<(), EncodeError>,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<(), EncodeError> {
+    out.clear();
+    out.extend_from_slice(header);
+    push_padded_field(out, UNIQUE_IDENTIFIER, uid)?;
+    let auth_at = out.len();
+    let cookie_field = padded_len(cookie_len);
+    if cookie_field > MAX_FIELD_LEN {
+        return Err(EncodeError::FieldTooLong {
+            field_type: NTS_COOKIE,
+            len: cookie_field,
+        });
+    }
+    let ciphertext_len = TAG_LEN + cookie_count * cookie_field;
+    let field_len = padded_len(4 + NONCE_LEN + ciphertext_len);
+    if field_len > MAX_FIELD_LEN {
+        return Err(EncodeError::FieldTooLong {
+            field_type: NTS_AUTHENTICATOR,
+            len: field_len,
+        });
+    }
+    out.reserve(field_len);
+    out.extend_from_slice(&NTS_AUTHENTICATOR.to_be_bytes());
+    out.extend_from_slice(&(field_len as u16).to_be_bytes());
+    out.extend_from_slice(&(NONCE_LEN as u16).to_be_bytes());
+    out.extend_from_slice(&(ciphertext_len as u16).to_be_bytes());
+    out.extend_from_slice(nonce);
+    let tag_at = out.len();
+    out.resize(tag_at + TAG_LEN, 0);
+    for _ in 0..cookie_count {
+        let at = out.len();
+        out.extend_from_slice(&NTS_COOKIE.to_be_bytes());
+        out.extend_from_slice(&(cookie_field as u16).to_be_bytes());
+        out.resize(at + cookie_field, 0);
+        let body = at + FIELD_HEADER_LEN;
+        fill_cookie(&mut out[body..body + cookie_len])?;
+    }
+    let (associated_data, auth) = out.split_at_mut(auth_at);
+    let (tag, plaintext) = auth[tag_at - auth_at..].split_at_mut(TAG_LEN);
+    let siv_tag = siv(s2c_key)
+        .encrypt_in_place_detached([&*associated_data, nonce.as_slice()], plaintext)
+        .map_err(|_| EncodeError::Seal)?;
+    tag.copy_from_slice(&siv_tag);
+    out.resize(auth_at + field_len, 0);
+    Ok(())
+}
+
+/// Appends one field, `body` zero-padded to RFC 7822's framing.
+fn push_padded_field(out: &mut Vec<u8>, field_type: u16, body: &[u8]) -> Result<(), EncodeError> {
+    let len = padded_len(body.len());
+    if len > MAX_FIELD_LEN {
+        return Err(EncodeError::FieldTooLong { field_type, len });
+    }
+    let at = out.len();
+    out.extend_from_slice(&field_type.to_be_bytes());
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(body);
+    out.resize(at + len, 0);
+    Ok(())
 }
 
 /// The length of [`reply_packet`]'s result for `uid_len` and
@@ -553,6 +683,7 @@ mod tests {
             let mut bad = packet.clone();
             bad[i] ^= 0x01;
             assert!(open(&S2C, &bad, auth_at).is_err(), "byte {i}");
+            assert!(verify(&S2C, &bad, auth_at).is_err(), "byte {i}");
             assert!(check_reply(&S2C, &UID, &bad).is_err(), "byte {i}");
         }
     }
@@ -792,6 +923,65 @@ mod tests {
         assert_eq!(err(&many), RequestError::TooManyPlaceholders);
     }
 
+    #[test]
+    fn reply_into_matches_reply_packet() {
+        let mut out = vec![0xee; 7];
+        for count in 0..4 {
+            for cookie_len in [100, 101, 104] {
+                let cookies: Vec<Vec<u8>> =
+                    (0..count).map(|i| vec![i as u8 + 1; cookie_len]).collect();
+                let expected = reply_packet(&header(), &S2C, &UID, &cookies, &NONCE).unwrap();
+                let mut next = 0;
+                reply_into(
+                    &mut out,
+                    &header(),
+                    &S2C,
+                    &UID,
+                    count,
+                    cookie_len,
+                    |c| {
+                        assert!(c.iter().all(|&b| b == 0));
+                        c.copy_from_slice(&cookies[next]);
+                        next += 1;
+                        Ok(())
+                    },
+                    &NONCE,
+                )
+                .unwrap();
+                assert_eq!(out, expected, "{count} cookies of {cookie_len} bytes");
+                assert_eq!(out.len(), reply_len(UID_LEN, count, cookie_len));
+            }
+        }
+        let err = reply_into(
+            &mut out,
+            &header(),
+            &S2C,
+            &UID,
+            1,
+            10,
+            |_| Err(EncodeError::Seal),
+            &NONCE,
+        );
+        assert_eq!(err, Err(EncodeError::Seal));
+    }
+
+    #[test]
+    fn verify_agrees_with_open() {
+        let packet = request_packet(&header(), &C2S, &UID, &[3; 100], 2, &NONCE).unwrap();
+        let auth_at = parse_request(&packet).unwrap().unwrap().auth_at;
+        assert_eq!(verify(&C2S, &packet, auth_at), Ok(()));
+        assert_eq!(verify(&S2C, &packet, auth_at), Err(AuthError::TagMismatch));
+        for i in 0..packet.len() {
+            let mut bad = packet.clone();
+            bad[i] ^= 0x01;
+            assert!(verify(&C2S, &bad, auth_at).is_err(), "byte {i}");
+        }
+        // Large encrypted parts (past the stack buffer) too.
+        let (packet, auth_at) = reply(&UID, &[&[4; 300], &[5; 300]]);
+        assert_eq!(verify(&S2C, &packet, auth_at), Ok(()));
+        assert!(open(&S2C, &packet, auth_at).is_ok());
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len())
@@ -829,7 +1019,8 @@ mod tests {
         #[test]
         fn open_and_check_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600),
                                       offset in 0usize..700) {
-            let _ = open(&S2C, &bytes, offset);
+            let opened = open(&S2C, &bytes, offset);
+            prop_assert_eq!(verify(&S2C, &bytes, offset), opened.map(|_| ()));
             let _ = check_reply(&S2C, &UID, &bytes);
         }
 
@@ -851,6 +1042,7 @@ mod tests {
             let auth_at = packet.len();
             encode_fields(&[auth], &mut packet).unwrap();
             prop_assert_eq!(open(&S2C, &packet, auth_at).unwrap(), fields.clone());
+            prop_assert_eq!(verify(&S2C, &packet, auth_at), Ok(()));
             let decoded = Packet::decode(&packet).unwrap();
             prop_assert_eq!(decoded.extensions[0].clone(), unique_identifier(&UID));
         }
