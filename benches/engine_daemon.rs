@@ -6,7 +6,8 @@
 //! 3. time from start to synchronised with iburst against a loopback peer;
 //! 4. NTS: NTS-protected requests per second (server on CPU 0) and NTS-KE
 //!    handshakes per second, engine vs chronyd (`ntsprocesses 0`: one
-//!    process, like the engine's single-threaded runtime).
+//!    process, like the engine's single-threaded runtime), and start to
+//!    synchronised over NTS against chronyd's NTS server.
 //!
 //! Needs root and chrony; run `ci/engine-bench.sh` (or
 //! `cargo bench --bench engine_daemon`). Prints a table; never fails on
@@ -392,6 +393,7 @@ fn nts_bench() {
     }
     let nts_answered = engine.status().server.map(|s| s.answered).unwrap_or(0);
     drop(engine);
+    let sync = nts_sync_times(chrony_ke, &pki);
     drop(chronyd);
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -439,10 +441,66 @@ fn nts_bench() {
     println!("  ratio timectl/chronyd: {:.2}", e / c.max(1.0));
     let per = |cpu: f64, n: f64| cpu * 1e6 / n.max(1.0);
     println!(
-        "  server CPU per handshake: timectl {:.0} us, chronyd {:.0} us (utime+stime over the rounds)",
+        "  server CPU per handshake: timectl {:.0} us, chronyd {:.0} us (utime+stime over the rounds)\n",
         per(engine_cpu, engine_count),
         per(chrony_cpu, chrony_count)
     );
+    println!("start to synchronised over NTS, chronyd's NTS server on loopback (KE, then iburst)");
+    println!(
+        "  {:<28} median {:>6.3} s  (min {:.3}, max {:.3}, 5 runs; includes process start)",
+        "timectl daemon --nts", sync.engine[2], sync.engine[0], sync.engine[4]
+    );
+    println!(
+        "  {:<28} {:>13.3} s  (first ^* seen by chronyc, polled every 50 ms)",
+        "chronyd -x (nts)", sync.chronyd
+    );
+    println!("  target: timectl < 2 s");
+}
+
+/// Start to synchronised over NTS against chronyd's NTS server (KE port
+/// `ke_port`): five engine starts (`--nts --nts-ca`), and one chronyd NTS
+/// client (`iburst nts`, first `^*`) for comparison.
+struct NtsSync {
+    engine: Vec<f64>,
+    chronyd: f64,
+}
+
+fn nts_sync_times(ke_port: u16, pki: &BenchPki) -> NtsSync {
+    let mut engine = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut e = EngineProcess::start(&[
+            "--source",
+            &format!("127.0.0.1:{ke_port}"),
+            "--nts",
+            "--nts-ca",
+            &pki.path("ca.pem"),
+        ]);
+        engine_support::wait_for("engine NTS sync", Duration::from_secs(20), || {
+            e.status().synchronized.then_some(())
+        });
+        engine.push(start.elapsed().as_secs_f64());
+    }
+    engine.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    let c = Chronyd::start(
+        free_udp_port(),
+        &format!(
+            "server 127.0.0.1 iburst nts ntsport {ke_port}\nntstrustedcerts {}\n",
+            pki.path("ca.pem")
+        ),
+        None,
+    );
+    engine_support::wait_for("chronyd NTS sync", Duration::from_secs(30), || {
+        c.sources()
+            .into_iter()
+            .any(|f| f.len() > 2 && f[1] == "*")
+            .then_some(())
+    });
+    NtsSync {
+        engine,
+        chronyd: start.elapsed().as_secs_f64(),
+    }
 }
 
 /// User plus system CPU seconds of `pid` so far (/proc/PID/stat).
