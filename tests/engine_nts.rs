@@ -10,13 +10,13 @@
 mod engine_support;
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use engine_support::EngineProcess;
+use engine_support::{EngineProcess, free_tcp_port, free_udp_port};
 use timectl::engine::control::{NtsSourceStatus, StatusDocument};
 
 use support::{ChronyPeer, Pki, check_ok, require_root_and, wait_for};
@@ -24,16 +24,6 @@ use timectl::engine::nts_ke::{KeError, KeyExchange, Trust, key_exchange};
 use timectl_engine::nts::ef;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
-
-fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind TCP");
-    listener.local_addr().expect("local addr").port()
-}
-
-fn free_udp_port() -> u16 {
-    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
-    socket.local_addr().expect("local addr").port()
-}
 
 /// chronyd as NTS-KE server on `ke_port` and NTP server on `ntp_port`.
 fn chronyd_nts(pki: &Pki, ke_port: u16, ntp_port: u16) -> ChronyPeer {
@@ -56,15 +46,7 @@ fn chronyd_nts_with(
     }
     let peer = builder
         .port(ntp_port)
-        .line(&format!(
-            "ntsservercert {}",
-            pki.path("server.pem").display()
-        ))
-        .line(&format!(
-            "ntsserverkey {}",
-            pki.path("server.key").display()
-        ))
-        .line(&format!("ntsport {ke_port}"))
+        .nts_server(pki, ke_port)
         .line(&format!("ntsdumpdir {}", dump.display()))
         .start();
     wait_for("chronyd's NTS-KE port to accept", TIMEOUT, || {

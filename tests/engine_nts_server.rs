@@ -8,109 +8,17 @@
 //! `ci/system-tests.sh`; without them the tests fail saying so.
 
 mod engine_support;
+mod support;
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use engine_support::{
-    EngineProcess, Guard, free_udp_port, require_program, require_root, spawn_logged, state_dir,
-    wait_for,
-};
+use engine_support::{EngineProcess, free_tcp_port, free_udp_port, state_dir, wait_for};
+use support::{ChronyAuth, ChronyPeer, ChronySource, Pki, require_root_and};
 use timectl::engine::nts_ke::{Trust, key_exchange};
 use timectl_engine::nts::cookie::COOKIE_LEN;
-
-/// A CA and a server certificate for `localhost` and 127.0.0.1 signed by
-/// it, in a temp dir removed on Drop.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        require_program("openssl", "openssl");
-        let pki = Pki { dir: state_dir() };
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=timectl NTS server test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ]);
-        std::fs::write(
-            pki.path("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-        )
-        .expect("write ext.cnf");
-        pki.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        pki.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ]);
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(self.dir.path())
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind TCP");
-    listener.local_addr().expect("local addr").port()
-}
 
 /// The engine serving NTP on `ntp` and NTS-KE on `ke`, keys in `key_dir`.
 fn engine(pki: &Pki, ntp: u16, ke: u16, key_dir: &Path) -> EngineProcess {
@@ -139,141 +47,49 @@ fn engine(pki: &Pki, ntp: u16, ke: u16, key_dir: &Path) -> EngineProcess {
     e
 }
 
-/// chronyd (`-x`) as NTS client of the engine, polling every 1/16 s.
-struct ChronyClient {
-    guard: Guard,
-    dir: tempfile::TempDir,
+/// chronyd (`-x`) as NTS client of the engine on `ntp`/`ke`, polling
+/// every 1/16 s, trusting `pki`'s CA.
+fn chrony_client(pki: &Pki, ntp: u16, ke: u16) -> ChronyPeer {
+    ChronyPeer::client_with(&format!(
+        "server 127.0.0.1 port {ntp} iburst nts ntsport {ke} minpoll -4 maxpoll -4"
+    ))
+    .line(&format!("ntstrustedcerts {}", pki.path("ca.pem").display()))
+    .start()
 }
 
-impl ChronyClient {
-    fn start(pki: &Pki, ntp: u16, ke: u16) -> ChronyClient {
-        require_root();
-        let chronyd = require_program("chronyd", "chrony");
-        require_program("chronyc", "chrony");
-        let dir = state_dir();
-        let d = dir.path().display().to_string();
-        std::fs::create_dir(dir.path().join("nts")).expect("ntsdumpdir");
-        let conf = format!(
-            "server 127.0.0.1 port {ntp} iburst nts ntsport {ke} minpoll -4 maxpoll -4\n\
-             ntstrustedcerts {ca}\nntsdumpdir {d}/nts\nport 0\ncmdport 0\n\
-             bindcmdaddress {d}/chronyd.sock\npidfile {d}/chronyd.pid\ndriftfile {d}/drift\n",
-            ca = pki.path("ca.pem").display()
-        );
-        let conf_path = dir.path().join("chronyd.conf");
-        std::fs::write(&conf_path, conf).expect("write chronyd.conf");
-        let mut cmd = Command::new(chronyd);
-        // -x: never touch the clock. -d: foreground, log to stderr.
-        cmd.args(["-x", "-d", "-u", "root", "-f"]).arg(&conf_path);
-        let guard = spawn_logged(cmd, "chronyd", dir.path().join("chronyd.log"));
-        let mut c = ChronyClient { guard, dir };
-        let sock = c.socket();
-        wait_for("chronyd's command socket", Duration::from_secs(10), || {
-            c.guard.assert_running();
-            sock.exists().then_some(())
-        });
-        c
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("chronyd.sock")
-    }
-
-    /// `chronyc -c <args>` output as CSV rows.
-    fn csv(&self, args: &[&str]) -> Vec<Vec<String>> {
-        let out = Command::new("chronyc")
-            .arg("-h")
-            .arg(self.socket())
-            .arg("-c")
-            .args(args)
-            .output()
-            .expect("run chronyc");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| l.split(',').map(str::to_owned).collect())
-            .collect()
-    }
-
-    /// The engine's row in `chronyc -c -n sources`: mode, state, name,
-    /// stratum, poll, reach, last rx, ...
-    fn source(&self) -> Option<Vec<String>> {
-        self.csv(&["-n", "sources"])
-            .into_iter()
-            .find(|r| r.get(2).map(String::as_str) == Some("127.0.0.1"))
-    }
-
-    /// The engine's row in `chronyc -c -N authdata`: name, mode, key id,
-    /// type, key length, last KE (s ago), attempts, NAK, cookies, cookie
-    /// length.
-    fn authdata(&self) -> AuthData {
-        let rows = self.csv(&["-N", "authdata"]);
-        let row = rows
-            .iter()
-            .find(|r| r.first().map(String::as_str) == Some("127.0.0.1"))
-            .unwrap_or_else(|| panic!("no authdata row for the engine: {rows:?}\n{}", self.log()));
-        let num = |i: usize| -> u64 {
-            row.get(i)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("authdata column {i} in {row:?}"))
-        };
-        AuthData {
-            mode: row[1].clone(),
-            last_ke: num(5),
-            naks: num(7),
-            cookies: num(8),
-            cookie_len: num(9),
-        }
-    }
-
-    fn log(&self) -> String {
-        self.guard.log_text()
-    }
-
-    /// Waits for `^*` on the engine, returning its sources row.
-    fn wait_selected(&mut self, timeout: Duration) -> Vec<String> {
-        let start = Instant::now();
-        loop {
-            self.guard.assert_running();
-            if let Some(row) = self.source()
-                && row[0] == "^"
-                && row[1] == "*"
-            {
-                return row;
-            }
-            if start.elapsed() > timeout {
-                panic!(
-                    "chronyd did not select the engine (^*) within {timeout:?}: {:?}\nchronyd log:\n{}",
-                    self.source(),
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+/// The engine's row in `chronyc -c -N authdata`.
+fn authdata(chrony: &ChronyPeer) -> ChronyAuth {
+    let rows = chrony.authdata();
+    rows.iter()
+        .find(|a| a.address == "127.0.0.1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no authdata row for the engine: {rows:?}\n{}", chrony.log()))
 }
 
-#[derive(Debug)]
-struct AuthData {
-    mode: String,
-    last_ke: u64,
-    naks: u64,
-    cookies: u64,
-    cookie_len: u64,
+/// The engine's row in `chronyc -c -n sources`.
+fn source(chrony: &ChronyPeer) -> Option<ChronySource> {
+    chrony
+        .try_chronyc(&["-c", "sources"])
+        .ok()
+        .and_then(|t| ChronySource::parse_csv(&t).ok())?
+        .into_iter()
+        .find(|s| s.address == "127.0.0.1")
 }
 
 #[test]
 #[ignore = "needs root, chronyd (NTS) and openssl; run ci/system-tests.sh"]
 fn chronyd_syncs_over_nts_and_keeps_its_cookies_across_an_engine_restart() {
-    require_root();
-    let pki = Pki::new();
+    require_root_and(&["chronyd", "chronyc", "openssl"]);
+    let pki = Pki::new("server");
     let keys = state_dir();
     let (ntp, ke) = (free_udp_port(), free_tcp_port());
     let mut engine_process = engine(&pki, ntp, ke, keys.path());
-    let mut chrony = ChronyClient::start(&pki, ntp, ke);
-    chrony.wait_selected(Duration::from_secs(30));
-    let auth = chrony.authdata();
+    let mut chrony = chrony_client(&pki, ntp, ke);
+    chrony.wait_selected("127.0.0.1", Duration::from_secs(30));
+    let auth = authdata(&chrony);
     assert_eq!(auth.mode, "NTS", "{auth:?}");
     assert!(auth.cookies > 0, "chronyd holds no cookies: {auth:?}");
-    assert_eq!(auth.cookie_len, COOKIE_LEN as u64, "{auth:?}");
+    assert_eq!(auth.cookie_length as usize, COOKIE_LEN, "{auth:?}");
     assert_eq!(auth.naks, 0, "{auth:?}");
     let key_file = keys.path().join("nts-cookie-keys");
     assert!(key_file.exists(), "no key file in the key dir");
@@ -292,14 +108,14 @@ fn chronyd_syncs_over_nts_and_keeps_its_cookies_across_an_engine_restart() {
         "chronyd to receive NTS replies from the restarted engine",
         Duration::from_secs(20),
         || {
-            chrony.guard.assert_running();
-            let row = chrony.source()?;
-            let last_rx: f64 = row.get(6)?.parse().ok()?;
-            (row[5] != "0" && last_rx < restarted.elapsed().as_secs_f64() - 1.0).then_some(())
+            chrony.assert_running();
+            let row = source(&chrony)?;
+            let last_rx = row.last_rx? as f64;
+            (row.reach != 0 && last_rx < restarted.elapsed().as_secs_f64() - 1.0).then_some(())
         },
     );
     std::thread::sleep(Duration::from_secs(2));
-    let auth = chrony.authdata();
+    let auth = authdata(&chrony);
     let since = ke_before_restart.elapsed().as_secs();
     assert!(
         auth.last_ke >= last_ke_before + since.saturating_sub(1),
@@ -311,7 +127,7 @@ fn chronyd_syncs_over_nts_and_keeps_its_cookies_across_an_engine_restart() {
         "the restarted engine refused the cookies: {auth:?}"
     );
     assert!(auth.cookies > 0, "{auth:?}");
-    chrony.wait_selected(Duration::from_secs(10));
+    chrony.wait_selected("127.0.0.1", Duration::from_secs(10));
     engine_process.guard.assert_running();
 }
 
@@ -351,9 +167,9 @@ fn raise_fd_limit() {
 #[test]
 #[ignore = "needs root and openssl; run ci/system-tests.sh"]
 fn ke_server_survives_a_thousand_half_open_connections() {
-    require_root();
+    require_root_and(&["openssl"]);
     raise_fd_limit();
-    let pki = Pki::new();
+    let pki = Pki::new("server");
     let keys = state_dir();
     let (ntp, ke) = (free_udp_port(), free_tcp_port());
     let mut engine_process = engine(&pki, ntp, ke, keys.path());
@@ -421,16 +237,16 @@ fn ke_server_survives_a_thousand_half_open_connections() {
 #[test]
 #[ignore = "needs root, chronyd (NTS) and openssl; run ci/system-tests.sh"]
 fn chronyd_recovers_with_a_new_key_exchange_when_the_engine_lost_its_keys() {
-    require_root();
-    let pki = Pki::new();
+    require_root_and(&["chronyd", "chronyc", "openssl"]);
+    let pki = Pki::new("server");
     let (first_keys, second_keys) = (state_dir(), state_dir());
     let (ntp, ke) = (free_udp_port(), free_tcp_port());
     let engine_process = engine(&pki, ntp, ke, first_keys.path());
-    let mut chrony = ChronyClient::start(&pki, ntp, ke);
-    chrony.wait_selected(Duration::from_secs(30));
+    let mut chrony = chrony_client(&pki, ntp, ke);
+    chrony.wait_selected("127.0.0.1", Duration::from_secs(30));
     // Let the first key exchange age, so a new one is visible in "Last".
     std::thread::sleep(Duration::from_secs(4));
-    let before = chrony.authdata();
+    let before = authdata(&chrony);
     assert!(before.last_ke >= 3, "{before:?}");
     drop(engine_process);
     // Other keys: chronyd's cookies no longer open (NTS NAK, RFC 8915 5.7),
@@ -441,12 +257,12 @@ fn chronyd_recovers_with_a_new_key_exchange_when_the_engine_lost_its_keys() {
         "chronyd's new key exchange with the restarted engine",
         Duration::from_secs(20),
         || {
-            chrony.guard.assert_running();
-            let auth = chrony.authdata();
+            chrony.assert_running();
+            let auth = authdata(&chrony);
             (auth.last_ke <= restarted.elapsed().as_secs() && auth.cookies > 0).then_some(auth)
         },
     );
     assert_eq!(after.mode, "NTS", "{after:?}");
-    chrony.wait_selected(Duration::from_secs(20));
+    chrony.wait_selected("127.0.0.1", Duration::from_secs(20));
     engine_process.guard.assert_running();
 }

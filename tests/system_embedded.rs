@@ -772,15 +772,7 @@ fn embedded_nts_client_and_server_through_nftables() {
     let _nts_peer = ChronyPeer::builder()
         .port(11123)
         .netns(c.netns())
-        .line(&format!(
-            "ntsservercert {}",
-            pki.path("server.pem").display()
-        ))
-        .line(&format!(
-            "ntsserverkey {}",
-            pki.path("server.key").display()
-        ))
-        .line(&format!("ntsport {NTS_KE_PORT}"))
+        .nts_server(&pki, NTS_KE_PORT)
         .start();
     c.exec_ok(&["mkdir", "-p", "/etc/timectl"]);
     c.write_file("/etc/timectl/nts-ca.pem", &pki.read("ca.pem"));
@@ -840,11 +832,8 @@ fn embedded_nts_client_and_server_through_nftables() {
 
     // A chronyd NTS client on the uplink, through the firewall: it selects
     // the engine, whose certificate it verified against the test CA.
-    let client = ChronyPeer::builder()
-        .port(0)
-        .local_stratum(None)
+    let client = ChronyPeer::client_with("server 192.0.2.1 iburst nts minpoll -2 maxpoll 0")
         .netns(c.uplink().netns())
-        .line("server 192.0.2.1 iburst nts minpoll -2 maxpoll 0")
         .line(&format!("ntstrustedcerts {}", pki.path("ca.pem").display()))
         .start();
     client.wait_selected("192.0.2.1", Duration::from_secs(30));

@@ -53,6 +53,12 @@ pub fn free_udp_port() -> u16 {
     s.local_addr().expect("local addr").port()
 }
 
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_tcp_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TCP");
+    listener.local_addr().expect("local addr").port()
+}
+
 /// A temporary directory, mode 0750 (chronyd refuses a command socket in
 /// a world-accessible directory).
 pub fn state_dir() -> tempfile::TempDir {

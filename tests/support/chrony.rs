@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{
-    NetNs, describe, run, stop_child, temp_dir, unique_name, wait_for, without_clock_caps,
+    NetNs, Pki, describe, run, stop_child, temp_dir, unique_name, wait_for, without_clock_caps,
 };
 
 /// Builder for a [`ChronyPeer`]. Defaults: 127.0.0.1:11123, `local stratum
@@ -53,6 +53,19 @@ impl ChronyPeerBuilder {
     pub fn line(mut self, line: &str) -> Self {
         self.extra.push(line.to_string());
         self
+    }
+    /// Serves NTS too: NTS-KE on TCP `ke_port` with `pki`'s server
+    /// certificate and key.
+    pub fn nts_server(self, pki: &Pki, ke_port: u16) -> Self {
+        self.line(&format!(
+            "ntsservercert {}",
+            pki.path("server.pem").display()
+        ))
+        .line(&format!(
+            "ntsserverkey {}",
+            pki.path("server.key").display()
+        ))
+        .line(&format!("ntsport {ke_port}"))
     }
     /// Runs the peer inside `netns` (e.g. a container's, to share its
     /// loopback).
@@ -174,9 +187,18 @@ impl ChronyPeer {
     /// maxpoll 0`): the real client for checking that a server under test is
     /// selected. Add `.netns(..)` before `.start()` as needed.
     pub fn client_of(addr: &str, port: u16) -> ChronyPeerBuilder {
-        let mut builder = Self::builder().port(0).local_stratum(None).line(&format!(
+        Self::client_with(&format!(
             "server {addr} port {port} iburst minpoll -2 maxpoll 0"
-        ));
+        ))
+    }
+
+    /// A client-only chronyd whose source is `server_line` (e.g. an NTS
+    /// source: `server ADDR iburst nts ntsport KE`).
+    pub fn client_with(server_line: &str) -> ChronyPeerBuilder {
+        let mut builder = Self::builder()
+            .port(0)
+            .local_stratum(None)
+            .line(server_line);
         builder.allow.clear();
         builder
     }
@@ -240,6 +262,13 @@ impl ChronyPeer {
         }
     }
 
+    /// Panics with the log when chronyd has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("chronyd peer exited ({status}):\n{}", self.log());
+        }
+    }
+
     pub fn chronyc(&self, args: &[&str]) -> String {
         self.try_chronyc(args).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -265,6 +294,8 @@ impl ChronyPeer {
 pub struct ChronyAuth {
     pub address: String,
     pub mode: String,
+    /// Seconds since the last key exchange.
+    pub last_ke: u64,
     pub ke_attempts: u32,
     pub naks: u32,
     pub cookies: u32,
@@ -277,21 +308,27 @@ impl ChronyAuth {
             .filter(|l| !l.trim().is_empty())
             .map(|line| {
                 let f: Vec<&str> = line.split(',').collect();
-                let num = |i: usize| -> Result<u32, String> {
+                fn num<T: std::str::FromStr>(
+                    f: &[&str],
+                    i: usize,
+                    line: &str,
+                ) -> Result<T, String> {
                     f.get(i)
                         .and_then(|v| v.trim().parse().ok())
                         .ok_or_else(|| format!("authdata field {i} in {line:?}"))
-                };
+                }
+                let num32 = |i| num::<u32>(&f, i, line);
                 if f.len() < 10 {
                     return Err(format!("authdata line with {} fields: {line:?}", f.len()));
                 }
                 Ok(ChronyAuth {
                     address: f[0].to_string(),
                     mode: f[1].to_string(),
-                    ke_attempts: num(6)?,
-                    naks: num(7)?,
-                    cookies: num(8)?,
-                    cookie_length: num(9)?,
+                    last_ke: num(&f, 5, line)?,
+                    ke_attempts: num32(6)?,
+                    naks: num32(7)?,
+                    cookies: num32(8)?,
+                    cookie_length: num32(9)?,
                 })
             })
             .collect()
