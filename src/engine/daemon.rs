@@ -519,38 +519,30 @@ impl ClockTask {
         };
         let index = self.engine.add_source(settings, self.engine_clock.now());
         let name = sc.host().to_owned();
-        if sc.nts {
+        let (tx, task, nts) = if sc.nts {
             let (tx, task, status) = self.spawn_nts_source(index, config_index, addr);
             tracing::info!(source = %addr, "NTS source {} ({})", addr, name);
-            self.sources.push(SourceHandle {
-                address: addr,
-                name,
-                config_index,
-                tx,
-                task,
-                nts: Some(status),
-            });
-            return;
-        }
-        let (tx, task) =
+            (tx, task, Some(status))
+        } else {
             match spawn_source(index, addr, self.reply_tx.clone(), self.clock.clone()).await {
                 Ok((tx, task)) => {
                     tracing::info!(source = %addr, "source {} ({})", addr, name);
-                    (tx, task)
+                    (tx, task, None)
                 }
                 Err(e) => {
                     tracing::error!(source = %addr, "source {addr}: {e}");
                     // Keep indices aligned: a handle whose channel is closed.
-                    (mpsc::channel(1).0, tokio::spawn(async {}))
+                    (mpsc::channel(1).0, tokio::spawn(async {}), None)
                 }
-            };
+            }
+        };
         self.sources.push(SourceHandle {
             address: addr,
             name,
             config_index,
             tx,
             task,
-            nts: None,
+            nts,
         });
     }
 

@@ -57,27 +57,7 @@ impl TimestampedSocket {
     /// IPv6 sockets are IPv6-only, so `0.0.0.0:123` and `[::]:123` can be
     /// bound side by side.
     pub async fn bind(addr: SocketAddr) -> io::Result<TimestampedSocket> {
-        use nix::sys::socket::{
-            AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, socket,
-        };
-        let family = if addr.is_ipv6() {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        let fd = socket(
-            family,
-            SockType::Datagram,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        match addr {
-            SocketAddr::V6(v6) => {
-                setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
-                bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
-            }
-            SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
-        }
+        let fd = bound_socket(addr, nix::sys::socket::SockType::Datagram, false)?;
         let _ = setsockopt(&fd, sockopt::ReceiveTimestampns, &true);
         let socket = UdpSocket::from_std(std::net::UdpSocket::from(fd))?;
         Ok(TimestampedSocket { socket })
@@ -256,6 +236,39 @@ impl TimestampedSocket {
         }
         Ok(())
     }
+}
+
+/// A non-blocking, close-on-exec socket of `kind` bound to `addr`; an IPv6
+/// one is IPv6-only, so `0.0.0.0:PORT` and `[::]:PORT` can be bound side by
+/// side. `reuse_addr` sets SO_REUSEADDR before binding (listeners).
+pub fn bound_socket(
+    addr: SocketAddr,
+    kind: nix::sys::socket::SockType,
+    reuse_addr: bool,
+) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockaddrIn, SockaddrIn6, bind, socket};
+    let family = if addr.is_ipv6() {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    let fd = socket(
+        family,
+        kind,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    if reuse_addr {
+        setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    }
+    match addr {
+        SocketAddr::V6(v6) => {
+            setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
+        }
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+    }
+    Ok(fd)
 }
 
 fn to_socket_addr(s: &SockaddrStorage) -> Option<SocketAddr> {

@@ -462,30 +462,8 @@ async fn send(
 /// Binds an NTS-KE listener; an IPv6 one is IPv6-only, so `0.0.0.0:4460`
 /// and `[::]:4460` can be bound side by side.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use nix::sys::socket::{
-        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, listen,
-        setsockopt, socket, sockopt,
-    };
-    use std::os::fd::AsRawFd;
-    let family = if addr.is_ipv6() {
-        AddressFamily::Inet6
-    } else {
-        AddressFamily::Inet
-    };
-    let fd = socket(
-        family,
-        SockType::Stream,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
-    match addr {
-        SocketAddr::V6(v6) => {
-            setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
-            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?;
-        }
-        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
-    }
+    use nix::sys::socket::{Backlog, SockType, listen};
+    let fd = super::net::bound_socket(addr, SockType::Stream, true)?;
     listen(&fd, Backlog::new(1024).unwrap_or(Backlog::MAXCONN))?;
     TcpListener::from_std(std::net::TcpListener::from(fd))
 }
