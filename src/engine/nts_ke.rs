@@ -404,4 +404,4 @@ impl Peer<'_> {
 
 #[cfg(test)]
 #[path = "nts_ke_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -15,15 +15,20 @@ use tokio_rustls::TlsAcceptor;
 
 use super::*;
 
-/// A CA (its PEM in a temp file) and a `localhost` server certificate.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    cert: CertificateDer<'static>,
-    key: PrivatePkcs8KeyDer<'static>,
+/// A throw-away CA named `ca_name` and a `localhost` server certificate
+/// signed by it: as DER for in-process servers, and as PEM files
+/// (`ca.pem`, `cert.pem`, `key.pem`) for what reads files. Also used by the
+/// NTS-KE server's tests.
+pub(crate) struct Pki {
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub cert: CertificateDer<'static>,
+    pub key: PrivatePkcs8KeyDer<'static>,
 }
 
-fn pki(ca_name: &str) -> Pki {
+pub(crate) fn pki(ca_name: &str) -> Pki {
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -36,13 +41,18 @@ fn pki(ca_name: &str) -> Pki {
     let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     let cert = params.signed_by(&key, &issuer).expect("server cert");
     let dir = tempfile::tempdir().expect("temp dir");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_cert.pem()).expect("write ca.pem");
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write PEM");
+        path
+    };
     Pki {
-        _dir: dir,
-        ca_file,
+        ca_file: write("ca.pem", ca_cert.pem()),
+        cert_file: write("cert.pem", cert.pem()),
+        key_file: write("key.pem", key.serialize_pem()),
         cert: cert.der().clone(),
         key: PrivatePkcs8KeyDer::from(key.serialize_der()),
+        dir,
     }
 }
 

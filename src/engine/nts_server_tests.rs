@@ -1,11 +1,9 @@
 //! The NTS-KE server in-process, against the NTS-KE client
 //! (`nts_ke::key_exchange`), then NTS requests answered by the Responder.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::ServerName;
 use timectl_engine::nts::cookie::COOKIE_LEN;
 use timectl_engine::nts::ef;
@@ -17,42 +15,13 @@ use tokio_rustls::TlsConnector;
 use super::*;
 use crate::engine::config::{NtsServeConfig, ServeConfig};
 use crate::engine::discipline::LocalClock;
+use crate::engine::nts_ke::tests::Pki;
 use crate::engine::nts_ke::{Trust, client_config, key_exchange};
 use crate::engine::proto::{NtpTimestamp, Packet};
 use crate::engine::server::{Responder, ServerStats};
 
-/// A throw-away CA and a `localhost` certificate, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
 fn pki() -> Pki {
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "timectl test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().expect("server key");
-    let params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    let cert = params.signed_by(&key, &issuer).expect("server cert");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let write = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).expect("write PEM");
-        path
-    };
-    Pki {
-        ca: write("ca.pem", ca_cert.pem()),
-        cert: write("cert.pem", cert.pem()),
-        key: write("key.pem", key.serialize_pem()),
-        dir,
-    }
+    crate::engine::nts_ke::tests::pki("timectl test CA")
 }
 
 fn serve_config() -> ServeConfig {
@@ -68,8 +37,8 @@ fn serve_config() -> ServeConfig {
 
 fn nts_config(pki: &Pki, max_connections: usize) -> NtsServeConfig {
     NtsServeConfig {
-        certificate: pki.cert.clone(),
-        key: pki.key.clone(),
+        certificate: pki.cert_file.clone(),
+        key: pki.key_file.clone(),
         listen: vec![],
         key_dir: None,
         max_connections,
@@ -117,7 +86,7 @@ async fn exchange(pki: &Pki, port: u16) -> Result<crate::engine::nts_ke::KeyExch
     key_exchange(
         "localhost",
         port,
-        &Trust::CaFile(pki.ca.clone()),
+        &Trust::CaFile(pki.ca_file.clone()),
         Duration::from_secs(5),
     )
     .await
@@ -192,7 +161,7 @@ async fn raw_exchange(pki: &Pki, port: u16, request: &[Record]) -> Vec<Record> {
 /// As `raw_exchange`, None when the connection is reset before the
 /// answer is read (the server closes with request bytes unread).
 async fn raw_exchange_or_reset(pki: &Pki, port: u16, request: &[Record]) -> Option<Vec<Record>> {
-    let config = client_config(&Trust::CaFile(pki.ca.clone())).expect("client config");
+    let config = client_config(&Trust::CaFile(pki.ca_file.clone())).expect("client config");
     let connector = TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(("127.0.0.1", port))
         .await
@@ -279,7 +248,7 @@ async fn other_alpn_or_none_is_refused() {
     let pki = pki();
     let server = start(&pki, 10, Duration::from_secs(5)).await;
     for alpn in [vec![b"http/1.1".to_vec()], vec![]] {
-        let mut config = client_config(&Trust::CaFile(pki.ca.clone())).expect("config");
+        let mut config = client_config(&Trust::CaFile(pki.ca_file.clone())).expect("config");
         config.alpn_protocols = alpn.clone();
         let connector = TlsConnector::from(Arc::new(config));
         let tcp = TcpStream::connect(("127.0.0.1", server.port))
@@ -331,28 +300,36 @@ async fn connections_beyond_the_limit_are_closed_and_slots_come_back() {
 fn tls_config_errors_name_the_file() {
     let pki = pki();
     let missing = pki.dir.path().join("missing.pem");
-    let err = tls_config(&missing, &pki.key).unwrap_err().to_string();
+    let err = tls_config(&missing, &pki.key_file).unwrap_err().to_string();
     assert!(
         err.contains("certificate") && err.contains("missing.pem"),
         "{err}"
     );
-    let err = tls_config(&pki.cert, &missing).unwrap_err().to_string();
+    let err = tls_config(&pki.cert_file, &missing)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("key") && err.contains("missing.pem"), "{err}");
     let garbage = pki.dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not PEM\n").expect("write");
-    let err = tls_config(&garbage, &pki.key).unwrap_err().to_string();
+    let err = tls_config(&garbage, &pki.key_file).unwrap_err().to_string();
     assert!(err.contains("garbage.pem"), "{err}");
-    let err = tls_config(&pki.cert, &garbage).unwrap_err().to_string();
+    let err = tls_config(&pki.cert_file, &garbage)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("garbage.pem"), "{err}");
     // A key that is not the certificate's.
     let other = pki.dir.path().join("other-key.pem");
-    std::fs::write(&other, KeyPair::generate().expect("key").serialize_pem()).expect("write");
-    let err = tls_config(&pki.cert, &other).unwrap_err().to_string();
+    std::fs::write(
+        &other,
+        rcgen::KeyPair::generate().expect("key").serialize_pem(),
+    )
+    .expect("write");
+    let err = tls_config(&pki.cert_file, &other).unwrap_err().to_string();
     assert!(
         err.contains("cert.pem") && err.contains("other-key.pem"),
         "{err}"
     );
-    assert!(tls_config(&pki.cert, &pki.key).is_ok());
+    assert!(tls_config(&pki.cert_file, &pki.key_file).is_ok());
 }
 
 #[test]
@@ -458,7 +435,7 @@ async fn ke_listens_on_ipv6_and_reports_the_bound_address() {
     let kx = crate::engine::nts_ke::key_exchange_at(
         "localhost",
         bound,
-        &Trust::CaFile(pki.ca.clone()),
+        &Trust::CaFile(pki.ca_file.clone()),
         Duration::from_secs(5),
     )
     .await;
