@@ -21,7 +21,9 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use engine_support::{Chronyd, EngineProcess, free_udp_port, require_program, require_root};
+use engine_support::{
+    Chronyd, EngineProcess, free_tcp_port, free_udp_port, require_program, require_root,
+};
 use timectl::engine::nts_ke::{KeyExchange, Trust, key_exchange};
 use timectl::engine::proto::{NtpTimestamp, Packet};
 use timectl_engine::nts::ef;
@@ -142,16 +144,6 @@ fn main() {
     let served = engine.status().server.map(|s| s.answered).unwrap_or(0);
     drop(engine);
     drop(chronyd);
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let show = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let (engine_rps, chrony_rps) = (median(&mut engine_runs), median(&mut chrony_runs));
     println!(
         "server throughput, loopback, server on CPU 0, client on CPU 1, window {WINDOW}, 3 x {LOAD_SECONDS} s each"
@@ -283,9 +275,18 @@ impl BenchPki {
     }
 }
 
-fn free_tcp_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind TCP");
-    l.local_addr().expect("addr").port()
+/// The median of rounds (sorts them).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Rounds as "1, 2, 3".
+fn show(v: &[f64]) -> String {
+    v.iter()
+        .map(|x| format!("{x:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Key exchanges per second: `parallel` clients in a loop for
@@ -395,16 +396,6 @@ fn nts_bench() {
     drop(engine);
     let sync = nts_sync_times(chrony_ke, &pki);
     drop(chronyd);
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let show = |v: &[f64]| {
-        v.iter()
-            .map(|x| format!("{x:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let (e, c) = (median(&mut engine_runs), median(&mut chrony_runs));
     println!(
         "NTS-protected requests (1 cookie, 0 placeholders), loopback, server on CPU 0, client on CPU 1, window {WINDOW}, 3 x {LOAD_SECONDS} s each"
