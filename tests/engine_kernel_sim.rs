@@ -312,22 +312,25 @@ fn after_the_step_limit_a_two_second_error_is_slewed() {
 
 /// The simulated kernel reproduces issue 8's fault when the engine is
 /// driven as before the fix (CLOCK_MONOTONIC axis, correction assumed, not
-/// measured): its frame is wrong by 8 % of every fast slew, so the first
-/// minute after a 0.5 s slew is off by milliseconds (on the real
-/// kernel, before the suspect-sample guard existed, it ran away for good).
-/// The measured wiring is within a millisecond from 30 s on.
+/// measured): its frame is wrong by 8 % of every fast slew, so once the
+/// 0.5 s slew is done (6 s) the clock is off by milliseconds (12.7 ms at
+/// 10 s; on the real kernel, before the suspect-sample guard existed, it
+/// ran away for good). The measured wiring is within a millisecond from
+/// 10 s on. (Measured from 10 s: since the engine polls up to 12 more times
+/// while its frequency is uncertain, the old wiring too is back within
+/// 1.2 ms by 15 s.)
 #[test]
 fn old_wiring_is_off_by_the_slew_error() {
     let mut config = bench(1, start(0.5));
     config.wiring = Wiring::MonotonicUnmeasured;
     let old = run(config, 300.0);
-    let (max_old, _) = old.error_stats(30.0);
+    let (max_old, _) = old.error_stats(10.0);
     assert!(
         max_old > 3.0 * MS,
-        "the old wiring should be off on a kernel clock; max error after 30 s {max_old}"
+        "the old wiring should be off on a kernel clock; max error after 10 s {max_old}"
     );
     let new = run(bench(1, start(0.5)), 300.0);
-    let (max_new, _) = new.error_stats(30.0);
+    let (max_new, _) = new.error_stats(10.0);
     assert!(max_new < 1.0 * MS, "{max_new}");
 }
 
@@ -437,4 +440,35 @@ fn kernel_unsync_flag_follows_the_engine() {
     sim.run_until(60.0 + 9.0 * 16.0 + 5.0);
     assert!(!sim.engine.synchronized());
     assert_eq!(sim.clock.synchronized, None, "STA_UNSYNC set again");
+}
+
+/// The UML bench on a loaded host (the CI run of ead0a2a, where the
+/// engine ran 2.7 ms off for two minutes after slewing -0.3 s): the same
+/// scenario on a busy path, 600 us mean queueing each way (round trips of
+/// 0.6-6 ms). From 20 s on, no seed may be 1 ms off. Before the fix the
+/// worst of these 40 seeds was 3.1 ms: the slope after the burst ran
+/// through the two least-queued samples (-90 ppm on a 3 ppm clock) and,
+/// with four settle polls only, the clock ran on it for a whole poll.
+#[test]
+fn a_busy_path_does_not_push_the_clock_a_millisecond_off() {
+    let mut worst = (0.0, 0);
+    for seed in 1..=40 {
+        let mut config = bench(seed, start(0.3));
+        config.clock.frequency_error = 3e-6;
+        config.clock.wander = 1e-8;
+        config.servers[0].base_delay = 200.0 * US;
+        config.servers[0].jitter = 600.0 * US;
+        config.servers[0].first_request_delay = 1.4 * MS;
+        let r = run(config, 150.0);
+        let (max, _) = r.error_stats(20.0);
+        if max > worst.0 {
+            worst = (max, seed);
+        }
+    }
+    assert!(
+        worst.0 < 1.0 * MS,
+        "seed {}: max |error| {:.0} us from 20 s on",
+        worst.1,
+        worst.0 / US
+    );
 }
