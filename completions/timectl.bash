@@ -399,7 +399,7 @@ _timectl() {
             return 0
             ;;
         timectl__subcmd__plan)
-            opts="-h --root --out --json --markdown --detailed-exitcode --no-color --metrics-textfile --help"
+            opts="-h --root --out --json --markdown --markdown-out --detailed-exitcode --no-color --metrics-textfile --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -410,6 +410,10 @@ _timectl() {
                     return 0
                     ;;
                 --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --markdown-out)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

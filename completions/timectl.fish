@@ -41,6 +41,7 @@ complete -c timectl -n "__fish_timectl_using_subcommand validate" -s h -l help -
 complete -c timectl -n "__fish_timectl_using_subcommand schema" -s h -l help -d 'Print help'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l root -d 'Manage an offline root (image or chroot) instead of the running host' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l out -d 'Save the plan for `timectl apply PLANFILE` (refused there if the host changes in between)' -r -F
+complete -c timectl -n "__fish_timectl_using_subcommand plan" -l markdown-out -d 'Also write the plan as markdown to FILE, whatever is printed: one look at the host gives both, e.g. `--json --markdown-out plan.md` for a bot that posts the markdown' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l metrics-textfile -d 'Write the run\'s metrics for node_exporter\'s textfile collector to PATH (replaced atomically; name it *.prom in the collector\'s directory): last run time, result, changes made, drift detected' -r -F
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l json -d 'Print the plan as versioned JSON (docs/json-format.md)'
 complete -c timectl -n "__fish_timectl_using_subcommand plan" -l markdown -d 'Print the plan as markdown, for a pull-request comment'

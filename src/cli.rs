@@ -116,6 +116,11 @@ pub struct PlanArgs {
     /// Print the plan as markdown, for a pull-request comment.
     #[arg(long)]
     pub markdown: bool,
+    /// Also write the plan as markdown to FILE, whatever is printed: one
+    /// look at the host gives both, e.g. `--json --markdown-out plan.md`
+    /// for a bot that posts the markdown.
+    #[arg(long, value_name = "FILE")]
+    pub markdown_out: Option<PathBuf>,
     /// Exit 2 when there are changes, 0 when there are none, 1 on error.
     #[arg(long)]
     pub detailed_exitcode: bool,
@@ -354,6 +359,11 @@ fn plan_command(args: &PlanArgs, record: &mut RunRecord) -> anyhow::Result<i32> 
     record.planned_changes = Some(plan.changes.len());
     if let Some(out) = &args.out {
         plan.save(out)?;
+    }
+    if let Some(path) = &args.markdown_out {
+        std::fs::write(path, render::plan_markdown(&plan)).map_err(|e| {
+            anyhow::anyhow!("cannot write the markdown plan to {}: {e}", path.display())
+        })?;
     }
     if args.json {
         out(&format!(

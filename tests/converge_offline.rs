@@ -551,6 +551,48 @@ fn key_material_never_appears_in_plans() {
     }
 }
 
+/// `--markdown-out FILE` writes exactly what `--markdown` prints, beside
+/// the JSON on stdout (the Ansible module's one look at the host), and a
+/// path it cannot write is an error naming it.
+#[test]
+fn markdown_out_writes_the_markdown_plan_beside_the_json() {
+    let root = copy_root("debian12");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        "keys.yaml",
+        "timesync:\n  provider: chrony\n  keys:\n    - { id: 9, type: SHA256, secret: HEX:C0FFEEC0FFEE1234 }\n  sources:\n    - server: 192.0.2.1\n      key: 9\n",
+    );
+    let s = spec.display().to_string();
+    let r = root_arg(root.path());
+    let md = dir.path().join("plan.md");
+    let m = md.display().to_string();
+    let out = timectl(&["plan", &s, "--root", &r, "--json", "--markdown-out", &m]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+    assert!(!json["changes"].as_array().unwrap().is_empty());
+    let written = std::fs::read_to_string(&md).unwrap();
+    let printed = timectl(&["plan", &s, "--root", &r, "--markdown"]);
+    assert_eq!(written, text(&printed).0);
+    assert!(written.contains("(sensitive)") && !written.contains("C0FFEE"));
+    let bad = dir.path().join("no-such-dir/plan.md");
+    let out = timectl(&[
+        "plan",
+        &s,
+        "--root",
+        &r,
+        "--markdown-out",
+        &bad.display().to_string(),
+    ]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the markdown plan to") && stderr.contains("no-such-dir"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn debian_edit_mode_keeps_the_admins_file_and_converges() {
     let root = copy_root("debian12");

@@ -203,10 +203,11 @@ binary:
   description: >-
     The timectl executable used on the target: C(path), and C(installed) (the
     action plugin copied it to O(timectl_path)) or C(temporary) (copied to a
-    temporary directory, in check mode).
+    temporary directory, in check mode); when it was copied, C(compressed)
+    (sent gzip-compressed) and C(seconds) (transfer and install).
   returned: when the action plugin manages the binary
   type: dict
-  sample: {"path": "/usr/local/bin/timectl", "installed": false, "temporary": false}
+  sample: {"path": "/usr/local/bin/timectl", "installed": true, "temporary": false, "compressed": true, "seconds": 0.41}
 stdout:
   description: What timectl printed on stdout in the last command.
   returned: on failure
@@ -356,15 +357,16 @@ def main():
                 f.write(p["content"].encode("utf-8", "surrogateescape"))
 
         planfile = os.path.join(workdir, "plan.timectl")
-        rc, out, err = _run(module, [timectl, "plan", name, "--json", "--out", planfile] + root_args, workdir)
+        mdfile = os.path.join(workdir, "plan.md")
+        # One look at the host: the JSON, the saved plan and the markdown.
+        rc, out, err = _run(module, [timectl, "plan", name, "--json", "--out", planfile,
+                                     "--markdown-out", mdfile] + root_args, workdir)
         if rc != 0:
             module.fail_json(msg="timectl plan failed: {0}".format(err.strip() or out.strip()),
                              rc=rc, stdout=out, stderr=err, **result)
         plan = _json(module, "timectl plan --json", rc, out, err)
-        rc, markdown, err = _run(module, [timectl, "plan", name, "--markdown"] + root_args, workdir)
-        if rc != 0:
-            module.fail_json(msg="timectl plan --markdown failed: {0}".format(err.strip()),
-                             rc=rc, stdout=markdown, stderr=err, plan=plan, **result)
+        with open(mdfile, "rb") as f:
+            markdown = f.read().decode("utf-8", "surrogateescape")
         steps = [c.get("summary", "") for c in plan.get("changes") or []]
         result.update(plan=plan, plan_markdown=markdown, steps=steps, changed=bool(steps))
         if module._diff:
