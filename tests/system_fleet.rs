@@ -59,6 +59,15 @@ fn state_vars_without_verify(maxpoll: i32) -> String {
     )
 }
 
+/// The same job on timectl's default, the embedded engine (`timectl
+/// daemon` as a systemd service: no package to install), with verify.
+fn state_vars_embedded() -> String {
+    format!(
+        "{}    verify: {{ synchronized: true, within: 30s, maxOffset: 100ms }}\n",
+        state_vars_without_verify(0).replace("provider: chrony", "provider: embedded")
+    )
+}
+
 /// What a run must not change (check mode) or must put back (rollback):
 /// daemons' packages and units, the config files, timectl's own state.
 fn host_state(h: &FleetHost) -> BTreeMap<String, String> {
@@ -186,9 +195,18 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
     let apply = fleet.playbook(&["playbook.yml", "-e@v1.yml"]);
     record_timing("fleet: ansible-playbook apply (3 hosts)", apply.took);
     assert!(apply.success(), "apply failed:\n{}", apply.context());
+    // The binary travelled gzip-compressed and arrived byte for byte.
+    let wanted = sha256_of(&support::fleet::timectl_binary());
     for h in &fleet.hosts {
         assert_eq!(apply.recap(&h.name, "changed"), 1, "{}", apply.context());
         let c = &h.container;
+        let out = c.exec(&["sha256sum", "/usr/local/bin/timectl"]);
+        assert_eq!(
+            text(&out.stdout).split_whitespace().next(),
+            Some(wanted.as_str()),
+            "{}: the installed timectl is not the controller's",
+            h.name
+        );
         assert_eq!(
             c.unit_property("chrony.service", "ActiveState"),
             "active",
@@ -379,6 +397,7 @@ fn bench_tool(
         state_vars_without_verify(0),
     )
     .unwrap();
+    std::fs::write(fleet.dir().join("v1-embedded.yml"), state_vars_embedded()).unwrap();
     if let Some(role) = std::env::var_os("TIMECTL_TIMESYNC_ROLE") {
         std::fs::create_dir_all(fleet.dir().join("roles")).unwrap();
         std::os::unix::fs::symlink(role, fleet.dir().join("roles/timesync")).unwrap();
@@ -483,6 +502,15 @@ fn ansible_bench_timectl_vs_timesync_role() {
         &[],
         &mut rows,
     );
+    // timectl's default: the embedded engine, nothing to install but
+    // timectl itself.
+    bench_tool(
+        "timectl module, embedded",
+        PLAYBOOK,
+        &["-e@v1-embedded.yml"],
+        &[],
+        &mut rows,
+    );
     // Ansible's apt module needs python3-apt on the host (the image has it
     // in its offline repository, not installed); timectl does not.
     bench_tool(
@@ -493,7 +521,7 @@ fn ansible_bench_timectl_vs_timesync_role() {
         &mut rows,
     );
     let mut table = String::from(
-        "| run (3 hosts) | timectl module | timectl module, no verify | timesync role | ratio | ratio, no verify |\n|---|---|---|---|---|---|\n",
+        "| run (3 hosts) | timectl module (chrony) | timectl module (chrony), no verify | timectl module (embedded engine) | timesync role (chrony) | ratio | ratio, no verify | ratio, embedded |\n|---|---|---|---|---|---|---|---|\n",
     );
     let runs: Vec<&str> = rows
         .iter()
@@ -508,17 +536,21 @@ fn ansible_bench_timectl_vs_timesync_role() {
     for run in runs {
         let t = find("timectl module", run);
         let n = find("timectl module, no verify", run);
+        let e = find("timectl module, embedded", run);
         let l = find("timesync role", run);
         table.push_str(&format!(
-            "| {run} | {:.2} s, {} | {:.2} s, {} | {:.2} s, {} | {:.1}x | {:.1}x |\n",
+            "| {run} | {:.2} s, {} | {:.2} s, {} | {:.2} s, {} | {:.2} s, {} | {:.1}x | {:.1}x | {:.1}x |\n",
             t.seconds,
             t.result,
             n.seconds,
             n.result,
+            e.seconds,
+            e.result,
             l.seconds,
             l.result,
             l.seconds / t.seconds,
-            l.seconds / n.seconds
+            l.seconds / n.seconds,
+            l.seconds / e.seconds
         ));
     }
     for r in rows
@@ -546,4 +578,22 @@ fn example_playbook_spec_is_valid() {
         .output()
         .expect("run timectl validate");
     assert!(out.status.success(), "{out:?}");
+}
+
+/// SHA-256 of a controller file, by sha256sum (hex).
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("run sha256sum");
+    assert!(
+        out.status.success(),
+        "sha256sum {}: {out:?}",
+        path.display()
+    );
+    text(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
