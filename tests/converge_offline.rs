@@ -502,15 +502,15 @@ fn json_plan_is_versioned_and_counts_changes() {
     assert!(json["fingerprint"].as_str().unwrap().len() == 64);
 }
 
+/// A chrony spec with a symmetric key: its secret (C0FFEE...) must never
+/// reach a plan, a report or the journal.
+const KEYS_SPEC: &str = "timesync:\n  provider: chrony\n  keys:\n    - { id: 9, type: SHA256, secret: HEX:C0FFEEC0FFEE1234 }\n  sources:\n    - server: 192.0.2.1\n      key: 9\n";
+
 #[test]
 fn key_material_never_appears_in_plans() {
     let root = copy_root("debian12");
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
-        dir.path(),
-        "keys.yaml",
-        "timesync:\n  provider: chrony\n  keys:\n    - { id: 9, type: SHA256, secret: HEX:C0FFEEC0FFEE1234 }\n  sources:\n    - server: 192.0.2.1\n      key: 9\n",
-    );
+    let spec = write_spec(dir.path(), "keys.yaml", KEYS_SPEC);
     let s = spec.display().to_string();
     let r = root_arg(root.path());
     for args in [
@@ -558,11 +558,7 @@ fn key_material_never_appears_in_plans() {
 fn markdown_out_writes_the_markdown_plan_beside_the_json() {
     let root = copy_root("debian12");
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
-        dir.path(),
-        "keys.yaml",
-        "timesync:\n  provider: chrony\n  keys:\n    - { id: 9, type: SHA256, secret: HEX:C0FFEEC0FFEE1234 }\n  sources:\n    - server: 192.0.2.1\n      key: 9\n",
-    );
+    let spec = write_spec(dir.path(), "keys.yaml", KEYS_SPEC);
     let s = spec.display().to_string();
     let r = root_arg(root.path());
     let md = dir.path().join("plan.md");

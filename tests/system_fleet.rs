@@ -27,6 +27,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use sha2::{Digest, Sha256};
+use support::container::Container;
 use support::fleet::{Fleet, FleetHost, PlaybookRun};
 use support::live::{chrony_selected, hand_configured_chrony, loopback_peer, text};
 use support::{record_figure, record_timing, wait_for};
@@ -62,10 +64,7 @@ fn state_vars_without_verify(maxpoll: i32) -> String {
 /// The same job on timectl's default, the embedded engine (`timectl
 /// daemon` as a systemd service: no package to install), with verify.
 fn state_vars_embedded() -> String {
-    format!(
-        "{}    verify: {{ synchronized: true, within: 30s, maxOffset: 100ms }}\n",
-        state_vars_without_verify(0).replace("provider: chrony", "provider: embedded")
-    )
+    state_vars(0, "30s").replace("provider: chrony", "provider: embedded")
 }
 
 /// What a run must not change (check mode) or must put back (rollback):
@@ -91,18 +90,9 @@ fn host_state(h: &FleetHost) -> BTreeMap<String, String> {
         "/etc/ntpsec/ntp.conf",
         "/usr/local/bin/timectl",
     ] {
-        let out = c.exec(&["sha256sum", f]);
         s.insert(
             format!("file {f}"),
-            if out.status.success() {
-                text(&out.stdout)
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            } else {
-                "absent".to_string()
-            },
+            host_sha256(c, f).unwrap_or_else(|| "absent".to_string()),
         );
     }
     let out = c.exec(&["sh", "-c", "ls /var/lib/timectl/runs 2>/dev/null | wc -l"]);
@@ -196,13 +186,13 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
     record_timing("fleet: ansible-playbook apply (3 hosts)", apply.took);
     assert!(apply.success(), "apply failed:\n{}", apply.context());
     // The binary travelled gzip-compressed and arrived byte for byte.
-    let wanted = sha256_of(&support::fleet::timectl_binary());
+    let binary = std::fs::read(support::fleet::timectl_binary()).expect("read timectl");
+    let wanted = hex::encode(Sha256::digest(&binary));
     for h in &fleet.hosts {
         assert_eq!(apply.recap(&h.name, "changed"), 1, "{}", apply.context());
         let c = &h.container;
-        let out = c.exec(&["sha256sum", "/usr/local/bin/timectl"]);
         assert_eq!(
-            text(&out.stdout).split_whitespace().next(),
+            host_sha256(c, "/usr/local/bin/timectl").as_deref(),
             Some(wanted.as_str()),
             "{}: the installed timectl is not the controller's",
             h.name
@@ -580,20 +570,16 @@ fn example_playbook_spec_is_valid() {
     assert!(out.status.success(), "{out:?}");
 }
 
-/// SHA-256 of a controller file, by sha256sum (hex).
-fn sha256_of(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("run sha256sum");
-    assert!(
-        out.status.success(),
-        "sha256sum {}: {out:?}",
-        path.display()
-    );
-    text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
+/// SHA-256 (hex) of a file on a host, None if it cannot be read.
+fn host_sha256(c: &Container, path: &str) -> Option<String> {
+    let out = c.exec(&["sha256sum", path]);
+    out.status
+        .success()
+        .then(|| {
+            text(&out.stdout)
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .flatten()
 }

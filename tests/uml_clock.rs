@@ -783,26 +783,19 @@ fn figures(daemon: Daemon, phase: &Phase, run: &PhaseRun) -> Figures {
         Some(i) => run.actions.get(i).map_or(f64::INFINITY, |(t, _)| *t),
         None => 0.0,
     };
-    let judged: Vec<(f64, f64, Option<f64>)> = run
+    // (time, judge, status offset, judge's error bound)
+    let judged: Vec<(f64, f64, Option<f64>, f64)> = run
         .samples
         .iter()
-        .filter_map(|s| s.judge.map(|j| (s.t, j, s.status_offset)))
+        .filter_map(|s| s.judge.map(|j| (s.t, j, s.status_offset, s.judge_bound)))
         .collect();
-    let bounds: Vec<f64> = run
-        .samples
-        .iter()
-        .filter(|s| s.judge.is_some())
-        .map(|s| s.judge_bound)
-        .collect();
-    let after: Vec<&(f64, f64, Option<f64>)> =
-        judged.iter().filter(|(t, _, _)| *t >= from).collect();
-    // `after` is a suffix of `judged` (times increase).
-    let first_after = judged.len() - after.len();
+    let after: Vec<&(f64, f64, Option<f64>, f64)> =
+        judged.iter().filter(|(t, ..)| *t >= from).collect();
     // The first sample from which on every sample is below SETTLED, give or
     // take the judge's own error bound.
     let mut settle_index = None;
     for i in (0..after.len()).rev() {
-        if after[i].1.abs() - bounds[first_after + i] < SETTLED {
+        if after[i].1.abs() - after[i].3 < SETTLED {
             settle_index = Some(i);
         } else {
             break;
@@ -813,8 +806,8 @@ fn figures(daemon: Daemon, phase: &Phase, run: &PhaseRun) -> Figures {
     let third_from = end - (end - from.min(end)) / 3.0;
     let mut last_third: Vec<f64> = after
         .iter()
-        .filter(|(t, _, _)| *t >= third_from)
-        .map(|(_, j, _)| j.abs())
+        .filter(|(t, ..)| *t >= third_from)
+        .map(|(_, j, ..)| j.abs())
         .collect();
     let max = last_third.iter().copied().fold(0.0, f64::max);
     let med = median(&mut last_third);
@@ -827,25 +820,19 @@ fn figures(daemon: Daemon, phase: &Phase, run: &PhaseRun) -> Figures {
             .unwrap_or(0),
         Daemon::Chronyd => run.log.matches("stepped by").count() as u32,
     };
-    let disagreement = |less_bound: bool| match (daemon, settle_index) {
+    // Max |status - judge| once settled, less `allow` times each reading's
+    // error bound (0: the raw figure, 1: what STATUS_AGREEMENT checks).
+    let disagreement = |allow: f64| match (daemon, settle_index) {
         (Daemon::Engine, Some(i)) => Some(
             after[i..]
                 .iter()
-                .enumerate()
-                .filter_map(|(k, (_, j, s))| {
-                    let bound = if less_bound {
-                        bounds[first_after + i + k]
-                    } else {
-                        0.0
-                    };
-                    s.map(|s| ((s - j).abs() - bound).max(0.0))
-                })
+                .filter_map(|(_, j, s, bound)| s.map(|s| ((s - j).abs() - allow * bound).max(0.0)))
                 .fold(0.0, f64::max),
         ),
         _ => None,
     };
-    let status_vs_judge = disagreement(false);
-    let status_vs_judge_beyond_bound = disagreement(true);
+    let status_vs_judge = disagreement(0.0);
+    let status_vs_judge_beyond_bound = disagreement(1.0);
     let holdover_max = run
         .actions
         .iter()
@@ -853,8 +840,8 @@ fn figures(daemon: Daemon, phase: &Phase, run: &PhaseRun) -> Figures {
         .map(|(t0, _)| {
             judged
                 .iter()
-                .filter(|(t, _, _)| t >= t0)
-                .map(|(_, j, _)| j.abs())
+                .filter(|(t, ..)| t >= t0)
+                .map(|(_, j, ..)| j.abs())
                 .fold(0.0, f64::max)
         });
     // Past zero before settling (afterwards every sample is < 1 ms anyway).
@@ -862,8 +849,8 @@ fn figures(daemon: Daemon, phase: &Phase, run: &PhaseRun) -> Figures {
     let overshoot = (phase.start_offset != 0.0 && phase.actions.is_empty()).then(|| {
         judged
             .iter()
-            .filter(|(t, _, _)| *t < settled_at)
-            .map(|(_, j, _)| -j * phase.start_offset.signum())
+            .filter(|(t, ..)| *t < settled_at)
+            .map(|(_, j, ..)| -j * phase.start_offset.signum())
             .fold(0.0, f64::max)
     });
     Figures {
@@ -1308,42 +1295,54 @@ fn bench_figures_from_a_console() {
     );
 }
 
+/// The figures of one made-up engine phase that starts at t = 10 s: one
+/// (judge, judge round trip, status offset) per sample, 5 s apart from
+/// t = 11 (a status line follows its judge reading when given).
+fn figures_of(samples: &[(f64, f64, Option<f64>)]) -> Figures {
+    let line = |at: f64, text: &str| ConsoleLine {
+        at: Duration::from_secs_f64(at),
+        text: text.to_string(),
+    };
+    let mut console = vec![
+        line(1.0, "@@ READY"),
+        line(2.0, "@@ PHASE start +0.5 s"),
+        line(2.1, "@@ JUDGE 0.5 0.0003 4"),
+        line(10.0, "@@ DAEMON_START"),
+    ];
+    for (i, (judge, delay, status)) in samples.iter().enumerate() {
+        let t = 11.0 + 5.0 * i as f64;
+        console.push(line(t, &format!("@@ JUDGE {judge} {delay} 4")));
+        if let Some(status) = status {
+            console.push(line(
+                t + 0.2,
+                &format!("@@ STATUS {{\"offset_seconds\": {status}, \"steps\": 0}}"),
+            ));
+        }
+    }
+    console.push(line(40.0, "@@ END"));
+    let phases = parse_console(Daemon::Engine, &console, "");
+    figures(
+        Daemon::Engine,
+        &Phase::new("start +0.5 s", 0.5, 45),
+        &phases[0],
+    )
+}
+
 /// Settling allows for the judge's own error bound (half its round trip):
 /// a 1.1 ms reading with a 0.4 ms round trip may be 0.9 ms, one with a
 /// 0.1 ms round trip may not.
 #[test]
 fn settling_allows_for_the_judge_error_bound() {
+    // t = 1, 6, 11, 16: 0.4 s, 1.1 ms (round trip `delay`), then within 1 ms.
     let settle_with_delay = |delay: f64| {
-        let line = |at: f64, text: &str| ConsoleLine {
-            at: Duration::from_secs_f64(at),
-            text: text.to_string(),
-        };
-        let mut console = vec![
-            line(1.0, "@@ READY"),
-            line(2.0, "@@ PHASE start +0.5 s"),
-            line(2.1, "@@ JUDGE 0.5 0.0003 4"),
-            line(10.0, "@@ DAEMON_START"),
-        ];
-        // t = 1, 6, 11, 16: 0.4 s, 1.1 ms (round trip `delay`), then within 1 ms.
-        for (i, (j, d)) in [
-            (0.4, 0.0003),
-            (0.0011, delay),
-            (0.0003, 0.0003),
-            (0.0002, 0.0003),
-        ]
-        .iter()
-        .enumerate()
-        {
-            console.push(line(11.0 + 5.0 * i as f64, &format!("@@ JUDGE {j} {d} 4")));
-        }
-        console.push(line(40.0, "@@ END"));
-        let phases = parse_console(Daemon::Engine, &console, "");
-        let f = figures(
-            Daemon::Engine,
-            &Phase::new("start +0.5 s", 0.5, 45),
-            &phases[0],
-        );
-        f.settle.map(|s| s.round())
+        figures_of(&[
+            (0.4, 0.0003, None),
+            (0.0011, delay, None),
+            (0.0003, 0.0003, None),
+            (0.0002, 0.0003, None),
+        ])
+        .settle
+        .map(|s| s.round())
     };
     assert_eq!(settle_with_delay(0.0004), Some(6.0));
     assert_eq!(settle_with_delay(0.0001), Some(11.0));
@@ -1355,38 +1354,11 @@ fn settling_allows_for_the_judge_error_bound() {
 #[test]
 fn status_agreement_allows_for_the_judge_error_bound() {
     let figures_with_delay = |delay: f64| {
-        let line = |at: f64, text: &str| ConsoleLine {
-            at: Duration::from_secs_f64(at),
-            text: text.to_string(),
-        };
-        let mut console = vec![
-            line(1.0, "@@ READY"),
-            line(2.0, "@@ PHASE start +0.5 s"),
-            line(2.1, "@@ JUDGE 0.5 0.0003 4"),
-            line(10.0, "@@ DAEMON_START"),
-        ];
-        for (i, (judge, status, d)) in [
-            (0.0002, 0.0003, 0.0003),
-            (0.0002, 0.0013, delay),
-            (0.0001, 0.0002, 0.0003),
-        ]
-        .iter()
-        .enumerate()
-        {
-            let t = 11.0 + 5.0 * i as f64;
-            console.push(line(t, &format!("@@ JUDGE {judge} {d} 4")));
-            console.push(line(
-                t + 0.2,
-                &format!("@@ STATUS {{\"offset_seconds\": {status}, \"steps\": 0}}"),
-            ));
-        }
-        console.push(line(40.0, "@@ END"));
-        let phases = parse_console(Daemon::Engine, &console, "");
-        figures(
-            Daemon::Engine,
-            &Phase::new("start +0.5 s", 0.5, 45),
-            &phases[0],
-        )
+        figures_of(&[
+            (0.0002, 0.0003, Some(0.0003)),
+            (0.0002, delay, Some(0.0013)),
+            (0.0001, 0.0003, Some(0.0002)),
+        ])
     };
     let f = figures_with_delay(0.0004);
     assert!(
