@@ -221,12 +221,7 @@ fn main() {
         &format!("server 127.0.0.1 port {} iburst\n", peer.port),
         None,
     );
-    engine_support::wait_for("chronyd sync", Duration::from_secs(30), || {
-        c.sources()
-            .into_iter()
-            .any(|f| f.len() > 2 && f[1] == "*")
-            .then_some(())
-    });
+    c.wait_selected("chronyd sync", Duration::from_secs(30));
     let chrony_time = start.elapsed().as_secs_f64();
     times.sort_by(f64::total_cmp);
     println!("start to synchronised, one loopback peer, iburst, default minpoll 6");
@@ -482,12 +477,7 @@ fn nts_sync_times(ke_port: u16, pki: &BenchPki) -> NtsSync {
         ),
         None,
     );
-    engine_support::wait_for("chronyd NTS sync", Duration::from_secs(30), || {
-        c.sources()
-            .into_iter()
-            .any(|f| f.len() > 2 && f[1] == "*")
-            .then_some(())
-    });
+    c.wait_selected("chronyd NTS sync", Duration::from_secs(30));
     NtsSync {
         engine,
         chronyd: start.elapsed().as_secs_f64(),

@@ -227,6 +227,16 @@ impl Chronyd {
             .map(|l| l.split(',').map(str::to_owned).collect())
             .collect()
     }
+
+    /// Waits (up to `timeout`) until chronyd has selected a source (`*`).
+    pub fn wait_selected(&self, what: &str, timeout: Duration) {
+        wait_for(what, timeout, || {
+            self.sources()
+                .into_iter()
+                .any(|f| f.len() > 2 && f[1] == "*")
+                .then_some(())
+        });
+    }
 }
 
 /// The engine binary under test, always with `--no-clock-control` and
