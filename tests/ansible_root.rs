@@ -6,7 +6,11 @@
 //! message and changes nothing, `rollback: last` puts the root back.
 //!
 //! `install_binary: false`: the action plugin must not install timectl on
-//! this machine; the module runs the binary under test.
+//! this machine; the binary under test runs.
+//!
+//! Twice: with pipelining (the action plugin runs timectl itself with one
+//! shell command and builds the result on the controller) and without (the
+//! module runs on the target, as it does for `rollback` in both).
 //!
 //! #[ignore]d: needs ansible-core (ci/install-deps.sh); run with
 //! `sudo ci/system-tests.sh ansible`.
@@ -22,10 +26,11 @@ use support::fleet::ansible_venv;
 
 struct Local {
     dir: tempfile::TempDir,
+    pipelining: bool,
 }
 
 impl Local {
-    fn new() -> Local {
+    fn new(pipelining: bool) -> Local {
         let playbook = ansible_venv().join("bin/ansible-playbook");
         assert!(
             playbook.is_file(),
@@ -38,7 +43,7 @@ impl Local {
         std::fs::create_dir_all(&coll).unwrap();
         std::os::unix::fs::symlink(support::repo_root().join("ansible"), coll.join("timesync"))
             .unwrap();
-        Local { dir }
+        Local { dir, pipelining }
     }
 
     /// Runs one converge task with `args` (YAML, indented 8) in check mode
@@ -69,7 +74,11 @@ impl Local {
                 "ANSIBLE_PYTHON_INTERPRETER",
                 ansible_venv().join("bin/python3"),
             )
-            .env("TIMECTL_REVIEW_DIR", &review);
+            .env("TIMECTL_REVIEW_DIR", &review)
+            .env(
+                "ANSIBLE_PIPELINING",
+                if self.pipelining { "True" } else { "False" },
+            );
         if check {
             cmd.arg("--check");
         }
@@ -95,7 +104,16 @@ fn spec_args(root: &Path) -> String {
 #[test]
 #[ignore = "needs ansible-core from ci/install-deps.sh; run ci/system-tests.sh ansible"]
 fn ansible_module_on_an_offline_root() {
-    let local = Local::new();
+    module_on_an_offline_root(Local::new(true));
+}
+
+#[test]
+#[ignore = "needs ansible-core from ci/install-deps.sh; run ci/system-tests.sh ansible"]
+fn ansible_module_on_an_offline_root_without_pipelining() {
+    module_on_an_offline_root(Local::new(false));
+}
+
+fn module_on_an_offline_root(local: Local) {
     let root = util::copy_root("debian12");
     let original = util::snapshot(root.path());
 

@@ -42,6 +42,7 @@ const PLAYBOOK: &str = "---
       timectl.timesync.converge:
         state: \"{{ timesync_state }}\"
         spec_name: fleet.yaml
+        compress_binary: \"{{ compress_binary | default(false) }}\"
 ";
 
 /// The desired state (a vars file: `-e @FILE`), chrony on each host's
@@ -97,6 +98,17 @@ fn host_state(h: &FleetHost) -> BTreeMap<String, String> {
     }
     let out = c.exec(&["sh", "-c", "ls /var/lib/timectl/runs 2>/dev/null | wc -l"]);
     s.insert("timectl runs".into(), text(&out.stdout).trim().to_string());
+    // The action plugin's private directories (the desired state, the plan,
+    // in check mode the controller's binary) are gone after each run.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "ls -d /root/.ansible/tmp/timectl-ansible.* 2>/dev/null | wc -l",
+    ]);
+    s.insert(
+        "action plugin directories left".into(),
+        text(&out.stdout).trim().to_string(),
+    );
     s
 }
 
@@ -181,11 +193,12 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
         assert!(md.contains(&format!("`{}`", h.name)), "{md}");
     }
 
-    // 2. apply: all converge.
-    let apply = fleet.playbook(&["playbook.yml", "-e@v1.yml"]);
+    // 2. apply: all converge. The check run above sent the binary as it is
+    // (the default); this one sends it gzip-compressed.
+    let apply = fleet.playbook(&["playbook.yml", "-e@v1.yml", "-e", "compress_binary=true"]);
     record_timing("fleet: ansible-playbook apply (3 hosts)", apply.took);
     assert!(apply.success(), "apply failed:\n{}", apply.context());
-    // The binary travelled gzip-compressed and arrived byte for byte.
+    // The binary arrived byte for byte.
     let binary = std::fs::read(support::fleet::timectl_binary()).expect("read timectl");
     let wanted = hex::encode(Sha256::digest(&binary));
     for h in &fleet.hosts {
@@ -469,6 +482,46 @@ fn bench_tool(
 #[test]
 #[ignore = "benchmark: run ci/ansible-bench.sh (needs TIMECTL_TIMESYNC_ROLE)"]
 fn ansible_bench_timectl_vs_timesync_role() {
+    // TIMECTL_BENCH_ONLY=chrony,noverify,embedded,role (any of them): run
+    // only those columns and print their rows (no ratio table), for a quick
+    // look while working on the module.
+    let only = std::env::var("TIMECTL_BENCH_ONLY").ok();
+    if let Some(only) = only {
+        let mut rows = Vec::new();
+        for col in only.split(',').map(str::trim) {
+            match col {
+                "chrony" => bench_tool("timectl module", PLAYBOOK, &["-e@v1.yml"], &[], &mut rows),
+                "noverify" => bench_tool(
+                    "timectl module, no verify",
+                    PLAYBOOK,
+                    &["-e@v1-noverify.yml"],
+                    &[],
+                    &mut rows,
+                ),
+                "embedded" => bench_tool(
+                    "timectl module, embedded",
+                    PLAYBOOK,
+                    &["-e@v1-embedded.yml"],
+                    &[],
+                    &mut rows,
+                ),
+                "role" => bench_tool(
+                    "timesync role",
+                    ROLE_PLAYBOOK,
+                    &[],
+                    &["python3-apt"],
+                    &mut rows,
+                ),
+                other => panic!(
+                    "TIMECTL_BENCH_ONLY: unknown column {other:?} (chrony, noverify, embedded, role)"
+                ),
+            }
+        }
+        for r in &rows {
+            eprintln!("{}: {}: {:.2} s, {}", r.tool, r.run, r.seconds, r.result);
+        }
+        return;
+    }
     let role = std::env::var_os("TIMECTL_TIMESYNC_ROLE").unwrap_or_else(|| {
         panic!(
             "TIMECTL_TIMESYNC_ROLE is not set: point it at a checkout of \

@@ -24,7 +24,13 @@ description:
   - With C(--diff), every file the plan writes is shown as a unified diff and
     the other steps (services, packages, firewall) as a list.
   - The action plugin of the same name first makes sure the timectl binary on
-    the target is the controller's (see O(timectl_binary)).
+    the target is the controller's (see O(timectl_binary)). It then runs
+    timectl on the target with one shell command and builds this result on
+    the controller, so a converged host costs one remote command and the
+    target needs no Python. That needs a pipelining connection (the
+    desired state travels on the command's standard input, never in a
+    command line); without pipelining, and for O(rollback) and a C({arch})
+    binary path, this module runs on the target instead.
   - Facts are not needed (C(gather_facts=false) works), timectl detects the
     distribution, daemons and paths itself.
 author:
@@ -85,9 +91,9 @@ options:
         machine must match the target's.
       - Defaults to E(TIMECTL_BINARY), else C(timectl) on the controller's
         E(PATH).
-      - In check mode a missing or different binary is copied to Ansible's
-        temporary directory on the target and run from there, so nothing is
-        installed.
+      - In check mode a missing or different binary is copied to a private
+        directory under Ansible's C(remote_tmp) on the target, run from there
+        and removed, so nothing is installed.
     type: path
   install_binary:
     description:
@@ -95,6 +101,15 @@ options:
         when timectl is installed from a package (C(timectl_path=/usr/bin/timectl)).
     type: bool
     default: true
+  compress_binary:
+    description:
+      - Send the binary gzip-compressed (16 MB become about 6.6 MB) when the
+        target has C(gunzip). Worth it on links slower than about
+        500 Mbit/s; on a LAN unpacking costs more time than the bytes it
+        saves (see docs/benchmarks.md). SSH's own compression
+        (C(ansible_ssh_extra_args=-C)) is the other way to the same end.
+    type: bool
+    default: false
   review_dir:
     description:
       - A directory on the controller where the action plugin writes each
@@ -204,7 +219,8 @@ binary:
     The timectl executable used on the target: C(path), and C(installed) (the
     action plugin copied it to O(timectl_path)) or C(temporary) (copied to a
     temporary directory, in check mode); when it was copied, C(compressed)
-    (sent gzip-compressed) and C(seconds) (transfer and install).
+    (sent gzip-compressed) and C(seconds) (the remote command that received
+    and installed it, and ran timectl).
   returned: when the action plugin manages the binary
   type: dict
   sample: {"path": "/usr/local/bin/timectl", "installed": true, "temporary": false, "compressed": true, "seconds": 0.41}
@@ -224,58 +240,12 @@ import shutil
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.timectl.timesync.plugins.module_utils.timectl_converge import (
+    ARGUMENT_SPEC, MUTUALLY_EXCLUSIVE, REQUIRED_ONE_OF, TIMECTL_ENV, converge_result, spec_bytes, spec_name)
 
 
 def _run(module, argv, cwd):
-    env = {"NO_COLOR": "1", "LC_ALL": "C.UTF-8"}
-    return module.run_command(argv, cwd=cwd, environ_update=env)
-
-
-def _json(module, what, rc, out, err):
-    try:
-        return json.loads(out)
-    except ValueError:
-        module.fail_json(
-            msg="{0} printed no JSON (exit {1}): {2}".format(what, rc, (err or out).strip()),
-            rc=rc, stdout=out, stderr=err,
-        )
-
-
-def _diffs(plan):
-    """Ansible diffs for a plan: the list of steps, then one per file.
-
-    timectl's plan JSON carries unified diffs (no whole before/after
-    contents: they can hold key material), so they are handed to Ansible
-    ready-made (``prepared``), which its callbacks print as they are."""
-    changes = plan.get("changes") or []
-    if not changes:
-        return []
-    marks = {"add": "+", "change": "~", "remove": "-"}
-    lines = []
-    for n, change in enumerate(changes, 1):
-        lines.append("{0} {1:2d}. {2}".format(
-            marks.get(change.get("kind"), "~"), n, change.get("summary", "")))
-        if change.get("reason"):
-            lines.append("       because {0}".format(change["reason"]))
-    summary = plan.get("summary") or {}
-    head = "timectl plan: {0} to add, {1} to change, {2} to remove".format(
-        summary.get("add", 0), summary.get("change", 0), summary.get("remove", 0))
-    diffs = [{"prepared": head + "\n" + "\n".join(lines) + "\n"}]
-    for change in changes:
-        text = change.get("diff")
-        if not text:
-            continue
-        if change.get("sensitive"):
-            text = "--- {0}\n+++ {0} (desired)\n(sensitive: not shown)\n".format(
-                change.get("resource", "").split(":", 1)[-1])
-        diffs.append({"prepared": text if text.endswith("\n") else text + "\n"})
-    return diffs
-
-
-def _rollback_info(report):
-    undone = [s.get("summary") for s in report.get("steps") or [] if s.get("status") == "undone"]
-    not_restored = report.get("not_restored") or []
-    return {"complete": not not_restored, "undone": undone, "not_restored": not_restored}
+    return module.run_command(argv, cwd=cwd, environ_update=TIMECTL_ENV)
 
 
 def _do_rollback(module, timectl, root_args, workdir, result):
@@ -284,7 +254,11 @@ def _do_rollback(module, timectl, root_args, workdir, result):
         rc, out, err = _run(module, [timectl, "runs", "--json"] + root_args, workdir)
         if rc != 0:
             module.fail_json(msg="timectl runs failed: {0}".format(err.strip()), rc=rc, stdout=out, stderr=err, **result)
-        runs = _json(module, "timectl runs --json", rc, out, err)
+        try:
+            runs = json.loads(out)
+        except ValueError:
+            module.fail_json(msg="timectl runs --json printed no JSON (exit {0}): {1}".format(
+                rc, (err or out).strip()), rc=rc, stdout=out, stderr=err, **result)
         result.update(changed=True, outcome="planned", runs=runs if isinstance(runs, list) else [runs])
         module.exit_json(**result)
     argv = [timectl, "rollback"]
@@ -305,20 +279,9 @@ def _do_rollback(module, timectl, root_args, workdir, result):
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="dict"),
-            src=dict(type="path"),
-            content=dict(type="str", no_log=True),
-            spec_name=dict(type="str"),
-            root=dict(type="path"),
-            rollback=dict(type="str"),
-            timectl_path=dict(type="path", default="/usr/local/bin/timectl"),
-            timectl_binary=dict(type="path"),
-            install_binary=dict(type="bool", default=True),
-            review_dir=dict(type="path"),
-        ),
-        mutually_exclusive=[("state", "src", "content", "rollback")],
-        required_one_of=[("state", "src", "content", "rollback")],
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=MUTUALLY_EXCLUSIVE,
+        required_one_of=REQUIRED_ONE_OF,
         supports_check_mode=True,
     )
     p = module.params
@@ -335,73 +298,40 @@ def main():
             _do_rollback(module, timectl, root_args, workdir, result)
 
         if p["src"] is not None and p["content"] is None:
-            # src reached the module without the action plugin (ansible.legacy
-            # call, or the file is on the target): read it on the target.
+            # src reached the module without the action plugin (the file is
+            # on the target): read it there.
             try:
                 with open(p["src"], "rb") as f:
                     p["content"] = f.read().decode("utf-8", "surrogateescape")
             except (IOError, OSError) as e:
                 module.fail_json(msg="cannot read src {0}: {1}".format(p["src"], e))
-        name = p["spec_name"] or (os.path.basename(p["src"]) if p["src"] else "ansible.yaml")
-        if "/" in name or name in ("", ".", ".."):
-            module.fail_json(msg="spec_name must be a plain file name: {0!r}".format(name))
+        try:
+            name = spec_name(p["spec_name"], p["src"])
+        except ValueError as e:
+            module.fail_json(msg=str(e))
         # Always the same name, in a directory of its own: timectl writes the
         # spec's path into the headers of the files it manages, so a random
         # name would change them on every run.
-        spec = os.path.join(workdir, name)
-        with open(spec, "wb") as f:
-            if p["state"] is not None:
-                # JSON is YAML: timectl validates it like its own files.
-                f.write(json.dumps(p["state"], indent=2, sort_keys=True).encode("utf-8"))
-            else:
-                f.write(p["content"].encode("utf-8", "surrogateescape"))
+        with open(os.path.join(workdir, name), "wb") as f:
+            f.write(spec_bytes(p["state"], p["content"]))
 
         planfile = os.path.join(workdir, "plan.timectl")
         mdfile = os.path.join(workdir, "plan.md")
         # One look at the host: the JSON, the saved plan and the markdown.
-        rc, out, err = _run(module, [timectl, "plan", name, "--json", "--out", planfile,
-                                     "--markdown-out", mdfile] + root_args, workdir)
-        if rc != 0:
-            module.fail_json(msg="timectl plan failed: {0}".format(err.strip() or out.strip()),
-                             rc=rc, stdout=out, stderr=err, **result)
-        plan = _json(module, "timectl plan --json", rc, out, err)
-        with open(mdfile, "rb") as f:
-            markdown = f.read().decode("utf-8", "surrogateescape")
-        steps = [c.get("summary", "") for c in plan.get("changes") or []]
-        result.update(plan=plan, plan_markdown=markdown, steps=steps, changed=bool(steps))
-        if module._diff:
-            result["diff"] = _diffs(plan)
-        if plan.get("blockers"):
-            module.fail_json(msg="timectl cannot plan this host: {0}".format("; ".join(plan["blockers"])),
-                             outcome="blocked", **result)
-        if module.check_mode:
-            result["outcome"] = "planned"
-            module.exit_json(**result)
-
-        # Apply exactly the plan shown: timectl refuses a saved plan if the
-        # host changed since it was made.
-        rc, out, err = _run(module, [timectl, "apply", planfile, "--yes", "--json"] + root_args, workdir)
-        try:
-            report = json.loads(out)
-        except ValueError:
-            report = None
-        if report is None:
-            module.fail_json(msg="timectl apply failed before making a report (exit {0}): {1}".format(
-                rc, err.strip() or out.strip()), rc=rc, stdout=out, stderr=err, **result)
-        outcome = report.get("outcome", "")
-        result.update(report=report, outcome=outcome)
-        if rc != 0 or outcome not in ("converged", "no-changes"):
-            rollback = _rollback_info(report)
-            reason = report.get("error") or (report.get("verify") or {}).get("detail") or err.strip()
-            msg = "timectl apply {0}: {1}".format(outcome or "failed", reason)
-            if outcome in ("rolled-back", "rollback-incomplete"):
-                msg += "; rolled back {0} step(s){1}".format(
-                    len(rollback["undone"]),
-                    "" if rollback["complete"] else ", NOT restored: " + "; ".join(
-                        str(x) for x in rollback["not_restored"]))
-            result["changed"] = bool(outcome == "rollback-incomplete")
-            module.fail_json(msg=msg, rc=rc, rollback=rollback, stderr=err, **result)
-        result["changed"] = outcome == "converged"
+        plan_run = _run(module, [timectl, "plan", name, "--json", "--out", planfile,
+                                 "--markdown-out", mdfile] + root_args, workdir)
+        markdown = None
+        if os.path.exists(mdfile):
+            with open(mdfile, "rb") as f:
+                markdown = f.read().decode("utf-8", "surrogateescape")
+        apply_run = None
+        if plan_run[0] == 0 and not module.check_mode:
+            # Apply exactly the plan shown: timectl refuses a saved plan if
+            # the host changed since it was made (or if it has blockers).
+            apply_run = _run(module, [timectl, "apply", planfile, "--yes", "--json"] + root_args, workdir)
+        result = converge_result(plan_run, markdown, module.check_mode, module._diff, apply_run)
+        if result.pop("failed", False):
+            module.fail_json(**result)
         module.exit_json(**result)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
