@@ -107,6 +107,13 @@ fn assert_syscall_filter(c: &Container) {
     assert!(seccomp.contains("\nSeccomp:\t2\n"), "{seccomp}");
 }
 
+/// How many times systemd reloaded, by its journal (systemd 252 logs
+/// "Reloading." without saying who asked).
+fn systemd_reloads(c: &Container) -> usize {
+    let log = c.exec_ok(&["journalctl", "--no-pager", "-o", "cat", "_PID=1"]);
+    log.lines().filter(|l| *l == "Reloading.").count()
+}
+
 /// chrony configured by hand and synchronised (live::hand_configured_chrony),
 /// running and enabled.
 fn chrony_running_by_hand(c: &Container) {
@@ -187,8 +194,27 @@ fn embedded_replaces_running_chrony() {
         ]
     );
 
+    let reloads_before = systemd_reloads(&c);
     let applied = converge(&c, &spec, "chrony running -> embedded engine");
     assert_verified(&applied);
+    // disable, write the unit, enable, start: systemd reloads once, before
+    // the start, not after each unit-file change (0.2 s each here). Nothing
+    // else reloads systemd in the container meanwhile; journald may take a
+    // moment to write the line.
+    let reloads = wait_for(
+        "systemd's journal to show the apply's reload",
+        Duration::from_secs(10),
+        || match systemd_reloads(&c) - reloads_before {
+            0 => Err("no reload yet".to_string()),
+            n => Ok(n),
+        },
+    );
+    assert_eq!(
+        reloads,
+        1,
+        "systemd reloads during the apply: {}",
+        applied.context()
+    );
     assert_eq!(
         unit(&c, "chrony.service"),
         ("inactive".into(), "disabled".into())
