@@ -97,7 +97,7 @@ fi
 # (tests/*.rs); benches and examples have no system tests.
 phase "cargo build (tests)" cargo test --tests --no-run --quiet
 rc=0
-phase "ignored tests" cargo test --tests -- --ignored --test-threads=1 --skip uml_bench_ --skip ansible_bench_ "$@" || rc=1
+phase "ignored tests" cargo test --tests --no-fail-fast -- --ignored --test-threads=1 --skip uml_bench_ --skip ansible_bench_ "$@" || rc=1
 phase "uml clock bench" cargo test --test uml_clock -- --ignored \
     --test-threads="${TIMECTL_UML_BENCH_THREADS:-2}" "$@" || rc=1
 exit $rc

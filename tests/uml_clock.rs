@@ -3,7 +3,8 @@
 //! side, in the same scenario at the same time, against a reference chronyd
 //! serving this machine's clock (or, for the frequency scenarios, an
 //! undisciplined reference kernel whose clock runs at a preset rate); an
-//! independent judge inside each UML (best of four SNTP exchanges with a
+//! independent judge inside each UML (best of four SNTP exchanges, up to
+//! twelve while none has a round trip under 1 ms, with a
 //! second reference, cross-checked with ntpdig) measures the true offset
 //! every ~5 s.
 //!
@@ -1083,7 +1084,7 @@ fn write_outputs(scenario: &Scenario, rows: &str, runs: &[DaemonRun]) {
     let mut combined = String::from(
         "Real-kernel clock bench (tests/uml_clock.rs): engine and chronyd 4.3 side by side, \
          each disciplining its own User-Mode Linux kernel clock against the same kind of reference; \
-         offsets by an independent judge inside each UML every ~5 s (best of 4 SNTP exchanges, \
+         offsets by an independent judge inside each UML every ~5 s (best of 4 SNTP exchanges, up to 12 on a busy host, \
          cross-checked with ntpdig). Settled: every later sample < 1 ms; final: the last third \
          of the phase (or of the time after the disturbance).\n\n",
     );

@@ -16,8 +16,9 @@
 //! the daemon under test has to learn and cannot reset.
 //!
 //! The judge is `clock.py judge` inside UML: four SNTP exchanges 50 ms
-//! apart, the one with the smallest round trip wins (prints local minus
-//! reference and the delay); `ntpdig` (`ntpdig_check`) cross-checks it.
+//! apart (up to twelve while none took under 1 ms, on a busy host), the one
+//! with the smallest round trip wins (prints local minus reference and the
+//! delay); `ntpdig` (`ntpdig_check`) cross-checks it.
 //!
 //! It then starts `linux.uml` inside that namespace with the host's root as
 //! hostfs and a generated init script as PID 1: UML networking comes up as
@@ -700,7 +701,8 @@ unset CI TIMECTL_NO_CLOCK_CONTROL
 say() {{ echo "@@ $*"; }}
 # Whole seconds since UML booted (no fork).
 now_s() {{ read -r up _rest </proc/uptime; NOW=${{up%.*}}; }}
-# The judge: best of 4 SNTP exchanges with the judge's reference; prints
+# The judge: best of 4 SNTP exchanges (up to 12 while none is under 1 ms)
+# with the judge's reference; prints
 # "@@ JUDGE <local - reference, s> <delay, s> <replies>".
 judge() {{ {PYTHON} "$BENCH/clock.py" judge {judge} 4; }}
 # The same with ntpdig (one exchange; its offset is reference - local), as a
@@ -780,10 +782,16 @@ def measure(addr, count):
     # smallest round-trip delay wins (UML scheduling adds delay, and with it
     # error, to some exchanges). Returns (local - server, delay, replies) in
     # seconds, or (None, errors, 0).
-    best, errors = None, []
-    for i in range(count):
+    # On a busy host every one of the `count` exchanges can be delayed:
+    # then up to 3 x count are made, stopping at the first round trip under
+    # 1 ms (the bench's MAX_JUDGE_DELAY).
+    best, errors, made = None, [], 0
+    for i in range(3 * count):
+        if i >= count and best is not None and best[1] < 1e6:
+            break
         if i:
             time.sleep(0.05)
+        made += 1
         # A fresh socket (port) per exchange: a late reply to an earlier
         # request can never be taken for this one's.
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -812,7 +820,7 @@ def measure(addr, count):
             best = (error, delay)
     if best is None:
         return None, "; ".join(errors), 0
-    return best[0] * 1e-9, best[1] * 1e-9, count - len(errors)
+    return best[0] * 1e-9, best[1] * 1e-9, made - len(errors)
 
 def judge(addr, count):
     error, delay, n = measure(addr, count)
