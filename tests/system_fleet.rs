@@ -9,6 +9,9 @@
 //! (127.0.0.1:11123, in the container's network namespace). The playbook's
 //! desired state is the same for all: chrony on that peer.
 //!
+//! 0. `--check` with `{arch}` in timectl_binary: the action plugin's
+//!    module path (probe, binary in a private directory, the module on the
+//!    target) plans every host and changes nothing;
 //! 1. `--check --diff` through examples/fleet-review.py: every host's plan
 //!    and diff is shown, the review document has three distinct plans, and
 //!    nothing on any host changed;
@@ -43,6 +46,7 @@ const PLAYBOOK: &str = "---
         state: \"{{ timesync_state }}\"
         spec_name: fleet.yaml
         compress_binary: \"{{ compress_binary | default(false) }}\"
+        timectl_binary: \"{{ timectl_binary | default(omit) }}\"
 ";
 
 /// The desired state (a vars file: `-e @FILE`), chrony on each host's
@@ -162,8 +166,43 @@ fn fleet_check_apply_idempotent_and_partial_rollback() {
     .unwrap();
     std::fs::write(fleet.dir().join("v2.yml"), state_vars(1, "8s")).unwrap();
 
-    // 1. check + diff, through the review script.
     let before: Vec<_> = fleet.hosts.iter().map(host_state).collect();
+
+    // 0. check mode the other way: with `{arch}` in timectl_binary (its
+    // SHA-256 needs the target's architecture first) the action plugin
+    // probes, copies the binary to a private directory and runs the module
+    // on the target, then removes the directory. Plans, changes nothing.
+    let arch_bin = fleet.dir().join("arch-bin");
+    std::fs::create_dir_all(&arch_bin).unwrap();
+    std::os::unix::fs::symlink(
+        support::fleet::timectl_binary(),
+        arch_bin.join(format!("timectl-{}", std::env::consts::ARCH)),
+    )
+    .unwrap();
+    let by_module = fleet.playbook(&[
+        "playbook.yml",
+        "-e@v1.yml",
+        "--check",
+        "-e",
+        &format!("timectl_binary={}/timectl-{{arch}}", arch_bin.display()),
+    ]);
+    assert!(
+        by_module.success(),
+        "check through the module failed:\n{}",
+        by_module.context()
+    );
+    for h in &fleet.hosts {
+        assert_eq!(
+            by_module.recap(&h.name, "changed"),
+            1,
+            "{}",
+            by_module.context()
+        );
+    }
+    let after: Vec<_> = fleet.hosts.iter().map(host_state).collect();
+    assert_eq!(before, after, "check mode (module path) changed a host");
+
+    // 1. check + diff, through the review script.
     let (check, md) = review(&fleet, "v1.yml", "review-before.md", &["--diff"]);
     record_timing(
         "fleet: ansible-playbook --check --diff (3 hosts)",
