@@ -208,8 +208,9 @@ class ActionModule(ActionBase):
                 raise AnsibleActionFail(to_native(e))
             spec = spec_bytes(args.get("state"), args.get("content"))
         # The fast path needs the desired state on the command's standard
-        # input, which only a pipelining connection gives.
-        if (spec is None or not self._is_pipelining_enabled("new")
+        # input, which only a pipelining connection gives (and an empty one
+        # would leave the command reading a terminal: the module reports it).
+        if (not spec or not self._is_pipelining_enabled("new")
                 or (manage and binary and "{arch}" in binary)):
             result.update(self._through_module(args, binary, manage, validated["compress_binary"], task_vars))
         else:
