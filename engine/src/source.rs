@@ -473,6 +473,19 @@ mod tests {
     }
 
     /// Polls once at `now` and answers from a perfect server.
+    /// A source polling between 2^minpoll and 2^maxpoll s, from time 0.
+    fn polling(minpoll: i8, maxpoll: i8, iburst: bool) -> Source {
+        Source::new(
+            SourceSettings {
+                minpoll: PollExponent::saturating(minpoll),
+                maxpoll: PollExponent::saturating(maxpoll),
+                iburst,
+                prefer: false,
+            },
+            0.0,
+        )
+    }
+
     fn exchange(s: &mut Source, now: f64, nonce: u64) -> ReplyOutcome {
         let n = NtpTimestamp(nonce);
         s.start_poll(now, n, local(now));
@@ -482,15 +495,7 @@ mod tests {
 
     #[test]
     fn iburst_then_regular_polls_and_reach() {
-        let mut s = Source::new(
-            SourceSettings {
-                minpoll: PollExponent::saturating(6),
-                maxpoll: PollExponent::saturating(10),
-                iburst: true,
-                prefer: false,
-            },
-            0.0,
-        );
+        let mut s = polling(6, 10, true);
         assert_eq!(s.next_poll(), Some(0.0));
         let mut now = 0.0;
         let mut times = vec![];
@@ -509,15 +514,7 @@ mod tests {
 
     #[test]
     fn reach_register_shifts_out_missed_polls_and_backs_off() {
-        let mut s = Source::new(
-            SourceSettings {
-                minpoll: PollExponent::saturating(4),
-                maxpoll: PollExponent::saturating(8),
-                iburst: false,
-                prefer: false,
-            },
-            0.0,
-        );
+        let mut s = polling(4, 8, false);
         assert!(matches!(exchange(&mut s, 0.0, 1), ReplyOutcome::Sample(_)));
         assert_eq!(s.reach(), 1);
         let mut now = s.next_poll().expect("scheduled");
@@ -547,15 +544,7 @@ mod tests {
 
     #[test]
     fn poll_rises_towards_maxpoll_when_stable() {
-        let mut s = Source::new(
-            SourceSettings {
-                minpoll: PollExponent::saturating(4),
-                maxpoll: PollExponent::saturating(6),
-                iburst: false,
-                prefer: false,
-            },
-            0.0,
-        );
+        let mut s = polling(4, 6, false);
         let mut now = 0.0;
         for i in 0..60 {
             exchange(&mut s, now, 10 + i);
@@ -566,15 +555,7 @@ mod tests {
 
     #[test]
     fn burst_and_settling_samples_do_not_raise_the_poll() {
-        let mut s = Source::new(
-            SourceSettings {
-                minpoll: PollExponent::saturating(6),
-                maxpoll: PollExponent::saturating(10),
-                iburst: true,
-                prefer: false,
-            },
-            0.0,
-        );
+        let mut s = polling(6, 10, true);
         // A burst and its settling polls: 16 good samples 2 s apart.
         let mut now = 0.0;
         for i in 0..16 {
@@ -599,15 +580,7 @@ mod tests {
 
     #[test]
     fn kiss_rate_backs_off_and_deny_stops() {
-        let mut s = Source::new(
-            SourceSettings {
-                minpoll: PollExponent::saturating(4),
-                maxpoll: PollExponent::saturating(10),
-                iburst: true,
-                prefer: false,
-            },
-            0.0,
-        );
+        let mut s = polling(4, 10, true);
         let n = NtpTimestamp(77);
         s.start_poll(0.0, n, local(0.0));
         let mut kod = reply(n, local(0.001), 8);
