@@ -521,40 +521,58 @@ fn bench_tool(
 #[test]
 #[ignore = "benchmark: run ci/ansible-bench.sh (needs TIMECTL_TIMESYNC_ROLE)"]
 fn ansible_bench_timectl_vs_timesync_role() {
+    // The columns: (TIMECTL_BENCH_ONLY key, tool, playbook, extra args,
+    // packages installed first).
+    // - "noverify": the role does not check synchronisation, so the same
+    //   job without verify;
+    // - "embedded": timectl's default, nothing to install but timectl;
+    // - "role": Ansible's apt module needs python3-apt on the host (the
+    //   image has it in its offline repository, not installed); timectl
+    //   does not.
+    type Column = (
+        &'static str,
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+    const COLUMNS: [Column; 4] = [
+        ("chrony", "timectl module", PLAYBOOK, &["-e@v1.yml"], &[]),
+        (
+            "noverify",
+            "timectl module, no verify",
+            PLAYBOOK,
+            &["-e@v1-noverify.yml"],
+            &[],
+        ),
+        (
+            "embedded",
+            "timectl module, embedded",
+            PLAYBOOK,
+            &["-e@v1-embedded.yml"],
+            &[],
+        ),
+        (
+            "role",
+            "timesync role",
+            ROLE_PLAYBOOK,
+            &[],
+            &["python3-apt"],
+        ),
+    ];
     // TIMECTL_BENCH_ONLY=chrony,noverify,embedded,role (any of them): run
     // only those columns and print their rows (no ratio table), for a quick
     // look while working on the module.
-    let only = std::env::var("TIMECTL_BENCH_ONLY").ok();
-    if let Some(only) = only {
+    if let Ok(only) = std::env::var("TIMECTL_BENCH_ONLY") {
         let mut rows = Vec::new();
-        for col in only.split(',').map(str::trim) {
-            match col {
-                "chrony" => bench_tool("timectl module", PLAYBOOK, &["-e@v1.yml"], &[], &mut rows),
-                "noverify" => bench_tool(
-                    "timectl module, no verify",
-                    PLAYBOOK,
-                    &["-e@v1-noverify.yml"],
-                    &[],
-                    &mut rows,
-                ),
-                "embedded" => bench_tool(
-                    "timectl module, embedded",
-                    PLAYBOOK,
-                    &["-e@v1-embedded.yml"],
-                    &[],
-                    &mut rows,
-                ),
-                "role" => bench_tool(
-                    "timesync role",
-                    ROLE_PLAYBOOK,
-                    &[],
-                    &["python3-apt"],
-                    &mut rows,
-                ),
-                other => panic!(
-                    "TIMECTL_BENCH_ONLY: unknown column {other:?} (chrony, noverify, embedded, role)"
-                ),
-            }
+        for key in only.split(',').map(str::trim) {
+            let (_, tool, playbook, extra, prep) = COLUMNS
+                .iter()
+                .find(|c| c.0 == key)
+                .unwrap_or_else(|| {
+                    panic!("TIMECTL_BENCH_ONLY: unknown column {key:?} (chrony, noverify, embedded, role)")
+                });
+            bench_tool(tool, playbook, extra, prep, &mut rows);
         }
         for r in &rows {
             eprintln!("{}: {}: {:.2} s, {}", r.tool, r.run, r.seconds, r.result);
@@ -575,33 +593,9 @@ fn ansible_bench_timectl_vs_timesync_role() {
         role.display()
     );
     let mut rows = Vec::new();
-    bench_tool("timectl module", PLAYBOOK, &["-e@v1.yml"], &[], &mut rows);
-    // The role does not check synchronisation: the same job without verify.
-    bench_tool(
-        "timectl module, no verify",
-        PLAYBOOK,
-        &["-e@v1-noverify.yml"],
-        &[],
-        &mut rows,
-    );
-    // timectl's default: the embedded engine, nothing to install but
-    // timectl itself.
-    bench_tool(
-        "timectl module, embedded",
-        PLAYBOOK,
-        &["-e@v1-embedded.yml"],
-        &[],
-        &mut rows,
-    );
-    // Ansible's apt module needs python3-apt on the host (the image has it
-    // in its offline repository, not installed); timectl does not.
-    bench_tool(
-        "timesync role",
-        ROLE_PLAYBOOK,
-        &[],
-        &["python3-apt"],
-        &mut rows,
-    );
+    for (_, tool, playbook, extra, prep) in COLUMNS {
+        bench_tool(tool, playbook, extra, prep, &mut rows);
+    }
     let mut table = String::from(
         "| run (3 hosts) | timectl module (chrony) | timectl module (chrony), no verify | timectl module (embedded engine) | timesync role (chrony) | ratio | ratio, no verify | ratio, embedded |\n|---|---|---|---|---|---|---|---|\n",
     );
