@@ -304,17 +304,20 @@ impl Systemd {
     }
 
     async fn state(&self, unit: &str) -> Result<UnitState, HostError> {
-        // An alias made since the last reload (Alias= links appear when a
-        // unit is enabled) resolves to its unit only after the reload.
-        if self.reload_pending.load(Ordering::SeqCst)
-            && self
-                .manager()
-                .await?
-                .get_unit_file_state(unit)
-                .await
-                .is_ok_and(|s| s == "alias")
-        {
-            self.flush_reload().await?;
+        // Unit files changed and systemd has not reloaded yet: its LoadState
+        // and UnitFileState are from before. The unit file's state on disk
+        // (GetUnitFileState; an error when there is no unit file) is what a
+        // reload would show, except for an alias made since (Alias= links
+        // appear when a unit is enabled): that resolves to its unit only
+        // after the reload, so it is made now.
+        let mut disk = None;
+        if self.reload_pending.load(Ordering::SeqCst) {
+            let on_disk = self.unit_file_on_disk(unit).await?;
+            if on_disk == "alias" {
+                self.flush_reload().await?;
+            } else {
+                disk = Some(on_disk);
+            }
         }
         let proxy = self.unit_proxy(unit).await?;
         let err = |what: &str| {
@@ -331,18 +334,10 @@ impl Systemd {
                 .await
                 .map_err(err("UnitFileState"))?,
         };
-        if self.reload_pending.load(Ordering::SeqCst) {
-            // Unit files changed and systemd has not reloaded yet: its
-            // LoadState and UnitFileState are from before. The unit file's
-            // state on disk (GetUnitFileState; an error when there is no
-            // unit file) is what a reload would show.
-            let id = if state.id.is_empty() { unit } else { &state.id };
-            let disk = self
-                .manager()
-                .await?
-                .get_unit_file_state(id)
-                .await
-                .unwrap_or_default();
+        if let Some(mut disk) = disk {
+            if !state.id.is_empty() && state.id != unit {
+                disk = self.unit_file_on_disk(&state.id).await?;
+            }
             state.load = match (state.load.as_str(), disk.as_str()) {
                 (_, "masked" | "masked-runtime") => "masked".into(),
                 ("not-found" | "masked", d) if !d.is_empty() => "loaded".into(),
@@ -352,6 +347,16 @@ impl Systemd {
             state.file = disk;
         }
         Ok(state)
+    }
+
+    /// The unit file's state on disk, "" when there is none.
+    async fn unit_file_on_disk(&self, unit: &str) -> Result<String, HostError> {
+        Ok(self
+            .manager()
+            .await?
+            .get_unit_file_state(unit)
+            .await
+            .unwrap_or_default())
     }
 
     /// Why a unit is not running after a start: its Result, unmet
