@@ -14,6 +14,7 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os.path
 
 ARGUMENT_SPEC = dict(
     state=dict(type="dict"),
@@ -37,7 +38,6 @@ TIMECTL_ENV = {"NO_COLOR": "1", "LC_ALL": "C.UTF-8"}
 
 def spec_name(name, src):
     """The file name timectl is given for the desired state, or a ValueError."""
-    import os.path
     name = name or (os.path.basename(src) if src else "ansible.yaml")
     if "/" in name or name in ("", ".", ".."):
         raise ValueError("spec_name must be a plain file name: {0!r}".format(name))
