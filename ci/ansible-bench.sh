@@ -15,7 +15,8 @@
 # The role is not vendored here and is on no package registry this project
 # uses: clone https://github.com/linux-system-roles/timesync and point
 # TIMECTL_TIMESYNC_ROLE at the clone (the directory with tasks/main.yml).
-# timectl is a release build (copied to the hosts by the action plugin).
+# timectl is the build made to ship (`cargo build --profile dist`, see
+# Cargo.toml), copied to the hosts by the action plugin.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,15 +39,15 @@ trap '"$here/cleanup.sh" >/dev/null || true' EXIT
 [[ -n ${TIMECTL_SYSTEM_TESTS_SKIP_DEPS:-} ]] || "$here/install-deps.sh"
 TIMECTL_TESTHOST_ROOTFS=$("$here/testhost/build-image.sh" | tail -n1)
 export TIMECTL_TESTHOST_ROOTFS
-cargo build --release --bin timectl --quiet
-export TIMECTL_FLEET_BINARY=$repo/target/release/timectl
+cargo build --profile dist --bin timectl --quiet
+export TIMECTL_FLEET_BINARY=$repo/target/dist/timectl
 out=$(mktemp /tmp/timectl-ansible-bench.XXXXXX)
 export TIMECTL_BENCH_OUT=$out
 role_rev=$(git -C "$TIMECTL_TIMESYNC_ROLE" rev-parse --short HEAD 2>/dev/null || echo "unknown revision")
 cargo test --test system_fleet -- --ignored --exact ansible_bench_timectl_vs_timesync_role \
     --nocapture --test-threads=1 >&2
 echo
-echo "ansible-core $(/opt/timectl-ansible/venv/bin/python3 -c 'import ansible; print(ansible.__version__)'), timesync role $role_rev, timectl $("$TIMECTL_FLEET_BINARY" --version | awk '{print $2}') (release)"
+echo "ansible-core $(/opt/timectl-ansible/venv/bin/python3 -c 'import ansible; print(ansible.__version__)'), timesync role $role_rev, timectl $("$TIMECTL_FLEET_BINARY" --version | awk '{print $2}') (profile dist, $(stat -c %s "$TIMECTL_FLEET_BINARY") bytes)"
 echo
 cat "$out"
 rm -f "$out"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Build timectl's .deb and .rpm from one release build: the binary, the man
+# Build timectl's .deb and .rpm from one build with the dist profile
+# (Cargo.toml: release plus LTO and no symbol table): the binary, the man
 # pages and shell completions committed under man/ and completions/ (kept
 # equal to what timectl generates by tests/generated_files.rs), the JSON
 # Schema, the docs, the examples and the license files. The package contents
@@ -12,7 +13,7 @@
 # the pinned versions below, once: a matching installed version is reused
 # (measured on the 2-core CI machine with optimised builds and other builds
 # running: cargo-deb ~120 s, cargo-generate-rpm ~330 s; building both
-# packages from a finished release build takes a few seconds). Logs go to stderr; the last two lines on stdout are
+# packages from a finished dist build takes a few seconds). Logs go to stderr; the last two lines on stdout are
 # the .deb's and the .rpm's paths.
 set -euo pipefail
 
@@ -48,14 +49,14 @@ ensure_tool cargo-deb "$CARGO_DEB_VERSION"
 ensure_tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
 t0=$(now_ms)
-cargo build --release --locked >&2
-log "release build in $(secs $(($(now_ms) - t0))) s"
+cargo build --profile dist --locked >&2
+log "dist build in $(secs $(($(now_ms) - t0))) s"
 
 rm -rf "$out"
 mkdir -p "$out"
 t0=$(now_ms)
-cargo deb --no-build --locked --output "$out" >&2
-cargo generate-rpm --output "$out" >&2
+cargo deb --no-build --locked --profile dist --output "$out" >&2
+cargo generate-rpm --profile dist --output "$out" >&2
 log "packages built in $(secs $(($(now_ms) - t0))) s (total $(secs $(($(now_ms) - t_start))) s)"
 
 deb=$(find "$out" -maxdepth 1 -name 'timectl_*.deb' | head -n1)
