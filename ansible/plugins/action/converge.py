@@ -16,10 +16,11 @@ module is sent, so a converged host costs one remote command.
     module_utils/timectl_converge.py (shared with the module);
   * when the target's binary is missing or different, that command says
     so (with C(uname -m)) and runs nothing; a second command receives the
-    binary on its standard input (gzip-compressed with O(compress_binary)),
-    checks it arrived whole and installs it atomically (in check mode it
-    stays in the private directory, so nothing is installed); then the
-    plan/apply command runs;
+    desired state and then the binary on its standard input (the binary
+    gzip-compressed with O(compress_binary)), checks the binary arrived
+    whole, installs it atomically (in check mode it stays in the private
+    directory, so nothing is installed) and goes on to plan (and apply)
+    as the first would have;
   * without a pipelining connection (the desired state must not go into a
     command line, where the target's users could read it), for O(rollback)
     and for a C({arch}) binary path (the binary's SHA-256 needs the
@@ -225,9 +226,9 @@ class ActionModule(ActionBase):
         """Plan (and apply) with one remote command, the desired state on its
         standard input (never in a command line, where any user of the
         target could read it); when the target's timectl is missing or
-        different, install it (a second command) and run again."""
+        different, a second command installs it and then runs."""
         remote = args.get("timectl_path") or "/usr/local/bin/timectl"
-        run = self._run_script(name, args.get("root"))
+        run = self._run_script(name, args.get("root"), spec_on_stdin=True)
         local = digest = info = None
         if manage:
             local = self._local_binary(binary, None)
@@ -247,11 +248,10 @@ class ActionModule(ActionBase):
                     "the controller's with timectl_binary)".format(remote))
             arch, has_gunzip = out["need"]
             _check_arch(local, arch)
-            self._install(info, digest, compress and has_gunzip)
-            # In check mode the run removes the private directory it is in.
-            d = os.path.dirname(info["path"]) if info["temporary"] else ""
-            out = self._remote("d={d}\nb={b}\n{r}".format(
-                d=shlex.quote(d), b=shlex.quote(info["path"]), r=run), in_data=spec)
+            # One more command: the binary installed, then the same run (the
+            # desired state travels ahead of the binary on its input).
+            then = (name, spec, self._run_script(name, args.get("root"), spec_on_stdin=False))
+            out = self._install(info, digest, compress and has_gunzip, then=then)
         parts = out["parts"]
         if "plan.rc" not in parts:
             raise AnsibleActionFail("timectl did not run on the target: {0}".format(out["error"]))
@@ -270,19 +270,23 @@ class ActionModule(ActionBase):
                 result["changed"] = True
         return result
 
-    def _run_script(self, name, root):
+    def _run_script(self, name, root, spec_on_stdin):
         """Shell text that, with $b the timectl to run and $d a private
         directory (or empty: one is made), writes the desired state from
-        standard input, plans (and applies), prints each output file as a
-        framed part and removes the directory."""
+        standard input (unless spec_on_stdin is false: it is in $d
+        already), plans (and applies), prints each output file as a framed
+        part and removes the directory."""
         env = " ".join("{0}={1}".format(k, shlex.quote(v)) for k, v in sorted(TIMECTL_ENV.items()))
         root_args = " --root {0}".format(shlex.quote(root)) if root else ""
         lines = [
             '[ -n "$d" ] || d=$(' + self._mkdtemp() + ') || exit 1',
             'cd "$d" || exit 1',
+        ]
+        if spec_on_stdin:
             # Always the same name, in a directory of its own: timectl writes
             # the spec's path into the headers of the files it manages.
-            "cat > {0}".format(shlex.quote(name)),
+            lines.append("cat > {0}".format(shlex.quote(name)))
+        lines += [
             '{env} "$b" plan {n} --json --out plan.timectl --markdown-out plan.md{r} '
             '> plan.out 2> plan.err; echo $? > plan.rc'.format(env=env, n=shlex.quote(name), r=root_args),
         ]
@@ -308,7 +312,7 @@ class ActionModule(ActionBase):
             base_sh = shlex.quote(base)
         return "umask 077 && mkdir -p {0} && mktemp -d {0}/timectl-ansible.XXXXXXXX".format(base_sh)
 
-    def _install(self, info, digest, compress):
+    def _install(self, info, digest, compress, then=None):
         """Puts the controller's binary (info["source"]) on the target with
         one remote command: at info["path"] (atomically: a new name, then a
         rename), or in check mode in a new private directory (info["path"]
@@ -316,6 +320,12 @@ class ActionModule(ActionBase):
         directory). It travels on the command's standard input when the
         connection pipelines (else by Ansible's file transfer), raw or
         gzip-compressed.
+
+        then=(name, spec, run) (pipelining only): the same command goes on
+        to the run. The desired state comes first on the input, read with
+        `dd bs=1` to its exact length (any dd, and no reader takes more
+        than its share of a pipe), into the private directory, where the
+        run finds it; returns the run's output.
 
         It is checked to have arrived whole: the transport (SSH) protects
         the bytes it carries and gunzip checks the stream's CRC-32 and
@@ -329,7 +339,11 @@ class ActionModule(ActionBase):
             with open(sent_file, "rb") as f:
                 in_data = f.read()
             source = ""
+            if then is not None:
+                in_data = then[1] + in_data
         else:
+            if then is not None:
+                raise AnsibleActionFail("internal error: an install with a run needs a pipelining connection")
             in_data = None
             tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
             staged = self._connection._shell.join_path(tmpdir, "timectl.gz" if compress else "timectl")
@@ -343,8 +357,16 @@ class ActionModule(ActionBase):
         if self._task.check_mode:
             lines.append('d=$(' + self._mkdtemp() + ') || exit 1; b="$d/timectl"; new="$b"')
         else:
+            if then is not None:
+                lines.append('d=$(' + self._mkdtemp() + ') || exit 1')
             lines.append("b={0}; new={1}".format(shlex.quote(remote), shlex.quote(remote + ".ansible-new")))
             lines.append("mkdir -p {0} || die mkdir".format(shlex.quote(os.path.dirname(remote) or "/")))
+        if then is not None:
+            name, spec, run = then
+            lines.append('dd bs=1 count={n} of="$d"/{f} 2>/dev/null || die "desired state"'.format(
+                n=len(spec), f=shlex.quote(name)))
+            lines.append('[ "$(wc -c < "$d"/{f})" -eq {n} ] || die "desired state size"'.format(
+                f=shlex.quote(name), n=len(spec)))
         lines += [
             '{u}{s} > "$new" || die unpack'.format(u="gunzip -c" if compress else "cat", s=source),
             '[ "$(wc -c < "$new")" -eq {n} ] || die size'.format(n=os.path.getsize(local)),
@@ -353,6 +375,8 @@ class ActionModule(ActionBase):
         if not self._task.check_mode:
             lines.append('mv -f "$new" "$b" || die install')
         lines.append("printf '{0}%s\\n' \"$b\"".format(_INSTALLED))
+        if then is not None:
+            lines.append(run)
         out = self._remote("\n".join(lines), in_data=in_data)
         if out["installed"] is None:
             raise AnsibleActionFail("cannot install timectl at {0} (sent {1}, {2} bytes): {3}".format(
@@ -363,6 +387,7 @@ class ActionModule(ActionBase):
             info.update(path=out["installed"], temporary=True)
         else:
             info["installed"] = True
+        return out
 
     def _remote(self, script, in_data=None):
         res = self._low_level_execute_command(script, in_data=in_data)
