@@ -591,3 +591,71 @@ fn civil_dates() {
     assert_eq!(civil_from_days(20_419), (2025, 11, 27));
     assert_eq!(civil_from_days(11_016), (2000, 2, 29));
 }
+
+/// A daemon that is synchronised from look number .1 on.
+struct SyncedOnLook(std::cell::Cell<u32>, u32);
+
+impl TimeProbe for SyncedOnLook {
+    fn status(&self) -> Result<SyncStatus, HostError> {
+        let n = self.0.get() + 1;
+        self.0.set(n);
+        Ok(SyncStatus {
+            synchronized: n >= self.1,
+            offset_seconds: Some(0.0),
+            detail: format!("look {n}"),
+            ..SyncStatus::default()
+        })
+    }
+    fn step_now(&self) -> Result<String, HostError> {
+        Ok(String::new())
+    }
+}
+
+/// Verification asks again soon after the start (50, then 100 ms) rather
+/// than every 500 ms: a daemon synchronised on the third look is seen so
+/// within about 150 ms (it was 1 s), and the progress reports each look.
+#[test]
+fn verification_looks_again_soon_after_the_start() {
+    let probe = SyncedOnLook(std::cell::Cell::new(0), 3);
+    let verify = crate::provider::VerifyPlan {
+        synchronized: true,
+        within_seconds: 30.0,
+        max_offset_seconds: None,
+        rollback: true,
+    };
+    let mut waits = Vec::new();
+    let started = std::time::Instant::now();
+    let result = wait_for_sync(&probe, &verify, &mut |p| {
+        if let Progress::Verifying { waited, .. } = p {
+            waits.push(waited);
+        }
+    });
+    let took = started.elapsed();
+    assert!(result.failure.is_none(), "{:?}", result.failure);
+    assert_eq!(probe.0.get(), 3);
+    assert_eq!(waits.len(), 3, "{waits:?}");
+    // The third look comes after 50 + 100 ms of pauses; a generous bound
+    // for a busy machine, still well under the old 1 s.
+    assert!(waits[2] >= 0.15, "{waits:?}");
+    assert!(took < Duration::from_millis(700), "took {took:?}");
+}
+
+/// The last look is made at the deadline, not a pause after it.
+#[test]
+fn verification_gives_up_at_its_deadline() {
+    let probe = SyncedOnLook(std::cell::Cell::new(0), 100);
+    let verify = crate::provider::VerifyPlan {
+        synchronized: true,
+        within_seconds: 0.06,
+        max_offset_seconds: None,
+        rollback: true,
+    };
+    let result = wait_for_sync(&probe, &verify, &mut |_| {});
+    let failure = result.failure.expect("not synchronised in 60 ms");
+    assert!(
+        failure.contains("not synchronised within 0.06s"),
+        "{failure}"
+    );
+    // Looks at 0 and 50 ms, then once more at the deadline (60 ms).
+    assert_eq!(probe.0.get(), 3);
+}
