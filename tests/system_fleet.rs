@@ -34,7 +34,7 @@ use sha2::{Digest, Sha256};
 use support::container::Container;
 use support::fleet::{Fleet, FleetHost, PlaybookRun};
 use support::live::{chrony_selected, hand_configured_chrony, loopback_peer, text};
-use support::{record_figure, record_timing, wait_for};
+use support::{ChronyPeer, record_figure, record_timing, wait_for};
 
 const PLAYBOOK: &str = "---
 - name: Time sync by timectl
@@ -418,6 +418,20 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `prep`: packages installed on every host (from the image's offline
 /// repository) before the timed runs; when given, one check+diff run before
 /// installing them is recorded too.
+/// A fresh fleet in the bench's starting state (chrony configured by hand,
+/// ntpsec, nothing), each host with its chronyd peer on loopback (kept
+/// running while the returned peers live).
+fn bench_fleet() -> (Fleet, Vec<ChronyPeer>) {
+    let fleet = Fleet::boot(3);
+    let peers = fleet
+        .hosts
+        .iter()
+        .map(|h| loopback_peer(&h.container))
+        .collect();
+    starting_daemons(&fleet);
+    (fleet, peers)
+}
+
 fn bench_tool(
     tool: &'static str,
     playbook: &str,
@@ -425,13 +439,7 @@ fn bench_tool(
     prep: &[&str],
     rows: &mut Vec<BenchRow>,
 ) {
-    let fleet = Fleet::boot(3);
-    let _peers: Vec<_> = fleet
-        .hosts
-        .iter()
-        .map(|h| loopback_peer(&h.container))
-        .collect();
-    starting_daemons(&fleet);
+    let (fleet, _peers) = bench_fleet();
     std::fs::write(fleet.dir().join("playbook.yml"), playbook).unwrap();
     std::fs::write(fleet.dir().join("v1.yml"), state_vars(0, "30s")).unwrap();
     std::fs::write(
@@ -534,14 +542,10 @@ fn bench_tool(
 /// ntpsec host and the empty one), all at once, as Ansible's forks would.
 /// With Ansible's floor (one ping task) added, no chrony apply of this fleet
 /// can take less: that bounds the ratio any tool can reach against the role.
+const SHARED_INSTALL: &str = "install chrony on the 2 hosts without it, at once";
+
 fn bench_shared_install(rows: &mut Vec<BenchRow>) {
-    let fleet = Fleet::boot(3);
-    let _peers: Vec<_> = fleet
-        .hosts
-        .iter()
-        .map(|h| loopback_peer(&h.container))
-        .collect();
-    starting_daemons(&fleet);
+    let (fleet, _peers) = bench_fleet();
     let missing: Vec<_> = fleet
         .hosts
         .iter()
@@ -566,11 +570,11 @@ fn bench_shared_install(rows: &mut Vec<BenchRow>) {
         assert_eq!(h.container.package_status("chrony"), "installed");
     }
     record_figure(&format!(
-        "ansible bench: apt-get by hand: install chrony on the 2 hosts without it, at once: {secs:.2} s"
+        "ansible bench: apt-get by hand: {SHARED_INSTALL}: {secs:.2} s"
     ));
     rows.push(BenchRow {
         tool: "apt-get by hand",
-        run: "install chrony on the 2 hosts without it, at once",
+        run: SHARED_INSTALL,
         seconds: secs,
         result: "ok".into(),
     });
@@ -703,10 +707,7 @@ fn ansible_bench_timectl_vs_timesync_role() {
     }
     // The bound on a chrony apply: Ansible's floor plus the package install
     // both tools make (bench_shared_install).
-    let apt = find(
-        "apt-get by hand",
-        "install chrony on the 2 hosts without it, at once",
-    );
+    let apt = find("apt-get by hand", SHARED_INSTALL);
     let floor = find(
         "timectl module",
         "one ping task: Ansible's floor (median of 3)",

@@ -592,8 +592,19 @@ fn civil_dates() {
     assert_eq!(civil_from_days(11_016), (2000, 2, 29));
 }
 
-/// A daemon that is synchronised from look number .1 on.
+/// A daemon that is synchronised from look number `.1` on (`.0` counts
+/// the looks).
 struct SyncedOnLook(std::cell::Cell<u32>, u32);
+
+/// Verify synchronisation within `seconds`, any offset.
+fn verify_synchronized_within(seconds: f64) -> crate::provider::VerifyPlan {
+    crate::provider::VerifyPlan {
+        synchronized: true,
+        within_seconds: seconds,
+        max_offset_seconds: None,
+        rollback: true,
+    }
+}
 
 impl TimeProbe for SyncedOnLook {
     fn status(&self) -> Result<SyncStatus, HostError> {
@@ -617,12 +628,7 @@ impl TimeProbe for SyncedOnLook {
 #[test]
 fn verification_looks_again_soon_after_the_start() {
     let probe = SyncedOnLook(std::cell::Cell::new(0), 3);
-    let verify = crate::provider::VerifyPlan {
-        synchronized: true,
-        within_seconds: 30.0,
-        max_offset_seconds: None,
-        rollback: true,
-    };
+    let verify = verify_synchronized_within(30.0);
     let mut waits = Vec::new();
     let started = std::time::Instant::now();
     let result = wait_for_sync(&probe, &verify, &mut |p| {
@@ -644,12 +650,7 @@ fn verification_looks_again_soon_after_the_start() {
 #[test]
 fn verification_gives_up_at_its_deadline() {
     let probe = SyncedOnLook(std::cell::Cell::new(0), 100);
-    let verify = crate::provider::VerifyPlan {
-        synchronized: true,
-        within_seconds: 0.06,
-        max_offset_seconds: None,
-        rollback: true,
-    };
+    let verify = verify_synchronized_within(0.06);
     let result = wait_for_sync(&probe, &verify, &mut |_| {});
     let failure = result.failure.expect("not synchronised in 60 ms");
     assert!(
